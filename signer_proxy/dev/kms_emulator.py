@@ -1,0 +1,127 @@
+"""An in-process KMS emulator (moto's server) that honours MessageType=DIGEST.
+
+moto signs `Message` with `ECDSA(SHA256)` whatever MessageType says, so a DIGEST request gets
+hashed a second time and the signature is over sha256(digest): useless to an Ethereum signer,
+and the very bug real signers must not have. `apply_digest_shim` teaches moto's Sign/Verify
+handlers DIGEST for ECC keys (sign the 32 bytes as a pre-hashed value, as AWS KMS does) and
+leaves everything else to moto. The tests and `signer-proxy dev` both start KMS through here,
+so the shim lives in one place. Remove it when moto implements DIGEST.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+_HASHES = {"ECDSA_SHA_256": 32, "ECDSA_SHA_384": 48, "ECDSA_SHA_512": 64}
+_shim_lock = threading.Lock()
+_shim_applied = False
+
+
+def _hash_for(algorithm: str) -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return {
+        "ECDSA_SHA_256": hashes.SHA256(),
+        "ECDSA_SHA_384": hashes.SHA384(),
+        "ECDSA_SHA_512": hashes.SHA512(),
+    }[algorithm]
+
+
+def apply_digest_shim() -> None:
+    """Patch moto's KMS Sign and Verify to honour MessageType=DIGEST for ECC keys (idempotent)."""
+    global _shim_applied
+    with _shim_lock:
+        if _shim_applied:
+            return
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+        from moto.kms.exceptions import ValidationException
+        from moto.kms.responses import KmsResponse
+        from moto.kms.utils import ECDSAPrivateKey
+
+        original_sign = KmsResponse.sign
+        original_verify = KmsResponse.verify
+
+        def _digest_request(self: Any) -> tuple[Any, bytes, str] | None:
+            if self._get_param("MessageType") != "DIGEST":
+                return None
+            key = self.kms_backend.describe_key(self._get_param("KeyId"))
+            algorithm = self._get_param("SigningAlgorithm")
+            if not isinstance(key.private_key, ECDSAPrivateKey) or algorithm not in _HASHES:
+                return None
+            message = self._get_param("Message")  # moto has already base64-decoded it
+            if isinstance(message, str):
+                message = message.encode()
+            if len(message) != _HASHES[algorithm]:
+                raise ValidationException(
+                    f"Digest is invalid length for algorithm {algorithm}."  # AWS's wording
+                )
+            if algorithm not in key.private_key.valid_signing_algorithms:
+                return None  # let moto raise its usual error
+            return key, message, algorithm
+
+        def sign(self: Any) -> str:
+            request = _digest_request(self)
+            if request is None:
+                return str(original_sign(self))
+            key, digest, algorithm = request
+            if key.key_usage != "SIGN_VERIFY":
+                return str(original_sign(self))
+            der = key.private_key.private_key.sign(digest, ec.ECDSA(Prehashed(_hash_for(algorithm))))
+            return json.dumps(
+                {
+                    "KeyId": key.arn,
+                    "Signature": base64.b64encode(der).decode(),
+                    "SigningAlgorithm": algorithm,
+                }
+            )
+
+        def verify(self: Any) -> str:
+            request = _digest_request(self)
+            if request is None:
+                return str(original_verify(self))
+            key, digest, algorithm = request
+            signature = base64.b64decode(self._get_param("Signature"))
+            try:
+                key.private_key.private_key.public_key().verify(
+                    signature, digest, ec.ECDSA(Prehashed(_hash_for(algorithm)))
+                )
+                valid = True
+            except InvalidSignature:
+                valid = False
+            return json.dumps(
+                {"KeyId": key.arn, "SignatureValid": valid, "SigningAlgorithm": algorithm}
+            )
+
+        KmsResponse.sign = sign
+        KmsResponse.verify = verify
+        _shim_applied = True
+
+
+@dataclass
+class KmsEmulator:
+    """A running moto server on loopback; `url` is its endpoint, `stop()` ends it."""
+
+    url: str
+    _server: Any
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def start_kms_emulator(host: str = "127.0.0.1", port: int = 0) -> KmsEmulator:
+    """Start moto's server in a thread with the DIGEST shim applied; port 0 picks a free one."""
+    from moto.server import ThreadedMotoServer
+
+    apply_digest_shim()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per KMS call
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    return KmsEmulator(url=f"http://{bound_host}:{bound_port}", _server=server)

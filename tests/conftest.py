@@ -1,0 +1,208 @@
+"""Real parts for the tests: anvil and cast (npm), the KMS emulator, our CLI as a subprocess.
+
+Nothing here talks to AWS: every KMS client points at the loopback emulator, with dummy
+credentials set for the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from signer_proxy.dev.kms_emulator import KmsEmulator, start_kms_emulator
+from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+# anvil's first default account (the well-known test mnemonic): funds the KMS addresses.
+ANVIL_FUNDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+# Dummy credentials, so no test can reach real AWS with a developer's own.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION=REGION,
+    AWS_REGION=REGION,
+    AWS_EC2_METADATA_DISABLED="true",
+)
+
+
+def tool(name: str) -> str:
+    """Path of an npm-installed Foundry tool (anvil, cast); `make test` installs them."""
+    local = ROOT / ".tools" / "node_modules" / ".bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found: run `make test` (it installs @foundry-rs/{name} from npm)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rpc_call(url: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+    """A blocking JSON-RPC call; returns the whole response object."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Anvil:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def call(self, method: str, params: Any = None) -> Any:
+        response = rpc_call(self.url, method, params)
+        if "error" in response:
+            raise AssertionError(f"anvil {method} failed: {response['error']}")
+        return response["result"]
+
+    def fund(self, address: str, wei: int = 10**21) -> None:
+        self.call("anvil_setBalance", [address, hex(wei)])
+
+
+def start_anvil(*extra: str) -> Anvil:
+    port = free_port()
+    process = subprocess.Popen(
+        [tool("anvil"), "--host", "127.0.0.1", "--port", str(port), "--silent", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"anvil exited with {process.returncode}")
+        try:
+            rpc_call(url, "eth_chainId", timeout=1)
+            return Anvil(url, process)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("anvil did not start within 20 s")
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; closes the pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    """A fresh anvil per test (reusing one across heavy bursts has hung it)."""
+    node = start_anvil()
+    yield node
+    stop(node.process)
+
+
+@pytest.fixture(scope="session")
+def kms() -> Iterator[KmsEmulator]:
+    emulator = start_kms_emulator()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def kms_client(kms: KmsEmulator) -> Any:
+    return boto3.client("kms", region_name=REGION, endpoint_url=kms.url)
+
+
+@dataclass(frozen=True)
+class KmsKey:
+    arn: str
+    key_id: str
+    address: str
+    alias: str | None
+
+
+KeyFactory = Callable[..., KmsKey]
+
+
+@pytest.fixture(scope="session")
+def make_key(kms_client: Any) -> KeyFactory:
+    """Create a KMS key in the emulator (secp256k1 SIGN_VERIFY unless told otherwise)."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(
+        alias: str | None = None,
+        key_spec: str = "ECC_SECG_P256K1",
+        key_usage: str = "SIGN_VERIFY",
+    ) -> KmsKey:
+        metadata = kms_client.create_key(KeySpec=key_spec, KeyUsage=key_usage)["KeyMetadata"]
+        if alias is None:
+            alias = f"alias/test-{next(counter)}-{metadata['KeyId'][:8]}"
+        kms_client.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+        address = ""
+        if key_spec == "ECC_SECG_P256K1":
+            der = kms_client.get_public_key(KeyId=metadata["Arn"])["PublicKey"]
+            address = address_from_public_key(public_key_from_spki(der))
+        return KmsKey(metadata["Arn"], metadata["KeyId"], address, alias)
+
+    return make
+
+
+@dataclass
+class ProxyProcess:
+    url: str
+    process: subprocess.Popen[str]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `signer-proxy ARGS` to completion (for commands that exit, e.g. a refused start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "signer_proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def start_proxy_process(*args: str, env: dict[str, str] | None = None) -> ProxyProcess:
+    """`signer-proxy serve ARGS --listen 127.0.0.1:0` as a subprocess, once it is listening."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "signer_proxy", "serve", "--listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        stop(process)
+        stderr = process.stderr.read() if process.stderr else ""
+        raise AssertionError(f"signer-proxy did not start: {line!r} {stderr}")
+    return ProxyProcess(line.split("listening on ")[1].strip(), process)
