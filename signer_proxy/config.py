@@ -34,7 +34,7 @@ class Settings:
     listen: str = _setting(
         "127.0.0.1:8545",
         "Address and port to serve JSON-RPC on (HTTP POST /). Port 0 picks a free port.",
-        example="0.0.0.0:8545",
+        example="127.0.0.1:8545",
     )
     upstream: str = _setting(
         "",
@@ -231,7 +231,7 @@ def render_reference() -> str:
         )
     lines += [
         "",
-        "Example file (`config/serve.yaml`):",
+        "An example file (more under `config/`, each loaded by a test):",
         "",
         "```yaml",
     ]

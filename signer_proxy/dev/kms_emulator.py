@@ -73,7 +73,9 @@ def apply_digest_shim() -> None:
             key, digest, algorithm = request
             if key.key_usage != "SIGN_VERIFY":
                 return str(original_sign(self))
-            der = key.private_key.private_key.sign(digest, ec.ECDSA(Prehashed(_hash_for(algorithm))))
+            der = key.private_key.private_key.sign(
+                digest, ec.ECDSA(Prehashed(_hash_for(algorithm)))
+            )
             return json.dumps(
                 {
                     "KeyId": key.arn,
@@ -99,8 +101,8 @@ def apply_digest_shim() -> None:
                 {"KeyId": key.arn, "SignatureValid": valid, "SigningAlgorithm": algorithm}
             )
 
-        KmsResponse.sign = sign
-        KmsResponse.verify = verify
+        KmsResponse.sign = sign  # type: ignore[method-assign]
+        KmsResponse.verify = verify  # type: ignore[method-assign]
         _shim_applied = True
 
 
@@ -125,3 +127,51 @@ def start_kms_emulator(host: str = "127.0.0.1", port: int = 0) -> KmsEmulator:
     server.start()
     bound_host, bound_port = server.get_host_and_port()
     return KmsEmulator(url=f"http://{bound_host}:{bound_port}", _server=server)
+
+
+def create_dev_keys(url: str, count: int, region: str = "us-east-1") -> list[tuple[str, str]]:
+    """Create `count` secp256k1 signing keys aliased alias/dev-0.. ; [(alias, key ARN)]."""
+    import boto3
+
+    client = boto3.client(
+        "kms",
+        region_name=region,
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    keys = []
+    for index in range(count):
+        arn = client.create_key(KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")["KeyMetadata"][
+            "Arn"
+        ]
+        alias = f"alias/dev-{index}"
+        client.create_alias(AliasName=alias, TargetKeyId=arn)
+        keys.append((alias, arn))
+    return keys
+
+
+def main() -> None:
+    """`python -m signer_proxy.dev.kms_emulator`: a KMS emulator with N keys, until Ctrl-C."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--keys", type=int, default=1)
+    args = parser.parse_args()
+    emulator = start_kms_emulator(port=args.port)
+    try:
+        print(f"KMS emulator on {emulator.url} (region us-east-1, any credentials)")
+        for alias, arn in create_dev_keys(emulator.url, args.keys):
+            print(f"  {alias}  {arn}", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

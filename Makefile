@@ -1,0 +1,47 @@
+# The same commands everywhere: `make test` is what .ci/run calls.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FOUNDRY_VERSION := 1.7.1
+
+.PHONY: test unit lint serve docs env tools clean
+
+# Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
+test: env tools lint
+	$(BIN)/pytest
+
+unit: env
+	$(BIN)/pytest tests/unit
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Run the proxy: make serve ARGS="--upstream http://127.0.0.1:8546 --kms-key alias/treasury"
+serve: env
+	$(BIN)/signer-proxy serve $(ARGS)
+
+# Regenerate docs/config.md from the settings (a test fails when it is stale).
+docs: env
+	$(BIN)/python -m signer_proxy.config > docs/config.md
+
+env: $(VENV)/.installed
+
+# constraints.txt pins every transitive version: installs are fast and repeatable
+# (unpinned, pip's resolver walks back through old aioboto3 releases for minutes).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+# anvil and cast (the real node and client the tests use) and ethers.js (a client test).
+tools: .tools/.installed
+
+.tools/.installed: Makefile
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
+		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0
+	touch $@
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
