@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -119,7 +120,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
                 return False
             raise ValueError("expected true or false")
         if tp is int:
-            if isinstance(value, bool):
+            if isinstance(value, bool | float):  # int(1.5) would silently drop the .5
                 raise ValueError("expected an integer")
             return int(value)
         if tp is float:
@@ -129,7 +130,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise ValueError("expected a string")
         return value
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: int([1]), float(None) from YAML
         raise ConfigError(f"{source} has an invalid value {value!r}: {exc}") from None
 
 
@@ -198,8 +199,13 @@ def require_serve_settings(settings: Settings) -> None:
         raise ConfigError(
             f"no upstream node: set --upstream (or {env_name('upstream')}) to the node's URL"
         )
-    if not settings.upstream.startswith(("http://", "https://")):
-        raise ConfigError("--upstream must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(settings.upstream)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("--upstream must be an http:// or https:// URL with a host")
     if not settings.kms_keys:
         raise ConfigError(
             f"no keys: give at least one --kms-key (or {env_name('kms_keys')}) to sign with"

@@ -92,7 +92,13 @@ class Router:
             for position, (_, call) in enumerate(forwarded)
         ]
         try:
-            decoded = json.loads(await self._upstream.forward(json.dumps(batch).encode()))
+            payload = await self._upstream.forward(json.dumps(batch).encode())
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                raise UpstreamBadResponse(
+                    "the node answered a batch with a body that is not JSON; check --upstream"
+                ) from None
         except SignerProxyError as exc:
             for index, call in forwarded:
                 if not call.is_notification:

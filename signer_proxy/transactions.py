@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import rlp
@@ -131,19 +132,19 @@ def parse_tx_request(params: Any) -> TxRequest:
         value = tx.get(name)
         return None if value is None else parse_quantity(value, name, max_value=max_value)
 
-    data_field = tx.get("input")
+    data_field, data_name = tx.get("input"), "input"
     if tx.get("data") is not None:
         if data_field is not None and parse_data(data_field, "input") != parse_data(
             tx["data"], "data"
         ):
             raise InvalidParams('both "data" and "input" are set and differ; send one of them')
-        data_field = tx["data"]
+        data_field, data_name = tx["data"], "data"
     to = tx.get("to")
     request = TxRequest(
         sender=parse_address(tx["from"], "from"),
         to=None if to in (None, "", "0x") else parse_address(to, "to"),
         value=opt_quantity("value") or 0,
-        data=b"" if data_field is None else parse_data(data_field, "input"),
+        data=b"" if data_field is None else parse_data(data_field, data_name),
         gas=opt_quantity("gas", MAX_UINT64),
         gas_price=opt_quantity("gasPrice"),
         max_fee_per_gas=opt_quantity("maxFeePerGas"),
@@ -209,7 +210,8 @@ def dynamic_fees(
 
 
 def apply_gas_margin(estimate: int, margin: float) -> int:
-    return min(math.ceil(estimate * margin), MAX_UINT64)
+    """estimate x margin, rounded up, in exact decimal arithmetic (21000 x 1.1 is 23100)."""
+    return min(math.ceil(Decimal(estimate) * Decimal(str(margin))), MAX_UINT64)
 
 
 class ChainFacts:

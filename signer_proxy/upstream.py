@@ -39,6 +39,7 @@ def redact_url(url: str) -> str:
     """scheme://host:port only: node URLs often carry API keys in the path, query or userinfo."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}"
 
@@ -129,11 +130,14 @@ class SendOutcome(enum.Enum):
 # Sources: geth/reth/erigon txpool errors, Besu's TransactionInvalidReason names,
 # Nethermind's AcceptTxResult, anvil's pool errors, the Hedera JSON-RPC relay.
 SEND_ERROR_PATTERNS: tuple[tuple[str, SendOutcome], ...] = (
+    ("unknown transaction", SendOutcome.REJECTED),  # guards "known transaction" below
     ("already known", SendOutcome.ALREADY_KNOWN),
     ("alreadyknown", SendOutcome.ALREADY_KNOWN),
     ("known transaction", SendOutcome.ALREADY_KNOWN),
     ("transaction already imported", SendOutcome.ALREADY_KNOWN),
     ("transaction already exists", SendOutcome.ALREADY_KNOWN),
+    ("existing tx with same hash", SendOutcome.ALREADY_KNOWN),  # Erigon
+    ("existing txn with same hash", SendOutcome.ALREADY_KNOWN),  # Erigon, newer
     ("nonce too low", SendOutcome.NONCE_TOO_LOW),
     ("nonce_too_low", SendOutcome.NONCE_TOO_LOW),
     ("oldnonce", SendOutcome.NONCE_TOO_LOW),
@@ -141,10 +145,12 @@ SEND_ERROR_PATTERNS: tuple[tuple[str, SendOutcome], ...] = (
     ("nonce too high", SendOutcome.NONCE_TOO_HIGH),
     ("nonce_too_far_in_future_for_sender", SendOutcome.NONCE_TOO_HIGH),
     ("nonce_too_high", SendOutcome.NONCE_TOO_HIGH),
+    ("nonce is too distant", SendOutcome.NONCE_TOO_HIGH),  # Besu's text for the one above
+    ("noncegap", SendOutcome.NONCE_TOO_HIGH),  # Nethermind, older
+    ("nonce too far in future", SendOutcome.NONCE_TOO_HIGH),  # Nethermind, newer
     ("replacement transaction underpriced", SendOutcome.NONCE_IN_USE),
     ("replacement_underpriced", SendOutcome.NONCE_IN_USE),
     ("replacement_transaction_underpriced", SendOutcome.NONCE_IN_USE),
-    ("feetoolowtocompete", SendOutcome.NONCE_IN_USE),
 )
 
 

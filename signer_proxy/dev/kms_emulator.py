@@ -41,6 +41,7 @@ def apply_digest_shim() -> None:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+        from moto.core.exceptions import JsonRESTError
         from moto.kms.exceptions import ValidationException
         from moto.kms.responses import KmsResponse
         from moto.kms.utils import ECDSAPrivateKey
@@ -73,6 +74,10 @@ def apply_digest_shim() -> None:
             key, digest, algorithm = request
             if key.key_usage != "SIGN_VERIFY":
                 return str(original_sign(self))
+            if key.key_state == "Disabled":  # AWS refuses; moto would sign with any key state
+                raise JsonRESTError("DisabledException", f"{key.arn} is disabled.")
+            if key.key_state != "Enabled":
+                raise JsonRESTError("KMSInvalidStateException", f"{key.arn} is {key.key_state}.")
             der = key.private_key.private_key.sign(
                 digest, ec.ECDSA(Prehashed(_hash_for(algorithm)))
             )

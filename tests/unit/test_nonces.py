@@ -1,0 +1,192 @@
+"""nonces.MemoryNonceManager against a scripted pending count (the node's, per address)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signer_proxy.nonces import MemoryNonceManager
+
+ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+
+
+class FakeNode:
+    """eth_getTransactionCount(address, "pending"): a settable count, and who asked."""
+
+    def __init__(self, **counts: int) -> None:
+        self.counts = {ALICE.lower(): counts.get("alice", 0), BOB.lower(): counts.get("bob", 0)}
+        self.asked: list[str] = []
+
+    async def pending_count(self, address: str) -> int:
+        self.asked.append(address)
+        await asyncio.sleep(0)  # let other reservations interleave, as real I/O would
+        return self.counts[address.lower()]
+
+    def set(self, address: str, count: int) -> None:
+        self.counts[address.lower()] = count
+
+
+async def test_reserve_100_concurrent_get_distinct_consecutive_nonces() -> None:
+    node = FakeNode(alice=7)
+    nonces = MemoryNonceManager(node.pending_count)
+
+    leases = await asyncio.gather(*(nonces.reserve(ALICE) for _ in range(100)))
+
+    assert sorted(lease.nonce for lease in leases) == list(range(7, 107))
+    assert len(node.asked) == 1  # the burst runs on the counter, not on the lagging node
+
+
+async def test_reserve_burst_ignores_a_lagging_node_while_leases_are_out() -> None:
+    node = FakeNode(alice=3)
+    nonces = MemoryNonceManager(node.pending_count)
+    first = await nonces.reserve(ALICE)
+    node.set(ALICE, 0)  # the node has not seen anything yet
+
+    second = await nonces.reserve(ALICE)
+
+    assert (first.nonce, second.nonce) == (3, 4)
+
+
+async def test_release_hands_the_nonce_out_again_before_new_ones() -> None:
+    nonces = MemoryNonceManager(FakeNode(alice=0).pending_count)
+    leases = [await nonces.reserve(ALICE) for _ in range(4)]  # 0, 1, 2, 3
+
+    await leases[2].release()
+    await leases[1].release()
+
+    again = [(await nonces.reserve(ALICE)).nonce for _ in range(3)]
+    assert again == [1, 2, 4]  # lowest released first, then the counter
+
+
+async def test_commit_does_not_hand_the_nonce_out_again() -> None:
+    nonces = MemoryNonceManager(FakeNode(alice=0).pending_count)
+    held = await nonces.reserve(ALICE)  # keeps the address busy
+    used = await nonces.reserve(ALICE)
+
+    await used.commit()
+
+    assert (held.nonce, used.nonce) == (0, 1)
+    assert (await nonces.reserve(ALICE)).nonce == 2
+
+
+async def test_lease_is_settled_once_release_after_commit_is_ignored() -> None:
+    nonces = MemoryNonceManager(FakeNode(alice=0).pending_count)
+    held = await nonces.reserve(ALICE)
+    used = await nonces.reserve(ALICE)
+
+    await used.commit()
+    await used.release()  # e.g. an error handler running after the send succeeded
+
+    assert held.nonce == 0
+    assert (await nonces.reserve(ALICE)).nonce == 2
+
+
+async def test_reserve_when_idle_rereads_the_pending_count() -> None:
+    node = FakeNode(alice=5)
+    nonces = MemoryNonceManager(node.pending_count)
+    lease = await nonces.reserve(ALICE)
+    await lease.commit()
+    node.set(ALICE, 9)  # sent around the proxy, or our own tx plus others
+
+    assert (await nonces.reserve(ALICE)).nonce == 9
+    assert len(node.asked) == 2
+
+
+async def test_reserve_when_idle_can_step_back_to_a_dropped_transaction() -> None:
+    node = FakeNode(alice=5)
+    nonces = MemoryNonceManager(node.pending_count)
+    lease = await nonces.reserve(ALICE)
+    await lease.commit()  # nonce 5 was sent ... and then the node dropped it
+
+    assert (await nonces.reserve(ALICE)).nonce == 5
+
+
+async def test_release_of_every_lease_is_forgotten_once_idle() -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+    a, b = await nonces.reserve(ALICE), await nonces.reserve(ALICE)
+    await b.release()
+    await a.release()
+    node.set(ALICE, 4)
+
+    assert (await nonces.reserve(ALICE)).nonce == 4  # the node's count, not a stale release
+
+
+async def test_resync_moves_the_counter_up_to_the_nodes_count() -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+    held = await nonces.reserve(ALICE)  # 0, still out
+    node.set(ALICE, 10)  # "nonce too low": others used 0..9
+
+    await nonces.resync(ALICE)
+
+    assert held.nonce == 0
+    assert (await nonces.reserve(ALICE)).nonce == 10
+
+
+async def test_resync_never_steps_under_leased_nonces() -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+    leases = [await nonces.reserve(ALICE) for _ in range(5)]  # 0..4 out
+    node.set(ALICE, 2)  # the node has only seen two of them so far
+
+    await nonces.resync(ALICE)
+
+    assert (await nonces.reserve(ALICE)).nonce == 5
+    assert [lease.nonce for lease in leases] == [0, 1, 2, 3, 4]
+
+
+async def test_resync_drops_released_nonces_the_node_has_passed() -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+    leases = [await nonces.reserve(ALICE) for _ in range(6)]  # 0..5
+    await leases[1].release()
+    await leases[4].release()
+    node.set(ALICE, 3)  # nonce 1 got used by someone else; 4 is still free
+
+    await nonces.resync(ALICE)
+
+    assert [(await nonces.reserve(ALICE)).nonce for _ in range(2)] == [4, 6]
+
+
+async def test_resync_when_idle_takes_the_nodes_count_even_if_lower() -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+    for _ in range(3):
+        await (await nonces.reserve(ALICE)).commit()  # each reserve saw the node at 0
+    node.set(ALICE, 1)
+
+    await nonces.resync(ALICE)
+
+    assert (await nonces.reserve(ALICE)).nonce == 1
+
+
+async def test_addresses_are_independent() -> None:
+    node = FakeNode(alice=3, bob=100)
+    nonces = MemoryNonceManager(node.pending_count)
+
+    alice = await asyncio.gather(*(nonces.reserve(ALICE) for _ in range(3)))
+    bob = await asyncio.gather(*(nonces.reserve(BOB) for _ in range(3)))
+    await alice[0].release()
+
+    assert sorted(lease.nonce for lease in alice) == [3, 4, 5]
+    assert sorted(lease.nonce for lease in bob) == [100, 101, 102]
+    assert (await nonces.reserve(BOB)).nonce == 103  # Alice's release is not Bob's
+    assert (await nonces.reserve(ALICE)).nonce == 3
+
+
+@pytest.mark.parametrize(
+    "other_spelling",
+    [pytest.param(ALICE.lower(), id="lower"), pytest.param("0x" + ALICE[2:].upper(), id="upper")],
+)
+async def test_addresses_are_case_insensitive(other_spelling: str) -> None:
+    node = FakeNode(alice=0)
+    nonces = MemoryNonceManager(node.pending_count)
+
+    first = await nonces.reserve(ALICE)
+    second = await nonces.reserve(other_spelling)
+
+    assert (first.nonce, second.nonce) == (0, 1)
+    assert len(node.asked) == 1

@@ -1,0 +1,732 @@
+"""transactions: parsing, type choice, fee arithmetic, `fill` against a fake node, and encoding.
+
+The encoding tests are oracle tests: the same fields signed by LocalKeySigner (RFC 6979,
+low-S) through signing_digest + encode_signed must give byte-for-byte the raw transaction
+eth_account produces, and eth_account must recover our address from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import rlp
+from eth_account import Account
+
+from signer_proxy.ecdsa import SECP256K1_HALF_N, keccak256
+from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected
+from signer_proxy.keys.local import LocalKeySigner
+from signer_proxy.transactions import (
+    ACCESS_LIST,
+    DYNAMIC_FEE,
+    LEGACY,
+    MAX_UINT64,
+    ChainFacts,
+    TxRequest,
+    UnsignedTx,
+    apply_gas_margin,
+    choose_type,
+    dynamic_fees,
+    encode_signed,
+    fill,
+    parse_tx_request,
+    sign_with,
+    signing_digest,
+    signing_payload,
+    with_nonce,
+)
+
+PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+SENDER = Account.from_key(PRIVATE_KEY).address
+TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+OTHER = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+GWEI = 10**9
+SLOT_0 = bytes(32)
+SLOT_1 = (1).to_bytes(32, "big")
+SLOT_X = keccak256(b"slot")
+
+
+# --- Oracle: our encoding and signature vs eth_account ------------------------------
+
+
+def _eth_account_dict(tx: UnsignedTx) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "nonce": tx.nonce,
+        "gas": tx.gas,
+        "value": tx.value,
+        "data": "0x" + tx.data.hex(),
+        "chainId": tx.chain_id,
+    }
+    if tx.to is not None:
+        fields["to"] = tx.to
+    if tx.type == LEGACY:
+        fields["gasPrice"] = tx.gas_price
+        return fields
+    fields["type"] = tx.type
+    fields["accessList"] = [
+        {"address": address, "storageKeys": ["0x" + key.hex() for key in keys]}
+        for address, keys in tx.access_list
+    ]
+    if tx.type == ACCESS_LIST:
+        fields["gasPrice"] = tx.gas_price
+    else:
+        fields["maxFeePerGas"] = tx.max_fee_per_gas
+        fields["maxPriorityFeePerGas"] = tx.max_priority_fee_per_gas
+    return fields
+
+
+ORACLE_CASES = [
+    pytest.param(
+        UnsignedTx(LEGACY, 1, 0, 21_000, TO, 10**18, b"", gas_price=20 * GWEI),
+        id="legacy-eip155-mainnet-transfer",
+    ),
+    pytest.param(
+        UnsignedTx(
+            LEGACY, 1337, 7, 300_000, None, 0, bytes.fromhex("6080604052348015"), gas_price=1
+        ),
+        id="legacy-eip155-1337-contract-creation",
+    ),
+    pytest.param(
+        UnsignedTx(
+            LEGACY, 296, 2**40, 15_000_000, OTHER, 2**200, b"\x00" * 100, gas_price=530 * GWEI
+        ),
+        id="legacy-eip155-hedera-testnet-big-values",
+    ),
+    pytest.param(
+        UnsignedTx(
+            ACCESS_LIST,
+            1,
+            3,
+            60_000,
+            TO,
+            5,
+            bytes.fromhex("a9059cbb"),
+            gas_price=3 * GWEI,
+            access_list=((OTHER, (SLOT_0, SLOT_1)), (TO, ())),
+        ),
+        id="type1-access-list-two-entries",
+    ),
+    pytest.param(
+        UnsignedTx(
+            ACCESS_LIST,
+            296,
+            0,
+            500_000,
+            None,
+            0,
+            bytes.fromhex("60006000f3"),
+            gas_price=GWEI,
+            access_list=((TO, (SLOT_X,)),),
+        ),
+        id="type1-hedera-contract-creation",
+    ),
+    pytest.param(
+        UnsignedTx(ACCESS_LIST, 1337, 1, 21_000, TO, 1, b"", gas_price=GWEI),
+        id="type1-empty-access-list",
+    ),
+    pytest.param(
+        UnsignedTx(
+            DYNAMIC_FEE,
+            1,
+            42,
+            21_000,
+            TO,
+            123_456_789,
+            b"",
+            max_fee_per_gas=100 * GWEI,
+            max_priority_fee_per_gas=2 * GWEI,
+        ),
+        id="type2-mainnet-transfer",
+    ),
+    pytest.param(
+        UnsignedTx(
+            DYNAMIC_FEE,
+            1337,
+            0,
+            1_000_000,
+            None,
+            10**17,
+            bytes(range(256)),
+            max_fee_per_gas=7,
+            max_priority_fee_per_gas=0,
+            access_list=((OTHER, (SLOT_1, SLOT_X)),),
+        ),
+        id="type2-1337-creation-with-value-data-access-list",
+    ),
+    pytest.param(
+        UnsignedTx(
+            DYNAMIC_FEE,
+            296,
+            MAX_UINT64 - 1,
+            2**63,
+            OTHER,
+            0,
+            b"\xff",
+            max_fee_per_gas=2**255,
+            max_priority_fee_per_gas=2**255,
+        ),
+        id="type2-hedera-extreme-fields",
+    ),
+]
+
+
+@pytest.mark.parametrize("tx", ORACLE_CASES)
+async def test_encode_signed_matches_eth_account_byte_for_byte(tx: UnsignedTx) -> None:
+    signer = LocalKeySigner(PRIVATE_KEY)
+    digest = signing_digest(tx)
+
+    signature = await signer.sign_digest(digest)
+    signed = sign_with(tx, signature)
+    expected = Account.sign_transaction(_eth_account_dict(tx), PRIVATE_KEY)
+
+    assert signed.raw == encode_signed(tx, signature)
+    assert signed.raw.hex() == expected.raw_transaction.hex()
+    assert signed.hash == bytes(expected.hash) == keccak256(signed.raw)
+    assert signed.nonce == tx.nonce
+    assert Account.recover_transaction(signed.raw) == signer.address == SENDER
+    assert signature.s <= SECP256K1_HALF_N
+
+
+@pytest.mark.parametrize("chain_id", [1, 1337, 296])
+async def test_encode_signed_legacy_v_is_eip155(chain_id: int) -> None:
+    tx = UnsignedTx(LEGACY, chain_id, 0, 21_000, TO, 0, b"", gas_price=GWEI)
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
+
+    fields = rlp.decode(encode_signed(tx, signature))
+
+    assert int.from_bytes(fields[6], "big") == chain_id * 2 + 35 + signature.y_parity
+    # The signed payload is EIP-155's: the six fields, then chainId, 0, 0.
+    assert rlp.decode(signing_payload(tx))[6:] == [
+        chain_id.to_bytes((chain_id.bit_length() + 7) // 8, "big"),
+        b"",
+        b"",
+    ]
+
+
+@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE])
+async def test_encode_signed_typed_uses_y_parity_and_the_type_byte(tx_type: int) -> None:
+    tx = UnsignedTx(tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI)
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
+
+    raw = encode_signed(tx, signature)
+    fields = rlp.decode(raw[1:])
+
+    assert raw[0] == tx_type
+    assert signing_payload(tx)[0] == tx_type
+    assert fields[-3] == (b"\x01" if signature.y_parity else b"")
+
+
+def test_signing_payload_refuses_unsupported_type() -> None:
+    with pytest.raises(InvalidParams, match="not supported"):
+        signing_payload(UnsignedTx(3, 1, 0, 21_000, TO, 0, b""))
+
+
+def test_with_nonce_replaces_only_the_nonce() -> None:
+    tx = UnsignedTx(DYNAMIC_FEE, 1, 0, 21_000, TO, 5, b"\x01", max_fee_per_gas=9)
+
+    assert with_nonce(tx, 12) == replace(tx, nonce=12)
+    assert tx.nonce == 0  # frozen: the original is untouched
+
+
+# --- choose_type ------------------------------------------------------------------------
+
+
+def _req(**fields: Any) -> TxRequest:
+    return TxRequest(sender=SENDER, **fields)
+
+
+AL = ((TO, (SLOT_0,)),)
+
+
+@pytest.mark.parametrize(
+    ("request_", "base_fee", "expected"),
+    [
+        pytest.param(_req(type=0), True, LEGACY, id="type-0-given"),
+        pytest.param(_req(type=1), True, ACCESS_LIST, id="type-1-given"),
+        pytest.param(_req(type=2), False, DYNAMIC_FEE, id="type-2-given-beats-no-base-fee"),
+        pytest.param(_req(type=0, access_list=()), True, LEGACY, id="type-0-empty-access-list"),
+        pytest.param(_req(gas_price=GWEI), True, LEGACY, id="gas-price-means-legacy"),
+        pytest.param(_req(gas_price=GWEI, access_list=AL), True, ACCESS_LIST, id="gas-price-al"),
+        pytest.param(_req(max_fee_per_gas=GWEI), False, DYNAMIC_FEE, id="max-fee-means-2"),
+        pytest.param(_req(max_priority_fee_per_gas=1), False, DYNAMIC_FEE, id="tip-means-2"),
+        pytest.param(_req(), True, DYNAMIC_FEE, id="nothing-node-has-base-fee"),
+        pytest.param(_req(), False, LEGACY, id="nothing-no-base-fee"),
+        pytest.param(_req(access_list=AL), False, ACCESS_LIST, id="access-list-no-base-fee"),
+        pytest.param(_req(access_list=AL), True, DYNAMIC_FEE, id="access-list-base-fee"),
+    ],
+)
+def test_choose_type(request_: TxRequest, base_fee: bool, expected: int) -> None:
+    assert choose_type(request_, node_has_base_fee=base_fee) == expected
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragments"),
+    [
+        pytest.param(
+            _req(gas_price=1, max_fee_per_gas=2),
+            ["gasPrice", "maxFeePerGas/maxPriorityFeePerGas", "send one kind"],
+            id="gas-price-and-max-fee",
+        ),
+        pytest.param(
+            _req(type=2, gas_price=1, max_priority_fee_per_gas=2),
+            ["gasPrice", "maxFeePerGas/maxPriorityFeePerGas"],
+            id="gas-price-and-tip-with-type",
+        ),
+        pytest.param(
+            _req(type=0, max_fee_per_gas=2), ["type 0x0", "gasPrice", "maxFeePerGas"], id="t0-fee"
+        ),
+        pytest.param(
+            _req(type=1, max_priority_fee_per_gas=2),
+            ["type 0x1", "gasPrice", "maxPriorityFeePerGas"],
+            id="type-1-tip",
+        ),
+        pytest.param(
+            _req(type=2, gas_price=2), ["type 0x2", "maxFeePerGas", "not gasPrice"], id="t2-gp"
+        ),
+        pytest.param(_req(type=0, access_list=AL), ["legacy", "accessList"], id="t0-access-list"),
+        pytest.param(_req(type=3), ["type 0x3 is not supported", "0x2"], id="type-3-blob"),
+        pytest.param(_req(type=4), ["type 0x4 is not supported"], id="type-4-set-code"),
+        pytest.param(_req(type=0x7E), ["type 0x7e is not supported"], id="type-7e-deposit"),
+    ],
+)
+def test_choose_type_refuses_contradictions_naming_the_fields(
+    request_: TxRequest, fragments: list[str]
+) -> None:
+    with pytest.raises(InvalidParams) as info:
+        choose_type(request_, node_has_base_fee=True)
+
+    assert info.value.code == -32602
+    for fragment in fragments:
+        assert fragment in info.value.message
+
+
+# --- fee and gas arithmetic -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_fee", "suggested", "max_fee", "max_tip", "expected"),
+    [
+        pytest.param(100, 2, None, None, (202, 2), id="defaults-2-base-plus-tip"),
+        pytest.param(0, 3, None, None, (3, 3), id="zero-base-fee"),
+        pytest.param(100, 2, 50, None, (50, 2), id="only-max-fee-tip-suggested"),
+        pytest.param(100, 20, 5, None, (5, 5), id="only-max-fee-below-suggested-tip"),
+        pytest.param(100, 2, None, 7, (207, 7), id="only-tip-given"),
+        pytest.param(100, 2, 1000, 0, (1000, 0), id="both-given-kept"),
+        pytest.param(100, 2, 9, 9, (9, 9), id="max-fee-equal-tip"),
+    ],
+)
+def test_dynamic_fees(
+    base_fee: int,
+    suggested: int,
+    max_fee: int | None,
+    max_tip: int | None,
+    expected: tuple[int, int],
+) -> None:
+    assert dynamic_fees(base_fee, suggested, max_fee, max_tip) == expected
+
+
+def test_dynamic_fees_max_fee_below_tip_is_refused() -> None:
+    with pytest.raises(InvalidParams) as info:
+        dynamic_fees(100, 2, 10, 20)
+
+    assert "maxFeePerGas (10)" in info.value.message
+    assert "maxPriorityFeePerGas (20)" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("estimate", "margin", "expected"),
+    [
+        pytest.param(21_000, 1.0, 21_000, id="no-margin"),
+        pytest.param(21_000, 1.5, 31_500, id="exact"),
+        pytest.param(21_001, 1.5, 31_502, id="rounds-up"),
+        pytest.param(100_000, 1.25, 125_000, id="quarter"),
+        pytest.param(MAX_UINT64, 2.0, MAX_UINT64, id="capped-at-uint64"),
+    ],
+)
+def test_apply_gas_margin(estimate: int, margin: float, expected: int) -> None:
+    assert apply_gas_margin(estimate, margin) == expected
+
+
+@pytest.mark.parametrize("estimate", [21_000, 53_001, 1_234_567])
+def test_apply_gas_margin_never_below_the_margin(estimate: int) -> None:
+    result = apply_gas_margin(estimate, 1.2)
+
+    assert result * 10 >= estimate * 12
+    assert result <= math.ceil(estimate * 12 / 10) + 1
+
+
+# --- parse_tx_request -------------------------------------------------------------------
+
+
+def test_parse_tx_request_full_object() -> None:
+    request = parse_tx_request(
+        [
+            {
+                "from": SENDER.lower(),
+                "to": TO.lower(),
+                "value": "0xde0b6b3a7640000",
+                "input": "0xa9059cbb",
+                "gas": "0x5208",
+                "maxFeePerGas": "0x3b9aca00",
+                "maxPriorityFeePerGas": "0x1",
+                "nonce": "0x7",
+                "chainId": "0x1",
+                "type": "0x2",
+                "accessList": [{"address": OTHER.lower(), "storageKeys": ["0x" + "00" * 32]}],
+            }
+        ]
+    )
+
+    assert request == TxRequest(
+        sender=SENDER,
+        to=TO,
+        value=10**18,
+        data=bytes.fromhex("a9059cbb"),
+        gas=21_000,
+        max_fee_per_gas=GWEI,
+        max_priority_fee_per_gas=1,
+        nonce=7,
+        chain_id=1,
+        type=2,
+        access_list=((OTHER, (SLOT_0,)),),
+    )
+
+
+def test_parse_tx_request_minimal_object_and_bare_object_params() -> None:
+    request = parse_tx_request({"from": SENDER})
+
+    assert request == TxRequest(sender=SENDER)
+    assert request.value == 0 and request.data == b"" and request.to is None
+
+
+@pytest.mark.parametrize(
+    "to", [pytest.param(None, id="null"), pytest.param("", id="empty"), pytest.param("0x", id="0x")]
+)
+def test_parse_tx_request_contract_creation(to: Any) -> None:
+    assert parse_tx_request([{"from": SENDER, "to": to, "data": "0x6000"}]).to is None
+
+
+def test_parse_tx_request_data_equal_to_input_is_allowed() -> None:
+    request = parse_tx_request([{"from": SENDER, "data": "0xABCD", "input": "0xabcd"}])
+
+    assert request.data == b"\xab\xcd"
+
+
+def test_parse_tx_request_null_fields_mean_fill_in() -> None:
+    request = parse_tx_request(
+        [{"from": SENDER, "gas": None, "gasPrice": None, "nonce": None, "someExtension": None}]
+    )
+
+    assert request == TxRequest(sender=SENDER)
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        pytest.param([{"to": TO}], 'no "from"', id="missing-from"),
+        pytest.param([{"from": "0x1234"}], "from must be a 20-byte", id="short-from"),
+        pytest.param([{"from": SENDER, "to": "0xzz"}], "to must be a 20-byte", id="bad-to"),
+        pytest.param([{"from": SENDER, "data": "0xabc"}], "data has an odd number", id="odd-data"),
+        pytest.param(
+            [{"from": SENDER, "input": "0xabc"}], "input has an odd number", id="odd-input"
+        ),
+        pytest.param(
+            [{"from": SENDER, "data": "0x01", "input": "0x02"}],
+            'both "data" and "input" are set and differ',
+            id="data-and-input-differ",
+        ),
+        pytest.param(
+            [{"from": SENDER, "blobVersionedHashes": ["0x01"]}],
+            "unsupported transaction field(s) blobVersionedHashes",
+            id="unknown-field",
+        ),
+        pytest.param(
+            [{"from": SENDER, "authorizationList": [], "foo": 1}],
+            "authorizationList, foo",
+            id="two-unknown-fields-sorted",
+        ),
+        pytest.param("0xf86c", "must be a JSON object", id="params-string"),
+        pytest.param(["0xf86c"], "must be a JSON object", id="params-list-of-string"),
+        pytest.param([], "one transaction object", id="empty-params"),
+        pytest.param([{"from": SENDER}, {"from": SENDER}], "one transaction object", id="two"),
+        pytest.param([{"from": SENDER, "value": "12"}], "value must be a 0x-prefixed", id="dec"),
+        pytest.param(
+            [{"from": SENDER, "gas": hex(2**64)}], "gas is out of range", id="gas-over-uint64"
+        ),
+        pytest.param(
+            [{"from": SENDER, "nonce": hex(2**64 - 1)}], "nonce is out of range", id="eip2681"
+        ),
+        pytest.param([{"from": SENDER, "type": "0x100"}], "type is out of range", id="type-byte"),
+        pytest.param(
+            [{"from": SENDER, "gasPrice": "0x1", "maxFeePerGas": "0x2"}],
+            "both gasPrice and maxFeePerGas",
+            id="contradictory-fees-early",
+        ),
+        pytest.param(
+            [{"from": SENDER, "accessList": {}}], "accessList must be a list", id="al-not-list"
+        ),
+        pytest.param(
+            [{"from": SENDER, "accessList": ["0x01"]}], "accessList[0] must be an object", id="al"
+        ),
+        pytest.param(
+            [{"from": SENDER, "accessList": [{"address": TO, "storageKeys": ["0x01"]}]}],
+            "accessList[0].storageKeys[0] must be 32 bytes",
+            id="al-short-key",
+        ),
+        pytest.param(
+            [{"from": SENDER, "accessList": [{"address": TO, "storageKeys": "0x01"}]}],
+            "accessList[0].storageKeys must be a list",
+            id="al-keys-not-list",
+        ),
+        pytest.param(
+            [{"from": SENDER, "accessList": [{"storageKeys": []}]}],
+            "accessList[0].address must be a 20-byte",
+            id="al-no-address",
+        ),
+    ],
+)
+def test_parse_tx_request_rejects_with_a_helpful_message(params: Any, fragment: str) -> None:
+    with pytest.raises(InvalidParams) as info:
+        parse_tx_request(params)
+
+    assert info.value.code == -32602
+    assert fragment in info.value.message
+
+
+# --- fill, against a fake node ----------------------------------------------------------
+
+Answer = Any | Callable[[Any], Any]
+
+
+class FakeNode:
+    """An `Upstream` with scripted answers per method; records every call in order."""
+
+    def __init__(self, **answers: Answer) -> None:
+        self.answers: dict[str, Answer] = {
+            "eth_chainId": "0x1",
+            "eth_getBlockByNumber": {"number": "0x10", "baseFeePerGas": "0x64"},
+            "eth_estimateGas": "0x5208",
+            "eth_feeHistory": self._fee_history,
+            "eth_maxPriorityFeePerGas": "0x2",
+            "eth_gasPrice": "0x3b9aca00",
+            **answers,
+        }
+        self.calls: list[tuple[str, Any]] = []
+
+    @staticmethod
+    def _fee_history(params: Any) -> Any:
+        if params[2]:  # reward percentiles asked: the tip fallback
+            return {
+                "baseFeePerGas": ["0x64"] * 6,
+                "reward": [["0x5"], ["0x1"], ["0x9"], ["0x3"], ["0x7"]],
+            }
+        return {"oldestBlock": "0x10", "baseFeePerGas": ["0x64", "0x70"]}
+
+    @property
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+    async def call(self, method: str, params: Any) -> Any:
+        self.calls.append((method, params))
+        answer = self.answers[method]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(params) if callable(answer) else answer
+
+    async def forward(self, body: bytes) -> bytes:
+        raise AssertionError("fill never forwards")
+
+
+async def _fill(node: FakeNode, margin: float = 1.2, **fields: Any) -> UnsignedTx:
+    return await fill(_req(**fields), node, ChainFacts(node), margin)
+
+
+async def test_fill_everything_from_the_node() -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, to=TO, value=5, data=b"\x01\x02")
+
+    assert tx == UnsignedTx(
+        type=DYNAMIC_FEE,
+        chain_id=1,
+        nonce=0,
+        gas=apply_gas_margin(21_000, 1.2),
+        to=TO,
+        value=5,
+        data=b"\x01\x02",
+        max_fee_per_gas=2 * 0x70 + 2,  # the next block's base fee, doubled, plus the tip
+        max_priority_fee_per_gas=2,
+    )
+    assert sorted(node.methods) == sorted(
+        [
+            "eth_chainId",
+            "eth_getBlockByNumber",
+            "eth_estimateGas",
+            "eth_feeHistory",
+            "eth_maxPriorityFeePerGas",
+        ]
+    )
+    assert ("eth_feeHistory", ["0x1", "latest", []]) in node.calls
+
+
+async def test_fill_estimate_gets_the_transaction_and_the_margin() -> None:
+    node = FakeNode(eth_estimateGas="0x186a0")  # 100,000
+
+    tx = await _fill(node, margin=1.5, to=TO, value=7, data=b"\xab", access_list=AL)
+
+    assert tx.gas == 150_000
+    (params,) = [p for m, p in node.calls if m == "eth_estimateGas"]
+    assert params == [
+        {
+            "from": SENDER,
+            "to": TO,
+            "value": "0x7",
+            "input": "0xab",
+            "accessList": [{"address": TO, "storageKeys": ["0x" + "00" * 32]}],
+        }
+    ]
+
+
+async def test_fill_estimate_for_contract_creation_has_no_to() -> None:
+    node = FakeNode()
+
+    await _fill(node, data=b"\x60\x00")
+
+    (params,) = [p for m, p in node.calls if m == "eth_estimateGas"]
+    assert "to" not in params[0]
+
+
+async def test_fill_caller_gas_is_kept_and_not_estimated() -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, gas=50_000, to=TO)
+
+    assert tx.gas == 50_000  # no margin on the caller's own number
+    assert "eth_estimateGas" not in node.methods
+
+
+async def test_fill_caller_fees_are_kept_and_nothing_fee_related_asked() -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, to=TO, max_fee_per_gas=77, max_priority_fee_per_gas=7)
+
+    assert (tx.type, tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (DYNAMIC_FEE, 77, 7)
+    assert set(node.methods) == {"eth_chainId", "eth_estimateGas"}
+
+
+async def test_fill_caller_gas_and_fees_only_ask_the_chain_id() -> None:
+    node = FakeNode()
+
+    await _fill(node, gas=21_000, gas_price=5, to=TO)
+
+    assert node.methods == ["eth_chainId"]
+
+
+async def test_fill_caller_fees_below_tip_are_refused() -> None:
+    with pytest.raises(InvalidParams, match="must cover the tip"):
+        await _fill(FakeNode(), gas=21_000, max_fee_per_gas=1, max_priority_fee_per_gas=2)
+
+
+async def test_fill_only_max_fee_given_tip_is_capped_by_it() -> None:
+    node = FakeNode(eth_maxPriorityFeePerGas=hex(10 * GWEI))
+
+    tx = await _fill(node, gas=21_000, max_fee_per_gas=3 * GWEI)
+
+    assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (3 * GWEI, 3 * GWEI)
+
+
+async def test_fill_caller_gas_price_makes_legacy_without_asking_fees() -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, gas_price=9 * GWEI, to=TO)
+
+    assert (tx.type, tx.gas_price, tx.max_fee_per_gas) == (LEGACY, 9 * GWEI, 0)
+    assert "eth_gasPrice" not in node.methods
+    assert "eth_getBlockByNumber" not in node.methods
+
+
+async def test_fill_node_without_base_fee_gets_legacy_at_its_gas_price() -> None:
+    node = FakeNode(eth_getBlockByNumber={"number": "0x1"})
+
+    tx = await _fill(node, to=TO)
+
+    assert (tx.type, tx.gas_price) == (LEGACY, GWEI)
+    assert "eth_feeHistory" not in node.methods
+
+
+async def test_fill_access_list_on_node_without_base_fee_is_type_1() -> None:
+    node = FakeNode(eth_getBlockByNumber={"number": "0x1", "baseFeePerGas": None})
+
+    tx = await _fill(node, to=TO, access_list=AL)
+
+    assert (tx.type, tx.gas_price, tx.access_list) == (ACCESS_LIST, GWEI, AL)
+
+
+async def test_fill_tip_falls_back_to_fee_history_median_reward() -> None:
+    node = FakeNode(eth_maxPriorityFeePerGas=NodeRejected(-32601, "method not found"))
+
+    tx = await _fill(node, gas=21_000, to=TO)
+
+    assert tx.max_priority_fee_per_gas == 5  # median of 5, 1, 9, 3, 7
+    assert tx.max_fee_per_gas == 2 * 0x70 + 5
+    assert ("eth_feeHistory", ["0x5", "latest", [50]]) in node.calls
+
+
+async def test_fill_tip_fallback_without_rewards_is_zero() -> None:
+    def history(params: Any) -> Any:
+        return {"baseFeePerGas": ["0x64", "0x64"], "reward": []}
+
+    node = FakeNode(
+        eth_maxPriorityFeePerGas=NodeRejected(-32601, "method not found"), eth_feeHistory=history
+    )
+
+    tx = await _fill(node, gas=21_000, to=TO)
+
+    assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (200, 0)
+
+
+async def test_fill_other_node_errors_are_not_swallowed() -> None:
+    node = FakeNode(eth_estimateGas=NodeRejected(3, "execution reverted", "0x08c379a0"))
+
+    with pytest.raises(NodeRejected, match="execution reverted"):
+        await _fill(node, to=TO)
+
+
+@pytest.mark.parametrize("chain_id", [1337, 296, 5])
+async def test_fill_chain_id_mismatch_is_refused_before_anything_else(chain_id: int) -> None:
+    node = FakeNode(eth_chainId="0x1")
+
+    with pytest.raises(ChainIdMismatch) as info:
+        await _fill(node, chain_id=chain_id, to=TO)
+
+    assert info.value.code == -32602
+    assert f"chainId {chain_id}" in info.value.message
+    assert "chain id 1" in info.value.message
+    assert node.methods == ["eth_chainId"]
+
+
+async def test_fill_matching_chain_id_and_caller_nonce_pass_through() -> None:
+    node = FakeNode(eth_chainId=hex(296))
+
+    tx = await _fill(node, chain_id=296, nonce=12, to=TO)
+
+    assert (tx.chain_id, tx.nonce) == (296, 12)
+
+
+async def test_chain_facts_asks_the_node_once() -> None:
+    node = FakeNode()
+    facts = ChainFacts(node)
+
+    for _ in range(3):
+        await fill(_req(to=TO), node, facts, 1.2)
+
+    assert node.methods.count("eth_chainId") == 1
+    assert node.methods.count("eth_getBlockByNumber") == 1
+    assert facts.known_chain_id == 1
+
+
+def test_apply_gas_margin_is_exact_for_decimal_margins() -> None:
+    assert apply_gas_margin(21_000, 1.1) == 23_100
