@@ -179,7 +179,9 @@ class ProxyProcess:
     process: subprocess.Popen[str]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `signer-proxy ARGS` to completion (for commands that exit, e.g. a refused start)."""
     return subprocess.run(
         [sys.executable, "-m", "signer_proxy", *args],
@@ -206,3 +208,83 @@ def start_proxy_process(*args: str, env: dict[str, str] | None = None) -> ProxyP
         stderr = process.stderr.read() if process.stderr else ""
         raise AssertionError(f"signer-proxy did not start: {line!r} {stderr}")
     return ProxyProcess(line.split("listening on ")[1].strip(), process)
+
+
+# --- In-process proxy (create_app under aiohttp's test client) -----------------------------
+
+
+def proxy_settings(upstream: str, kms_url: str, *keys: str, **overrides: Any) -> Any:
+    """Settings for an in-process proxy against `upstream` and the KMS emulator."""
+    from signer_proxy.config import Settings
+
+    return Settings(
+        upstream=upstream,
+        aws_region=REGION,
+        aws_endpoint_url=kms_url,
+        kms_keys=keys,
+        **overrides,
+    )
+
+
+@dataclass
+class InProcessProxy:
+    """An aiohttp test client around `create_app(settings)`, with JSON-RPC helpers."""
+
+    client: Any  # aiohttp.test_utils.TestClient
+
+    async def post(self, payload: Any) -> tuple[int, Any]:
+        """POST a JSON payload (or raw bytes); (HTTP status, decoded body or None if empty)."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        response = await self.client.post(
+            "/", data=data, headers={"Content-Type": "application/json"}
+        )
+        body = await response.read()
+        return response.status, (json.loads(body) if body else None)
+
+    async def call(self, method: str, params: Any = None, call_id: Any = 1) -> dict[str, Any]:
+        """One call; the whole response object (asserts HTTP 200)."""
+        status, body = await self.post(
+            {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params or []}
+        )
+        assert status == 200, (status, body)
+        assert isinstance(body, dict)
+        return body
+
+    async def result(self, method: str, params: Any = None) -> Any:
+        """One call's result; fails the test on a JSON-RPC error."""
+        response = await self.call(method, params)
+        assert "error" not in response, f"{method} failed: {response['error']}"
+        return response["result"]
+
+
+ProxyFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def start_proxy(aiohttp_client: Any) -> ProxyFactory:
+    """`await start_proxy(settings, signers=None)`: an InProcessProxy, closed after the test."""
+    from signer_proxy.app import create_app
+
+    async def start(settings: Any, signers: Any = None) -> InProcessProxy:
+        return InProcessProxy(await aiohttp_client(create_app(settings, signers=signers)))
+
+    return start
+
+
+@pytest.fixture
+def funded_key(anvil: Anvil, make_key: KeyFactory) -> KmsKey:
+    """A fresh KMS key whose address holds 1000 ETH on this test's anvil."""
+    key = make_key()
+    anvil.fund(key.address)
+    return key
+
+
+@pytest.fixture
+async def proxy(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, funded_key: KmsKey
+) -> InProcessProxy:
+    """An in-process proxy holding `funded_key`, forwarding to this test's anvil."""
+    proxy: InProcessProxy = await start_proxy(
+        proxy_settings(anvil.url, kms.url, funded_key.alias or funded_key.arn)
+    )
+    return proxy

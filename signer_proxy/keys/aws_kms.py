@@ -119,7 +119,7 @@ class KmsSigner:
                 f"KMS key {self.info.arn}: could not reach KMS ({type(exc).__name__}); retry"
             ) from exc
         try:
-            return canonical_signature(response["Signature"], digest, self.info.public_key)
+            return canonical_signature(response.get("Signature", b""), digest, self.info.public_key)
         except SignatureError as exc:
             log.error("KMS key %s returned an unusable signature: %s", self.info.arn, exc)
             raise SigningFailed(
@@ -161,6 +161,11 @@ async def load_key(client: Any, key_ref: str, region: str) -> KmsKeyInfo:
                 "and --aws-region"
             ) from exc
         raise ConfigError(describe_kms_error(code, key_ref)) from exc
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"KMS key {key_ref}: the KMS endpoint answered without the expected fields "
+            f"({exc}); check --aws-endpoint-url"
+        ) from exc
     except (TimeoutError, BotoCoreError, OSError) as exc:
         raise ConfigError(
             f"KMS key {key_ref}: could not reach KMS in Region {region} ({exc}); check the "

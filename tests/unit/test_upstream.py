@@ -105,9 +105,7 @@ REJECTED = SendOutcome.REJECTED
         pytest.param("Replacement transaction underpriced", IN_USE, id="besu-replacement"),
         # Nethermind's pool-full refusal: the fee is too low, the nonce is free. Not a retry.
         pytest.param("FeeTooLowToCompete", REJECTED, id="nethermind-FeeTooLowToCompete"),
-        pytest.param(
-            "unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"
-        ),
+        pytest.param("unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"),
         # The transaction is invalid as it stands.
         pytest.param(
             "insufficient funds for gas * price + value: balance 0, tx cost 21000000000000, "
