@@ -4,6 +4,7 @@ hard failures, and the emulator's DIGEST semantics that all of it rests on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -353,3 +354,54 @@ def test_emulator_refuses_a_digest_of_the_wrong_length(
             SigningAlgorithm="ECDSA_SHA_256",
         )
     assert "Digest is invalid length" in json.dumps(caught.value.response["Error"])
+
+
+# --- what goes to KMS ------------------------------------------------------------------------
+
+
+async def test_kms_sees_digests_by_arn_and_the_public_key_is_fetched_once(
+    aiohttp_server: Any,
+    start_proxy: Any,
+    anvil: Anvil,
+    kms: Any,
+    funded_key: KmsKey,
+) -> None:
+    """SIGNING.md 1 and 7: Sign gets DIGEST + ECDSA_SHA_256 by key ARN; GetPublicKey once."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def recording_front(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append((request.headers.get("X-Amz-Target", ""), json.loads(body)))
+        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
+        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(kms.url, data=body, headers=headers) as upstream,
+        ):
+            return web.Response(
+                body=await upstream.read(),
+                status=upstream.status,
+                content_type="application/x-amz-json-1.1",
+            )
+
+    app = web.Application()
+    app.router.add_post("/", recording_front)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    proxy = await start_proxy(
+        proxy_settings(anvil.url, f"http://127.0.0.1:{front.port}", funded_key.alias or "")
+    )
+    for _ in range(3):
+        await proxy.result(
+            "eth_sendTransaction", [{"from": funded_key.address, "to": SINK, "value": "0x1"}]
+        )
+
+    targets = [target for target, _ in seen]
+    assert targets.count("TrentService.DescribeKey") == 1
+    assert targets.count("TrentService.GetPublicKey") == 1
+    signs = [body for target, body in seen if target == "TrentService.Sign"]
+    assert len(signs) == 3
+    for body in signs:
+        assert body["KeyId"] == funded_key.arn
+        assert body["MessageType"] == "DIGEST"
+        assert body["SigningAlgorithm"] == "ECDSA_SHA_256"
+        assert len(base64.b64decode(body["Message"])) == 32
