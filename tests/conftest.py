@@ -6,6 +6,7 @@ credentials set for the whole session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -211,6 +212,21 @@ def start_proxy_process(*args: str, env: dict[str, str] | None = None) -> ProxyP
 
 
 # --- In-process proxy (create_app under aiohttp's test client) -----------------------------
+
+
+@contextlib.contextmanager
+def serving(anvil: Anvil, kms: KmsEmulator, key_ref: str) -> Iterator[ProxyProcess]:
+    """`signer-proxy serve` (a real process) for one key in front of `anvil`; stopped after,
+    and it must then exit 0."""
+    proxy = start_proxy_process(
+        "--upstream", anvil.url, "--aws-region", REGION,
+        "--aws-endpoint-url", kms.url, "--kms-key", key_ref,
+    )  # fmt: skip
+    try:
+        yield proxy
+    finally:
+        stop(proxy.process)
+    assert proxy.process.returncode == 0
 
 
 def proxy_settings(upstream: str, kms_url: str, *keys: str, **overrides: Any) -> Any:

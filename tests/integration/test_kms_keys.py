@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -49,6 +50,37 @@ def serve_refused(kms_url: str, *keys: str) -> str:
     assert "listening" not in result.stdout
     assert "Traceback" not in result.stderr
     return result.stderr
+
+
+KmsAnswer = Callable[[str, dict[str, Any]], "web.Response | None"]
+
+
+async def start_kms_front(aiohttp_server: Any, kms_url: str, answer: KmsAnswer) -> str:
+    """A KMS-protocol endpoint in front of the emulator: `answer(target, body)` may reply
+    itself (e.g. AccessDenied, which moto does not enforce); None forwards the call."""
+
+    async def front(request: web.Request) -> web.Response:
+        body = await request.read()
+        target = request.headers.get("X-Amz-Target", "")
+        own = answer(target, json.loads(body) if body else {})
+        if own is not None:
+            return own
+        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
+        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(kms_url, data=body, headers=headers) as upstream,
+        ):
+            return web.Response(
+                body=await upstream.read(),
+                status=upstream.status,
+                content_type="application/x-amz-json-1.1",
+            )
+
+    app = web.Application()
+    app.router.add_post("/", front)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"http://127.0.0.1:{server.port}"
 
 
 # --- startup refusals ----------------------------------------------------------------------
@@ -116,32 +148,19 @@ async def test_serve_access_denied_names_the_iam_actions(
     key = make_key()
     targets: list[str] = []
 
-    async def kms_front(request: web.Request) -> web.Response:
-        target = request.headers.get("X-Amz-Target", "")
+    def deny(target: str, body: dict[str, Any]) -> web.Response | None:
         targets.append(target)
-        if target == f"TrentService.{denied}":
-            body = {
-                "__type": "AccessDeniedException",
-                "message": f"User: arn:aws:iam::123456789012:user/ci is not authorized to "
-                f"perform: kms:{denied} on resource: {key.arn}",
-            }
-            return web.json_response(body, status=400, content_type="application/x-amz-json-1.1")
-        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(kms.url, data=await request.read(), headers=headers) as upstream,
-        ):
-            return web.Response(
-                body=await upstream.read(),
-                status=upstream.status,
-                content_type="application/x-amz-json-1.1",
-            )
+        if target != f"TrentService.{denied}":
+            return None
+        error = {
+            "__type": "AccessDeniedException",
+            "message": f"User: arn:aws:iam::123456789012:user/ci is not authorized to "
+            f"perform: kms:{denied} on resource: {key.arn}",
+        }
+        return web.json_response(error, status=400, content_type="application/x-amz-json-1.1")
 
-    app = web.Application()
-    app.router.add_post("/", kms_front)
-    front = await aiohttp_server(app, host="127.0.0.1")
-    stderr = await asyncio.to_thread(serve_refused, f"http://127.0.0.1:{front.port}", key.alias)
+    front_url = await start_kms_front(aiohttp_server, kms.url, deny)
+    stderr = await asyncio.to_thread(serve_refused, front_url, key.alias)
     assert f"TrentService.{denied}" in targets
     assert key.alias in stderr and "AccessDeniedException" in stderr
     for action in IAM_ACTIONS:
@@ -369,27 +388,11 @@ async def test_kms_sees_digests_by_arn_and_the_public_key_is_fetched_once(
     """SIGNING.md 1 and 7: Sign gets DIGEST + ECDSA_SHA_256 by key ARN; GetPublicKey once."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
-    async def recording_front(request: web.Request) -> web.Response:
-        body = await request.read()
-        seen.append((request.headers.get("X-Amz-Target", ""), json.loads(body)))
-        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(kms.url, data=body, headers=headers) as upstream,
-        ):
-            return web.Response(
-                body=await upstream.read(),
-                status=upstream.status,
-                content_type="application/x-amz-json-1.1",
-            )
+    def record(target: str, body: dict[str, Any]) -> None:
+        seen.append((target, body))
 
-    app = web.Application()
-    app.router.add_post("/", recording_front)
-    front = await aiohttp_server(app, host="127.0.0.1")
-    proxy = await start_proxy(
-        proxy_settings(anvil.url, f"http://127.0.0.1:{front.port}", funded_key.alias or "")
-    )
+    front_url = await start_kms_front(aiohttp_server, kms.url, record)
+    proxy = await start_proxy(proxy_settings(anvil.url, front_url, funded_key.alias or ""))
     for _ in range(3):
         await proxy.result(
             "eth_sendTransaction", [{"from": funded_key.address, "to": SINK, "value": "0x1"}]
