@@ -101,3 +101,24 @@ def test_config_error_never_goes_on_the_wire() -> None:
 def test_internal_error_message_leaks_nothing_and_points_to_the_log() -> None:
     assert "log" in INTERNAL_ERROR_MESSAGE
     assert SignerProxyError(INTERNAL_ERROR_MESSAGE).to_error_object()["code"] == -32603
+
+
+def test_docs_errors_table_matches_the_classes() -> None:
+    """docs/errors.md lists every wire error class with the code the class owns."""
+    import re
+    from pathlib import Path
+
+    from signer_proxy import errors
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
+    rows = re.findall(r"^\| (-\d+|node's) \| `(\w+)`", doc, flags=re.MULTILINE)
+    documented = {name: code for code, name in rows}
+    wire_classes = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.SignerProxyError)
+    }
+    assert set(documented) == set(wire_classes)
+    for name, code in documented.items():
+        if code != "node's":
+            assert wire_classes[name].code == int(code), name
