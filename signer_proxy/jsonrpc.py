@@ -26,6 +26,14 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, over which transport: handed to every local method with its params."""
+
+    client: str = "anonymous"
+    transport: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
 class BadCall:
     """A batch member that is not a valid request: answered with its error, id null."""
 

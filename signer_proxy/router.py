@@ -13,12 +13,20 @@ from signer_proxy.errors import (
     SignerProxyError,
     UpstreamBadResponse,
 )
-from signer_proxy.jsonrpc import BadCall, Body, Call, error_response, result_response
+from signer_proxy.jsonrpc import (
+    BadCall,
+    Body,
+    Call,
+    CallContext,
+    error_response,
+    result_response,
+)
 from signer_proxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[[Any, CallContext], Awaitable[Any]]
+ANONYMOUS = CallContext()
 Reply = dict[str, Any]
 
 
@@ -32,23 +40,27 @@ class Router:
     def is_local(self, method: str) -> bool:
         return method in self._methods
 
-    async def handle(self, body: Body, raw_body: bytes) -> bytes | Reply | list[Reply] | None:
+    async def handle(
+        self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
+    ) -> bytes | Reply | list[Reply] | None:
         """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
         if not body.is_batch:
             call = body.calls[0]
             assert isinstance(call, Call)
             if self.is_local(call.method):
-                reply = await self._local(call)
+                reply = await self._local(call, context)
                 return None if call.is_notification else reply
             try:
                 payload = await self._upstream.forward(raw_body)
             except SignerProxyError as exc:
                 return None if call.is_notification else error_response(call.id, exc)
             return None if call.is_notification else payload
-        replies = await self.handle_batch(body.calls)
+        replies = await self.handle_batch(body.calls, context)
         return replies or None
 
-    async def handle_batch(self, calls: tuple[Call | BadCall, ...]) -> list[Reply]:
+    async def handle_batch(
+        self, calls: tuple[Call | BadCall, ...], context: CallContext = ANONYMOUS
+    ) -> list[Reply]:
         """Local calls run concurrently, forwarded ones go to the node as one batch; order kept."""
         slots: list[Reply | None] = [None] * len(calls)
         local: list[tuple[int, Call]] = []
@@ -62,7 +74,7 @@ class Router:
                 forwarded.append((index, call))
 
         async def run_local(index: int, call: Call) -> None:
-            reply = await self._local(call)
+            reply = await self._local(call, context)
             if not call.is_notification:
                 slots[index] = reply
 
@@ -72,9 +84,9 @@ class Router:
         )
         return [reply for reply in slots if reply is not None]
 
-    async def _local(self, call: Call) -> Reply:
+    async def _local(self, call: Call, context: CallContext) -> Reply:
         try:
-            return result_response(call.id, await self._methods[call.method](call.params))
+            return result_response(call.id, await self._methods[call.method](call.params, context))
         except SignerProxyError as exc:
             return error_response(call.id, exc)
         except Exception:

@@ -9,6 +9,7 @@ from typing import Any
 from signer_proxy.ecdsa import address_from_public_key, recover_public_key
 from signer_proxy.errors import NodeRejected, SigningFailed, UpstreamTimeout
 from signer_proxy.hexdata import to_data
+from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.nonces import Lease, NonceManager
 from signer_proxy.transactions import (
@@ -71,7 +72,7 @@ class TransactionMethods:
             await lease.release()
             raise
 
-    async def eth_signTransaction(self, params: Any) -> str:
+    async def eth_signTransaction(self, params: Any, context: CallContext) -> str:
         """The raw signed transaction (0x-hex); a nonce filled here is taken as used."""
         request, signer, unsigned = await self._prepare(params)
         if request.nonce is not None:
@@ -83,7 +84,7 @@ class TransactionMethods:
         self._log("eth_signTransaction", signer, signed)
         return to_data(signed.raw)
 
-    async def eth_sendTransaction(self, params: Any) -> str:
+    async def eth_sendTransaction(self, params: Any, context: CallContext) -> str:
         """The transaction hash once the node has accepted the transaction."""
         request, signer, unsigned = await self._prepare(params)
         if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are

@@ -15,7 +15,7 @@ from signer_proxy.errors import (
     SignerProxyError,
     UpstreamUnavailable,
 )
-from signer_proxy.jsonrpc import parse_body
+from signer_proxy.jsonrpc import CallContext, parse_body
 from signer_proxy.router import Handler, Router
 
 
@@ -47,20 +47,20 @@ class FakeNode:
         return {"jsonrpc": "2.0", "id": request.get("id"), "result": f"node:{request['method']}"}
 
 
-async def _accounts(params: Any) -> list[str]:
+async def _accounts(params: Any, context: CallContext) -> list[str]:
     await asyncio.sleep(0)
     return ["0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"]
 
 
-async def _echo(params: Any) -> Any:
+async def _echo(params: Any, context: CallContext) -> Any:
     return {"echo": params}
 
 
-async def _refuse(params: Any) -> Any:
+async def _refuse(params: Any, context: CallContext) -> Any:
     raise InvalidParams("from is missing: name the account")
 
 
-async def _crash(params: Any) -> Any:
+async def _crash(params: Any, context: CallContext) -> Any:
     raise KeyError("secret internal state /home/op/.aws/credentials")
 
 
@@ -307,3 +307,17 @@ async def test_router_unexpected_exception_is_generic_internal_error(
 async def test_router_is_local(router: Router) -> None:
     assert router.is_local("eth_accounts")
     assert not router.is_local("eth_sendRawTransaction")
+
+
+async def test_router_hands_the_call_context_to_local_methods(node: FakeNode) -> None:
+    seen: list[CallContext] = []
+
+    async def whoami(params: Any, context: CallContext) -> str:
+        seen.append(context)
+        return context.client
+
+    router = Router({"whoami": whoami}, node)
+    raw = b'[{"jsonrpc":"2.0","id":1,"method":"whoami"},{"jsonrpc":"2.0","id":2,"method":"whoami"}]'
+    replies = await router.handle(parse_body(raw, 10), raw, CallContext(client="ops-bot"))
+    assert [r["result"] for r in replies] == ["ops-bot", "ops-bot"]  # type: ignore[index,union-attr]
+    assert seen == [CallContext(client="ops-bot"), CallContext(client="ops-bot")]
