@@ -244,8 +244,8 @@ Parameters:
     Type: String
     Description: Aliases are alias/<AliasPrefix>/key-<n> (and alias/<AliasPrefix>/imported).
     Default: signer-proxy
-    AllowedPattern: "^(?!aws/)[a-zA-Z0-9_-]+(/[a-zA-Z0-9_-]+)*$"
-    ConstraintDescription: letters, digits, _ - and /, not starting with aws/ or alias/
+    AllowedPattern: "^(?!aws(/|$)|alias/)[a-zA-Z0-9_-]+(/[a-zA-Z0-9_-]+)*$"
+    ConstraintDescription: letters, digits, _ - and /; not aws (reserved by AWS), not alias/...
   EnvironmentTag:
     Type: String
     Description: >-

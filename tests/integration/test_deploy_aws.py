@@ -50,6 +50,7 @@ def cloudformation_kms_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def create(
         cls: type[Key],
+        /,
         resource_name: str,
         cloudformation_json: dict[str, Any],
         account_id: str,

@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "aws" / "signer-proxy.yaml"
+DOCS = ROOT / "docs" / "aws.md"
 
 # The allow-list for the proxy's identity: sign and read its keys, plus the reads that
 # key discovery (--kms-tag) needs. Written out here, not imported, so that the template cannot
@@ -446,6 +447,26 @@ def test_key_policy_lets_administrators_manage_but_only_the_proxy_sign(
         }
 
 
+@pytest.mark.parametrize(
+    ("prefix", "allowed"),
+    [
+        pytest.param("signer-proxy", True, id="default"),
+        pytest.param("team/signer_2", True, id="nested"),
+        pytest.param("awsome", True, id="starts-with-aws-letters"),
+        pytest.param("aws", False, id="aws-reserved"),
+        pytest.param("aws/signer", False, id="aws-slash-reserved"),
+        pytest.param("alias/signer", False, id="alias-given-twice"),
+        pytest.param("a//b", False, id="empty-segment"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_alias_prefix_refuses_reserved_and_malformed_prefixes(prefix: str, allowed: bool) -> None:
+    # CloudFormation matches AllowedPattern as a Java regex; this one means the same in Python.
+    pattern = RAW["Parameters"]["AliasPrefix"]["AllowedPattern"]
+
+    assert bool(re.fullmatch(pattern, prefix)) is allowed
+
+
 # --- the template as a file -------------------------------------------------------------------
 
 
@@ -512,3 +533,10 @@ def test_templates_pass_cfn_lint(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
 
+
+def test_docs_name_every_parameter_and_output() -> None:
+    docs = DOCS.read_text()
+
+    missing = [name for name in [*RAW["Parameters"], *RAW["Outputs"]] if name not in docs]
+
+    assert not missing, f"docs/aws.md does not mention {missing}"
