@@ -262,4 +262,4 @@ def test_imported_key_waits_for_its_key_material(
         "--kms-key", stack["ImportedKeyAlias"],
     )  # fmt: skip
     assert refused.returncode == 2
-    assert "KeyState is PendingImport" in refused.stderr
+    assert "KeyState is PendingImport: import its key material" in refused.stderr
