@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -83,6 +84,19 @@ def check_options(options: DevOptions) -> None:
         raise ConfigError(f"--state-dir {options.state_dir} exists and is not a directory")
 
 
+def check_port_free(flag: str, port: int) -> None:
+    """Fail fast, before anything starts, when a chosen port is taken (0 is always free)."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {HOST}:{port}: {exc.strerror}; choose another {flag}"
+            ) from None
+
+
 def use_dev_credentials() -> None:
     """Dummy AWS credentials for this process: the emulator needs some, real ones stay unused."""
     for name in DROPPED_AWS_ENVIRONMENT:
@@ -101,6 +115,9 @@ async def run_dev(
     `started` (time.monotonic()) is when the command began, for the banner's ready time."""
     started = time.monotonic() if started is None else started
     check_options(options)
+    check_port_free("--port", options.port)
+    check_port_free("--chain-port", options.chain_port)
+    check_port_free("--kms-port", options.kms_port)
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
