@@ -114,6 +114,21 @@ def effective_tip(tx: dict[str, Any], base_fee: int) -> int:
     return int(tx["gas_price"]) - base_fee
 
 
+def raw_transaction_chain_id(raw: bytes) -> int | None:
+    """The chain id a signed raw transaction commits to; None for pre-EIP-155 legacy ones.
+    ValueError when the bytes are not a transaction."""
+    import rlp
+
+    if not raw:
+        raise ValueError("empty transaction")
+    if raw[0] >= 0xC0:  # legacy: an RLP list whose v (index 6) encodes the chain id
+        fields = rlp.decode(raw)
+        v = int.from_bytes(fields[6], "big")
+        return (v - 35) // 2 if v >= 35 else None
+    fields = rlp.decode(raw[1:])  # typed (EIP-2718): chain id is the first field of each type
+    return int.from_bytes(fields[0], "big")
+
+
 def _quantity(value: Any, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -148,6 +163,7 @@ class DevChain:
             "net_version": lambda _: str(self.chain_id),
             "web3_clientVersion": lambda _: CLIENT_VERSION,
             "eth_feeHistory": self._fee_history,
+            "eth_sendRawTransaction": self._send_raw_transaction,
         }
 
     @property
@@ -229,6 +245,23 @@ class DevChain:
         if method == "eth_getTransactionReceipt" and isinstance(result, dict):
             result = _with_logs_bloom(result)
         return result
+
+    def _send_raw_transaction(self, params: list[Any]) -> Any:
+        # py-evm does not check the chain id a transaction was signed for; geth does.
+        from eth_utils.hexadecimal import decode_hex
+
+        try:
+            chain_id = raw_transaction_chain_id(decode_hex(params[0]))
+        except Exception:  # not hex, not RLP, too few fields: eth-tester words it below
+            chain_id = self.chain_id
+        if chain_id is not None and chain_id != self.chain_id:
+            raise NodeRejected(
+                NODE_SERVER_ERROR,
+                f"invalid chain id for signer: have {chain_id} want {self.chain_id}",
+            )
+        return self._call(
+            "eth_sendRawTransaction", self._endpoints["eth"]["sendRawTransaction"], params
+        )
 
     def _fee_history(self, params: list[Any]) -> dict[str, Any]:
         if len(params) < 2:

@@ -13,6 +13,7 @@ from signer_proxy.dev.chain import (
     effective_tip,
     node_message,
     percentile_rewards,
+    raw_transaction_chain_id,
     to_json_rpc,
 )
 from signer_proxy.errors import InvalidParams, MethodNotFound, NodeRejected
@@ -132,6 +133,23 @@ def test_effective_tip(tx: dict[str, int], base_fee: int, expected: int) -> None
     assert effective_tip(tx, base_fee) == expected
 
 
+@pytest.mark.parametrize(
+    ("fields", "chain_id"),
+    [
+        pytest.param({"type": 2, "chainId": 1337}, 1337, id="eip1559"),
+        pytest.param({"type": 1, "chainId": 5, "gasPrice": 1}, 5, id="eip2930"),
+        pytest.param({"chainId": 31337, "gasPrice": 1}, 31337, id="legacy-eip155"),
+        pytest.param({"gasPrice": 1}, None, id="legacy-pre-eip155"),
+    ],
+)
+def test_raw_transaction_chain_id(fields: dict[str, Any], chain_id: int | None) -> None:
+    tx = {"to": RECIPIENT, "value": 1, "gas": 21000, "nonce": 0, **fields}
+    if "gasPrice" not in fields:
+        tx.update(maxFeePerGas=2, maxPriorityFeePerGas=1)
+    raw = bytes(Account.create().sign_transaction(tx).raw_transaction)
+    assert raw_transaction_chain_id(raw) == chain_id
+
+
 # --- A real eth-tester chain, in memory ---------------------------------------------------
 
 
@@ -178,6 +196,13 @@ def test_dev_chain_refuses_a_reused_nonce_in_geths_words(chain: DevChain) -> Non
         chain.request("eth_sendRawTransaction", [signed(account, nonce=0, value=2)])
     assert refused.value.node_code == -32000
     assert refused.value.message == "nonce too low: next nonce 1, tx nonce 0"
+
+
+def test_dev_chain_refuses_a_transaction_signed_for_another_chain(chain: DevChain) -> None:
+    account = funded_account(chain)
+    with pytest.raises(NodeRejected, match="invalid chain id for signer: have 1 want 1337"):
+        chain.request("eth_sendRawTransaction", [signed(account, nonce=0, chainId=1)])
+    assert chain.request("eth_getTransactionCount", [account.address, "latest"]) == "0x0"
 
 
 def test_dev_chain_receipt_carries_the_logs_bloom_of_its_block(chain: DevChain) -> None:
