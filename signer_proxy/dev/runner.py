@@ -76,12 +76,22 @@ def check_options(options: DevOptions) -> None:
         raise ConfigError(f"--chain-id must be a positive integer, got {options.chain_id}")
     if options.upstream and options.chain_port:
         raise ConfigError("--chain-port is for the embedded chain; it has no use with --upstream")
+    if options.upstream:  # the same URL rules as `serve --upstream`
+        require_serve_settings(Settings(upstream=options.upstream, kms_keys=("alias/dev-0",)))
     if (
         options.state_dir is not None
         and options.state_dir.exists()
         and not options.state_dir.is_dir()
     ):
         raise ConfigError(f"--state-dir {options.state_dir} exists and is not a directory")
+
+
+async def _chain_id(node: HttpUpstream) -> int:
+    """The node's chain id; ConfigError naming the node when it does not answer."""
+    try:
+        return parse_quantity(await node.call("eth_chainId", []), "eth_chainId")
+    except SignerProxyError as exc:
+        raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
 
 
 def check_port_free(flag: str, port: int) -> None:
@@ -126,6 +136,14 @@ async def run_dev(
     async with AsyncExitStack() as stack:
         if stop.is_set():
             return
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        )
+        chain_id = 0
+        if options.upstream:  # a node that does not answer stops us before anything starts
+            node = HttpUpstream(options.upstream, session, 30)
+            chain_id = await _chain_id(node)
+
         from signer_proxy.dev.kms_emulator import create_dev_keys, start_kms_emulator
 
         try:
@@ -139,9 +157,7 @@ async def run_dev(
         keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
 
         chain_url = ""
-        if options.upstream:
-            node_url = options.upstream
-        else:
+        if not options.upstream:
             from signer_proxy.dev.chain_server import ChainServer
 
             server = ChainServer(options.chain_id, HOST, options.chain_port)
@@ -153,33 +169,27 @@ async def run_dev(
                     f"the dev chain cannot listen on {HOST}:{options.chain_port} "
                     f"({exc.strerror}); choose another --chain-port"
                 ) from None
-            node_url = chain_url = server.url
+            chain_url = server.url
+            node = HttpUpstream(chain_url, session, 30)
+            chain_id = await _chain_id(node)
 
         settings = Settings(
             listen=f"{HOST}:{options.port}",
-            upstream=node_url,
+            upstream=options.upstream or chain_url,
             aws_region=REGION,
             aws_endpoint_url=kms.url,
             kms_keys=tuple(key.alias for key in keys),
             log_level=options.log_level,
         )
         validate(settings)
-        require_serve_settings(settings)
-
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        )
-        node = HttpUpstream(node_url, session, 30)
         try:
-            chain_id = parse_quantity(await node.call("eth_chainId", []), "eth_chainId")
-            try:
-                funded = await fund(node, [key.address for key in keys])
-                funding = f"1000 ETH each via {funded.method}"
-                balances = funded.balances
-            except FundingFailed as exc:
-                log.warning("could not fund the dev addresses: %s", exc)
-                funding = f"NOT FUNDED ({exc}): fund the addresses yourself"
-                balances = tuple([await balance_of(node, key.address) for key in keys])
+            funded = await fund(node, [key.address for key in keys])
+            funding = f"1000 ETH each via {funded.method}"
+            balances = funded.balances
+        except FundingFailed as exc:
+            log.warning("could not fund the dev addresses: %s", exc)
+            funding = f"NOT FUNDED ({exc}): fund the addresses yourself"
+            balances = tuple([await balance_of(node, key.address) for key in keys])
         except SignerProxyError as exc:
             raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
 

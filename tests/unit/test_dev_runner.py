@@ -24,6 +24,9 @@ from signer_proxy.errors import ConfigError
             "--chain-port is for the embedded chain",
             id="chain-port-with-upstream",
         ),
+        pytest.param(
+            DevOptions(upstream="ftp://127.0.0.1"), "--upstream must be an http", id="bad-upstream"
+        ),
     ],
 )
 def test_check_options_names_the_flag(options: DevOptions, message: str) -> None:
