@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Anvil, free_port, stop, tool
+from tests.conftest import ROOT, Anvil, free_port, stop, tool
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +211,21 @@ def test_dev_cast_send_unlocked_mines(dev: DevProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert '"status":"0x1"' in result.stdout.replace(" ", "")
     assert dev.addresses[0].lower() in result.stdout.lower()
+
+
+def test_dev_ethers_json_rpc_signer_sends_through_it(dev: DevProcess) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is required (make test installs ethers with npm)"
+    modules = ROOT / ".tools" / "node_modules"
+    result = subprocess.run(
+        [node, str(ROOT / "tests" / "fixtures" / "ethers_client.cjs"), dev.proxy_url, RECIPIENT],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NODE_PATH": str(modules)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["accounts"] == dev.addresses
+    assert out["status"] == 1  # ethers parsed the dev chain's receipt
+    assert out["signedFrom"] == dev.addresses[0]
 
 
 def test_dev_sigint_exits_0_frees_every_port_and_starts_within_the_limit() -> None:
