@@ -1,0 +1,3 @@
+from signer_proxy.cli import main
+
+raise SystemExit(main())

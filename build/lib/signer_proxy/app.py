@@ -1,0 +1,120 @@
+"""create_app(settings): wire the layers together and own their lifecycles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from signer_proxy import transport
+from signer_proxy.config import Settings
+from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.hexdata import parse_quantity
+from signer_proxy.keys import KeyRegistry, Signer
+from signer_proxy.keys.aws_kms import load_signers
+from signer_proxy.methods.accounts import AccountMethods
+from signer_proxy.methods.transactions import TransactionMethods
+from signer_proxy.nonces import MemoryNonceManager
+from signer_proxy.router import Handler, Router
+from signer_proxy.transactions import ChainFacts
+from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
+from signer_proxy.upstream import HttpUpstream, Upstream
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", KeyRegistry)
+
+__all__ = ["REGISTRY", "SETTINGS", "create_app", "transport"]
+
+
+def kms_client(settings: Settings) -> Any:
+    """One aioboto3 KMS client for the whole process (an async context manager)."""
+    import aioboto3
+    from botocore.config import Config
+
+    session = aioboto3.Session()
+    region = settings.aws_region or session.region_name
+    if not region:
+        raise ConfigError("no AWS Region: set --aws-region (or AWS_REGION)")
+    return session.client(
+        "kms",
+        region_name=region,
+        endpoint_url=settings.aws_endpoint_url or None,
+        config=Config(
+            connect_timeout=settings.kms_timeout,
+            read_timeout=settings.kms_timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=128,
+        ),
+    )
+
+
+def build_router(
+    registry: KeyRegistry, upstream: Upstream, facts: ChainFacts, settings: Settings
+) -> Router:
+    """The method table: local methods by name, everything else to the node."""
+
+    async def pending_count(address: str) -> int:
+        result = await upstream.call("eth_getTransactionCount", [address, "pending"])
+        return parse_quantity(result, "the node's pending transaction count")
+
+    def current() -> KeyRegistry:
+        return registry
+
+    accounts = AccountMethods(current)
+    txs = TransactionMethods(
+        current, upstream, MemoryNonceManager(pending_count), facts, settings.gas_margin
+    )
+    methods: dict[str, Handler] = {
+        "eth_accounts": accounts.eth_accounts,
+        "eth_requestAccounts": accounts.eth_requestAccounts,
+        "eth_sendTransaction": txs.eth_sendTransaction,
+        "eth_signTransaction": txs.eth_signTransaction,
+    }
+    return Router(methods, upstream)
+
+
+def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
+    """The aiohttp application; KMS keys load at startup unless `signers` are given (tests)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[MAX_BATCH] = settings.max_batch
+    app[MAX_BODY] = settings.max_body_bytes
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                    timeout=aiohttp.ClientTimeout(
+                        total=settings.upstream_timeout,
+                        sock_connect=settings.upstream_connect_timeout,
+                    ),
+                )
+            )
+            upstream = HttpUpstream(settings.upstream, session, settings.upstream_timeout)
+            if signers is None:
+                client = await stack.enter_async_context(kms_client(settings))
+                region = client.meta.region_name
+                loaded: Sequence[Signer] = await load_signers(client, settings.kms_keys, region)
+            else:
+                loaded = signers
+            registry = KeyRegistry(loaded)
+            app[REGISTRY] = registry
+            facts = ChainFacts(upstream)
+            app[ROUTER] = build_router(registry, upstream, facts, settings)
+            try:
+                chain_id = await facts.chain_id()
+                log.info("upstream %s: chain id %d", upstream.display_url, chain_id)
+            except SignerProxyError as exc:
+                log.warning("upstream %s not answering yet: %s", upstream.display_url, exc.message)
+            yield
+
+    app.cleanup_ctx.append(lifecycle)
+    add_routes(app)
+    return app

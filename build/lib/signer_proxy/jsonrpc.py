@@ -1,0 +1,109 @@
+"""JSON-RPC 2.0 request parsing and response shapes: no I/O, no policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from signer_proxy.errors import BatchTooLarge, InvalidRequest, ParseError, SignerProxyError
+
+_NO_ID = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request object of a body; `id` is absent for notifications."""
+
+    method: str
+    params: Any
+    id: Any
+    raw: dict[str, Any]
+
+    @property
+    def is_notification(self) -> bool:
+        return "id" not in self.raw
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, over which transport: handed to every local method with its params."""
+
+    client: str = "anonymous"
+    transport: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class BadCall:
+    """A batch member that is not a valid request: answered with its error, id null."""
+
+    error: SignerProxyError
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A parsed HTTP body: one call, or a batch of calls in their original order."""
+
+    calls: tuple[Call | BadCall, ...]
+    is_batch: bool
+
+
+def parse_call(item: Any) -> Call:
+    """Validate one request object."""
+    if not isinstance(item, dict):
+        raise InvalidRequest("each JSON-RPC request must be an object")
+    if item.get("jsonrpc") != "2.0":
+        raise InvalidRequest('"jsonrpc" must be "2.0"')
+    method = item.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest('"method" must be a non-empty string')
+    params = item.get("params", [])
+    if not isinstance(params, list | dict):
+        raise InvalidRequest('"params" must be an array or an object')
+    call_id = item.get("id")
+    if ("id" in item and not (call_id is None or isinstance(call_id, str | int | float))) or (
+        isinstance(call_id, bool)
+    ):
+        raise InvalidRequest('"id" must be a string, a number or null')
+    return Call(method=method, params=params, id=call_id, raw=item)
+
+
+def parse_body(body: bytes, max_batch: int) -> Body:
+    """Parse a request body; ParseError / InvalidRequest / BatchTooLarge for the whole body."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"the request body is not valid JSON: {exc}") from None
+    if isinstance(decoded, list):
+        if not decoded:
+            raise InvalidRequest("an empty batch is not a valid request; send at least one call")
+        if len(decoded) > max_batch:
+            raise BatchTooLarge(
+                f"the batch has {len(decoded)} calls, over the limit of {max_batch}; "
+                "split it into smaller batches"
+            )
+        calls: list[Call | BadCall] = []
+        for item in decoded:
+            try:
+                calls.append(parse_call(item))
+            except InvalidRequest as exc:
+                calls.append(BadCall(exc, _best_effort_id(item)))
+        return Body(tuple(calls), is_batch=True)
+    return Body((parse_call(decoded),), is_batch=False)
+
+
+def _best_effort_id(item: Any) -> Any:
+    if isinstance(item, dict):
+        call_id = item.get("id")
+        if isinstance(call_id, str | int) and not isinstance(call_id, bool):
+            return call_id
+    return None
+
+
+def result_response(call_id: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": call_id, "result": result}
+
+
+def error_response(call_id: Any, error: SignerProxyError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": call_id, "error": error.to_error_object()}

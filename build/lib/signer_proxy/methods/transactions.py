@@ -1,0 +1,150 @@
+"""eth_sendTransaction and eth_signTransaction: fill, reserve a nonce, sign, send."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from signer_proxy.ecdsa import address_from_public_key, recover_public_key
+from signer_proxy.errors import NodeRejected, SigningFailed, UpstreamTimeout
+from signer_proxy.hexdata import to_data
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys import KeyRegistry, Signer
+from signer_proxy.nonces import Lease, NonceManager
+from signer_proxy.transactions import (
+    ChainFacts,
+    SignedTx,
+    TxRequest,
+    UnsignedTx,
+    fill,
+    parse_tx_request,
+    sign_with,
+    signing_digest,
+    with_nonce,
+)
+from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
+
+log = logging.getLogger(__name__)
+
+# A send that meets a nonce clash re-reads the node and tries again, this many times in all.
+MAX_SEND_ATTEMPTS = 4
+
+
+async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
+    """Sign through the key and prove the result recovers to the key's address before use."""
+    digest = signing_digest(tx)
+    signature = await signer.sign_digest(digest)
+    recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
+    if recovered is None or address_from_public_key(recovered) != signer.address:
+        raise SigningFailed(
+            f"the signature from {signer.key_name} does not recover to {signer.address}; "
+            "nothing was sent"
+        )
+    return sign_with(tx, signature)
+
+
+class TransactionMethods:
+    def __init__(
+        self,
+        registry: Callable[[], KeyRegistry],
+        upstream: Upstream,
+        nonces: NonceManager,
+        facts: ChainFacts,
+        gas_margin: float,
+    ) -> None:
+        self._registry = registry
+        self._upstream = upstream
+        self._nonces = nonces
+        self._facts = facts
+        self._gas_margin = gas_margin
+
+    async def _prepare(self, params: Any) -> tuple[TxRequest, Signer, UnsignedTx]:
+        request = parse_tx_request(params)
+        signer = self._registry().get(request.sender)
+        unsigned = await fill(request, self._upstream, self._facts, self._gas_margin)
+        return request, signer, unsigned
+
+    async def _sign_leased(self, unsigned: UnsignedTx, signer: Signer, lease: Lease) -> SignedTx:
+        try:
+            return await sign_transaction(with_nonce(unsigned, lease.nonce), signer)
+        except BaseException:
+            await lease.release()
+            raise
+
+    async def eth_signTransaction(self, params: Any, context: CallContext) -> str:
+        """The raw signed transaction (0x-hex); a nonce filled here is taken as used."""
+        request, signer, unsigned = await self._prepare(params)
+        if request.nonce is not None:
+            signed = await sign_transaction(unsigned, signer)
+        else:
+            lease = await self._nonces.reserve(signer.address)
+            signed = await self._sign_leased(unsigned, signer, lease)
+            await lease.commit()
+        self._log("eth_signTransaction", signer, signed)
+        return to_data(signed.raw)
+
+    async def eth_sendTransaction(self, params: Any, context: CallContext) -> str:
+        """The transaction hash once the node has accepted the transaction."""
+        request, signer, unsigned = await self._prepare(params)
+        if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are
+            signed = await sign_transaction(unsigned, signer)
+            await self._send(signed)
+            self._log("eth_sendTransaction", signer, signed)
+            return to_data(signed.hash)
+        for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
+            lease = await self._nonces.reserve(signer.address)
+            signed = await self._sign_leased(unsigned, signer, lease)
+            try:
+                await self._send(signed)
+            except NodeRejected as exc:
+                outcome = classify_send_error(exc.message)
+                if outcome is SendOutcome.REJECTED or attempt == MAX_SEND_ATTEMPTS:
+                    await lease.release()
+                    raise
+                if outcome is SendOutcome.NONCE_TOO_HIGH:
+                    await lease.release()
+                else:  # the nonce is taken on chain or in the pool
+                    await lease.commit()
+                log.warning(
+                    "eth_sendTransaction from %s: nonce %d refused (%s); resyncing, attempt %d",
+                    signer.address,
+                    signed.nonce,
+                    outcome.value,
+                    attempt + 1,
+                )
+                await self._nonces.resync(signer.address)
+                continue
+            except UpstreamTimeout as exc:
+                # The node may have the transaction: its nonce is spent until the node says
+                # otherwise (an idle address re-reads the node's pending count).
+                await lease.commit()
+                raise UpstreamTimeout(
+                    f"{exc.message}; transaction {to_data(signed.hash)} may still be mined: "
+                    "check it with eth_getTransactionByHash before sending again",
+                    {"txHash": to_data(signed.hash), "nonce": hex(signed.nonce)},
+                ) from exc
+            except BaseException:
+                await lease.release()
+                raise
+            await lease.commit()
+            self._log("eth_sendTransaction", signer, signed)
+            return to_data(signed.hash)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _send(self, signed: SignedTx) -> None:
+        try:
+            await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
+        except NodeRejected as exc:
+            if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
+                raise
+
+    def _log(self, method: str, signer: Signer, signed: SignedTx) -> None:
+        log.info(
+            "%s from=%s nonce=%d tx=%s key=%s",
+            method,
+            signer.address,
+            signed.nonce,
+            to_data(signed.hash),
+            signer.key_name,
+        )

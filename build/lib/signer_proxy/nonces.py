@@ -1,0 +1,109 @@
+"""Nonce allocation: distinct, consecutive nonces per address, however many sends run at once.
+
+The in-process manager keeps, per address, a counter and the set of nonces out on lease.
+While any lease is out the counter is authoritative (the node's pending count lags a burst);
+when the address is idle the next reservation re-reads the node's pending count, so a
+transaction the node dropped, or one sent around the proxy, cannot leave a gap or a clash
+behind for long. A released nonce (the node refused the transaction outright) is handed out
+again before any new one, lowest first, so a refusal leaves no gap either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+PendingCount = Callable[[str], Awaitable[int]]
+
+
+class Lease(Protocol):
+    """One reserved nonce: commit it once used (or possibly used), release it if surely not."""
+
+    @property
+    def nonce(self) -> int: ...
+
+    async def commit(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class NonceManager(Protocol):
+    """Hands out nonces per address."""
+
+    async def reserve(self, address: str) -> Lease:
+        """A nonce no other live lease holds, and no lower than the node's pending count."""
+        ...
+
+    async def resync(self, address: str) -> None:
+        """Re-read the node after it said a nonce was wrong; leases out stay valid."""
+        ...
+
+
+@dataclass
+class _AddressState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_nonce: int | None = None
+    released: list[int] = field(default_factory=list)  # a heap
+    leased: set[int] = field(default_factory=set)
+
+
+class _MemoryLease:
+    def __init__(self, state: _AddressState, nonce: int) -> None:
+        self._state = state
+        self._nonce = nonce
+        self._done = False
+
+    @property
+    def nonce(self) -> int:
+        return self._nonce
+
+    async def commit(self) -> None:
+        if not self._done:
+            self._done = True
+            self._state.leased.discard(self._nonce)
+
+    async def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._state.leased.discard(self._nonce)
+            heapq.heappush(self._state.released, self._nonce)
+
+
+class MemoryNonceManager:
+    """Per-address asyncio lock and counter, synced to the node's pending count when idle."""
+
+    def __init__(self, pending_count: PendingCount) -> None:
+        self._pending_count = pending_count
+        self._states: dict[str, _AddressState] = {}
+
+    def _state(self, address: str) -> _AddressState:
+        return self._states.setdefault(address.lower(), _AddressState())
+
+    async def reserve(self, address: str) -> Lease:
+        state = self._state(address)
+        async with state.lock:
+            if state.next_nonce is None or not state.leased:
+                pending = await self._pending_count(address)
+                state.next_nonce = pending
+                state.released = []
+            while state.released:
+                nonce = heapq.heappop(state.released)
+                if nonce < state.next_nonce and nonce not in state.leased:
+                    break
+            else:
+                nonce = state.next_nonce
+                state.next_nonce += 1
+            state.leased.add(nonce)
+            return _MemoryLease(state, nonce)
+
+    async def resync(self, address: str) -> None:
+        state = self._state(address)
+        async with state.lock:
+            pending = await self._pending_count(address)
+            # Leases out hold nonces below the counter: never step back under them.
+            state.next_nonce = max(state.next_nonce or 0, pending) if state.leased else pending
+            state.released = [n for n in state.released if n >= pending]
+            heapq.heapify(state.released)

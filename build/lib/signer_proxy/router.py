@@ -1,0 +1,136 @@
+"""Route each call: a local method if the table has one, else the upstream node, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from signer_proxy.errors import (
+    INTERNAL_ERROR_MESSAGE,
+    SignerProxyError,
+    UpstreamBadResponse,
+)
+from signer_proxy.jsonrpc import (
+    BadCall,
+    Body,
+    Call,
+    CallContext,
+    error_response,
+    result_response,
+)
+from signer_proxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, CallContext], Awaitable[Any]]
+ANONYMOUS = CallContext()
+Reply = dict[str, Any]
+
+
+class Router:
+    """Local methods by name; everything else passes through to the node."""
+
+    def __init__(self, methods: Mapping[str, Handler], upstream: Upstream) -> None:
+        self._methods = dict(methods)
+        self._upstream = upstream
+
+    def is_local(self, method: str) -> bool:
+        return method in self._methods
+
+    async def handle(
+        self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
+    ) -> bytes | Reply | list[Reply] | None:
+        """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
+        if not body.is_batch:
+            call = body.calls[0]
+            assert isinstance(call, Call)
+            if self.is_local(call.method):
+                reply = await self._local(call, context)
+                return None if call.is_notification else reply
+            try:
+                payload = await self._upstream.forward(raw_body)
+            except SignerProxyError as exc:
+                return None if call.is_notification else error_response(call.id, exc)
+            return None if call.is_notification else payload
+        replies = await self.handle_batch(body.calls, context)
+        return replies or None
+
+    async def handle_batch(
+        self, calls: tuple[Call | BadCall, ...], context: CallContext = ANONYMOUS
+    ) -> list[Reply]:
+        """Local calls run concurrently, forwarded ones go to the node as one batch; order kept."""
+        slots: list[Reply | None] = [None] * len(calls)
+        local: list[tuple[int, Call]] = []
+        forwarded: list[tuple[int, Call]] = []
+        for index, call in enumerate(calls):
+            if isinstance(call, BadCall):
+                slots[index] = error_response(call.id, call.error)
+            elif self.is_local(call.method):
+                local.append((index, call))
+            else:
+                forwarded.append((index, call))
+
+        async def run_local(index: int, call: Call) -> None:
+            reply = await self._local(call, context)
+            if not call.is_notification:
+                slots[index] = reply
+
+        await asyncio.gather(
+            *(run_local(i, c) for i, c in local),
+            self._forward_batch(forwarded, slots),
+        )
+        return [reply for reply in slots if reply is not None]
+
+    async def _local(self, call: Call, context: CallContext) -> Reply:
+        try:
+            return result_response(call.id, await self._methods[call.method](call.params, context))
+        except SignerProxyError as exc:
+            return error_response(call.id, exc)
+        except Exception:
+            log.exception("unexpected error in %s", call.method)
+            return error_response(call.id, SignerProxyError(INTERNAL_ERROR_MESSAGE))
+
+    async def _forward_batch(
+        self, forwarded: list[tuple[int, Call]], slots: list[Reply | None]
+    ) -> None:
+        """Send forwarded calls as one node batch, ids rewritten to positions and restored."""
+        if not forwarded:
+            return
+        batch = [
+            call.raw if call.is_notification else {**call.raw, "id": position}
+            for position, (_, call) in enumerate(forwarded)
+        ]
+        try:
+            payload = await self._upstream.forward(json.dumps(batch).encode())
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                raise UpstreamBadResponse(
+                    "the node answered a batch with a body that is not JSON; check --upstream"
+                ) from None
+        except SignerProxyError as exc:
+            for index, call in forwarded:
+                if not call.is_notification:
+                    slots[index] = error_response(call.id, exc)
+            return
+        by_position: dict[int, Any] = {}
+        if isinstance(decoded, list):
+            for item in decoded:
+                if isinstance(item, dict) and isinstance(item.get("id"), int):
+                    by_position[item["id"]] = item
+        for position, (index, call) in enumerate(forwarded):
+            if call.is_notification:
+                continue
+            item = by_position.get(position)
+            if item is None and isinstance(decoded, dict) and "error" in decoded:
+                item = decoded  # a node without batch support answers the whole batch once
+            if item is None:
+                slots[index] = error_response(
+                    call.id,
+                    UpstreamBadResponse(f"the node sent no answer for {call.method} in a batch"),
+                )
+            else:
+                slots[index] = {**item, "id": call.id}
