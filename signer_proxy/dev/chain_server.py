@@ -225,5 +225,8 @@ class ChainServer:
                     "method": "eth_subscription",
                     "params": {"subscription": sub_id, "result": result},
                 }
-                if not subscription.socket.closed:
+                try:
                     await subscription.socket.send_str(json.dumps(notification))
+                except (ConnectionError, RuntimeError):  # the subscriber went away meanwhile
+                    self._subscriptions.pop(sub_id, None)
+                    break

@@ -10,12 +10,15 @@ restart never takes funds away.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signer_proxy.errors import NodeRejected, SignerProxyError
 from signer_proxy.hexdata import parse_quantity
 from signer_proxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
 
 FUNDING_WEI = 1000 * 10**18
 SET_BALANCE_METHODS = ("anvil_setBalance", "hardhat_setBalance")
@@ -77,6 +80,18 @@ async def fund(node: Upstream, addresses: Sequence[str], wei: int = FUNDING_WEI)
         )
         await _wait_for_receipt(node, tx_hash)
     return Funded(f"transfer from {funder}", tuple([await balance_of(node, a) for a in addresses]))
+
+
+async def fund_or_explain(node: Upstream, addresses: Sequence[str]) -> tuple[str, tuple[int, ...]]:
+    """Fund, then (what the banner says about it, each balance); a node that allows no way
+    is reported, not fatal: the proxy is still useful and the user can fund the addresses."""
+    try:
+        funded = await fund(node, addresses)
+    except FundingFailed as exc:
+        log.warning("could not fund the dev addresses: %s", exc)
+        balances = tuple([await balance_of(node, address) for address in addresses])
+        return f"NOT FUNDED ({exc}): fund the addresses yourself", balances
+    return f"{FUNDING_WEI // 10**18} ETH each via {funded.method}", funded.balances
 
 
 async def _unlocked_account(node: Upstream) -> str | None:

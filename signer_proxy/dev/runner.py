@@ -26,7 +26,7 @@ from aiohttp import web
 from signer_proxy.config import Settings, require_serve_settings, validate
 from signer_proxy.dev.banner import Account, BannerInfo, render_banner
 from signer_proxy.dev.chain import DEFAULT_CHAIN_ID
-from signer_proxy.dev.funding import FundingFailed, balance_of, fund
+from signer_proxy.dev.funding import fund_or_explain
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.hexdata import parse_quantity
 from signer_proxy.upstream import HttpUpstream
@@ -183,13 +183,7 @@ async def run_dev(
         )
         validate(settings)
         try:
-            funded = await fund(node, [key.address for key in keys])
-            funding = f"1000 ETH each via {funded.method}"
-            balances = funded.balances
-        except FundingFailed as exc:
-            log.warning("could not fund the dev addresses: %s", exc)
-            funding = f"NOT FUNDED ({exc}): fund the addresses yourself"
-            balances = tuple([await balance_of(node, key.address) for key in keys])
+            funding, balances = await fund_or_explain(node, [key.address for key in keys])
         except SignerProxyError as exc:
             raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
 

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from signer_proxy.dev.funding import FUNDING_WEI, FundingFailed, fund, is_unsupported
+from signer_proxy.dev.funding import (
+    FUNDING_WEI,
+    FundingFailed,
+    fund,
+    fund_or_explain,
+    is_unsupported,
+)
 from signer_proxy.errors import NodeRejected
 
 ADDRESSES = ["0x" + "aa" * 20, "0x" + "bb" * 20]
@@ -84,6 +90,21 @@ async def test_fund_fails_naming_what_it_tried() -> None:
     message = str(failed.value)
     assert "anvil_setBalance" in message and "hardhat_setBalance" in message
     assert "no unlocked account" in message
+
+
+async def test_fund_or_explain_reports_a_node_it_cannot_fund() -> None:
+    node = FakeNode(set())
+    node.balances = {ADDRESSES[0]: 3}
+    funding, balances = await fund_or_explain(node, ADDRESSES)
+    assert funding.startswith("NOT FUNDED (the node accepts none of: anvil_setBalance")
+    assert funding.endswith("fund the addresses yourself")
+    assert balances == (3, 0)
+
+
+async def test_fund_or_explain_says_how() -> None:
+    funding, balances = await fund_or_explain(FakeNode({"anvil_setBalance"}), ADDRESSES)
+    assert funding == "1000 ETH each via anvil_setBalance"
+    assert balances == (FUNDING_WEI, FUNDING_WEI)
 
 
 async def test_fund_passes_on_a_real_refusal() -> None:
