@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Anvil, free_port, stop, tool
+from tests.conftest import ROOT, Anvil, free_port, run_cli, stop, tool
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +301,18 @@ def test_dev_refuses_a_busy_port_with_exit_2_and_a_fix() -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "choose another --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--keys", "0"], "--keys must be from 1 to 100", id="keys"),
+        pytest.param(["--log-level", "loud"], "--log-level must be debug", id="log-level"),
+        pytest.param(["--upstream", "ftp://127.0.0.1"], "--upstream must be an http", id="url"),
+    ],
+)
+def test_dev_refuses_bad_flags_with_exit_2(args: list[str], message: str) -> None:
+    result = run_cli("dev", "--port", "0", *args)
+    assert result.returncode == 2
+    assert f"signer-proxy: error: {message}" in result.stderr
+    assert result.stdout == ""
