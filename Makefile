@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve docs env tools clean
+.PHONY: test unit lint serve dev docs env tools clean
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -20,6 +20,11 @@ lint: env
 # Run the proxy: make serve ARGS="--upstream http://127.0.0.1:8546 --kms-key alias/treasury"
 serve: env
 	$(BIN)/signer-proxy serve $(ARGS)
+
+# Everything on one machine: KMS emulator, dev chain, funded keys, the proxy on 127.0.0.1:8545.
+# make dev ARGS="--keys 5 --state-dir .dev-state"
+dev: env
+	$(BIN)/signer-proxy dev $(ARGS)
 
 # Regenerate docs/config.md from the settings (a test fails when it is stale).
 docs: env

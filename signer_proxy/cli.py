@@ -1,4 +1,4 @@
-"""The `signer-proxy` command: serve, version."""
+"""The `signer-proxy` command: serve, dev, version."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -50,7 +53,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(serve)
     commands.add_parser("version", help="print the version")
+    _add_dev_parser(commands)
     return parser
+
+
+def _add_dev_parser(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev",
+        help="everything on one machine: KMS emulator, dev chain and the proxy, funded keys",
+        description="Start a KMS emulator with --keys secp256k1 keys (alias/dev-0, ...), an "
+        "embedded dev chain (or use --upstream), fund every key address, and run the proxy "
+        "in front on 127.0.0.1:--port. Ctrl-C stops everything.",
+    )
+    dev.add_argument("--port", type=int, default=8545, help="proxy port (default 8545; 0: free)")
+    dev.add_argument("--keys", type=int, default=3, help="how many KMS keys (default 3)")
+    dev.add_argument(
+        "--upstream",
+        metavar="URL",
+        default="",
+        help="use this node instead of the embedded chain (anvil, Hardhat: funded with "
+        "anvil_setBalance / hardhat_setBalance)",
+    )
+    dev.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help="keep the KMS keys in DIR so addresses survive a restart (default: memory only)",
+    )
+    dev.add_argument("--chain-id", type=int, default=1337, help="embedded chain id (1337)")
+    dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")
+    dev.add_argument("--kms-port", type=int, default=0, help="KMS emulator port (0: free)")
+    dev.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def run_dev_command(args: argparse.Namespace, started: float) -> int:
+    """`signer-proxy dev`: 0 after Ctrl-C, 2 when something cannot start."""
+    from signer_proxy.dev.runner import DevOptions, run_dev, use_dev_credentials
+
+    options = DevOptions(
+        port=args.port,
+        keys=args.keys,
+        upstream=args.upstream,
+        state_dir=args.state_dir,
+        chain_id=args.chain_id,
+        chain_port=args.chain_port,
+        kms_port=args.kms_port,
+        log_level=args.log_level,
+    )
+    try:
+        if args.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("--log-level must be debug, info, warning or error")
+        configure_logging(args.log_level)
+        use_dev_credentials()
+        asyncio.run(run_dev(options, started=started))
+    except ConfigError as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def configure_logging(level: str) -> None:
@@ -90,7 +151,10 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        return run_dev_command(args, started)
     if args.command == "version":
         print(f"signer-proxy {__version__}")
         return 0
