@@ -216,7 +216,7 @@ def validate(settings: Settings) -> None:
     if settings.metrics_listen:
         try:
             _, port = host_port(settings.metrics_listen)
-            if not 0 <= port <= 65535:
+            if ":" not in settings.metrics_listen or not 0 <= port <= 65535:
                 raise ValueError
         except ValueError:
             raise ConfigError(

@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -274,9 +274,11 @@ class Metrics:
         self._duration_children: dict[str, Any] = {}
 
     def names(self) -> list[str]:
-        """The signer_proxy_* metric family names (as exposed, counters without _total)."""
+        """The signer_proxy_* metric names as exposed (counters with their _total)."""
         return sorted(
-            {m.name for m in self.registry.collect() if m.name.startswith("signer_proxy_")}
+            f"{m.name}_total" if m.type == "counter" else m.name
+            for m in self.registry.collect()
+            if m.name.startswith("signer_proxy_")
         )
 
     def exposition(self) -> bytes:
@@ -426,5 +428,6 @@ async def handle_metrics(request: web.Request) -> web.Response:
     """GET /metrics: the Prometheus text exposition of this app's registry."""
     metrics = request.app[METRICS]
     response = web.Response(body=metrics.exposition())
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    # The classic text format's type: every Prometheus version (and most agents) parses it.
+    response.headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
     return response
