@@ -140,6 +140,13 @@ class TransactionMethods:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _send(self, signed: SignedTx) -> None:
+        # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.
+        log.info(
+            "sending tx=%s nonce=%d",
+            to_data(signed.hash),
+            signed.nonce,
+            extra={"tx_hash": to_data(signed.hash), "nonce": signed.nonce},
+        )
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
         except NodeRejected as exc:

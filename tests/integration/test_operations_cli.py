@@ -174,8 +174,9 @@ def test_json_logs_trace_a_send_by_request_id_and_never_show_secrets(
     assert signing[0]["level"] == "info"
     assert signing[0]["key"] == key.arn
     assert re.fullmatch(r"0x[0-9a-f]{64}", signing[0]["digest"])
-    sent = [line for line in traced if line.get("tx_hash") == tx_hash]
-    assert sent and sent[0]["key"] == key.arn and sent[0]["from"] == key.address
+    sending, sent = [line for line in traced if line.get("tx_hash") == tx_hash]
+    assert sending["message"].startswith("sending tx=")  # written before the node sees it
+    assert sent["key"] == key.arn and sent["from"] == key.address
     assert anvil.call("eth_getTransactionReceipt", [tx_hash])["status"] == "0x1"
 
 
@@ -258,7 +259,9 @@ def test_sigterm_deadline_cancels_what_is_left_and_still_exits_0(
     assert code == 0
     assert took < 4, f"exit took {took:.1f} s with a 0.5 s deadline"
     assert len(errors) == 1  # the client's connection was cut: it got no answer
-    assert "shutdown deadline of 0.5 s reached: cancelling 1 request(s)" in proxy.logs()
+    logs = proxy.logs()
+    assert "shutdown deadline of 0.5 s reached: cancelling 1 request(s)" in logs
+    assert re.search(r"sending tx=0x[0-9a-f]{64}", logs)  # the hash to look up afterwards
 
 
 def test_metrics_listen_serves_ops_endpoints_apart_and_healthcheck_probes_health(
