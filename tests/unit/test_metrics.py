@@ -112,6 +112,16 @@ def test_outcome_of_code(code: Any, outcome: str) -> None:
             id="bytes-result-mentioning-error",
         ),
         pytest.param(b'{"error" not json', "upstream_bad_response", id="bytes-garbage"),
+        pytest.param(
+            b'{"jsonrpc":"2.0","id":1,"result":["' + b"x" * 100_000 + b'","\\"error\\""]}',
+            "ok",
+            id="large-result",
+        ),
+        pytest.param(
+            b'{"jsonrpc":"2.0","id":1,"error":{"code":3,"data":"0x' + b"0" * 100_000 + b'"}}',
+            "node_error",
+            id="large-error",
+        ),
         pytest.param({"jsonrpc": "2.0", "id": 1, "result": None}, "ok", id="dict-result"),
         pytest.param(
             {"id": 1, "error": {"code": -32011, "message": "KMS throttled"}},
