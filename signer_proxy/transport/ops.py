@@ -24,8 +24,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
     token = REQUEST_ID.set(request_id)
     try:
-        with request.app[IN_FLIGHT].track():
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # A WebSocket lives as long as its client: the WS transport counts each message
+            # it handles instead (IN_FLIGHT.track()), and closes sockets on shutdown.
             response = await handler(request)
+        else:
+            with request.app[IN_FLIGHT].track():
+                response = await handler(request)
     finally:
         REQUEST_ID.reset(token)
     response.headers[REQUEST_ID_HEADER] = request_id
