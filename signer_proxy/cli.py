@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from signer_proxy.config import (
     require_serve_settings,
 )
 from signer_proxy.errors import ConfigError
+from signer_proxy.logs import configure as configure_logs
+from signer_proxy.logs import secrets_in_environment, secrets_in_url
 
 log = logging.getLogger("signer_proxy")
 
@@ -53,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(serve)
     commands.add_parser("version", help="print the version")
+    healthcheck = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the proxy at --listen answers GET /health (for container health checks)",
+    )
+    _add_settings_flags(healthcheck)
     _add_dev_parser(commands)
     return parser
 
@@ -114,22 +124,22 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # botocore logs request details (including signed headers) at debug: keep it quiet.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("aiobotocore").setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: str = "text", upstream: str = "") -> None:
+    """Logging to stderr; the upstream URL's credentials and AWS keys are scrubbed from it."""
+    secrets = [*secrets_in_url(upstream), *secrets_in_environment(os.environ)]
+    configure_logs(level, log_format, secrets)
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM; startup problems raise ConfigError before listening."""
     from signer_proxy.app import create_app
+    from signer_proxy.shutdown import IN_FLIGHT, drain
+    from signer_proxy.transport.ops import start_ops_listener
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    app = create_app(settings)
+    # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    ops_runner: web.AppRunner | None = None
     await runner.setup()
     try:
         host, port = settings.listen_host_port()
@@ -140,14 +150,21 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
         bound = runner.addresses[0]
         print(f"signer-proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
+        if settings.metrics_listen:
+            ops_runner, ops_url = await start_ops_listener(app, settings.metrics_listen)
+            print(f"signer-proxy metrics on {ops_url}/metrics", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: no new connections; finishing in-flight requests")
+        await drain(runner, app[IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+        if ops_runner is not None:
+            await ops_runner.cleanup()
+        log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,14 +176,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"signer-proxy {__version__}")
         return 0
     flags = {name: getattr(args, name) for name in FIELDS}
+    if args.command == "healthcheck":
+        return healthcheck(flags, args.config)
     try:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format, settings.upstream)
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def healthcheck(flags: dict[str, object], config_file: str | None) -> int:
+    """GET /health on the --listen address; 0 when it answers 200, else 1 with the reason."""
+    try:
+        settings = load_settings(flags, config_file=config_file)
+    except ConfigError as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    host, port = settings.listen_host_port()
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: ask over loopback
+        host = "127.0.0.1" if host != "::" else "::1"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        print(f"signer-proxy healthcheck: {url} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"signer-proxy healthcheck: {url} answered HTTP {status}", file=sys.stderr)
+        return 1
     return 0

@@ -75,10 +75,30 @@ class Settings:
     )
     max_batch: int = _setting(1000, "Most calls accepted in one JSON-RPC batch.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting(
+        "text",
+        "Log line format: text (for people) or json (one object per line, for collectors).",
+    )
+    metrics_listen: str = _setting(
+        "",
+        "HOST:PORT for a separate listener serving /metrics, /health and /ready. Empty: "
+        "/metrics is served on the main listener.",
+        example="127.0.0.1:9090",
+    )
+    shutdown_timeout: float = _setting(
+        30.0,
+        "Seconds a SIGTERM waits for in-flight requests (signing, sends) to finish before "
+        "cancelling them and exiting.",
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return host_port(self.listen)
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) as (host, port); ValueError when the port is not a number."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -191,6 +211,20 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--max-body-bytes must be at least 1024 and --max-batch at least 1")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, got {settings.log_format!r}")
+    if settings.metrics_listen:
+        try:
+            _, port = host_port(settings.metrics_listen)
+            if ":" not in settings.metrics_listen or not 0 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"--metrics-listen {settings.metrics_listen!r} must be HOST:PORT, "
+                "e.g. 127.0.0.1:9090, or empty"
+            ) from None
+    if settings.shutdown_timeout < 0:
+        raise ConfigError("--shutdown-timeout must be zero or more seconds")
 
 
 def require_serve_settings(settings: Settings) -> None:

@@ -34,6 +34,13 @@ MAX_SEND_ATTEMPTS = 4
 async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
     """Sign through the key and prove the result recovers to the key's address before use."""
     digest = signing_digest(tx)
+    log.info(
+        "signing transaction digest=%s from=%s key=%s",
+        to_data(digest),
+        signer.address,
+        signer.key_name,
+        extra={"digest": to_data(digest), "from": signer.address, "key": signer.key_name},
+    )
     signature = await signer.sign_digest(digest)
     recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
     if recovered is None or address_from_public_key(recovered) != signer.address:
@@ -133,6 +140,13 @@ class TransactionMethods:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _send(self, signed: SignedTx) -> None:
+        # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.
+        log.info(
+            "sending tx=%s nonce=%d",
+            to_data(signed.hash),
+            signed.nonce,
+            extra={"tx_hash": to_data(signed.hash), "nonce": signed.nonce},
+        )
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
         except NodeRejected as exc:
@@ -147,4 +161,10 @@ class TransactionMethods:
             signed.nonce,
             to_data(signed.hash),
             signer.key_name,
+            extra={
+                "from": signer.address,
+                "nonce": signed.nonce,
+                "tx_hash": to_data(signed.hash),
+                "key": signer.key_name,
+            },
         )
