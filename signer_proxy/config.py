@@ -75,6 +75,18 @@ class Settings:
     )
     max_batch: int = _setting(1000, "Most calls accepted in one JSON-RPC batch.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    allow_pre_eip155: bool = _setting(
+        False,
+        "Sign legacy transactions without EIP-155 replay protection (v = 27/28) when a request "
+        "asks with chainId 0x0. Such a transaction can be replayed on every chain: leave off "
+        "unless a chain needs it.",
+    )
+    blob_sidecar: str = _setting(
+        "eip7594",
+        "Network form of blob (type 0x3) transactions sent with blobs: eip7594 (cell proofs; "
+        "Osaka and later, Ethereum mainnet since December 2025) or eip4844 (one proof per "
+        "blob; Cancun/Prague chains).",
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -191,6 +203,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--max-body-bytes must be at least 1024 and --max-batch at least 1")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
+    if settings.blob_sidecar not in ("eip7594", "eip4844"):
+        raise ConfigError(
+            f"--blob-sidecar must be eip7594 or eip4844, got {settings.blob_sidecar!r}"
+        )
 
 
 def require_serve_settings(settings: Settings) -> None:
