@@ -22,9 +22,10 @@ from signer_proxy.errors import SigningFailed
 from signer_proxy.keys.signer import Signer
 
 HEDERA_CHAIN_IDS = {295: "mainnet", 296: "testnet", 297: "previewnet"}
-# DER SubjectPublicKeyInfo header of a compressed secp256k1 key (id-ecPublicKey, secp256k1):
-# Hedera tools print keys as this prefix + the 33-byte key ("302d3007...").
-ECDSA_SECP256K1_SPKI_PREFIX = bytes.fromhex("302d300706052b8104000a032200")
+# The DER header Hedera's SDKs put in front of a compressed ECDSA(secp256k1) key when they print
+# it "as DER" (toStringDer: "302d3007..."): it names only the curve OID, not id-ecPublicKey,
+# so it is not X.509 SubjectPublicKeyInfo (SDKs accept that "3036..." form on input too).
+HEDERA_ECDSA_DER_PREFIX = bytes.fromhex("302d300706052b8104000a032200")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,8 @@ class HederaSignature:
 
     @property
     def public_key_der_hex(self) -> str:
-        """Hex of the DER SubjectPublicKeyInfo form (the SDK's toStringDer)."""
-        return (ECDSA_SECP256K1_SPKI_PREFIX + self.public_key).hex()
+        """Hex of the key as Hedera's SDKs print it in DER (their toStringDer)."""
+        return (HEDERA_ECDSA_DER_PREFIX + self.public_key).hex()
 
 
 def hedera_digest(transaction_bytes: bytes) -> bytes:
