@@ -14,7 +14,6 @@ from signer_proxy import transport
 from signer_proxy.blobs import SidecarForm
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.hexdata import parse_quantity
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_kms import load_signers
 from signer_proxy.methods.accounts import AccountMethods
@@ -23,7 +22,7 @@ from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.nonces import MemoryNonceManager
 from signer_proxy.router import Handler, Router
-from signer_proxy.transactions import ChainFacts
+from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.upstream import HttpUpstream, Upstream
 
@@ -63,8 +62,7 @@ def build_router(
     """The method table: local methods by name, everything else to the node."""
 
     async def pending_count(address: str) -> int:
-        result = await upstream.call("eth_getTransactionCount", [address, "pending"])
-        return parse_quantity(result, "the node's pending transaction count")
+        return await pending_nonce(upstream, address)
 
     def current() -> KeyRegistry:
         return registry

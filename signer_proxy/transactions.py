@@ -465,6 +465,19 @@ class ChainFacts:
         return self._has_base_fee
 
 
+async def pending_nonce(upstream: Upstream, address: str) -> int:
+    """The node's pending transaction count for `address` ("latest" where "pending" is refused).
+
+    Some EVM endpoints (Hedera JSON-RPC relays among them) have no pending pool to count and
+    refuse the "pending" tag; their latest count is the best the node knows.
+    """
+    try:
+        result = await upstream.call("eth_getTransactionCount", [address, "pending"])
+    except NodeRejected:
+        result = await upstream.call("eth_getTransactionCount", [address, "latest"])
+    return parse_quantity(result, "the node's pending transaction count")
+
+
 async def _suggested_tip(upstream: Upstream) -> int:
     try:
         return parse_quantity(await upstream.call("eth_maxPriorityFeePerGas", []), "tip")

@@ -22,6 +22,7 @@ from signer_proxy.transactions import (
     Authorization,
     ChainFacts,
     authorization_digest,
+    pending_nonce,
 )
 from signer_proxy.upstream import Upstream
 
@@ -72,12 +73,10 @@ class AuthorizationMethods:
         else:
             chain_id = parse_quantity(request["chainId"], "chainId", max_value=MAX_UINT256)
         if request.get("nonce") is None:
-            pending = await self._upstream.call(
-                "eth_getTransactionCount", [signer.address, "pending"]
-            )
             # The sender's nonce is bumped before authorizations are processed, so an authority
             # that sends its own type 0x4 transaction signs for the nonce after it.
-            nonce = parse_quantity(pending, "the node's pending count") + (executor == "self")
+            pending = await pending_nonce(self._upstream, signer.address)
+            nonce = pending + (executor == "self")
         else:
             nonce = parse_quantity(request["nonce"], "nonce", max_value=MAX_UINT64 - 1)
         authorization = await sign_authorization(signer, chain_id, address, nonce)
