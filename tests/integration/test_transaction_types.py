@@ -36,6 +36,7 @@ def versioned_hashes(form: SidecarForm = SidecarForm.EIP7594) -> list[str]:
     return ["0x" + h.hex() for h in sidecar.versioned_hashes]
 
 
+@pytest.mark.usefixtures("eth_account_kzg")
 async def test_blob_transaction_with_blobs_is_mined_with_kzg_versioned_hashes(
     proxy: InProcessProxy, anvil: Anvil, funded_key: KmsKey
 ) -> None:
@@ -48,6 +49,7 @@ async def test_blob_transaction_with_blobs_is_mined_with_kzg_versioned_hashes(
     assert tx["hash"] == tx_hash  # the hash of the canonical form, not of the sidecar
 
 
+@pytest.mark.usefixtures("eth_account_kzg")
 async def test_blob_transaction_in_eip4844_form_is_mined_on_prague(
     start_proxy: ProxyFactory, kms: Any, make_key: KeyFactory
 ) -> None:

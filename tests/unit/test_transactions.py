@@ -383,17 +383,6 @@ async def test_authorization_signature_matches_eth_account(chain_id: int, nonce:
     assert expected.authority == bytes.fromhex(SENDER[2:])
 
 
-@pytest.fixture
-def eth_account_kzg(monkeypatch: pytest.MonkeyPatch) -> None:
-    """eth-account reloads the 2-5 s trusted setup for every blob and property; hand it the one
-    we loaded (the same file) so a blob oracle costs seconds, not a minute."""
-    import eth_account.typed_transactions.base as eth_account_blobs
-
-    from signer_proxy.blobs import trusted_setup
-
-    monkeypatch.setattr(eth_account_blobs, "load_trusted_setup", lambda *_: trusted_setup())
-
-
 @pytest.mark.usefixtures("eth_account_kzg")
 async def test_blob_transaction_with_sidecar_matches_eth_account_byte_for_byte() -> None:
     blobs = (bytes(BYTES_PER_BLOB), b"\x00\x01" * (BYTES_PER_BLOB // 2))
