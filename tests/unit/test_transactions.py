@@ -310,9 +310,14 @@ async def test_encode_signed_legacy_v_is_eip155(chain_id: int) -> None:
     ]
 
 
-@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE])
+@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE])
 async def test_encode_signed_typed_uses_y_parity_and_the_type_byte(tx_type: int) -> None:
-    tx = UnsignedTx(tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI)
+    # SIGNING.md item 5: typed transactions carry yParity 0/1, never 27/28 or EIP-155's v.
+    tx = UnsignedTx(
+        tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI,
+        blob_versioned_hashes=(HASH_A,) if tx_type == BLOB else (),
+        authorization_list=(AUTH_ANY_CHAIN,) if tx_type == SET_CODE else (),
+    )  # fmt: skip
     signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
 
     raw = encode_signed(tx, signature)
