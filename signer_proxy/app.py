@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
+from signer_proxy.blobs import SidecarForm
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.health import (
@@ -20,16 +21,17 @@ from signer_proxy.health import (
     shutdown_check,
     upstream_check,
 )
-from signer_proxy.hexdata import parse_quantity
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_kms import load_signers
 from signer_proxy.methods.accounts import AccountMethods
+from signer_proxy.methods.authorizations import AuthorizationMethods
+from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.metrics import METRICS, Metrics
 from signer_proxy.nonces import MemoryNonceManager
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.transactions import ChainFacts
+from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import HttpUpstream, Upstream
@@ -74,8 +76,7 @@ def build_router(
     """The method table: local methods by name, everything else to the node."""
 
     async def pending_count(address: str) -> int:
-        result = await upstream.call("eth_getTransactionCount", [address, "pending"])
-        return parse_quantity(result, "the node's pending transaction count")
+        return await pending_nonce(upstream, address)
 
     def current() -> KeyRegistry:
         return registry
@@ -83,13 +84,29 @@ def build_router(
     accounts = AccountMethods(current)
     nonces = MemoryNonceManager(pending_count)
     txs = TransactionMethods(
-        current, upstream, metrics.nonces(nonces) if metrics else nonces, facts, settings.gas_margin
+        current,
+        upstream,
+        metrics.nonces(nonces) if metrics else nonces,
+        facts,
+        settings.gas_margin,
+        allow_pre_eip155=settings.allow_pre_eip155,
+        sidecar_form=SidecarForm(settings.blob_sidecar),
     )
+    messages = MessageMethods(current, facts)
+    authorizations = AuthorizationMethods(current, upstream, facts)
     methods: dict[str, Handler] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,
         "eth_sendTransaction": txs.eth_sendTransaction,
         "eth_signTransaction": txs.eth_signTransaction,
+        "personal_sign": messages.personal_sign,
+        "eth_sign": messages.eth_sign,
+        "eth_signTypedData": messages.eth_signTypedData,
+        "eth_signTypedData_v3": messages.eth_signTypedData_v3,
+        "eth_signTypedData_v4": messages.eth_signTypedData_v4,
+        # An extension of this proxy's own (docs/methods.md): a key signs an EIP-7702
+        # authorization.
+        "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
     return Router(methods, upstream, observer=metrics.observe_reply if metrics else None)
 

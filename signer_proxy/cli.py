@@ -1,9 +1,11 @@
-"""The `signer-proxy` command: serve, dev, version."""
+"""The `signer-proxy` command: serve, dev, healthcheck, version, and one-shot signing with
+one KMS key (sign-authorization, hedera-key, hedera-sign)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,7 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from signer_proxy.config import (
     load_settings,
     require_serve_settings,
 )
-from signer_proxy.errors import ConfigError
+from signer_proxy.errors import ConfigError, InvalidParams, SignerProxyError
 from signer_proxy.logs import configure as configure_logs
 from signer_proxy.logs import secrets_in_environment, secrets_in_url
 
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(healthcheck)
     _add_dev_parser(commands)
+    _add_key_commands(commands)
     return parser
 
 
@@ -172,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "dev":
         return run_dev_command(args, started)
+    if args.command in KEY_COMMANDS:
+        return _run_key_command(args)
     if args.command == "version":
         print(f"signer-proxy {__version__}")
         return 0
@@ -213,4 +219,159 @@ def healthcheck(flags: dict[str, object], config_file: str | None) -> int:
     if status != 200:
         print(f"signer-proxy healthcheck: {url} answered HTTP {status}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- one-shot commands with one KMS key ----------------------------------------------------
+
+
+def _add_key_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (env: SIGNER_PROXY_CONFIG)"
+    )
+    parser.add_argument(
+        "--kms-key", required=True, help="the KMS key: key id, key ARN, alias or alias ARN"
+    )
+    for name in ("aws_region", "aws_endpoint_url", "kms_timeout", "log_level"):
+        parser.add_argument(
+            flag_name(name),
+            dest=name,
+            help=f"{FIELDS[name].metadata['help']} (env: {env_name(name)})",
+        )
+
+
+def _add_key_commands(commands: Any) -> None:
+    auth = commands.add_parser(
+        "sign-authorization",
+        help="sign an EIP-7702 authorization with a KMS key; prints it as JSON",
+        description="Sign keccak(0x05 || rlp([chainId, address, nonce])) with the key and print "
+        "{chainId, address, nonce, yParity, r, s}, ready for a type 0x4 authorizationList.",
+    )
+    _add_key_flags(auth)
+    auth.add_argument("--address", required=True, help="the contract to delegate the code to")
+    auth.add_argument(
+        "--chain-id", required=True, help="chain id (decimal or 0x-hex); 0 = valid on any chain"
+    )
+    auth.add_argument(
+        "--nonce", required=True, help="the key's account nonce when the authorization is used"
+    )
+    hedera_key = commands.add_parser(
+        "hedera-key", help="print a KMS key's public key in the forms Hedera accounts use"
+    )
+    _add_key_flags(hedera_key)
+    hedera_sign = commands.add_parser(
+        "hedera-sign",
+        help="sign Hedera transaction bytes with a KMS key (keccak-256, 64-byte r||s)",
+        description="Sign keccak-256 of the transaction body bytes and print the 64-byte r||s "
+        "signature and the compressed public key, as JSON.",
+    )
+    _add_key_flags(hedera_sign)
+    source = hedera_sign.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hex", help="the transaction bytes as hex (0x optional)")
+    source.add_argument("--file", help="a file holding the raw transaction bytes; - for stdin")
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        number = int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        raise InvalidParams(
+            f"--{name} must be a decimal or 0x-hex integer, got {value!r}"
+        ) from None
+    if number < 0:
+        raise InvalidParams(f"--{name} must not be negative")
+    return number
+
+
+def _key_settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name) for name in ("aws_region", "aws_endpoint_url", "kms_timeout")
+    }
+    flags["log_level"] = args.log_level
+    return load_settings({**flags, "kms_keys": [args.kms_key]}, config_file=args.config)
+
+
+@asynccontextmanager
+async def _kms_signer(settings: Settings, key_ref: str) -> AsyncIterator[Any]:
+    """A KmsSigner for one key, checked as `serve` checks its keys (spec, usage, state)."""
+    from signer_proxy.app import kms_client
+    from signer_proxy.keys.aws_kms import KmsSigner, load_key
+
+    async with kms_client(settings) as client:
+        yield KmsSigner(client, await load_key(client, key_ref, client.meta.region_name))
+
+
+async def _sign_authorization(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.hexdata import parse_address
+    from signer_proxy.methods.authorizations import sign_authorization
+
+    address = parse_address(args.address, "--address")
+    chain_id, nonce = _integer(args.chain_id, "chain-id"), _integer(args.nonce, "nonce")
+    async with _kms_signer(settings, args.kms_key) as signer:
+        authorization = await sign_authorization(signer, chain_id, address, nonce)
+    return {"authority": signer.address, **authorization.to_json()}
+
+
+def _hedera_key_json(public_key: bytes) -> dict[str, str]:
+    from signer_proxy.ecdsa import address_from_public_key, compressed_public_key
+    from signer_proxy.hedera import HEDERA_ECDSA_DER_PREFIX
+
+    compressed = compressed_public_key(public_key)
+    return {
+        "publicKey": compressed.hex(),
+        "publicKeyDer": (HEDERA_ECDSA_DER_PREFIX + compressed).hex(),
+        "evmAddress": address_from_public_key(public_key),
+    }
+
+
+async def _hedera_key(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    async with _kms_signer(settings, args.kms_key) as signer:
+        return _hedera_key_json(signer.info.public_key)
+
+
+def _transaction_bytes(args: argparse.Namespace) -> bytes:
+    if args.hex is not None:
+        text = args.hex[2:] if args.hex.lower().startswith("0x") else args.hex
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise InvalidParams("--hex must be the transaction bytes as hex") from None
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(args.file).read_bytes()
+    except OSError as exc:
+        raise InvalidParams(f"--file {args.file} cannot be read: {exc.strerror}") from None
+
+
+async def _hedera_sign(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.hedera import sign_hedera
+
+    body = _transaction_bytes(args)
+    async with _kms_signer(settings, args.kms_key) as signer:
+        result = await sign_hedera(signer, body)
+        key = _hedera_key_json(signer.info.public_key)
+    return {"digest": result.digest.hex(), "signature": result.signature.hex(), **key}
+
+
+KEY_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "sign-authorization": _sign_authorization,
+    "hedera-key": _hedera_key,
+    "hedera-sign": _hedera_sign,
+}
+
+
+def _run_key_command(args: argparse.Namespace) -> int:
+    """Run a one-shot key command; JSON on stdout, errors on stderr (2: usage, 1: signing)."""
+    try:
+        settings = _key_settings(args)
+        configure_logging(settings.log_level)
+        result = asyncio.run(KEY_COMMANDS[args.command](args, settings))
+    except (ConfigError, InvalidParams) as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except SignerProxyError as exc:
+        print(f"signer-proxy: error: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
     return 0

@@ -90,6 +90,18 @@ class Settings:
         "Seconds a SIGTERM waits for in-flight requests (signing, sends) to finish before "
         "cancelling them and exiting.",
     )
+    allow_pre_eip155: bool = _setting(
+        False,
+        "Sign legacy transactions without EIP-155 replay protection (v = 27/28) when a request "
+        "asks with chainId 0x0. Such a transaction can be replayed on every chain: leave off "
+        "unless a chain needs it.",
+    )
+    blob_sidecar: str = _setting(
+        "eip7594",
+        "Network form of blob (type 0x3) transactions sent with blobs: eip7594 (cell proofs; "
+        "Osaka and later, Ethereum mainnet since December 2025) or eip4844 (one proof per "
+        "blob; Cancun/Prague chains).",
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
         return host_port(self.listen)
@@ -225,6 +237,10 @@ def validate(settings: Settings) -> None:
             ) from None
     if settings.shutdown_timeout < 0:
         raise ConfigError("--shutdown-timeout must be zero or more seconds")
+    if settings.blob_sidecar not in ("eip7594", "eip4844"):
+        raise ConfigError(
+            f"--blob-sidecar must be eip7594 or eip4844, got {settings.blob_sidecar!r}"
+        )
 
 
 def require_serve_settings(settings: Settings) -> None:
