@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve docs env tools clean
+.PHONY: test unit lint serve docs env tools redis-server clean
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -35,8 +35,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# anvil and cast (the real node and client the tests use) and ethers.js (a client test).
-tools: .tools/.installed
+# anvil and cast (the real node and client the tests use) and ethers.js (a client test),
+# and redis-server (the replicas' nonce store) from Debian when it is missing (needs root).
+tools: .tools/.installed redis-server
+
+redis-server:
+	@command -v redis-server >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \

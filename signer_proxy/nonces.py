@@ -25,6 +25,11 @@ class Lease(Protocol):
     @property
     def nonce(self) -> int: ...
 
+    async def record(self, raw: bytes) -> None:
+        """Keep the signed transaction about to be sent for this nonce; raises
+        NonceLeaseExpired (send nothing) when the nonce may already be someone else's."""
+        ...
+
     async def commit(self) -> None: ...
 
     async def release(self) -> None: ...
@@ -59,6 +64,9 @@ class _MemoryLease:
     @property
     def nonce(self) -> int:
         return self._nonce
+
+    async def record(self, raw: bytes) -> None:
+        pass  # one process: its leases never expire, and it resends from memory
 
     async def commit(self) -> None:
         if not self._done:

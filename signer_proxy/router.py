@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
     INTERNAL_ERROR_MESSAGE,
     SignerProxyError,
@@ -33,9 +34,15 @@ Reply = dict[str, Any]
 class Router:
     """Local methods by name; everything else passes through to the node."""
 
-    def __init__(self, methods: Mapping[str, Handler], upstream: Upstream) -> None:
+    def __init__(
+        self,
+        methods: Mapping[str, Handler],
+        upstream: Upstream,
+        deadline: float | None = None,
+    ) -> None:
         self._methods = dict(methods)
         self._upstream = upstream
+        self._deadline = deadline  # --request-deadline: every step of a call is bounded by it
 
     def is_local(self, method: str) -> bool:
         return method in self._methods
@@ -44,6 +51,12 @@ class Router:
         self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
     ) -> bytes | Reply | list[Reply] | None:
         """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
+        with deadline_scope(self._deadline):
+            return await self._handle(body, raw_body, context)
+
+    async def _handle(
+        self, body: Body, raw_body: bytes, context: CallContext
+    ) -> bytes | Reply | list[Reply] | None:
         if not body.is_batch:
             call = body.calls[0]
             assert isinstance(call, Call)
