@@ -34,7 +34,6 @@ from tests.conftest import (
     start_proxy_process,
     stop,
 )
-from tests.integration.test_kms_keys import start_kms_front
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +150,9 @@ def anvil_batch(anvil: Anvil, method: str, params: list[list[Any]]) -> list[Any]
     """One JSON-RPC batch to anvil; the results in order (fails on any error)."""
     import urllib.request
 
-    body = [{"jsonrpc": "2.0", "id": i, "method": method, "params": p} for i, p in enumerate(params)]
+    body = [
+        {"jsonrpc": "2.0", "id": i, "method": method, "params": p} for i, p in enumerate(params)
+    ]
     request = urllib.request.Request(
         anvil.url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
@@ -228,6 +229,7 @@ class StallingKms:
     stall: bool = False
     stalled: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    two_stalled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @pytest.fixture
@@ -236,6 +238,8 @@ async def stalling_kms(aiohttp_server: Any, kms: Any) -> AsyncIterator[StallingK
 
     async def answer_later() -> web.Response:
         front.stalled += 1
+        if front.stalled >= 2:
+            front.two_stalled.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(front.release.wait(), 60)
         return web.json_response(
@@ -243,9 +247,6 @@ async def stalling_kms(aiohttp_server: Any, kms: Any) -> AsyncIterator[StallingK
             status=500,
             content_type="application/x-amz-json-1.1",
         )
-
-    def answer(target: str, body: dict[str, Any]) -> Any:
-        return None  # replaced below: the front's handler must be async to stall
 
     front.url = await start_stalling_front(aiohttp_server, kms.url, front, answer_later)
     yield front
@@ -307,8 +308,7 @@ async def test_replica_killed_mid_burst_leaves_no_gap_and_loses_no_acknowledged_
             stalling_kms.stall = True
 
     async def kill_when_stalled() -> None:
-        while stalling_kms.stalled < 2:
-            await asyncio.sleep(0.01)
+        await stalling_kms.two_stalled.wait()  # the victim holds at least two leases
         dead.add(victim.url)
         victim.proxy.process.send_signal(signal.SIGKILL)
 

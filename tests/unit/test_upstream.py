@@ -42,118 +42,132 @@ IN_USE = SendOutcome.NONCE_IN_USE
 REJECTED = SendOutcome.REJECTED
 
 
-@pytest.mark.parametrize(
-    ("message", "outcome"),
-    [
-        # The node already holds this very transaction: a success.
-        pytest.param("already known", ALREADY_KNOWN, id="geth-already-known"),
-        pytest.param("already known", ALREADY_KNOWN, id="reth-already-known"),
-        pytest.param("transaction already imported", ALREADY_KNOWN, id="anvil-already-imported"),
-        pytest.param("Known transaction", ALREADY_KNOWN, id="besu-known-transaction"),
-        pytest.param("AlreadyKnown", ALREADY_KNOWN, id="nethermind-old-AlreadyKnown"),
-        pytest.param(
-            "known transaction: 7f657507aee0511e36d2d1972a6b22e917cc89f92b6c12c4dbd57eaabb236960",
-            ALREADY_KNOWN,
-            id="geth-old-known-transaction",
-        ),
-        pytest.param("already known", ALREADY_KNOWN, id="erigon-already-known"),
-        pytest.param(
-            "INTERNAL_ERROR: existing tx with same hash", ALREADY_KNOWN, id="erigon-same-hash"
-        ),
-        # The nonce is taken on chain.
-        pytest.param("nonce too low: next nonce 5, tx nonce 3", TOO_LOW, id="geth-nonce-too-low"),
-        pytest.param("nonce too low: next nonce 9, tx nonce 0", TOO_LOW, id="reth-nonce-too-low"),
-        pytest.param("nonce too low", TOO_LOW, id="anvil-nonce-too-low"),
-        pytest.param("Nonce too low", TOO_LOW, id="besu-nonce-too-low"),
-        pytest.param("OldNonce", TOO_LOW, id="nethermind-old-OldNonce"),
-        pytest.param(
-            "OldNonce, Current nonce: 22, nonce of rejected tx: 17",
-            TOO_LOW,
-            id="nethermind-old-OldNonce-detail",
-        ),
-        pytest.param("nonce too low", TOO_LOW, id="erigon-nonce-too-low"),
-        pytest.param(
-            "Nonce too low. Provided nonce: 1, current nonce: 2", TOO_LOW, id="hedera-too-low"
-        ),
-        pytest.param(
-            "[Request ID: 2e952947-ffad-408b-aed9-35f3ed152001] Nonce too low. "
-            "Provided nonce: 15, current nonce: 15",
-            TOO_LOW,
-            id="hedera-too-low-with-request-id",
-        ),
-        # Our counter ran ahead of the node.
-        pytest.param("nonce too high", TOO_HIGH, id="geth-reth-nonce-too-high"),
-        pytest.param("Nonce too high", TOO_HIGH, id="besu-nonce-too-high"),
-        pytest.param(
-            "Transaction nonce is too distant from current sender nonce",
-            TOO_HIGH,
-            id="besu-too-distant",
-        ),
-        pytest.param("NonceGap", TOO_HIGH, id="nethermind-old-NonceGap"),
-        pytest.param(
-            "NonceGap, Future nonce. Expected nonce: 10",
-            TOO_HIGH,
-            id="nethermind-old-NonceGap-detail",
-        ),
-        pytest.param("nonce too far in future", TOO_HIGH, id="nethermind-too-far-in-future"),
-        pytest.param(
-            "Nonce too high. Provided nonce: 16, current nonce: 15", TOO_HIGH, id="hedera-too-high"
-        ),
-        # Another pending transaction holds the nonce.
-        pytest.param("replacement transaction underpriced", IN_USE, id="geth-replacement"),
-        pytest.param("replacement transaction underpriced", IN_USE, id="anvil-replacement"),
-        pytest.param("Replacement transaction underpriced", IN_USE, id="besu-replacement"),
-        # Nethermind's pool-full refusal: the fee is too low, the nonce is free. Not a retry.
-        pytest.param("FeeTooLowToCompete", REJECTED, id="nethermind-FeeTooLowToCompete"),
-        pytest.param("unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"),
-        # The transaction is invalid as it stands.
-        pytest.param(
-            "insufficient funds for gas * price + value: balance 0, tx cost 21000000000000, "
-            "overshot 21000000000000",
-            REJECTED,
-            id="geth-insufficient-funds",
-        ),
-        pytest.param(
-            "Insufficient funds for gas * price + value", REJECTED, id="anvil-insufficient-funds"
-        ),
-        pytest.param(
-            "intrinsic gas too low: gas 20000, minimum needed 21000",
-            REJECTED,
-            id="geth-intrinsic-gas",
-        ),
-        pytest.param("intrinsic gas too low", REJECTED, id="anvil-intrinsic-gas"),
-        pytest.param(
-            "transaction underpriced: gas tip cap 1, minimum needed 1000000",
-            REJECTED,
-            id="geth-underpriced-not-replacement",
-        ),
-        pytest.param(
-            "max fee per gas less than block base fee: address "
-            "0x336394A3219e71D9d9bd18201d34E95C1Bb7122C, maxFeePerGas: 1, baseFee: 7",
-            REJECTED,
-            id="geth-fee-cap-too-low",
-        ),
-        pytest.param("exceeds block gas limit", REJECTED, id="geth-gas-limit"),
-        pytest.param("Upfront cost exceeds account balance", REJECTED, id="besu-upfront-cost"),
-        pytest.param(
-            "Gas price below configured minimum gas price", REJECTED, id="besu-min-gas-price"
-        ),
-        pytest.param(
-            "InsufficientFunds, Account balance: 4740799397601480913, "
-            "cumulative cost: 22019342038993800000",
-            REJECTED,
-            id="nethermind-old-InsufficientFunds",
-        ),
-        pytest.param("insufficient funds", REJECTED, id="erigon-insufficient-funds"),
-        pytest.param(
-            "[Request ID: 6198d2a3-590f-4724-aae5-69fecead0c49] Insufficient funds for transfer",
-            REJECTED,
-            id="hedera-insufficient-funds",
-        ),
-        pytest.param("invalid sender", REJECTED, id="geth-invalid-sender"),
-        pytest.param("", REJECTED, id="empty-message"),
-    ],
-)
+# Every node text the classification is tested on; the fault-injection integration test
+# (tests/integration/test_faults.py) has a node answer each of them for real.
+SEND_ERROR_ROWS = [
+    # The node already holds this very transaction: a success.
+    pytest.param("already known", ALREADY_KNOWN, id="geth-already-known"),
+    pytest.param("already known", ALREADY_KNOWN, id="reth-already-known"),
+    pytest.param("transaction already imported", ALREADY_KNOWN, id="anvil-already-imported"),
+    pytest.param("Known transaction", ALREADY_KNOWN, id="besu-known-transaction"),
+    pytest.param("AlreadyKnown", ALREADY_KNOWN, id="nethermind-old-AlreadyKnown"),
+    pytest.param(
+        "known transaction: 7f657507aee0511e36d2d1972a6b22e917cc89f92b6c12c4dbd57eaabb236960",
+        ALREADY_KNOWN,
+        id="geth-old-known-transaction",
+    ),
+    pytest.param("already known", ALREADY_KNOWN, id="erigon-already-known"),
+    pytest.param(
+        "INTERNAL_ERROR: existing tx with same hash", ALREADY_KNOWN, id="erigon-same-hash"
+    ),
+    # The nonce is taken on chain.
+    pytest.param("nonce too low: next nonce 5, tx nonce 3", TOO_LOW, id="geth-nonce-too-low"),
+    pytest.param("nonce too low: next nonce 9, tx nonce 0", TOO_LOW, id="reth-nonce-too-low"),
+    pytest.param("nonce too low", TOO_LOW, id="anvil-nonce-too-low"),
+    pytest.param("Nonce too low", TOO_LOW, id="besu-nonce-too-low"),
+    pytest.param("OldNonce", TOO_LOW, id="nethermind-old-OldNonce"),
+    pytest.param(
+        "OldNonce, Current nonce: 22, nonce of rejected tx: 17",
+        TOO_LOW,
+        id="nethermind-old-OldNonce-detail",
+    ),
+    pytest.param("nonce too low", TOO_LOW, id="erigon-nonce-too-low"),
+    pytest.param(
+        "Nonce too low. Provided nonce: 1, current nonce: 2", TOO_LOW, id="hedera-too-low"
+    ),
+    pytest.param(
+        "[Request ID: 2e952947-ffad-408b-aed9-35f3ed152001] Nonce too low. "
+        "Provided nonce: 15, current nonce: 15",
+        TOO_LOW,
+        id="hedera-too-low-with-request-id",
+    ),
+    # Our counter ran ahead of the node.
+    pytest.param("nonce too high", TOO_HIGH, id="geth-reth-nonce-too-high"),
+    pytest.param("Nonce too high", TOO_HIGH, id="besu-nonce-too-high"),
+    pytest.param(
+        "Transaction nonce is too distant from current sender nonce",
+        TOO_HIGH,
+        id="besu-too-distant",
+    ),
+    pytest.param("NonceGap", TOO_HIGH, id="nethermind-old-NonceGap"),
+    pytest.param(
+        "NonceGap, Future nonce. Expected nonce: 10",
+        TOO_HIGH,
+        id="nethermind-old-NonceGap-detail",
+    ),
+    pytest.param("nonce too far in future", TOO_HIGH, id="nethermind-too-far-in-future"),
+    pytest.param(
+        "Nonce too high. Provided nonce: 16, current nonce: 15", TOO_HIGH, id="hedera-too-high"
+    ),
+    # Another pending transaction holds the nonce.
+    pytest.param("replacement transaction underpriced", IN_USE, id="geth-replacement"),
+    pytest.param("replacement transaction underpriced", IN_USE, id="anvil-replacement"),
+    pytest.param("Replacement transaction underpriced", IN_USE, id="besu-replacement"),
+    # Nethermind's pool-full refusal: the fee is too low, the nonce is free. Not a retry.
+    pytest.param("FeeTooLowToCompete", REJECTED, id="nethermind-FeeTooLowToCompete"),
+    pytest.param("unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"),
+    # The transaction is invalid as it stands.
+    pytest.param(
+        "insufficient funds for gas * price + value: balance 0, tx cost 21000000000000, "
+        "overshot 21000000000000",
+        REJECTED,
+        id="geth-insufficient-funds",
+    ),
+    pytest.param(
+        "Insufficient funds for gas * price + value", REJECTED, id="anvil-insufficient-funds"
+    ),
+    pytest.param(
+        "intrinsic gas too low: gas 20000, minimum needed 21000",
+        REJECTED,
+        id="geth-intrinsic-gas",
+    ),
+    pytest.param("intrinsic gas too low", REJECTED, id="anvil-intrinsic-gas"),
+    pytest.param(
+        "transaction underpriced: gas tip cap 1, minimum needed 1000000",
+        REJECTED,
+        id="geth-underpriced-not-replacement",
+    ),
+    pytest.param(
+        "max fee per gas less than block base fee: address "
+        "0x336394A3219e71D9d9bd18201d34E95C1Bb7122C, maxFeePerGas: 1, baseFee: 7",
+        REJECTED,
+        id="geth-fee-cap-too-low",
+    ),
+    pytest.param("exceeds block gas limit", REJECTED, id="geth-gas-limit"),
+    pytest.param("Upfront cost exceeds account balance", REJECTED, id="besu-upfront-cost"),
+    pytest.param("Gas price below configured minimum gas price", REJECTED, id="besu-min-gas-price"),
+    pytest.param(
+        "InsufficientFunds, Account balance: 4740799397601480913, "
+        "cumulative cost: 22019342038993800000",
+        REJECTED,
+        id="nethermind-old-InsufficientFunds",
+    ),
+    pytest.param("insufficient funds", REJECTED, id="erigon-insufficient-funds"),
+    pytest.param(
+        "[Request ID: 6198d2a3-590f-4724-aae5-69fecead0c49] Insufficient funds for transfer",
+        REJECTED,
+        id="hedera-insufficient-funds",
+    ),
+    pytest.param("invalid sender", REJECTED, id="geth-invalid-sender"),
+    pytest.param(
+        "max priority fee per gas higher than max fee per gas",
+        REJECTED,
+        id="geth-tip-above-fee-cap",
+    ),
+    pytest.param("txpool is full", REJECTED, id="geth-txpool-full"),
+    pytest.param(
+        "insufficient funds for gas * price + value: have 0 want 21000000000000",
+        REJECTED,
+        id="reth-insufficient-funds",
+    ),
+    pytest.param(
+        "max fee per gas less than block base fee", REJECTED, id="anvil-reth-fee-cap-too-low"
+    ),
+    pytest.param("", REJECTED, id="empty-message"),
+]
+
+
+@pytest.mark.parametrize(("message", "outcome"), SEND_ERROR_ROWS)
 def test_classify_send_error_node_texts(message: str, outcome: SendOutcome) -> None:
     assert classify_send_error(message) is outcome
 
