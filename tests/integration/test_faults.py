@@ -350,3 +350,17 @@ async def test_node_that_stalls_answers_before_the_deadline_and_the_recorded_tx_
     assert receipt["status"] == "0x1"
     assert len(set(front.sent_raws)) == 1  # only ever those bytes for nonce 0
     assert nonce_of(anvil, await proxy.result("eth_sendTransaction", [tx])) == 1
+
+
+async def test_several_upstreams_fail_over_from_a_dead_node(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: Any, funded_key: KmsKey
+) -> None:
+    """--upstream DEAD,ANVIL: reads and sends go to the node that answers."""
+    from tests.unit.test_upstream import closed_port_url
+
+    upstream = f"{closed_port_url()},{anvil.url}"
+    proxy = await start_proxy(proxy_settings(upstream, kms.url, funded_key.arn))
+
+    assert await proxy.result("eth_chainId") == "0x7a69"
+    tx_hash = await proxy.result("eth_sendTransaction", [{"from": funded_key.address, "to": SINK}])
+    assert wait_for_receipt(anvil, tx_hash)["status"] == "0x1"

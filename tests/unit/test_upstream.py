@@ -29,6 +29,7 @@ from signer_proxy.errors import (
 )
 from signer_proxy.upstream import (
     SEND_ERROR_PATTERNS,
+    FailoverUpstream,
     HttpUpstream,
     SendOutcome,
     classify_send_error,
@@ -416,3 +417,106 @@ async def test_http_upstream_nothing_listening_is_unavailable(
     assert "--upstream" in info.value.message
     assert "s3cret" not in info.value.message
     assert upstream.display_url == f"http://127.0.0.1:{port}"
+
+
+# --- FailoverUpstream: several nodes, one at a time ---------------------------------------
+
+
+async def start_node(respond: Responder) -> tuple[str, web.AppRunner, list[bytes]]:
+    """Another scripted node on 127.0.0.1: (url, runner, bodies received)."""
+    bodies: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.read())
+        return await respond(request)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}/", runner, bodies
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+def _chain(chain_id: str) -> Responder:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        sent = json.loads(await request.read())
+        return web.json_response({"jsonrpc": "2.0", "id": sent["id"], "result": chain_id})
+
+    return respond
+
+
+async def test_failover_reads_move_on_from_an_unreachable_node(
+    session: aiohttp.ClientSession,
+) -> None:
+    url, runner, bodies = await start_node(_chain("0x1"))
+    try:
+        dead = HttpUpstream(closed_port_url(), session, 5)
+        upstream = FailoverUpstream([dead, HttpUpstream(url, session, 5)])
+
+        assert await upstream.call("eth_chainId", []) == "0x1"
+        assert upstream.healthy() == [redact_url(url)]
+        assert await upstream.forward(b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}')
+        assert len(bodies) == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_failover_send_after_a_timeout_is_not_sent_elsewhere(
+    node: Node, session: aiohttp.ClientSession
+) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "0x1"})
+
+    node.respond = slow
+    url, runner, bodies = await start_node(_chain("0xabc"))
+    try:
+        upstream = FailoverUpstream(
+            [HttpUpstream(node.url, session, 0.05), HttpUpstream(url, session, 5)]
+        )
+
+        with pytest.raises(UpstreamTimeout):
+            await upstream.call("eth_sendRawTransaction", ["0x02"])
+        assert bodies == []  # the first node may have it: the caller decides what to resend
+
+        # The slow node is out of rotation: the resend goes to the other one.
+        assert await upstream.call("eth_sendRawTransaction", ["0x02"]) == "0xabc"
+        assert len(bodies) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_failover_all_nodes_down_is_the_last_error(session: aiohttp.ClientSession) -> None:
+    upstream = FailoverUpstream(
+        [HttpUpstream(closed_port_url(), session, 5), HttpUpstream(closed_port_url(), session, 5)]
+    )
+
+    with pytest.raises(UpstreamUnavailable, match="could not be reached"):
+        await upstream.call("eth_blockNumber", [])
+    assert upstream.healthy() == []
+
+
+async def test_failover_probe_brings_back_nodes_on_the_same_chain_only(
+    session: aiohttp.ClientSession,
+) -> None:
+    good_url, good, _ = await start_node(_chain("0x1"))
+    other_url, other, _ = await start_node(_chain("0x5"))
+    try:
+        upstream = FailoverUpstream(
+            [HttpUpstream(good_url, session, 5), HttpUpstream(other_url, session, 5)]
+        )
+
+        await upstream.probe()
+
+        assert upstream.healthy() == [redact_url(good_url)]  # 0x5 is another chain
+    finally:
+        await good.cleanup()
+        await other.cleanup()
