@@ -332,3 +332,23 @@ async def test_replica_killed_mid_burst_leaves_no_gap_and_loses_no_acknowledged_
         f"\nkill mid-burst: {survivors_acked} acknowledged, {len(sent.failed)} lost with the "
         f"replica, {logs.count('nonce gap')} gap reports, burst {sent.elapsed:.1f} s"
     )
+
+
+def test_serve_refuses_to_start_when_the_nonce_store_does_not_answer(
+    anvil: Anvil, kms: Any, make_key: KeyFactory
+) -> None:
+    from tests.conftest import free_port, run_cli
+
+    key = make_key()
+    store = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    result = run_cli(
+        "serve", "--listen", "127.0.0.1:0", "--upstream", anvil.url, "--aws-region", REGION,
+        "--aws-endpoint-url", kms.url, "--kms-key", key.arn, "--nonce-store", store,
+        timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert "listening" not in result.stdout
+    assert "--nonce-store" in result.stderr and "127.0.0.1" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
