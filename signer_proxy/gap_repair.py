@@ -50,7 +50,6 @@ class GapRepairer:
         self._gas_margin = gas_margin
         self._deadline = deadline
         self._holes: dict[str, tuple[int, ...]] = {}
-        self.filled: list[tuple[str, int]] = []
 
     async def run(self, interval: float) -> None:
         """Repair every address every `interval` seconds, forever (a background task)."""
@@ -105,7 +104,6 @@ class GapRepairer:
             await lease.commit()
             raise
         await lease.commit()
-        self.filled.append((address, lease.nonce))
         log.warning(
             "nonce gap of %s: filled nonce %d with a zero-value transfer to itself (tx %s)",
             address,
