@@ -90,8 +90,10 @@ class GapRepairer:
             outcome = classify_send_error(exc.message)
             if outcome in (SendOutcome.REJECTED, SendOutcome.NONCE_TOO_HIGH):
                 await lease.release()
+            elif outcome is SendOutcome.ALREADY_KNOWN:
+                await lease.commit()
             else:
-                await lease.commit()  # taken meanwhile, or ours already
+                await lease.commit(sent=False)  # taken meanwhile: never resend the filler
             log.warning("gap filler for nonce %d of %s: %s", lease.nonce, address, exc.message)
             return
         except (UpstreamTimeout, UpstreamBadResponse):

@@ -30,7 +30,9 @@ class Lease(Protocol):
         NonceLeaseExpired (send nothing) when the nonce may already be someone else's."""
         ...
 
-    async def commit(self) -> None: ...
+    async def commit(self, *, sent: bool = True) -> None:
+        """The nonce is used; sent=False: by something else, so forget the recorded bytes."""
+        ...
 
     async def release(self) -> None: ...
 
@@ -68,7 +70,7 @@ class _MemoryLease:
     async def record(self, raw: bytes) -> None:
         pass  # one process: its leases never expire, and it resends from memory
 
-    async def commit(self) -> None:
+    async def commit(self, *, sent: bool = True) -> None:
         if not self._done:
             self._done = True
             self._state.leased.discard(self._nonce)

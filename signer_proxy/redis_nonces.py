@@ -192,15 +192,14 @@ return 1
 """
 )
 
-# ARGV: nonce, token, release ('1': the node refused it; hand it out again) or commit ('0').
+# ARGV: nonce, token, how: 'commit' (used; keep its raw tx), 'taken' (used by something
+# else: forget the refused raw tx) or 'release' (unused: hand it out again).
 _SETTLE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[3] == '1' then
-  redis.call('HDEL', KEYS[5], ARGV[1])
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[1]), ARGV[1])
-end
+if ARGV[3] ~= 'commit' then redis.call('HDEL', KEYS[5], ARGV[1]) end
+if ARGV[3] == 'release' then redis.call('ZADD', KEYS[4], tonumber(ARGV[1]), ARGV[1]) end
 return 1
 """
 
@@ -271,20 +270,18 @@ class _RedisLease:
                 "(signing took longer than --nonce-lease-seconds); nothing was sent: retry"
             )
 
-    async def commit(self) -> None:
-        await self._settle(release=False)
+    async def commit(self, *, sent: bool = True) -> None:
+        await self._settle("commit" if sent else "taken")
 
     async def release(self) -> None:
-        await self._settle(release=True)
+        await self._settle("release")
 
-    async def _settle(self, release: bool) -> None:
+    async def _settle(self, how: str) -> None:
         if self._done:
             return
         self._done = True
         try:
-            await self._manager._run(
-                "settle", self._keys, [self._nonce, self._token, "1" if release else "0"]
-            )
+            await self._manager._run("settle", self._keys, [self._nonce, self._token, how])
         except NonceStoreUnavailable as exc:
             # The lease runs out on its own; the next sync resends or re-issues the nonce.
             log.warning("nonce %d: could not settle its lease: %s", self._nonce, exc.message)

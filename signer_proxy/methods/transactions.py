@@ -126,10 +126,13 @@ class TransactionMethods:
                 if outcome is SendOutcome.REJECTED or attempt == MAX_SEND_ATTEMPTS:
                     await lease.release()
                     raise
-                # These bytes are refused for good and must never be resent (the request
-                # moves on to a new nonce): release, and the resync below drops the nonce
-                # again if the node says it is taken (too low, or in use in its pool).
-                await lease.release()
+                if outcome is SendOutcome.NONCE_TOO_HIGH:
+                    await lease.release()
+                else:
+                    # The nonce is taken on chain or in the pool: never sign it again (a
+                    # second signature could replace whatever holds it), and never resend
+                    # these refused bytes either (the request moves on to a new nonce).
+                    await lease.commit(sent=False)
                 log.warning(
                     "eth_sendTransaction from %s: nonce %d refused (%s); resyncing, attempt %d",
                     signer.address,

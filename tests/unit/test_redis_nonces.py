@@ -211,6 +211,25 @@ async def test_raw_tx_the_node_has_is_forgotten_not_resent(managers: ManagerFact
     assert result.resent == () and node.resent == []
 
 
+async def test_commit_as_taken_forgets_the_refused_raw_tx(managers: ManagerFactory) -> None:
+    """"nonce too low" / "replacement underpriced": never resend those bytes later (the
+    request moved on to a new nonce: a late resend would execute it twice)."""
+    node = FakeNode()
+    manager = managers(node, lease_seconds=0.2)
+    busy = await manager.reserve(ALICE)  # 0, so the address is not idle at the sync
+    refused = await manager.reserve(ALICE)  # 1
+    await refused.record(b"\x02refused")
+    await refused.commit(sent=False)
+    await busy.record(b"\x02zero")
+    await busy.commit()
+    await asyncio.sleep(0.3)
+
+    await manager.sync(ALICE)
+
+    assert b"\x02refused" not in node.resent
+    assert node.resent == [b"\x02zero"]
+
+
 async def test_resync_raises_the_counter_but_never_under_leases(managers: ManagerFactory) -> None:
     node = FakeNode()
     manager = managers(node)
