@@ -1,7 +1,7 @@
 """Gap repair (Redis nonce store): every replica, every quarter lease, syncs each of its
 addresses with the node. A sync resends raw transactions that a dead replica recorded but
 may never have sent, and re-issues nonces that a dead replica reserved and never used. A
-re-issued nonce that no send has taken by the next round is filled with a zero-value
+released nonce that no send has taken by the next round is filled with a zero-value
 transfer to the address itself, so transactions already acknowledged above it are mined
 even when no new request comes. See docs/design.md, "Nonces across replicas".
 """
@@ -49,7 +49,7 @@ class GapRepairer:
         self._facts = facts
         self._gas_margin = gas_margin
         self._deadline = deadline
-        self._holes: dict[str, tuple[int, ...]] = {}
+        self._released: dict[str, tuple[int, ...]] = {}
 
     async def run(self, interval: float) -> None:
         """Repair every address every `interval` seconds, forever (a background task)."""
@@ -64,15 +64,16 @@ class GapRepairer:
             await asyncio.sleep(interval)
 
     async def repair(self, address: str) -> None:
-        """One round: fill the holes of the last round still unused, then sync."""
+        """One round: fill the nonces released since the last round and still unused (by
+        whichever replica or path released them), then sync."""
         with deadline_scope(self._deadline):
-            for nonce in self._holes.pop(address, ()):
+            for nonce in self._released.pop(address, ()):
                 lease = await self._nonces.claim(address, nonce)
                 if lease is not None:
                     await self._fill(address, lease)
             result = await self._nonces.sync(address)
-            if result.holes:
-                self._holes[address] = result.holes
+            if result.released:
+                self._released[address] = result.released
 
     async def _fill(self, address: str, lease: Lease) -> None:
         signer = self._registry().get(address)

@@ -108,7 +108,8 @@ return n
 """
 )
 
-# ARGV: pending count, lease ms, scan limit. Returns {holes..., '|', nonce, raw, ...}.
+# ARGV: pending count, lease ms, scan limit.
+# Returns {new holes..., '|', nonce, raw, nonce, raw, ..., '|', released nonces...}.
 _SYNC = (
     _PRELUDE
     + """
@@ -174,6 +175,9 @@ for _, m in ipairs(holes) do
 end
 table.insert(out, '|')
 for _, v in ipairs(resend) do table.insert(out, v) end
+table.insert(out, '|')
+-- every nonce waiting in released (each one a gap below next), for gap filling
+for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, 99)) do table.insert(out, m) end
 return out
 """
 )
@@ -229,10 +233,12 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What one sync found: holes now released for reuse, raw txs resent (by nonce)."""
+    """What one sync found: new holes (now released for reuse), raw txs resent, and every
+    nonce waiting in `released` (gaps until a send or a filler takes them)."""
 
     holes: tuple[int, ...]
     resent: tuple[int, ...]
+    released: tuple[int, ...] = ()
 
 
 def connect(url: str) -> Redis:
@@ -384,9 +390,11 @@ class RedisNonceManager:
         pending = await self._pending_count(address)
         reply = await self._run("sync", keys, [pending, self.lease_ms, SCAN_LIMIT])
         items = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
-        split = items.index("|")
-        holes = tuple(int(m) for m in items[:split])
-        pairs = items[split + 1 :]
+        first = items.index("|")
+        second = items.index("|", first + 1)
+        holes = tuple(int(m) for m in items[:first])
+        pairs = items[first + 1 : second]
+        released = tuple(int(m) for m in items[second + 1 :])
         resent = []
         for nonce_text, stored in zip(pairs[0::2], pairs[1::2], strict=True):
             if await self._resend(address, keys, int(nonce_text), stored):
@@ -398,7 +406,7 @@ class RedisNonceManager:
                 address,
                 ", ".join(map(str, holes)),
             )
-        return SyncResult(holes, tuple(resent))
+        return SyncResult(holes, tuple(resent), released)
 
     async def _resend(self, address: str, keys: list[str], nonce: int, stored: str) -> bool:
         raw = bytes.fromhex(stored.partition(":")[2])

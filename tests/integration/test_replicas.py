@@ -178,13 +178,15 @@ def wait_until_mined(anvil: Anvil, hashes: list[str], timeout: float) -> list[di
         time.sleep(0.2)
 
 
-def assert_all_mined_contiguous(anvil: Anvil, sent: Burst) -> dict[str, list[int]]:
+def assert_all_mined_contiguous(
+    anvil: Anvil, sent: Burst, timeout: float = 30
+) -> dict[str, list[int]]:
     """Every acknowledged tx mined and successful; each sender's nonces contiguous from 0,
     none used twice. Returns the acknowledged nonces per sender."""
     nonces: dict[str, list[int]] = {}
     for sender, hashes in sent.acknowledged.items():
         assert len(set(hashes)) == len(hashes)
-        receipts = wait_until_mined(anvil, hashes, timeout=30)
+        receipts = wait_until_mined(anvil, hashes, timeout)
         assert all(r["status"] == "0x1" for r in receipts)
         txs = anvil_batch(anvil, "eth_getTransactionByHash", [[h] for h in hashes])
         assert all(tx["from"] == sender.lower() for tx in txs)
@@ -196,6 +198,35 @@ def assert_all_mined_contiguous(anvil: Anvil, sent: Burst) -> dict[str, list[int
         assert nonces[sender][-1] < latest
     assert anvil.call("txpool_status") == {"pending": "0x0", "queued": "0x0"}
     return nonces
+
+
+def nonce_state(anvil: Anvil, redis_url: str, senders: list[str]) -> str:
+    """What the node and Redis hold per sender, for a failure message."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    lines = []
+    pool = anvil.call("txpool_content")
+    for sender in senders:
+        latest = int(anvil.call("eth_getTransactionCount", [sender, "latest"]), 16)
+        queued = sorted(int(n) for n in pool.get("queued", {}).get(sender.lower(), {}) or {})
+        queued += sorted(
+            int(n)
+            for part in ("queued", "pending")
+            for addr, txs in pool.get(part, {}).items()
+            if addr.lower() == sender.lower()
+            for n in txs
+        )
+        prefix = f"signer-proxy:nonce:{{31337:{sender.lower()}}}:"
+        lines.append(
+            f"{sender}: mined {latest}, pool {sorted(set(queued))[:20]}, next "
+            f"{client.get(prefix + 'next')}, leases {client.hgetall(prefix + 'leases')}, "
+            f"released {client.zrange(prefix + 'released', 0, -1)}, raw "
+            f"{sorted(map(int, client.hkeys(prefix + 'raw')))[:20]}, orphans "
+            f"{client.smembers(prefix + 'orphans')}"
+        )
+    client.close()
+    return "\n".join(lines)
 
 
 @pytest.fixture
@@ -327,8 +358,13 @@ async def test_replica_killed_mid_burst_leaves_no_gap_and_loses_no_acknowledged_
         assert {url for url, _ in sent.failed} == {victim.url}
         survivors_acked = sum(len(h) for h in sent.acknowledged.values())
         assert survivors_acked >= BURST - len(sent.failed)
-        assert_all_mined_contiguous(anvil, sent)
-        logs = "".join(line for r in replicas[:2] for line in r.log)
+        try:
+            assert_all_mined_contiguous(anvil, sent, timeout=60)
+        except AssertionError as exc:
+            state = nonce_state(anvil, redis_url, [k.address for k in keys])
+            logs = "".join(line for r in replicas[:2] for line in r.log)
+            raise AssertionError(f"{exc}\n{state}\nsurvivors' log (end):\n{logs[-4000:]}") from None
+        logs = "".join(line for r in replicas[:2] for line in r.log)  # after the repair
         assert "nonce gap" in logs, logs[-2000:]
         if os.environ.get("SIGNER_PROXY_DUMP_LOGS"):
             print(logs)
