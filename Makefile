@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve docs env tools clean
+.PHONY: test unit lint serve dev docs env tools clean
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -21,6 +21,11 @@ lint: env
 serve: env
 	$(BIN)/signer-proxy serve $(ARGS)
 
+# Everything on one machine: KMS emulator, dev chain, funded keys, the proxy on 127.0.0.1:8545.
+# make dev ARGS="--keys 5 --state-dir .dev-state"
+dev: env
+	$(BIN)/signer-proxy dev $(ARGS)
+
 # Regenerate docs/config.md from the settings (a test fails when it is stale).
 docs: env
 	$(BIN)/python -m signer_proxy.config > docs/config.md
@@ -35,13 +40,25 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# anvil and cast (the real node and client the tests use) and ethers.js (a client test).
-tools: .tools/.installed
+# anvil and cast (the real node and client the tests use) and ethers.js (a client test);
+# Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here).
+tools: .tools/.installed .tools/.chart-render
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
 		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0
 	touch $@
+
+GO_PACKAGES := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev \
+	golang-gopkg-yaml.v3-dev
+
+.tools/.chart-render: Makefile
+	@if ! command -v go >/dev/null || ! test -d /usr/share/gocode/src/github.com/Masterminds/sprig \
+		|| ! test -d /usr/share/gocode/src/gopkg.in/yaml.v2; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(GO_PACKAGES) >/dev/null; \
+	fi
+	mkdir -p .tools && touch $@
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -11,17 +11,29 @@ import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
+from signer_proxy.blobs import SidecarForm
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.hexdata import parse_quantity
+from signer_proxy.health import (
+    READINESS_CHECKS,
+    chain_id_check,
+    keys_check,
+    shutdown_check,
+    upstream_check,
+)
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_kms import load_signers
 from signer_proxy.methods.accounts import AccountMethods
+from signer_proxy.methods.authorizations import AuthorizationMethods
+from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
+from signer_proxy.metrics import METRICS, Metrics
 from signer_proxy.nonces import MemoryNonceManager
 from signer_proxy.router import Handler, Router
-from signer_proxy.transactions import ChainFacts
+from signer_proxy.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
+from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import HttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
@@ -55,28 +67,48 @@ def kms_client(settings: Settings) -> Any:
 
 
 def build_router(
-    registry: KeyRegistry, upstream: Upstream, facts: ChainFacts, settings: Settings
+    registry: KeyRegistry,
+    upstream: Upstream,
+    facts: ChainFacts,
+    settings: Settings,
+    metrics: Metrics | None = None,
 ) -> Router:
     """The method table: local methods by name, everything else to the node."""
 
     async def pending_count(address: str) -> int:
-        result = await upstream.call("eth_getTransactionCount", [address, "pending"])
-        return parse_quantity(result, "the node's pending transaction count")
+        return await pending_nonce(upstream, address)
 
     def current() -> KeyRegistry:
         return registry
 
     accounts = AccountMethods(current)
+    nonces = MemoryNonceManager(pending_count)
     txs = TransactionMethods(
-        current, upstream, MemoryNonceManager(pending_count), facts, settings.gas_margin
+        current,
+        upstream,
+        metrics.nonces(nonces) if metrics else nonces,
+        facts,
+        settings.gas_margin,
+        allow_pre_eip155=settings.allow_pre_eip155,
+        sidecar_form=SidecarForm(settings.blob_sidecar),
     )
+    messages = MessageMethods(current, facts)
+    authorizations = AuthorizationMethods(current, upstream, facts)
     methods: dict[str, Handler] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,
         "eth_sendTransaction": txs.eth_sendTransaction,
         "eth_signTransaction": txs.eth_signTransaction,
+        "personal_sign": messages.personal_sign,
+        "eth_sign": messages.eth_sign,
+        "eth_signTypedData": messages.eth_signTypedData,
+        "eth_signTypedData_v3": messages.eth_signTypedData_v3,
+        "eth_signTypedData_v4": messages.eth_signTypedData_v4,
+        # An extension of this proxy's own (docs/methods.md): a key signs an EIP-7702
+        # authorization.
+        "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
-    return Router(methods, upstream)
+    return Router(methods, upstream, observer=metrics.observe_reply if metrics else None)
 
 
 def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
@@ -85,6 +117,12 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     app[SETTINGS] = settings
     app[MAX_BATCH] = settings.max_batch
     app[MAX_BODY] = settings.max_body_bytes
+    metrics = app[METRICS] = Metrics()
+    in_flight = app[IN_FLIGHT] = InFlight()
+    checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
+    metrics.in_flight.set_function(lambda: in_flight.count)
+    metrics.keys_loaded.set_function(lambda: len(app[REGISTRY]) if REGISTRY in app else 0)
+    app.middlewares.append(request_context)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -97,17 +135,26 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                     ),
                 )
             )
-            upstream = HttpUpstream(settings.upstream, session, settings.upstream_timeout)
+            upstream = metrics.upstream(
+                HttpUpstream(settings.upstream, session, settings.upstream_timeout)
+            )
             if signers is None:
                 client = await stack.enter_async_context(kms_client(settings))
                 region = client.meta.region_name
                 loaded: Sequence[Signer] = await load_signers(client, settings.kms_keys, region)
             else:
                 loaded = signers
-            registry = KeyRegistry(loaded)
+            registry = KeyRegistry(metrics.signer(s) for s in loaded)
             app[REGISTRY] = registry
             facts = ChainFacts(upstream)
-            app[ROUTER] = build_router(registry, upstream, facts, settings)
+            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics)
+            checks.extend(
+                [
+                    keys_check(lambda: app.get(REGISTRY)),
+                    upstream_check(upstream, facts),
+                    chain_id_check(facts),
+                ]
+            )
             try:
                 chain_id = await facts.chain_id()
                 log.info("upstream %s: chain id %d", upstream.display_url, chain_id)
@@ -117,4 +164,5 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
+    add_ops_routes(app, metrics=not settings.metrics_listen)
     return app

@@ -1,13 +1,22 @@
-"""The `signer-proxy` command: serve, version."""
+"""The `signer-proxy` command: serve, dev, healthcheck, version, and one-shot signing with
+one KMS key (sign-authorization, hedera-key, hedera-sign)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -22,7 +31,9 @@ from signer_proxy.config import (
     load_settings,
     require_serve_settings,
 )
-from signer_proxy.errors import ConfigError
+from signer_proxy.errors import ConfigError, InvalidParams, SignerProxyError
+from signer_proxy.logs import configure as configure_logs
+from signer_proxy.logs import secrets_in_environment, secrets_in_url
 
 log = logging.getLogger("signer_proxy")
 
@@ -50,25 +61,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(serve)
     commands.add_parser("version", help="print the version")
+    healthcheck = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the proxy at --listen answers GET /health (for container health checks)",
+    )
+    _add_settings_flags(healthcheck)
+    _add_dev_parser(commands)
+    _add_key_commands(commands)
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _add_dev_parser(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev",
+        help="everything on one machine: KMS emulator, dev chain and the proxy, funded keys",
+        description="Start a KMS emulator with --keys secp256k1 keys (alias/dev-0, ...), an "
+        "embedded dev chain (or use --upstream), fund every key address, and run the proxy "
+        "in front on 127.0.0.1:--port. Ctrl-C stops everything.",
     )
-    # botocore logs request details (including signed headers) at debug: keep it quiet.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("aiobotocore").setLevel(logging.WARNING)
+    dev.add_argument("--port", type=int, default=8545, help="proxy port (default 8545; 0: free)")
+    dev.add_argument("--keys", type=int, default=3, help="how many KMS keys (default 3)")
+    dev.add_argument(
+        "--upstream",
+        metavar="URL",
+        default="",
+        help="use this node instead of the embedded chain (anvil, Hardhat: funded with "
+        "anvil_setBalance / hardhat_setBalance)",
+    )
+    dev.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help="keep the KMS keys in DIR so addresses survive a restart (default: memory only)",
+    )
+    dev.add_argument("--chain-id", type=int, default=1337, help="embedded chain id (1337)")
+    dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")
+    dev.add_argument("--kms-port", type=int, default=0, help="KMS emulator port (0: free)")
+    dev.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def run_dev_command(args: argparse.Namespace, started: float) -> int:
+    """`signer-proxy dev`: 0 after Ctrl-C, 2 when something cannot start."""
+    from signer_proxy.dev.runner import DevOptions, run_dev, use_dev_credentials
+
+    options = DevOptions(
+        port=args.port,
+        keys=args.keys,
+        upstream=args.upstream,
+        state_dir=args.state_dir,
+        chain_id=args.chain_id,
+        chain_port=args.chain_port,
+        kms_port=args.kms_port,
+        log_level=args.log_level,
+    )
+    try:
+        if args.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("--log-level must be debug, info, warning or error")
+        configure_logging(args.log_level)
+        use_dev_credentials()
+        asyncio.run(run_dev(options, started=started))
+    except ConfigError as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def configure_logging(level: str, log_format: str = "text", upstream: str = "") -> None:
+    """Logging to stderr; the upstream URL's credentials and AWS keys are scrubbed from it."""
+    secrets = [*secrets_in_url(upstream), *secrets_in_environment(os.environ)]
+    configure_logs(level, log_format, secrets)
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM; startup problems raise ConfigError before listening."""
     from signer_proxy.app import create_app
+    from signer_proxy.shutdown import IN_FLIGHT, drain
+    from signer_proxy.transport.ops import start_ops_listener
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    app = create_app(settings)
+    # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    ops_runner: web.AppRunner | None = None
     await runner.setup()
     try:
         host, port = settings.listen_host_port()
@@ -79,30 +154,224 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
         bound = runner.addresses[0]
         print(f"signer-proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
+        if settings.metrics_listen:
+            ops_runner, ops_url = await start_ops_listener(app, settings.metrics_listen)
+            print(f"signer-proxy metrics on {ops_url}/metrics", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: no new connections; finishing in-flight requests")
+        await drain(runner, app[IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+        if ops_runner is not None:
+            await ops_runner.cleanup()
+        log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        return run_dev_command(args, started)
+    if args.command in KEY_COMMANDS:
+        return _run_key_command(args)
     if args.command == "version":
         print(f"signer-proxy {__version__}")
         return 0
     flags = {name: getattr(args, name) for name in FIELDS}
+    if args.command == "healthcheck":
+        return healthcheck(flags, args.config)
     try:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format, settings.upstream)
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def healthcheck(flags: dict[str, object], config_file: str | None) -> int:
+    """GET /health on the --listen address; 0 when it answers 200, else 1 with the reason."""
+    try:
+        settings = load_settings(flags, config_file=config_file)
+    except ConfigError as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    host, port = settings.listen_host_port()
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: ask over loopback
+        host = "127.0.0.1" if host != "::" else "::1"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        print(f"signer-proxy healthcheck: {url} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"signer-proxy healthcheck: {url} answered HTTP {status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- one-shot commands with one KMS key ----------------------------------------------------
+
+
+def _add_key_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (env: SIGNER_PROXY_CONFIG)"
+    )
+    parser.add_argument(
+        "--kms-key", required=True, help="the KMS key: key id, key ARN, alias or alias ARN"
+    )
+    for name in ("aws_region", "aws_endpoint_url", "kms_timeout", "log_level"):
+        parser.add_argument(
+            flag_name(name),
+            dest=name,
+            help=f"{FIELDS[name].metadata['help']} (env: {env_name(name)})",
+        )
+
+
+def _add_key_commands(commands: Any) -> None:
+    auth = commands.add_parser(
+        "sign-authorization",
+        help="sign an EIP-7702 authorization with a KMS key; prints it as JSON",
+        description="Sign keccak(0x05 || rlp([chainId, address, nonce])) with the key and print "
+        "{chainId, address, nonce, yParity, r, s}, ready for a type 0x4 authorizationList.",
+    )
+    _add_key_flags(auth)
+    auth.add_argument("--address", required=True, help="the contract to delegate the code to")
+    auth.add_argument(
+        "--chain-id", required=True, help="chain id (decimal or 0x-hex); 0 = valid on any chain"
+    )
+    auth.add_argument(
+        "--nonce", required=True, help="the key's account nonce when the authorization is used"
+    )
+    hedera_key = commands.add_parser(
+        "hedera-key", help="print a KMS key's public key in the forms Hedera accounts use"
+    )
+    _add_key_flags(hedera_key)
+    hedera_sign = commands.add_parser(
+        "hedera-sign",
+        help="sign Hedera transaction bytes with a KMS key (keccak-256, 64-byte r||s)",
+        description="Sign keccak-256 of the transaction body bytes and print the 64-byte r||s "
+        "signature and the compressed public key, as JSON.",
+    )
+    _add_key_flags(hedera_sign)
+    source = hedera_sign.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hex", help="the transaction bytes as hex (0x optional)")
+    source.add_argument("--file", help="a file holding the raw transaction bytes; - for stdin")
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        number = int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        raise InvalidParams(
+            f"--{name} must be a decimal or 0x-hex integer, got {value!r}"
+        ) from None
+    if number < 0:
+        raise InvalidParams(f"--{name} must not be negative")
+    return number
+
+
+def _key_settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name) for name in ("aws_region", "aws_endpoint_url", "kms_timeout")
+    }
+    flags["log_level"] = args.log_level
+    return load_settings({**flags, "kms_keys": [args.kms_key]}, config_file=args.config)
+
+
+@asynccontextmanager
+async def _kms_signer(settings: Settings, key_ref: str) -> AsyncIterator[Any]:
+    """A KmsSigner for one key, checked as `serve` checks its keys (spec, usage, state)."""
+    from signer_proxy.app import kms_client
+    from signer_proxy.keys.aws_kms import KmsSigner, load_key
+
+    async with kms_client(settings) as client:
+        yield KmsSigner(client, await load_key(client, key_ref, client.meta.region_name))
+
+
+async def _sign_authorization(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.hexdata import parse_address
+    from signer_proxy.methods.authorizations import sign_authorization
+
+    address = parse_address(args.address, "--address")
+    chain_id, nonce = _integer(args.chain_id, "chain-id"), _integer(args.nonce, "nonce")
+    async with _kms_signer(settings, args.kms_key) as signer:
+        authorization = await sign_authorization(signer, chain_id, address, nonce)
+    return {"authority": signer.address, **authorization.to_json()}
+
+
+def _hedera_key_json(public_key: bytes) -> dict[str, str]:
+    from signer_proxy.ecdsa import address_from_public_key, compressed_public_key
+    from signer_proxy.hedera import HEDERA_ECDSA_DER_PREFIX
+
+    compressed = compressed_public_key(public_key)
+    return {
+        "publicKey": compressed.hex(),
+        "publicKeyDer": (HEDERA_ECDSA_DER_PREFIX + compressed).hex(),
+        "evmAddress": address_from_public_key(public_key),
+    }
+
+
+async def _hedera_key(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    async with _kms_signer(settings, args.kms_key) as signer:
+        return _hedera_key_json(signer.info.public_key)
+
+
+def _transaction_bytes(args: argparse.Namespace) -> bytes:
+    if args.hex is not None:
+        text = args.hex[2:] if args.hex.lower().startswith("0x") else args.hex
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise InvalidParams("--hex must be the transaction bytes as hex") from None
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(args.file).read_bytes()
+    except OSError as exc:
+        raise InvalidParams(f"--file {args.file} cannot be read: {exc.strerror}") from None
+
+
+async def _hedera_sign(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.hedera import sign_hedera
+
+    body = _transaction_bytes(args)
+    async with _kms_signer(settings, args.kms_key) as signer:
+        result = await sign_hedera(signer, body)
+        key = _hedera_key_json(signer.info.public_key)
+    return {"digest": result.digest.hex(), "signature": result.signature.hex(), **key}
+
+
+KEY_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "sign-authorization": _sign_authorization,
+    "hedera-key": _hedera_key,
+    "hedera-sign": _hedera_sign,
+}
+
+
+def _run_key_command(args: argparse.Namespace) -> int:
+    """Run a one-shot key command; JSON on stdout, errors on stderr (2: usage, 1: signing)."""
+    try:
+        settings = _key_settings(args)
+        configure_logging(settings.log_level)
+        result = asyncio.run(KEY_COMMANDS[args.command](args, settings))
+    except (ConfigError, InvalidParams) as exc:
+        print(f"signer-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except SignerProxyError as exc:
+        print(f"signer-proxy: error: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
     return 0

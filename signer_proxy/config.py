@@ -75,10 +75,42 @@ class Settings:
     )
     max_batch: int = _setting(1000, "Most calls accepted in one JSON-RPC batch.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting(
+        "text",
+        "Log line format: text (for people) or json (one object per line, for collectors).",
+    )
+    metrics_listen: str = _setting(
+        "",
+        "HOST:PORT for a separate listener serving /metrics, /health and /ready. Empty: "
+        "/metrics is served on the main listener.",
+        example="127.0.0.1:9090",
+    )
+    shutdown_timeout: float = _setting(
+        30.0,
+        "Seconds a SIGTERM waits for in-flight requests (signing, sends) to finish before "
+        "cancelling them and exiting.",
+    )
+    allow_pre_eip155: bool = _setting(
+        False,
+        "Sign legacy transactions without EIP-155 replay protection (v = 27/28) when a request "
+        "asks with chainId 0x0. Such a transaction can be replayed on every chain: leave off "
+        "unless a chain needs it.",
+    )
+    blob_sidecar: str = _setting(
+        "eip7594",
+        "Network form of blob (type 0x3) transactions sent with blobs: eip7594 (cell proofs; "
+        "Osaka and later, Ethereum mainnet since December 2025) or eip4844 (one proof per "
+        "blob; Cancun/Prague chains).",
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return host_port(self.listen)
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) as (host, port); ValueError when the port is not a number."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -191,6 +223,24 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--max-body-bytes must be at least 1024 and --max-batch at least 1")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, got {settings.log_format!r}")
+    if settings.metrics_listen:
+        try:
+            _, port = host_port(settings.metrics_listen)
+            if ":" not in settings.metrics_listen or not 0 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"--metrics-listen {settings.metrics_listen!r} must be HOST:PORT, "
+                "e.g. 127.0.0.1:9090, or empty"
+            ) from None
+    if settings.shutdown_timeout < 0:
+        raise ConfigError("--shutdown-timeout must be zero or more seconds")
+    if settings.blob_sidecar not in ("eip7594", "eip4844"):
+        raise ConfigError(
+            f"--blob-sidecar must be eip7594 or eip4844, got {settings.blob_sidecar!r}"
+        )
 
 
 def require_serve_settings(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,14 +29,22 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 ANONYMOUS = CallContext()
 Reply = dict[str, Any]
+# Sees each routed body with its reply and duration (metrics): body, reply, seconds, is_local.
+ReplyObserver = Callable[[Body, Any, float, Callable[[str], bool]], None]
 
 
 class Router:
     """Local methods by name; everything else passes through to the node."""
 
-    def __init__(self, methods: Mapping[str, Handler], upstream: Upstream) -> None:
+    def __init__(
+        self,
+        methods: Mapping[str, Handler],
+        upstream: Upstream,
+        observer: ReplyObserver | None = None,
+    ) -> None:
         self._methods = dict(methods)
         self._upstream = upstream
+        self._observer = observer
 
     def is_local(self, method: str) -> bool:
         return method in self._methods
@@ -44,6 +53,16 @@ class Router:
         self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
     ) -> bytes | Reply | list[Reply] | None:
         """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
+        if self._observer is None:
+            return await self._route(body, raw_body, context)
+        started = time.perf_counter()
+        reply = await self._route(body, raw_body, context)
+        self._observer(body, reply, time.perf_counter() - started, self.is_local)
+        return reply
+
+    async def _route(
+        self, body: Body, raw_body: bytes, context: CallContext
+    ) -> bytes | Reply | list[Reply] | None:
         if not body.is_batch:
             call = body.calls[0]
             assert isinstance(call, Call)

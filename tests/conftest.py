@@ -304,3 +304,15 @@ async def proxy(
         proxy_settings(anvil.url, kms.url, funded_key.alias or funded_key.arn)
     )
     return proxy
+
+
+@pytest.fixture
+def eth_account_kzg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eth-account reloads the 2-5 s KZG trusted setup for every blob and property it computes
+    (signing, or merely parsing, a blob transaction with blobs); hand it the one signer_proxy
+    loaded (the same file) so a blob oracle costs seconds, not a minute."""
+    import eth_account.typed_transactions.base as eth_account_blobs
+
+    from signer_proxy.blobs import trusted_setup
+
+    monkeypatch.setattr(eth_account_blobs, "load_trusted_setup", lambda *_: trusted_setup())

@@ -6,6 +6,9 @@ and the very bug real signers must not have. `apply_digest_shim` teaches moto's 
 handlers DIGEST for ECC keys (sign the 32 bytes as a pre-hashed value, as AWS KMS does) and
 leaves everything else to moto. The tests and `signer-proxy dev` both start KMS through here,
 so the shim lives in one place. Remove it when moto implements DIGEST.
+
+`create_dev_keys` makes the alias/dev-N keys of `signer-proxy dev` and the README walkthrough;
+with a state directory it restores them across restarts (see `kms_state`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _HASHES = {"ECDSA_SHA_256": 32, "ECDSA_SHA_384": 48, "ECDSA_SHA_512": 64}
@@ -123,21 +127,59 @@ class KmsEmulator:
 
 
 def start_kms_emulator(host: str = "127.0.0.1", port: int = 0) -> KmsEmulator:
-    """Start moto's server in a thread with the DIGEST shim applied; port 0 picks a free one."""
+    """Start moto's server in a thread with the DIGEST shim applied; port 0 picks a free one.
+
+    OSError when it cannot listen (moto's own start() would wait forever: werkzeug ends the
+    server thread with SystemExit when the port is taken).
+    """
     from moto.server import ThreadedMotoServer
 
     apply_digest_shim()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per KMS call
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
+    ready = server._server_ready_event  # moto's start() waits on it with no timeout
+    thread = threading.Thread(target=server._server_entry, name="kms-emulator", daemon=True)
+    server._thread = thread
+    thread.start()
+    while not ready.wait(0.02):
+        if not thread.is_alive():
+            raise OSError(f"the KMS emulator cannot listen on {host}:{port}")
     bound_host, bound_port = server.get_host_and_port()
     return KmsEmulator(url=f"http://{bound_host}:{bound_port}", _server=server)
 
 
-def create_dev_keys(url: str, count: int, region: str = "us-east-1") -> list[tuple[str, str]]:
-    """Create `count` secp256k1 signing keys aliased alias/dev-0.. ; [(alias, key ARN)]."""
+@dataclass(frozen=True)
+class DevKey:
+    """A dev key in the emulator: its alias, ARN and Ethereum address."""
+
+    alias: str
+    arn: str
+    address: str
+
+
+def dev_alias(index: int) -> str:
+    return f"alias/dev-{index}"
+
+
+def create_dev_keys(
+    url: str, count: int, region: str = "us-east-1", state_dir: Path | None = None
+) -> list[DevKey]:
+    """Ensure secp256k1 signing keys alias/dev-0 .. dev-(count-1) exist; return them in order.
+
+    Without `state_dir` every key is new. With it, the keys recorded there are first restored
+    into the emulator (which must run in this process) and only the missing ones are created
+    and recorded: addresses survive a restart. See `kms_state` for the file and its secrecy.
+    """
     import boto3
 
+    from signer_proxy.dev import kms_state
+    from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
+    from signer_proxy.errors import ConfigError
+
+    saved = kms_state.load_state(state_dir) if state_dir is not None else []
+    for key in saved:
+        kms_state.restore_key(region, key)
+    recorded = {key.alias: key for key in saved}
     client = boto3.client(
         "kms",
         region_name=region,
@@ -145,14 +187,30 @@ def create_dev_keys(url: str, count: int, region: str = "us-east-1") -> list[tup
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    keys = []
+    keys: list[DevKey] = []
+    created: list[kms_state.SavedKey] = []
     for index in range(count):
-        arn = client.create_key(KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")["KeyMetadata"][
-            "Arn"
-        ]
-        alias = f"alias/dev-{index}"
-        client.create_alias(AliasName=alias, TargetKeyId=arn)
-        keys.append((alias, arn))
+        alias = dev_alias(index)
+        if alias in recorded:
+            arn = client.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+        else:
+            arn = client.create_key(KeySpec=kms_state.KEY_SPEC, KeyUsage=kms_state.KEY_USAGE)[
+                "KeyMetadata"
+            ]["Arn"]
+            client.create_alias(AliasName=alias, TargetKeyId=arn)
+        der = client.get_public_key(KeyId=arn)["PublicKey"]
+        address = address_from_public_key(public_key_from_spki(der))
+        if alias in recorded and recorded[alias].address != address:
+            raise ConfigError(
+                f"{alias} restored from {kms_state.state_path(state_dir or Path())} signs for "
+                f"{address}, not the recorded {recorded[alias].address}: the state file is "
+                "damaged; move it away to start with new keys"
+            )
+        if alias not in recorded and state_dir is not None:
+            created.append(kms_state.export_key(region, alias, arn.rsplit("/", 1)[1], address))
+        keys.append(DevKey(alias, arn, address))
+    if created and state_dir is not None:
+        kms_state.save_state(state_dir, [*saved, *created])
     return keys
 
 
@@ -168,8 +226,8 @@ def main() -> None:
     emulator = start_kms_emulator(port=args.port)
     try:
         print(f"KMS emulator on {emulator.url} (region us-east-1, any credentials)")
-        for alias, arn in create_dev_keys(emulator.url, args.keys):
-            print(f"  {alias}  {arn}", flush=True)
+        for key in create_dev_keys(emulator.url, args.keys):
+            print(f"  {key.alias}  {key.arn}  {key.address}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

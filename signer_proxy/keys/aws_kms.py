@@ -56,6 +56,15 @@ _KMS_ERROR_ADVICE = {
 }
 
 
+_STATE_DEFAULT = "enable it or remove it from --kms-key"
+_STATE_ADVICE = {
+    "PendingImport": "import its key material (BYOK) or remove it from --kms-key",
+    "PendingDeletion": "cancel its scheduled deletion (kms cancel-key-deletion) and enable it, "
+    "or remove it from --kms-key",
+    "Unavailable": "its custom key store is disconnected: reconnect it",
+}
+
+
 def describe_kms_error(error_code: str, key: str) -> str:
     """An operator-facing sentence for a KMS error code on `key`."""
     advice = _KMS_ERROR_ADVICE.get(error_code, "see the signer-proxy log")
@@ -143,10 +152,9 @@ async def load_key(client: Any, key_ref: str, region: str) -> KmsKeyInfo:
             problems.append(f"KeySpec is {metadata.get('KeySpec')}, needs {REQUIRED_KEY_SPEC}")
         if metadata.get("KeyUsage") != REQUIRED_KEY_USAGE:
             problems.append(f"KeyUsage is {metadata.get('KeyUsage')}, needs {REQUIRED_KEY_USAGE}")
-        if metadata.get("KeyState") != "Enabled":
-            problems.append(
-                f"KeyState is {metadata.get('KeyState')}: enable it or remove it from --kms-key"
-            )
+        state = metadata.get("KeyState")
+        if state != "Enabled":
+            problems.append(f"KeyState is {state}: {_STATE_ADVICE.get(state, _STATE_DEFAULT)}")
         if problems:
             raise ConfigError(
                 f"KMS key {key_ref} ({metadata['Arn']}) cannot be used: " + "; ".join(problems)

@@ -1,10 +1,11 @@
-"""The one seam every key backend implements."""
+"""The one seam every key backend implements, and the check every signature passes."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from signer_proxy.ecdsa import Signature
+from signer_proxy.ecdsa import Signature, address_from_public_key, recover_public_key
+from signer_proxy.errors import SigningFailed
 
 
 class Signer(Protocol):
@@ -23,3 +24,15 @@ class Signer(Protocol):
     async def sign_digest(self, digest: bytes) -> Signature:
         """Sign `digest`; raise a SignerProxyError rather than return an unverified signature."""
         ...
+
+
+async def sign_checked(signer: Signer, digest: bytes) -> Signature:
+    """`signer`'s signature over `digest`, proven to recover to `signer.address` before use."""
+    signature = await signer.sign_digest(digest)
+    recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
+    if recovered is None or address_from_public_key(recovered) != signer.address:
+        raise SigningFailed(
+            f"the signature from {signer.key_name} does not recover to {signer.address}; "
+            "nothing was sent"
+        )
+    return signature

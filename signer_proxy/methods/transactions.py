@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from signer_proxy.ecdsa import address_from_public_key, recover_public_key
-from signer_proxy.errors import NodeRejected, SigningFailed, UpstreamTimeout
+from signer_proxy.blobs import SidecarForm
+from signer_proxy.errors import InvalidParams, NodeRejected, UpstreamTimeout
 from signer_proxy.hexdata import to_data
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
+from signer_proxy.keys.signer import sign_checked
 from signer_proxy.nonces import Lease, NonceManager
 from signer_proxy.transactions import (
     ChainFacts,
@@ -34,14 +35,14 @@ MAX_SEND_ATTEMPTS = 4
 async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
     """Sign through the key and prove the result recovers to the key's address before use."""
     digest = signing_digest(tx)
-    signature = await signer.sign_digest(digest)
-    recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
-    if recovered is None or address_from_public_key(recovered) != signer.address:
-        raise SigningFailed(
-            f"the signature from {signer.key_name} does not recover to {signer.address}; "
-            "nothing was sent"
-        )
-    return sign_with(tx, signature)
+    log.info(
+        "signing transaction digest=%s from=%s key=%s",
+        to_data(digest),
+        signer.address,
+        signer.key_name,
+        extra={"digest": to_data(digest), "from": signer.address, "key": signer.key_name},
+    )
+    return sign_with(tx, await sign_checked(signer, digest))
 
 
 class TransactionMethods:
@@ -52,18 +53,29 @@ class TransactionMethods:
         nonces: NonceManager,
         facts: ChainFacts,
         gas_margin: float,
+        *,
+        allow_pre_eip155: bool = False,
+        sidecar_form: SidecarForm = SidecarForm.EIP7594,
     ) -> None:
         self._registry = registry
         self._upstream = upstream
         self._nonces = nonces
         self._facts = facts
         self._gas_margin = gas_margin
+        self._allow_pre_eip155 = allow_pre_eip155
+        self._sidecar_form = sidecar_form
 
-    async def _prepare(self, params: Any) -> tuple[TxRequest, Signer, UnsignedTx]:
-        request = parse_tx_request(params)
+    async def _prepare(self, request: TxRequest) -> tuple[Signer, UnsignedTx]:
         signer = self._registry().get(request.sender)
-        unsigned = await fill(request, self._upstream, self._facts, self._gas_margin)
-        return request, signer, unsigned
+        unsigned = await fill(
+            request,
+            self._upstream,
+            self._facts,
+            self._gas_margin,
+            allow_pre_eip155=self._allow_pre_eip155,
+            sidecar_form=self._sidecar_form,
+        )
+        return signer, unsigned
 
     async def _sign_leased(self, unsigned: UnsignedTx, signer: Signer, lease: Lease) -> SignedTx:
         try:
@@ -74,7 +86,8 @@ class TransactionMethods:
 
     async def eth_signTransaction(self, params: Any, context: CallContext) -> str:
         """The raw signed transaction (0x-hex); a nonce filled here is taken as used."""
-        request, signer, unsigned = await self._prepare(params)
+        request = parse_tx_request(params)
+        signer, unsigned = await self._prepare(request)
         if request.nonce is not None:
             signed = await sign_transaction(unsigned, signer)
         else:
@@ -86,7 +99,13 @@ class TransactionMethods:
 
     async def eth_sendTransaction(self, params: Any, context: CallContext) -> str:
         """The transaction hash once the node has accepted the transaction."""
-        request, signer, unsigned = await self._prepare(params)
+        request = parse_tx_request(params)
+        if request.blobs is None and request.blob_versioned_hashes is not None:
+            raise InvalidParams(
+                "a blob transaction can only be sent with its blobs (nodes refuse it without "
+                "them): give blobs; eth_signTransaction accepts blobVersionedHashes alone"
+            )
+        signer, unsigned = await self._prepare(request)
         if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are
             signed = await sign_transaction(unsigned, signer)
             await self._send(signed)
@@ -133,6 +152,13 @@ class TransactionMethods:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _send(self, signed: SignedTx) -> None:
+        # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.
+        log.info(
+            "sending tx=%s nonce=%d",
+            to_data(signed.hash),
+            signed.nonce,
+            extra={"tx_hash": to_data(signed.hash), "nonce": signed.nonce},
+        )
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
         except NodeRejected as exc:
@@ -147,4 +173,10 @@ class TransactionMethods:
             signed.nonce,
             to_data(signed.hash),
             signer.key_name,
+            extra={
+                "from": signer.address,
+                "nonce": signed.nonce,
+                "tx_hash": to_data(signed.hash),
+                "key": signer.key_name,
+            },
         )

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from signer_proxy.errors import BodyTooLarge, SignerProxyError
 from signer_proxy.jsonrpc import error_response, parse_body
+from signer_proxy.metrics import METRICS
 from signer_proxy.router import Router
 
 ROUTER = web.AppKey("router", Router)
@@ -30,10 +31,12 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
             f"the request body is over the limit of {request.app[MAX_BODY]} bytes; "
             "send a smaller body or raise --max-body-bytes"
         )
+        request.app[METRICS].count_rejected_body(error)
         return _json(error_response(None, error), status=error.http_status)
     try:
         body = parse_body(raw, request.app[MAX_BATCH])
     except SignerProxyError as exc:
+        request.app[METRICS].count_rejected_body(exc)
         return _json(error_response(None, exc), status=exc.http_status)
     reply = await request.app[ROUTER].handle(body, raw)
     if reply is None:  # notifications only: JSON-RPC says reply with nothing

@@ -59,3 +59,50 @@ def test_web3py_send_transaction_through_the_proxy(
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
     assert receipt["status"] == 1
     assert receipt["from"] == key.address
+
+
+def test_ethers_json_rpc_signer_signs_messages_and_typed_data_through_the_proxy(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is required (make test installs ethers with npm)"
+    key = make_key()
+    with serving(anvil, kms, key.arn) as proxy:
+        result = subprocess.run(
+            [node, str(ROOT / "tests" / "fixtures" / "ethers_messages.cjs"), proxy.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+        )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["address"] == key.address
+    # ethers recovers each signature to the KMS address: personal_sign of text and of bytes,
+    # eth_signTypedData_v4 with an array of structs.
+    assert (out["text"], out["bytes"], out["typed"]) == (key.address,) * 3
+    assert all(v in (27, 28) for v in out["vs"])
+
+
+def test_web3py_sign_and_sign_typed_data_through_the_proxy(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct, encode_typed_data
+    from web3 import Web3
+
+    from tests.unit.test_messages import MAIL
+
+    key = make_key()
+    typed = {**MAIL, "domain": {**MAIL["domain"], "chainId": 31337}}
+    with serving(anvil, kms, key.arn) as proxy:
+        w3 = Web3(Web3.HTTPProvider(proxy.url))
+        signature = w3.eth.sign(key.address, text="web3.py says hi")
+        typed_signature = w3.eth.sign_typed_data(key.address, typed)
+    assert Account.recover_message(encode_defunct(text="web3.py says hi"), signature=signature) == (
+        key.address
+    )
+    assert (
+        Account.recover_message(encode_typed_data(full_message=typed), signature=typed_signature)
+        == key.address
+    )

@@ -209,6 +209,10 @@ def test_load_settings_empty_file_is_all_defaults(tmp_path: Path) -> None:
         pytest.param({"max_body_bytes": 1023}, "--max-body-bytes must be at least 1024", id="b"),
         pytest.param({"max_batch": 0}, "--max-batch at least 1", id="batch"),
         pytest.param({"log_level": "verbose"}, "--log-level must be debug", id="log-level"),
+        pytest.param({"log_format": "xml"}, "--log-format must be text or json", id="log-format"),
+        pytest.param({"metrics_listen": "9090"}, "--metrics-listen '9090' must be", id="m-port"),
+        pytest.param({"metrics_listen": "h:99999"}, "--metrics-listen 'h:99999'", id="m-range"),
+        pytest.param({"shutdown_timeout": -1.0}, "--shutdown-timeout must be zero", id="drain"),
     ],
 )
 def test_validate_errors_name_the_setting(changes: dict[str, Any], fragment: str) -> None:

@@ -16,22 +16,29 @@ import pytest
 import rlp
 from eth_account import Account
 
+from signer_proxy.blobs import BYTES_PER_BLOB, SidecarForm, build_sidecar
 from signer_proxy.ecdsa import SECP256K1_HALF_N, keccak256
 from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.transactions import (
     ACCESS_LIST,
+    BLOB,
     DYNAMIC_FEE,
     LEGACY,
     MAX_UINT64,
+    SET_CODE,
+    Authorization,
     ChainFacts,
     TxRequest,
     UnsignedTx,
     apply_gas_margin,
+    authorization_digest,
     choose_type,
     dynamic_fees,
+    encode_network,
     encode_signed,
     fill,
+    parse_authorization,
     parse_tx_request,
     sign_with,
     signing_digest,
@@ -47,6 +54,11 @@ GWEI = 10**9
 SLOT_0 = bytes(32)
 SLOT_1 = (1).to_bytes(32, "big")
 SLOT_X = keccak256(b"slot")
+HASH_A = bytes([1]) + keccak256(b"a")[1:]
+HASH_B = bytes([1]) + keccak256(b"b")[1:]
+# Two authorizations as a type 0x4 carries them (signatures need not be valid to be encoded).
+AUTH_ANY_CHAIN = Authorization(0, OTHER, 0, 0, 1, 2)
+AUTH_BIG = Authorization(2**256 - 1, TO, MAX_UINT64 - 1, 1, 2**255, SECP256K1_HALF_N)
 
 
 # --- Oracle: our encoding and signature vs eth_account ------------------------------
@@ -64,6 +76,8 @@ def _eth_account_dict(tx: UnsignedTx) -> dict[str, Any]:
         fields["to"] = tx.to
     if tx.type == LEGACY:
         fields["gasPrice"] = tx.gas_price
+        if tx.chain_id == 0:  # eth-account's spelling of pre-EIP-155: no chainId at all
+            del fields["chainId"]
         return fields
     fields["type"] = tx.type
     fields["accessList"] = [
@@ -75,6 +89,22 @@ def _eth_account_dict(tx: UnsignedTx) -> dict[str, Any]:
     else:
         fields["maxFeePerGas"] = tx.max_fee_per_gas
         fields["maxPriorityFeePerGas"] = tx.max_priority_fee_per_gas
+    if tx.type == BLOB:
+        fields["maxFeePerBlobGas"] = tx.max_fee_per_blob_gas
+        if tx.sidecar is None:  # with blobs, eth-account computes the hashes itself
+            fields["blobVersionedHashes"] = ["0x" + h.hex() for h in tx.blob_versioned_hashes]
+    if tx.type == SET_CODE:
+        fields["authorizationList"] = [
+            {
+                "chainId": a.chain_id,
+                "address": a.address,
+                "nonce": a.nonce,
+                "yParity": a.y_parity,
+                "r": a.r,
+                "s": a.s,
+            }
+            for a in tx.authorization_list
+        ]
     return fields
 
 
@@ -170,6 +200,80 @@ ORACLE_CASES = [
         ),
         id="type2-hedera-extreme-fields",
     ),
+    pytest.param(
+        UnsignedTx(LEGACY, 0, 0, 21_000, TO, 1, b"", gas_price=GWEI),
+        id="legacy-pre-eip155-transfer",
+    ),
+    pytest.param(
+        UnsignedTx(
+            LEGACY, 0, 9, 100_000, None, 0, bytes.fromhex("600060005560016000f3"), gas_price=1
+        ),
+        id="legacy-pre-eip155-contract-creation",
+    ),
+    pytest.param(
+        UnsignedTx(
+            BLOB,
+            1,
+            0,
+            21_000,
+            TO,
+            0,
+            b"",
+            max_fee_per_gas=30 * GWEI,
+            max_priority_fee_per_gas=GWEI,
+            max_fee_per_blob_gas=1,
+            blob_versioned_hashes=(HASH_A,),
+        ),
+        id="type3-one-versioned-hash-zero-value",
+    ),
+    pytest.param(
+        UnsignedTx(
+            BLOB,
+            31337,
+            2**32,
+            2**40,
+            OTHER,
+            2**256 - 1,
+            bytes(range(256)) * 4,
+            max_fee_per_gas=2**255,
+            max_priority_fee_per_gas=0,
+            access_list=((TO, (SLOT_0, SLOT_X)),),
+            max_fee_per_blob_gas=2**256 - 1,
+            blob_versioned_hashes=(HASH_A, HASH_B, HASH_A),
+        ),
+        id="type3-three-hashes-access-list-max-fields",
+    ),
+    pytest.param(
+        UnsignedTx(
+            SET_CODE,
+            1,
+            5,
+            80_000,
+            TO,
+            0,
+            b"",
+            max_fee_per_gas=GWEI,
+            max_priority_fee_per_gas=GWEI,
+            authorization_list=(AUTH_ANY_CHAIN,),
+        ),
+        id="type4-one-authorization-any-chain",
+    ),
+    pytest.param(
+        UnsignedTx(
+            SET_CODE,
+            31337,
+            0,
+            2**63,
+            OTHER,
+            10**30,
+            b"\x00" * 33,
+            max_fee_per_gas=2**200,
+            max_priority_fee_per_gas=2**100,
+            access_list=((OTHER, ()),),
+            authorization_list=(AUTH_ANY_CHAIN, AUTH_BIG),
+        ),
+        id="type4-two-authorizations-big-values-access-list",
+    ),
 ]
 
 
@@ -206,9 +310,14 @@ async def test_encode_signed_legacy_v_is_eip155(chain_id: int) -> None:
     ]
 
 
-@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE])
+@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE])
 async def test_encode_signed_typed_uses_y_parity_and_the_type_byte(tx_type: int) -> None:
-    tx = UnsignedTx(tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI)
+    # SIGNING.md item 5: typed transactions carry yParity 0/1, never 27/28 or EIP-155's v.
+    tx = UnsignedTx(
+        tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI,
+        blob_versioned_hashes=(HASH_A,) if tx_type == BLOB else (),
+        authorization_list=(AUTH_ANY_CHAIN,) if tx_type == SET_CODE else (),
+    )  # fmt: skip
     signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
 
     raw = encode_signed(tx, signature)
@@ -221,7 +330,139 @@ async def test_encode_signed_typed_uses_y_parity_and_the_type_byte(tx_type: int)
 
 def test_signing_payload_refuses_unsupported_type() -> None:
     with pytest.raises(InvalidParams, match="not supported"):
-        signing_payload(UnsignedTx(3, 1, 0, 21_000, TO, 0, b""))
+        signing_payload(UnsignedTx(5, 1, 0, 21_000, TO, 0, b""))
+
+
+async def test_encode_signed_pre_eip155_legacy_v_is_27_or_28() -> None:
+    tx = UnsignedTx(LEGACY, 0, 0, 21_000, TO, 0, b"", gas_price=GWEI)
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
+
+    fields = rlp.decode(encode_signed(tx, signature))
+
+    assert int.from_bytes(fields[6], "big") == 27 + signature.y_parity
+    assert len(rlp.decode(signing_payload(tx))) == 6  # no chainId, 0, 0: pre-EIP-155
+
+
+@pytest.mark.parametrize(
+    ("chain_id", "address", "nonce", "payload_hex"),
+    [
+        # rlp([0, address, 0]): both zeros encode as the empty string 0x80, not 0x00.
+        pytest.param(0, OTHER, 0, "d780" + "94" + OTHER[2:].lower() + "80", id="zeros-are-0x80"),
+        pytest.param(1, TO, 1, "d701" + "94" + TO[2:].lower() + "01", id="one-byte-values"),
+        pytest.param(
+            31337, TO, 256, "db827a69" + "94" + TO[2:].lower() + "820100", id="two-byte-values"
+        ),
+    ],
+)
+def test_authorization_digest_is_keccak_of_magic_and_rlp(
+    chain_id: int, address: str, nonce: int, payload_hex: str
+) -> None:
+    assert authorization_digest(chain_id, address, nonce) == keccak256(
+        b"\x05" + bytes.fromhex(payload_hex)
+    )
+
+
+@pytest.mark.parametrize(
+    ("chain_id", "nonce"),
+    [
+        pytest.param(0, 0, id="any-chain-nonce-0"),
+        pytest.param(1, 7, id="mainnet"),
+        pytest.param(31337, 2**64 - 2, id="anvil-max-nonce"),
+        pytest.param(2**256 - 1, 1, id="max-chain-id"),
+    ],
+)
+async def test_authorization_signature_matches_eth_account(chain_id: int, nonce: int) -> None:
+    digest = authorization_digest(chain_id, OTHER, nonce)
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(digest)
+
+    expected = Account.sign_authorization(
+        {"chainId": chain_id, "address": OTHER, "nonce": nonce}, PRIVATE_KEY
+    )
+
+    assert digest == bytes(expected.authorization_hash)
+    assert (signature.y_parity, signature.r, signature.s) == (
+        expected.y_parity,
+        expected.r,
+        expected.s,
+    )
+    assert expected.authority == bytes.fromhex(SENDER[2:])
+
+
+@pytest.mark.usefixtures("eth_account_kzg")
+async def test_blob_transaction_with_sidecar_matches_eth_account_byte_for_byte() -> None:
+    blobs = (bytes(BYTES_PER_BLOB), b"\x00\x01" * (BYTES_PER_BLOB // 2))
+    sidecar = build_sidecar(blobs, SidecarForm.EIP7594)
+    tx = UnsignedTx(
+        BLOB,
+        31337,
+        3,
+        21_000,
+        TO,
+        1,
+        b"",
+        max_fee_per_gas=GWEI,
+        max_priority_fee_per_gas=1,
+        max_fee_per_blob_gas=7,
+        blob_versioned_hashes=sidecar.versioned_hashes,
+        sidecar=sidecar,
+    )
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
+
+    signed = sign_with(tx, signature)
+    expected = Account.sign_transaction(_eth_account_dict(tx), PRIVATE_KEY, blobs=list(blobs))
+
+    assert signed.raw == bytes(expected.raw_transaction)
+    # eth-account's `hash` covers the sidecar too; the transaction hash nodes use does not.
+    assert signed.hash == keccak256(encode_signed(tx, signature)) != bytes(expected.hash)
+    assert Account.recover_transaction(signed.raw) == SENDER
+
+
+@pytest.mark.usefixtures("eth_account_kzg")
+async def test_blob_transaction_eip4844_sidecar_form_has_one_proof_per_blob() -> None:
+    import ckzg
+
+    from signer_proxy.blobs import trusted_setup
+
+    blob = b"\x00\x05" * (BYTES_PER_BLOB // 2)
+    sidecar = build_sidecar((blob,), SidecarForm.EIP4844)
+    tx = UnsignedTx(
+        BLOB, 1, 0, 21_000, TO, 0, b"", max_fee_per_gas=2, max_priority_fee_per_gas=1,
+        max_fee_per_blob_gas=1, blob_versioned_hashes=sidecar.versioned_hashes, sidecar=sidecar,
+    )  # fmt: skip
+    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
+
+    raw = encode_network(tx, signature)
+    body, blobs, commitments, proofs = rlp.decode(raw[1:])
+
+    assert raw[0] == BLOB
+    assert b"\x03" + rlp.encode(body) == encode_signed(tx, signature)
+    assert (blobs, commitments) == ([blob], list(sidecar.commitments))
+    assert len(proofs) == 1
+    assert ckzg.verify_blob_kzg_proof(blob, commitments[0], proofs[0], trusted_setup())
+    assert Account.recover_transaction(raw) == SENDER
+
+
+def test_build_sidecar_eip7594_has_128_cell_proofs_per_blob_and_kzg_hashes() -> None:
+    sidecar = build_sidecar((bytes(BYTES_PER_BLOB),) * 2, SidecarForm.EIP7594)
+
+    assert len(sidecar.commitments) == 2 and len(sidecar.proofs) == 256
+    for commitment, versioned in zip(sidecar.commitments, sidecar.versioned_hashes, strict=True):
+        assert versioned[0] == 1
+        assert versioned[1:] == __import__("hashlib").sha256(commitment).digest()[1:]
+
+
+@pytest.mark.parametrize(
+    ("blob", "fragment"),
+    [
+        pytest.param(b"\x00" * 100, "blobs[0] is 100 bytes", id="short"),
+        pytest.param(b"\xff" * BYTES_PER_BLOB, "field modulus", id="not-field-elements"),
+    ],
+)
+def test_build_sidecar_refuses_invalid_blobs(blob: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidParams) as info:
+        build_sidecar((blob,), SidecarForm.EIP4844)
+
+    assert fragment in info.value.message
 
 
 def test_with_nonce_replaces_only_the_nonce() -> None:
@@ -256,6 +497,17 @@ AL = ((TO, (SLOT_0,)),)
         pytest.param(_req(), False, LEGACY, id="nothing-no-base-fee"),
         pytest.param(_req(access_list=AL), False, ACCESS_LIST, id="access-list-no-base-fee"),
         pytest.param(_req(access_list=AL), True, DYNAMIC_FEE, id="access-list-base-fee"),
+        pytest.param(_req(type=3, to=TO, blobs=(b"",)), False, BLOB, id="type-3-given"),
+        pytest.param(_req(to=TO, blob_versioned_hashes=(HASH_A,)), True, BLOB, id="hashes-mean-3"),
+        pytest.param(_req(to=TO, blobs=(b"",), max_fee_per_gas=1), True, BLOB, id="blobs-mean-3"),
+        pytest.param(
+            _req(type=4, to=TO, authorization_list=(AUTH_BIG,)), False, SET_CODE, id="type-4-given"
+        ),
+        pytest.param(
+            _req(to=TO, authorization_list=(AUTH_BIG,)), True, SET_CODE, id="auth-list-means-4"
+        ),
+        pytest.param(_req(chain_id=0), True, LEGACY, id="chain-id-0-means-legacy"),
+        pytest.param(_req(chain_id=0, type=0), True, LEGACY, id="chain-id-0-type-0"),
     ],
 )
 def test_choose_type(request_: TxRequest, base_fee: bool, expected: int) -> None:
@@ -287,9 +539,43 @@ def test_choose_type(request_: TxRequest, base_fee: bool, expected: int) -> None
             _req(type=2, gas_price=2), ["type 0x2", "maxFeePerGas", "not gasPrice"], id="t2-gp"
         ),
         pytest.param(_req(type=0, access_list=AL), ["legacy", "accessList"], id="t0-access-list"),
-        pytest.param(_req(type=3), ["type 0x3 is not supported", "0x2"], id="type-3-blob"),
-        pytest.param(_req(type=4), ["type 0x4 is not supported"], id="type-4-set-code"),
+        pytest.param(_req(type=5), ["type 0x5 is not supported", "0x4 (EIP-7702"], id="type-5"),
         pytest.param(_req(type=0x7E), ["type 0x7e is not supported"], id="type-7e-deposit"),
+        pytest.param(_req(type=3, to=TO), ["type 0x3", "needs blobs"], id="t3-without-blobs"),
+        pytest.param(
+            _req(blob_versioned_hashes=(HASH_A,)), ["cannot create a contract"], id="t3-no-to"
+        ),
+        pytest.param(
+            _req(to=TO, blobs=(b"", b""), blob_versioned_hashes=(HASH_A,)),
+            ["2 blobs but 1 blobVersionedHashes"],
+            id="t3-count-mismatch",
+        ),
+        pytest.param(
+            _req(to=TO, blobs=(b"",), gas_price=1), ["type 0x3", "not gasPrice"], id="t3-gas-price"
+        ),
+        pytest.param(
+            _req(type=2, to=TO, max_fee_per_blob_gas=1),
+            ["belong to type 0x3", "not to type 0x2"],
+            id="t2-blob-fee",
+        ),
+        pytest.param(
+            _req(to=TO, blobs=(b"",), authorization_list=(AUTH_BIG,)),
+            ["blob fields and an authorizationList"],
+            id="blobs-and-auths",
+        ),
+        pytest.param(_req(type=4, to=TO), ["needs an authorizationList"], id="t4-without-auths"),
+        pytest.param(
+            _req(authorization_list=(AUTH_BIG,)), ["type 0x4", "cannot create"], id="t4-no-to"
+        ),
+        pytest.param(
+            _req(type=2, to=TO, authorization_list=(AUTH_BIG,)),
+            ["authorizationList belongs to type 0x4", "not to type 0x2"],
+            id="t2-auths",
+        ),
+        pytest.param(
+            _req(chain_id=0, max_fee_per_gas=1), ["chainId 0x0", "only for legacy"], id="c0-t2"
+        ),
+        pytest.param(_req(chain_id=0, type=1), ["chainId 0x0", "not type 0x1"], id="c0-t1"),
     ],
 )
 def test_choose_type_refuses_contradictions_naming_the_fields(
@@ -439,14 +725,52 @@ def test_parse_tx_request_null_fields_mean_fill_in() -> None:
             id="data-and-input-differ",
         ),
         pytest.param(
-            [{"from": SENDER, "blobVersionedHashes": ["0x01"]}],
-            "unsupported transaction field(s) blobVersionedHashes",
+            [{"from": SENDER, "sidecar": {}}],
+            "unsupported transaction field(s) sidecar",
             id="unknown-field",
         ),
         pytest.param(
-            [{"from": SENDER, "authorizationList": [], "foo": 1}],
-            "authorizationList, foo",
+            [{"from": SENDER, "bar": [], "foo": 1}],
+            "bar, foo",
             id="two-unknown-fields-sorted",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "blobVersionedHashes": ["0x01"]}],
+            "blobVersionedHashes[0] must be 32 bytes starting with 0x01",
+            id="short-versioned-hash",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "blobVersionedHashes": ["0x02" + "00" * 31]}],
+            "starting with 0x01",
+            id="versioned-hash-wrong-version",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "blobVersionedHashes": []}],
+            "blobVersionedHashes must be a non-empty list",
+            id="no-versioned-hashes",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "blobs": ["0x00"]}],
+            "blobs[0] is 1 bytes; a blob is exactly 131072 bytes",
+            id="short-blob",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "blobs": "0x00"}], "blobs must be a non-empty list", id="b"
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "authorizationList": []}],
+            "authorizationList must be a non-empty list",
+            id="empty-authorization-list",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "authorizationList": [{"address": TO}]}],
+            "authorizationList[0] has no chainId, nonce, r, s, yParity",
+            id="authorization-missing-fields",
+        ),
+        pytest.param(
+            [{"from": SENDER, "to": TO, "maxFeePerBlobGas": "0x1", "gasPrice": "0x1"}],
+            "type 0x3 takes maxFeePerGas/maxPriorityFeePerGas, not gasPrice",
+            id="blob-fee-and-gas-price",
         ),
         pytest.param("0xf86c", "must be a JSON object", id="params-string"),
         pytest.param(["0xf86c"], "must be a JSON object", id="params-list-of-string"),
@@ -730,3 +1054,178 @@ async def test_chain_facts_asks_the_node_once() -> None:
 
 def test_apply_gas_margin_is_exact_for_decimal_margins() -> None:
     assert apply_gas_margin(21_000, 1.1) == 23_100
+
+
+# --- blob, set-code and pre-EIP-155 requests ----------------------------------------------
+
+
+def test_parse_tx_request_blob_and_set_code_fields() -> None:
+    blob = "0x" + "00" * BYTES_PER_BLOB
+    auth = {"chainId": "0x0", "address": OTHER.lower(), "nonce": "0x1", "yParity": "0x1",
+            "r": "0x2", "s": "0x3"}  # fmt: skip
+
+    blob_request = parse_tx_request(
+        [
+            {
+                "from": SENDER,
+                "to": TO,
+                "blobs": [blob],
+                "blobVersionedHashes": ["0x" + HASH_A.hex()],
+                "maxFeePerBlobGas": "0x9",
+            }
+        ]
+    )
+    set_code_request = parse_tx_request([{"from": SENDER, "to": TO, "authorizationList": [auth]}])
+
+    assert blob_request.blobs == (bytes(BYTES_PER_BLOB),)
+    assert blob_request.blob_versioned_hashes == (HASH_A,)
+    assert blob_request.max_fee_per_blob_gas == 9
+    assert set_code_request.authorization_list == (Authorization(0, OTHER, 1, 1, 2, 3),)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        pytest.param(
+            {"chainId": "0x1", "address": TO, "nonce": "0x0", "yParity": "0x0", "r": "0x1",
+             "s": "0x2"},
+            Authorization(1, TO, 0, 0, 1, 2),
+            id="y-parity",
+        ),
+        pytest.param(
+            {"chainId": 1, "address": TO, "nonce": 0, "v": "0x1c", "r": "0x1", "s": "0x2"},
+            Authorization(1, TO, 0, 1, 1, 2),
+            id="v-28-means-parity-1",
+        ),
+        pytest.param(
+            {"chainId": "0x0", "address": TO, "nonce": "0x0", "v": "0x0", "r": "0x1", "s": "0x2"},
+            Authorization(0, TO, 0, 0, 1, 2),
+            id="v-0",
+        ),
+    ],
+)  # fmt: skip
+def test_parse_authorization(item: dict[str, Any], expected: Authorization) -> None:
+    assert parse_authorization(item, "a") == expected
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        pytest.param("0x01", "must be an object", id="not-object"),
+        pytest.param(
+            {"chainId": "0x1", "address": TO, "nonce": "0x0", "yParity": "0x2", "r": "0x1",
+             "s": "0x2"},
+            "a.yParity must be 0x0 or 0x1",
+            id="parity-2",
+        ),
+        pytest.param(
+            {"chainId": "0x1", "address": TO, "nonce": hex(2**64 - 1), "yParity": "0x0",
+             "r": "0x1", "s": "0x2"},
+            "a.nonce is out of range",
+            id="nonce-eip2681",
+        ),
+        pytest.param(
+            {"chainId": "0x1", "address": "0x12", "nonce": "0x0", "yParity": "0x0", "r": "0x1",
+             "s": "0x2"},
+            "a.address must be a 20-byte",
+            id="bad-address",
+        ),
+    ],
+)  # fmt: skip
+def test_parse_authorization_refuses_naming_the_field(item: Any, fragment: str) -> None:
+    with pytest.raises(InvalidParams) as info:
+        parse_authorization(item, "a")
+
+    assert fragment in info.value.message
+
+
+async def test_fill_pre_eip155_is_refused_without_the_setting() -> None:
+    node = FakeNode()
+
+    with pytest.raises(InvalidParams) as info:
+        await _fill(node, to=TO, chain_id=0, gas_price=1)
+
+    assert "--allow-pre-eip155 true" in info.value.message
+    assert "replay" in info.value.message
+    assert "eth_estimateGas" not in node.methods
+
+
+async def test_fill_pre_eip155_with_the_setting_is_legacy_with_chain_id_0() -> None:
+    node = FakeNode(eth_getBlockByNumber=AssertionError("no base-fee question for chainId 0"))
+
+    tx = await fill(_req(to=TO, chain_id=0), node, ChainFacts(node), 1.0, allow_pre_eip155=True)
+
+    assert (tx.type, tx.chain_id, tx.gas_price) == (LEGACY, 0, 0x3B9ACA00)
+    assert signing_payload(tx) == rlp.encode([0, 0x3B9ACA00, 21_000, bytes.fromhex(TO[2:]), 0, b""])
+
+
+async def test_fill_blob_with_hashes_asks_blob_fee_and_estimates_with_the_hashes() -> None:
+    node = FakeNode(eth_blobBaseFee="0x10")
+
+    tx = await _fill(node, to=TO, blob_versioned_hashes=(HASH_A,))
+
+    assert (tx.type, tx.max_fee_per_blob_gas, tx.blob_versioned_hashes) == (BLOB, 0x20, (HASH_A,))
+    assert tx.sidecar is None
+    estimate = dict(node.calls)["eth_estimateGas"][0]
+    assert estimate["blobVersionedHashes"] == ["0x" + HASH_A.hex()]
+
+
+async def test_fill_blob_fee_falls_back_to_fee_history_blob_base_fee() -> None:
+    history = {"baseFeePerGas": ["0x64", "0x70"], "baseFeePerBlobGas": ["0x1", "0x3"]}
+    node = FakeNode(eth_blobBaseFee=NodeRejected(-32601, "method not found"),
+                    eth_feeHistory=history)  # fmt: skip
+
+    tx = await _fill(node, to=TO, blob_versioned_hashes=(HASH_A,))
+
+    assert tx.max_fee_per_blob_gas == 6
+
+
+async def test_fill_blob_without_any_blob_fee_from_the_node_says_what_to_give() -> None:
+    node = FakeNode(eth_blobBaseFee=NodeRejected(-32601, "method not found"),
+                    eth_feeHistory={"baseFeePerGas": ["0x1", "0x1"]})  # fmt: skip
+
+    with pytest.raises(InvalidParams, match="give maxFeePerBlobGas"):
+        await _fill(node, to=TO, blob_versioned_hashes=(HASH_A,))
+
+
+async def test_fill_blobs_compute_hashes_and_the_configured_sidecar_form() -> None:
+    blob = bytes(BYTES_PER_BLOB)
+    node = FakeNode()
+
+    tx = await fill(
+        _req(to=TO, blobs=(blob,), max_fee_per_blob_gas=5, max_fee_per_gas=9,
+             max_priority_fee_per_gas=1, gas=21_000),
+        node, ChainFacts(node), 1.0, sidecar_form=SidecarForm.EIP4844,
+    )  # fmt: skip
+
+    expected = build_sidecar((blob,), SidecarForm.EIP4844)
+    assert tx.sidecar == expected
+    assert tx.blob_versioned_hashes == expected.versioned_hashes
+    assert node.methods == ["eth_chainId"]
+
+
+async def test_fill_blobs_with_wrong_versioned_hashes_are_refused() -> None:
+    with pytest.raises(InvalidParams, match="do not match the blobs' KZG commitments"):
+        await _fill(FakeNode(), to=TO, blobs=(bytes(BYTES_PER_BLOB),),
+                    blob_versioned_hashes=(HASH_A,))  # fmt: skip
+
+
+@pytest.mark.parametrize("chain_id", ["0x127", "0x128"])
+async def test_fill_blob_on_hedera_is_refused_before_any_work(chain_id: str) -> None:
+    node = FakeNode(eth_chainId=chain_id)
+
+    with pytest.raises(InvalidParams) as info:
+        await _fill(node, to=TO, blob_versioned_hashes=(HASH_A,))
+
+    assert f"Hedera (chain id {int(chain_id, 16)}) rejects blob (type 0x3)" in info.value.message
+    assert node.methods == ["eth_chainId"]
+
+
+async def test_fill_set_code_estimates_with_the_authorization_list() -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, to=TO, authorization_list=(AUTH_ANY_CHAIN,))
+
+    assert tx.type == SET_CODE and tx.authorization_list == (AUTH_ANY_CHAIN,)
+    estimate = dict(node.calls)["eth_estimateGas"][0]
+    assert estimate["authorizationList"] == [AUTH_ANY_CHAIN.to_json()]

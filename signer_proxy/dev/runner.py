@@ -1,0 +1,222 @@
+"""`signer-proxy dev`: start the KMS emulator, the dev chain and the proxy; stop them in reverse.
+
+The proxy is the production one (`create_app`, aioboto3 against the emulator's endpoint), so
+dev mode exercises the same KMS code path as a deployment. Everything listens on loopback only
+(the proxy has no authentication yet). Each part is registered for shutdown as soon as it has
+started, so a failed start, SIGINT or SIGTERM leave no thread or port behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+from aiohttp import web
+
+from signer_proxy.config import Settings, require_serve_settings, validate
+from signer_proxy.dev.banner import Account, BannerInfo, render_banner
+from signer_proxy.dev.chain import DEFAULT_CHAIN_ID
+from signer_proxy.dev.funding import fund_or_explain
+from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.hexdata import parse_quantity
+from signer_proxy.upstream import HttpUpstream
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+HOST = "127.0.0.1"
+MAX_KEYS = 100
+# The emulator accepts any credentials; these keep the developer's real AWS ones out of play.
+DEV_AWS_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+DROPPED_AWS_ENVIRONMENT = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    """The `signer-proxy dev` flags."""
+
+    port: int = 8545
+    keys: int = 3
+    upstream: str = ""
+    state_dir: Path | None = None
+    chain_id: int = DEFAULT_CHAIN_ID
+    chain_port: int = 0
+    kms_port: int = 0
+    log_level: str = "info"
+
+
+def check_options(options: DevOptions) -> None:
+    """ConfigError naming the flag when an option cannot work."""
+    if not 1 <= options.keys <= MAX_KEYS:
+        raise ConfigError(f"--keys must be from 1 to {MAX_KEYS}, got {options.keys}")
+    for flag, port in (
+        ("--port", options.port),
+        ("--chain-port", options.chain_port),
+        ("--kms-port", options.kms_port),
+    ):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{flag} must be a TCP port (0 picks a free one), got {port}")
+    if not 1 <= options.chain_id < 2**64:
+        raise ConfigError(f"--chain-id must be a positive integer, got {options.chain_id}")
+    if options.upstream and options.chain_port:
+        raise ConfigError("--chain-port is for the embedded chain; it has no use with --upstream")
+    if options.upstream:  # the same URL rules as `serve --upstream`
+        require_serve_settings(Settings(upstream=options.upstream, kms_keys=("alias/dev-0",)))
+    if (
+        options.state_dir is not None
+        and options.state_dir.exists()
+        and not options.state_dir.is_dir()
+    ):
+        raise ConfigError(f"--state-dir {options.state_dir} exists and is not a directory")
+
+
+async def _chain_id(node: HttpUpstream) -> int:
+    """The node's chain id; ConfigError naming the node when it does not answer."""
+    try:
+        return parse_quantity(await node.call("eth_chainId", []), "eth_chainId")
+    except SignerProxyError as exc:
+        raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
+
+
+def check_port_free(flag: str, port: int) -> None:
+    """Fail fast, before anything starts, when a chosen port is taken (0 is always free)."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {HOST}:{port}: {exc.strerror}; choose another {flag}"
+            ) from None
+
+
+def use_dev_credentials() -> None:
+    """Dummy AWS credentials for this process: the emulator needs some, real ones stay unused."""
+    for name in DROPPED_AWS_ENVIRONMENT:
+        os.environ.pop(name, None)
+    os.environ.update(DEV_AWS_ENVIRONMENT)
+
+
+async def run_dev(
+    options: DevOptions,
+    stop: asyncio.Event | None = None,
+    out: TextIO = sys.stdout,
+    started: float | None = None,
+) -> None:
+    """Start everything, print the banner to `out`, run until `stop` is set (or SIGINT /
+    SIGTERM when `stop` is None), then stop everything; ConfigError if it cannot start.
+    `started` (time.monotonic()) is when the command began, for the banner's ready time."""
+    started = time.monotonic() if started is None else started
+    check_options(options)
+    check_port_free("--port", options.port)
+    check_port_free("--chain-port", options.chain_port)
+    check_port_free("--kms-port", options.kms_port)
+    loop = asyncio.get_running_loop()
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        if stop.is_set():
+            return
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        )
+        chain_id = 0
+        if options.upstream:  # a node that does not answer stops us before anything starts
+            node = HttpUpstream(options.upstream, session, 30)
+            chain_id = await _chain_id(node)
+
+        from signer_proxy.dev.kms_emulator import create_dev_keys, start_kms_emulator
+
+        try:
+            kms = start_kms_emulator(HOST, options.kms_port)
+        except OSError:
+            raise ConfigError(
+                f"the KMS emulator cannot listen on {HOST}:{options.kms_port}; "
+                "choose another --kms-port"
+            ) from None
+        stack.callback(kms.stop)
+        keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
+
+        chain_url = ""
+        if not options.upstream:
+            from signer_proxy.dev.chain_server import ChainServer
+
+            server = ChainServer(options.chain_id, HOST, options.chain_port)
+            stack.push_async_callback(server.stop)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"the dev chain cannot listen on {HOST}:{options.chain_port} "
+                    f"({exc.strerror}); choose another --chain-port"
+                ) from None
+            chain_url = server.url
+            node = HttpUpstream(chain_url, session, 30)
+            chain_id = await _chain_id(node)
+
+        settings = Settings(
+            listen=f"{HOST}:{options.port}",
+            upstream=options.upstream or chain_url,
+            aws_region=REGION,
+            aws_endpoint_url=kms.url,
+            kms_keys=tuple(key.alias for key in keys),
+            log_level=options.log_level,
+        )
+        validate(settings)
+        try:
+            funding, balances = await fund_or_explain(node, [key.address for key in keys])
+        except SignerProxyError as exc:
+            raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
+
+        from signer_proxy.app import create_app
+
+        runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+        await runner.setup()  # loads the KMS keys through aioboto3, as `serve` does
+        stack.push_async_callback(runner.cleanup)
+        try:
+            await web.TCPSite(runner, HOST, options.port).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {HOST}:{options.port}: {exc.strerror}; choose another --port"
+            ) from None
+        bound_host, bound_port = runner.addresses[0][:2]
+        proxy_url = f"http://{bound_host}:{bound_port}"
+
+        info = BannerInfo(
+            proxy_url=proxy_url,
+            node_url=node.display_url,
+            chain_url=chain_url,
+            chain_id=chain_id,
+            kms_url=kms.url,
+            region=REGION,
+            accounts=[
+                Account(key.alias, key.address, balance)
+                for key, balance in zip(keys, balances, strict=True)
+            ],
+            funding=funding,
+            state_dir=str(options.state_dir) if options.state_dir else "",
+            ready_seconds=time.monotonic() - started,
+        )
+        out.write(render_banner(info))
+        out.flush()
+        await stop.wait()
+        log.info("stopping")

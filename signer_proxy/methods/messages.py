@@ -1,0 +1,87 @@
+"""personal_sign, eth_sign and eth_signTypedData(_v3, _v4): EIP-191 / EIP-712 signatures.
+
+Every digest carries its EIP-191 prefix (see signer_proxy.messages); v is 27/28.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from signer_proxy.errors import ChainIdMismatch, InvalidParams
+from signer_proxy.hexdata import parse_address, parse_data, to_data
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.keys.signer import sign_checked
+from signer_proxy.messages import (
+    load_typed_data,
+    message_signature_bytes,
+    personal_message_digest,
+    personal_sign_bytes,
+    typed_data_chain_id,
+    typed_data_digest,
+)
+from signer_proxy.transactions import ChainFacts
+
+log = logging.getLogger(__name__)
+
+
+def _params(params: Any, method: str, shape: str, counts: tuple[int, ...]) -> list[Any]:
+    if not isinstance(params, list) or len(params) not in counts:
+        raise InvalidParams(f"{method} takes params {shape}")
+    return params
+
+
+class MessageMethods:
+    def __init__(self, registry: Callable[[], KeyRegistry], facts: ChainFacts) -> None:
+        self._registry = registry
+        self._facts = facts
+
+    async def _sign(self, method: str, address: Any, digest: bytes) -> str:
+        signer = self._registry().get(parse_address(address, "address"))
+        signature = await sign_checked(signer, digest)
+        log.info(
+            "%s from=%s digest=%s key=%s", method, signer.address, to_data(digest), signer.key_name
+        )
+        return to_data(message_signature_bytes(signature))
+
+    async def personal_sign(self, params: Any, context: CallContext) -> str:
+        """EIP-191 signature of [message, address]; message as 0x-hex bytes or UTF-8 text."""
+        # A third param (geth's password) is accepted and ignored: the keys are in KMS.
+        data, address, *_ = _params(params, "personal_sign", "[message, address]", (2, 3))
+        message = personal_sign_bytes(data)
+        return await self._sign("personal_sign", address, personal_message_digest(message))
+
+    async def eth_sign(self, params: Any, context: CallContext) -> str:
+        """geth's eth_sign: [address, 0x-hex data], signed with the EIP-191 prefix, never bare."""
+        address, data = _params(params, "eth_sign", "[address, 0x-hex data]", (2,))
+        message = parse_data(data, "eth_sign data")
+        return await self._sign("eth_sign", address, personal_message_digest(message))
+
+    async def _typed(self, method: str, params: Any, *, allow_arrays: bool) -> str:
+        address, raw = _params(params, method, "[address, typedData]", (2,))
+        data = load_typed_data(raw)
+        chain_id = typed_data_chain_id(data)
+        if chain_id is not None:
+            node_chain_id = await self._facts.chain_id()
+            if chain_id != node_chain_id:
+                raise ChainIdMismatch(
+                    f"typed data domain.chainId {chain_id} differs from the node's chain id "
+                    f"{node_chain_id}; refusing to sign for another chain"
+                )
+        return await self._sign(method, address, typed_data_digest(data, allow_arrays=allow_arrays))
+
+    async def eth_signTypedData_v4(self, params: Any, context: CallContext) -> str:
+        """EIP-712 signature of [address, typedData (object or JSON string)]."""
+        return await self._typed("eth_signTypedData_v4", params, allow_arrays=True)
+
+    async def eth_signTypedData_v3(self, params: Any, context: CallContext) -> str:
+        """As _v4, without array types (as wallets implement v3)."""
+        return await self._typed("eth_signTypedData_v3", params, allow_arrays=False)
+
+    async def eth_signTypedData(self, params: Any, context: CallContext) -> str:
+        """[address, typedData] as _v4 (Hardhat's and Ganache's meaning); v1 lists are refused."""
+        if isinstance(params, list) and params and isinstance(params[0], list):
+            load_typed_data(params[0])  # MetaMask's legacy v1 order: raises the v1 explanation
+        return await self._typed("eth_signTypedData", params, allow_arrays=True)

@@ -1,0 +1,79 @@
+"""Graceful shutdown: stop accepting, let in-flight requests finish within a deadline.
+
+aiohttp's own cleanup also waits for handlers, but its timeout is rounded up to whole
+seconds and applied twice (wait, then cancel and wait again); draining here first makes the
+deadline the operator set the one that holds, and lets the log say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """Counts requests being handled; `idle()` waits until there are none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+async def drain(runner: web.BaseRunner, in_flight: InFlight, deadline: float) -> bool:
+    """Close the listeners and idle connections, then wait up to `deadline` seconds for
+    in-flight requests; True when all finished (the caller then runs runner.cleanup())."""
+    in_flight.draining = True
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is not None:
+        # Keep-alive connections: no new request on them; busy ones close after replying.
+        runner.server.pre_shutdown()
+    pending = in_flight.count
+    if pending == 0:
+        log.info("stopped accepting connections; no request in flight")
+        return True
+    log.info(
+        "stopped accepting connections; waiting up to %g s for %d in-flight request(s)",
+        deadline,
+        pending,
+    )
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(deadline):
+            await in_flight.idle()
+    except TimeoutError:
+        log.warning(
+            "shutdown deadline of %g s reached: cancelling %d request(s) still in flight "
+            "(raise --shutdown-timeout to give them longer)",
+            deadline,
+            in_flight.count,
+        )
+        return False
+    log.info("in-flight requests finished in %.1f s", time.monotonic() - started)
+    return True

@@ -1,0 +1,68 @@
+"""dev/banner: what `signer-proxy dev` prints once ready."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from signer_proxy.dev.banner import READY_LINE, Account, BannerInfo, format_ether, render_banner
+
+INFO = BannerInfo(
+    proxy_url="http://127.0.0.1:8545",
+    node_url="http://127.0.0.1:40000",
+    chain_url="http://127.0.0.1:40000",
+    chain_id=1337,
+    kms_url="http://127.0.0.1:40001",
+    region="us-east-1",
+    accounts=[
+        Account("alias/dev-0", "0x" + "aa" * 20, 1000 * 10**18),
+        Account("alias/dev-10", "0x" + "bb" * 20, 5 * 10**17),
+    ],
+    funding="1000 ETH each via transfer from 0xfunder",
+    state_dir="",
+    ready_seconds=1.234,
+)
+
+
+@pytest.mark.parametrize(
+    ("wei", "text"),
+    [
+        pytest.param(0, "0", id="zero"),
+        pytest.param(10**18, "1", id="one"),
+        pytest.param(1000 * 10**18, "1000", id="thousand"),
+        pytest.param(15 * 10**17, "1.5", id="fraction"),
+        pytest.param(1, "0.000000000000000001", id="one-wei"),
+    ],
+)
+def test_format_ether_is_exact(wei: int, text: str) -> None:
+    assert format_ether(wei) == text
+
+
+def test_banner_shows_urls_accounts_and_ready_time() -> None:
+    text = render_banner(INFO)
+    assert text.startswith(f"{READY_LINE} (1.2 s)\n")
+    assert "http://127.0.0.1:40000 (HTTP), ws://127.0.0.1:40000 (WebSocket)" in text
+    assert "chain id 1337" in text
+    assert f"    alias/dev-0   {'0x' + 'aa' * 20}  1000 ETH\n" in text  # aliases aligned
+    assert f"    alias/dev-10  {'0x' + 'bb' * 20}  0.5 ETH\n" in text
+    assert "in memory only" in text
+    assert text.endswith("Ctrl-C stops everything.\n")
+
+
+def test_banner_commands_use_the_proxy_and_the_first_account() -> None:
+    text = render_banner(INFO)
+    first = "0x" + "aa" * 20
+    assert f"cast send --unlocked --from {first} --rpc-url http://127.0.0.1:8545 " in text
+    assert 'url: "http://127.0.0.1:8545", accounts: "remote"' in text
+    assert f'JsonRpcProvider("http://127.0.0.1:8545").getSigner("{first}")' in text
+    assert f'w3.eth.send_transaction({{"from": "{first}"' in text
+
+
+def test_banner_with_upstream_and_state_dir() -> None:
+    text = render_banner(
+        dataclasses.replace(INFO, chain_url="", chain_id=31337, state_dir="/tmp/state")
+    )
+    assert "Node                        http://127.0.0.1:40000, chain id 31337" in text
+    assert "WebSocket" not in text
+    assert "kept in /tmp/state (addresses survive a restart)" in text
