@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
@@ -23,6 +22,7 @@ from signer_proxy.health import (
 )
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_kms import load_signers
+from signer_proxy.keys.kms_sign import LeanKmsClient
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
@@ -126,22 +126,25 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-                    timeout=aiohttp.ClientTimeout(
-                        total=settings.upstream_timeout,
-                        sock_connect=settings.upstream_connect_timeout,
-                    ),
-                )
+            node = HttpUpstream(
+                settings.upstream,
+                settings.upstream_timeout,
+                connect_timeout=settings.upstream_connect_timeout,
             )
-            upstream = metrics.upstream(
-                HttpUpstream(settings.upstream, session, settings.upstream_timeout)
-            )
+            stack.push_async_callback(node.aclose)
+            upstream = metrics.upstream(node)
             if signers is None:
                 client = await stack.enter_async_context(kms_client(settings))
                 region = client.meta.region_name
-                loaded: Sequence[Signer] = await load_signers(client, settings.kms_keys, region)
+                sign_client = None
+                if settings.kms_sign_client == "lean":
+                    sign_client = await LeanKmsClient.from_default_chain(
+                        region, settings.aws_endpoint_url, settings.kms_timeout
+                    )
+                    stack.push_async_callback(sign_client.aclose)
+                loaded: Sequence[Signer] = await load_signers(
+                    client, settings.kms_keys, region, sign_client
+                )
             else:
                 loaded = signers
             registry = KeyRegistry(metrics.signer(s) for s in loaded)

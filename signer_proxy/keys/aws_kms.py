@@ -188,11 +188,15 @@ async def load_key(client: Any, key_ref: str, region: str) -> KmsKeyInfo:
     )
 
 
-async def load_signers(client: Any, key_refs: tuple[str, ...], region: str) -> list[KmsSigner]:
-    """Load every configured key concurrently; the first unusable one stops startup."""
+async def load_signers(
+    client: Any, key_refs: tuple[str, ...], region: str, sign_client: Any = None
+) -> list[KmsSigner]:
+    """Load every configured key concurrently; the first unusable one stops startup.
+
+    `sign_client` (e.g. a LeanKmsClient) serves the signers' Sign calls; default `client`."""
     infos = await asyncio.gather(*(load_key(client, ref, region) for ref in key_refs))
     signers: dict[str, KmsSigner] = {}
-    for info in infos:
-        signers.setdefault(info.arn, KmsSigner(client, info))  # an alias and its id: one key
+    for info in infos:  # an alias and its id name one key: one signer
+        signers.setdefault(info.arn, KmsSigner(sign_client or client, info))
         log.info("loaded KMS key %s (%s) as %s", info.ref, info.arn, info.address)
     return list(signers.values())
