@@ -215,7 +215,8 @@ class Report:
 
 
 class Bench:
-    def __init__(self, smoke: bool, use_wrk: bool) -> None:
+    def __init__(self, smoke: bool, use_wrk: bool, only: tuple[str, ...] = ()) -> None:
+        self.only = only
         self.smoke = smoke
         self.use_wrk = use_wrk and shutil.which("wrk") is not None
         self.seconds = 1.0 if smoke else 5.0
@@ -401,12 +402,10 @@ class Bench:
             "python aiohttp", "smoke": self.smoke, "proxy_cpu": 0 if shutil.which("taskset")
             else None, "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         }  # fmt: skip
-        print("pass-through", flush=True)
-        self.passthrough()
-        print("signing", flush=True)
-        self.signing()
-        print("memory", flush=True)
-        self.memory()
+        for part in ("passthrough", "signing", "memory"):
+            if not self.only or part in self.only:
+                print(part, flush=True)
+                getattr(self, part)()
         self.judge()
         return self.report
 
@@ -454,8 +453,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run, for CI")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
+    parser.add_argument(
+        "--only", action="append", choices=["passthrough", "signing", "memory"], default=[],
+        help="run only this part (repeatable); the report then has only those rows",
+    )  # fmt: skip
     args = parser.parse_args()
-    report = Bench(args.smoke, not args.no_wrk).run()
+    report = Bench(args.smoke, not args.no_wrk, tuple(args.only)).run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "smoke" if args.smoke else "latest"
