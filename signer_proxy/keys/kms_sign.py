@@ -39,9 +39,7 @@ def kms_endpoint(region: str, endpoint_url: str = "") -> str:
 class LeanKmsClient:
     """KMS `Sign` only, for one Region and endpoint; `aclose` when done."""
 
-    def __init__(
-        self, credentials: Any, region: str, endpoint_url: str, timeout: float
-    ) -> None:
+    def __init__(self, credentials: Any, region: str, endpoint_url: str, timeout: float) -> None:
         self._credentials = credentials  # aiobotocore credentials (refreshable or static)
         self._region = region
         self._url = kms_endpoint(region, endpoint_url).rstrip("/") + "/"
