@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
@@ -27,6 +26,7 @@ from signer_proxy.health import (
 from signer_proxy.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_kms import KmsCalls, load_signers
+from signer_proxy.keys.kms_sign import LeanKmsClient
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
@@ -71,12 +71,15 @@ def kms_client(settings: Settings) -> Any:
     )
 
 
-def make_upstream(
-    settings: Settings, session: aiohttp.ClientSession
-) -> HttpUpstream | FailoverUpstream:
-    """The node client: one URL, or several with failover (FailoverUpstream)."""
+def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
+    """The node client: one URL, or several with failover (FailoverUpstream); `aclose` it."""
     urls = upstream_urls(settings.upstream)
-    nodes = [HttpUpstream(url, session, settings.upstream_timeout) for url in urls]
+    nodes = [
+        HttpUpstream(
+            url, settings.upstream_timeout, connect_timeout=settings.upstream_connect_timeout
+        )
+        for url in urls
+    ]
     return nodes[0] if len(nodes) == 1 else FailoverUpstream(nodes)
 
 
@@ -218,16 +221,8 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-                    timeout=aiohttp.ClientTimeout(
-                        total=settings.upstream_timeout,
-                        sock_connect=settings.upstream_connect_timeout,
-                    ),
-                )
-            )
-            node = make_upstream(settings, session)
+            node = make_upstream(settings)
+            stack.push_async_callback(node.aclose)
             if isinstance(node, FailoverUpstream):
                 background(stack, node.watch(settings.upstream_health_interval))
             upstream = metrics.upstream(node)
@@ -240,8 +235,14 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                     settings.kms_backoff_base,
                     settings.kms_backoff_max,
                 )
+                sign_client = None
+                if settings.kms_sign_client == "lean":
+                    sign_client = await LeanKmsClient.from_default_chain(
+                        region, settings.aws_endpoint_url, settings.kms_timeout
+                    )
+                    stack.push_async_callback(sign_client.aclose)
                 loaded: Sequence[Signer] = await load_signers(
-                    client, settings.kms_keys, region, calls
+                    client, settings.kms_keys, region, calls, sign_client
                 )
             else:
                 loaded = signers
@@ -250,9 +251,7 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
             facts = ChainFacts(upstream)
             nonces = None
             if settings.nonce_store:
-                redis_nonces = await start_redis_nonces(
-                    stack, registry, upstream, facts, settings
-                )
+                redis_nonces = await start_redis_nonces(stack, registry, upstream, facts, settings)
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
                 nonces = redis_nonces
             app[ROUTER] = build_router(registry, upstream, facts, settings, metrics, nonces)

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
             raise ConfigError("--log-level must be debug, info, warning or error")
         configure_logging(args.log_level)
         use_dev_credentials()
-        asyncio.run(run_dev(options, started=started))
+        run_event_loop(run_dev(options, started=started))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2
@@ -132,6 +132,17 @@ def configure_logging(level: str, log_format: str = "text", upstream: str = "") 
     """Logging to stderr; the upstream URL's credentials and AWS keys are scrubbed from it."""
     secrets = [*secrets_in_url(upstream), *secrets_in_environment(os.environ)]
     configure_logs(level, log_format, secrets)
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server's coroutine on uvloop where it is installed (Linux, macOS): its event
+    loop and transports are written in C and roughly halve the per-request CPU."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def serve(settings: Settings) -> None:
@@ -188,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(settings.log_level, settings.log_format, settings.upstream)
-        asyncio.run(serve(settings))
+        run_event_loop(serve(settings))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2

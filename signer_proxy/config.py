@@ -136,6 +136,12 @@ class Settings:
         "Osaka and later, Ethereum mainnet since December 2025) or eip4844 (one proof per "
         "blob; Cancun/Prague chains).",
     )
+    kms_sign_client: str = _setting(
+        "lean",
+        "How KMS Sign calls are made: lean (the KMS JSON protocol over a keep-alive pool, SigV4 "
+        "by botocore, ~20x less CPU) or aioboto3 (the full botocore client). Key loading and "
+        "management always use aioboto3.",
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
         return host_port(self.listen)
@@ -283,6 +289,10 @@ def validate(settings: Settings) -> None:
             ) from None
     if settings.shutdown_timeout < 0:
         raise ConfigError("--shutdown-timeout must be zero or more seconds")
+    if settings.kms_sign_client not in ("lean", "aioboto3"):
+        raise ConfigError(
+            f"--kms-sign-client must be lean or aioboto3, got {settings.kms_sign_client!r}"
+        )
     if settings.blob_sidecar not in ("eip7594", "eip4844"):
         raise ConfigError(
             f"--blob-sidecar must be eip7594 or eip4844, got {settings.blob_sidecar!r}"

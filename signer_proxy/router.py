@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
@@ -20,6 +21,7 @@ from signer_proxy.jsonrpc import (
     Body,
     Call,
     CallContext,
+    dumps,
     error_response,
     result_response,
 )
@@ -127,9 +129,9 @@ class Router:
             for position, (_, call) in enumerate(forwarded)
         ]
         try:
-            payload = await self._upstream.forward(json.dumps(batch).encode())
+            payload = await self._upstream.forward(dumps(batch))
             try:
-                decoded = json.loads(payload)
+                decoded = orjson.loads(payload)
             except ValueError:
                 raise UpstreamBadResponse(
                     "the node answered a batch with a body that is not JSON; check --upstream"

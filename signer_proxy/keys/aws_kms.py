@@ -295,14 +295,19 @@ async def load_key(
 
 
 async def load_signers(
-    client: Any, key_refs: tuple[str, ...], region: str, calls: KmsCalls | None = None
+    client: Any,
+    key_refs: tuple[str, ...],
+    region: str,
+    calls: KmsCalls | None = None,
+    sign_client: Any = None,
 ) -> list[KmsSigner]:
-    """Load every configured key concurrently; the first unusable one stops startup."""
+    """Load every configured key concurrently; the first unusable one stops startup.
+
+    `sign_client` (e.g. a LeanKmsClient) serves the signers' Sign calls; default `client`."""
     calls = calls or KmsCalls()
     infos = await asyncio.gather(*(load_key(client, ref, region, calls) for ref in key_refs))
     signers: dict[str, KmsSigner] = {}
-    for info in infos:
-        # an alias and its id: one key
-        signers.setdefault(info.arn, KmsSigner(client, info, calls))
+    for info in infos:  # an alias and its id name one key: one signer
+        signers.setdefault(info.arn, KmsSigner(sign_client or client, info, calls))
         log.info("loaded KMS key %s (%s) as %s", info.ref, info.arn, info.address)
     return list(signers.values())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from signer_proxy.errors import BodyTooLarge, SignerProxyError
-from signer_proxy.jsonrpc import error_response, parse_body
+from signer_proxy.jsonrpc import dumps, error_response, parse_body
 from signer_proxy.metrics import METRICS
 from signer_proxy.router import Router
 
@@ -18,9 +17,7 @@ MAX_BODY = web.AppKey("max_body", int)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(payload).encode(), status=status, content_type="application/json"
-    )
+    return web.Response(body=dumps(payload), status=status, content_type="application/json")
 
 
 async def handle_post(request: web.Request) -> web.StreamResponse:
