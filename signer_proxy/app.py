@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -11,9 +13,13 @@ import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
+from signer_proxy.audit import AuditLog, FileAuditLog, open_audit_log
+from signer_proxy.auth import Authenticator, load_api_keys
 from signer_proxy.blobs import SidecarForm
+from signer_proxy.budgets import BudgetStore, MemoryBudgetStore
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.gate import GuardedSigner, SigningGate
 from signer_proxy.health import (
     READINESS_CHECKS,
     chain_id_check,
@@ -22,16 +28,20 @@ from signer_proxy.health import (
     upstream_check,
 )
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_kms import load_signers
+from signer_proxy.keys.aws_kms import KmsSigner, load_signers
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
-from signer_proxy.metrics import METRICS, Metrics
+from signer_proxy.metrics import METRICS, Metrics, method_family
 from signer_proxy.nonces import MemoryNonceManager
+from signer_proxy.policy import Policy, load_policy
+from signer_proxy.ratelimit import RateLimiter
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.transactions import ChainFacts, pending_nonce
+from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import HttpUpstream, Upstream
@@ -40,6 +50,9 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", KeyRegistry)
+GATE = web.AppKey("gate", SigningGate)
+# Daily value budgets; the replicas' Redis store replaces this before startup (budgets.py).
+BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["REGISTRY", "SETTINGS", "create_app", "transport"]
 
@@ -72,8 +85,11 @@ def build_router(
     facts: ChainFacts,
     settings: Settings,
     metrics: Metrics | None = None,
+    gate: SigningGate | None = None,
 ) -> Router:
-    """The method table: local methods by name, everything else to the node."""
+    """The method table: local methods by name, everything else to the node; `gate` decides
+    each client's methods and every signature (none: no policy, nothing audited)."""
+    gate = gate or SigningGate()
 
     async def pending_count(address: str) -> int:
         return await pending_nonce(upstream, address)
@@ -81,7 +97,7 @@ def build_router(
     def current() -> KeyRegistry:
         return registry
 
-    accounts = AccountMethods(current)
+    accounts = AccountMethods(current, gate)
     nonces = MemoryNonceManager(pending_count)
     txs = TransactionMethods(
         current,
@@ -91,9 +107,10 @@ def build_router(
         settings.gas_margin,
         allow_pre_eip155=settings.allow_pre_eip155,
         sidecar_form=SidecarForm(settings.blob_sidecar),
+        gate=gate,
     )
-    messages = MessageMethods(current, facts)
-    authorizations = AuthorizationMethods(current, upstream, facts)
+    messages = MessageMethods(current, facts, gate)
+    authorizations = AuthorizationMethods(current, upstream, facts, gate)
     methods: dict[str, Handler] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,
@@ -108,13 +125,91 @@ def build_router(
         # authorization.
         "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
-    return Router(methods, upstream, observer=metrics.observe_reply if metrics else None)
+    return Router(
+        methods,
+        upstream,
+        observer=metrics.observe_reply if metrics else None,
+        gate=gate.call_denial,
+    )
+
+
+def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
+    """How the policy file may name a key: address, key ARN, or as given in --kms-key."""
+    names: dict[str, str] = {}
+    for signer in signers:
+        names[signer.address.lower()] = signer.address
+        names[signer.key_name] = signer.address
+        if isinstance(signer, KmsSigner):
+            names[signer.info.ref] = signer.address
+    return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
+
+
+def build_gate(
+    policy: Policy,
+    signers: Sequence[Signer],
+    budgets: BudgetStore,
+    audit: AuditLog,
+    metrics: Metrics,
+) -> SigningGate:
+    """The policy bound to the loaded keys, counting refusals in `metrics`."""
+
+    def count_denial(method: str) -> None:
+        metrics.policy_denials.labels(method_family(method, True)).inc()
+
+    return SigningGate(policy.bind(key_resolver(signers)), budgets, audit, count_denial)
+
+
+def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
+    authenticator = Authenticator(
+        api_keys,
+        policy.cert_clients(),
+        required=settings.auth_configured,
+        allow_query_key=settings.allow_api_key_in_query,
+    )
+    if authenticator.required:
+        log.info(
+            "authentication on: %d client(s) with API keys%s%s",
+            len(api_keys),
+            ", client certificates" if settings.tls_client_ca_file else "",
+            ", ?key= accepted" if settings.allow_api_key_in_query else "",
+        )
+        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
+        if silent:
+            log.warning(
+                "policy file clients with no API key and no certificate name cannot "
+                "authenticate: %s",
+                ", ".join(silent),
+            )
+        if not authenticator.clients:
+            log.warning("authentication is on but no client can authenticate: every call gets 401")
+    return authenticator
 
 
 def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
     """The aiohttp application; KMS keys load at startup unless `signers` are given (tests)."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    # Who may sign what: read now, so that a bad file refuses the start before anything runs.
+    policy = load_policy(settings.policy_file)
+    authenticator = build_authenticator(settings, policy)
+    limits = {name: c.rate_limit for name, c in policy.clients.items() if c.rate_limit}
+    app[ACCESS] = build_access(
+        authenticator, RateLimiter(limits), settings.allowed_hosts, settings.cors_origins
+    )
+    try:
+        audit = open_audit_log(
+            settings.audit_log, settings.audit_log_max_bytes, settings.audit_log_backups
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"--audit-log {settings.audit_log} cannot be opened for appending: {exc.strerror}"
+        ) from None
+    app[BUDGETS] = MemoryBudgetStore()
+    if settings.tls_cert_file:
+        app[SERVER_TLS] = ServerTls(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
     app[MAX_BATCH] = settings.max_batch
     app[MAX_BODY] = settings.max_body_bytes
     metrics = app[METRICS] = Metrics()
@@ -126,9 +221,17 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if isinstance(audit, FileAuditLog):
+                stack.callback(audit.close)
+            server_tls = app.get(SERVER_TLS)
+            if server_tls is not None and settings.tls_reload_interval > 0:
+                watcher = asyncio.create_task(server_tls.watch(settings.tls_reload_interval))
+                stack.push_async_callback(_cancel, watcher)
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                    connector=aiohttp.TCPConnector(
+                        limit=256, ttl_dns_cache=300, ssl=upstream_ssl(settings.upstream_ca_file)
+                    ),
                     timeout=aiohttp.ClientTimeout(
                         total=settings.upstream_timeout,
                         sock_connect=settings.upstream_connect_timeout,
@@ -144,10 +247,12 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                 loaded: Sequence[Signer] = await load_signers(client, settings.kms_keys, region)
             else:
                 loaded = signers
-            registry = KeyRegistry(metrics.signer(s) for s in loaded)
+            # Every key signs only inside a gate approval (gate.GuardedSigner).
+            registry = KeyRegistry(GuardedSigner(metrics.signer(s)) for s in loaded)
             app[REGISTRY] = registry
+            gate = app[GATE] = build_gate(policy, loaded, app[BUDGETS], audit, metrics)
             facts = ChainFacts(upstream)
-            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics)
+            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics, gate)
             checks.extend(
                 [
                     keys_check(lambda: app.get(REGISTRY)),
@@ -166,3 +271,9 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     add_routes(app)
     add_ops_routes(app, metrics=not settings.metrics_listen)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

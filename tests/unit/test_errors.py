@@ -6,18 +6,23 @@ import pytest
 
 from signer_proxy.errors import (
     INTERNAL_ERROR_MESSAGE,
+    AuditUnavailable,
     BatchTooLarge,
     BodyTooLarge,
     ChainIdMismatch,
     ConfigError,
+    Forbidden,
     InvalidParams,
     InvalidRequest,
     KmsUnavailable,
     MethodNotFound,
     NodeRejected,
     ParseError,
+    PolicyDenied,
+    RateLimited,
     SignerProxyError,
     SigningFailed,
+    Unauthorized,
     UnknownAccount,
     UpstreamBadResponse,
     UpstreamTimeout,
@@ -42,6 +47,9 @@ from signer_proxy.errors import (
         pytest.param(UpstreamUnavailable, -32020, 200, SignerProxyError, id="UpstreamUnavailable"),
         pytest.param(UpstreamTimeout, -32020, 200, UpstreamUnavailable, id="UpstreamTimeout"),
         pytest.param(UpstreamBadResponse, -32021, 200, SignerProxyError, id="UpstreamBadResponse"),
+        pytest.param(Unauthorized, -32040, 401, SignerProxyError, id="Unauthorized"),
+        pytest.param(Forbidden, -32041, 403, SignerProxyError, id="Forbidden"),
+        pytest.param(AuditUnavailable, -32044, 200, SignerProxyError, id="AuditUnavailable"),
     ],
 )
 def test_error_class_code_status_and_place_in_the_tree(
@@ -122,3 +130,22 @@ def test_docs_errors_table_matches_the_classes() -> None:
     for name, code in documented.items():
         if code != "node's":
             assert wire_classes[name].code == int(code), name
+
+
+def test_policy_denied_names_the_rule_and_scope_in_data() -> None:
+    error = PolicyDenied("max_value", "client ci", "policy rule max_value (client ci) refused")
+
+    assert error.to_error_object() == {
+        "code": -32043,
+        "message": "policy rule max_value (client ci) refused",
+        "data": {"rule": "max_value", "scope": "client ci"},
+    }
+    assert (error.rule, error.scope) == ("max_value", "client ci")
+
+
+def test_rate_limited_is_eip1474_limit_exceeded_with_the_wait() -> None:
+    error = RateLimited("over the limit; retry in 0.50 s", retry_after=0.5)
+
+    assert error.http_status == 429
+    assert error.to_error_object()["code"] == -32005
+    assert error.to_error_object()["data"] == {"retryAfter": 0.5}
