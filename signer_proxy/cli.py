@@ -97,10 +97,7 @@ def hash_api_key_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.generate:
-        key = generate_api_key()
-    else:
-        key = sys.stdin.readline().strip()
+    key = generate_api_key() if args.generate else sys.stdin.readline().strip()
     try:
         hashed = hash_api_key(key)
     except ValueError as exc:
@@ -179,9 +176,8 @@ async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM; startup problems raise ConfigError before listening."""
     from signer_proxy.app import create_app
     from signer_proxy.shutdown import IN_FLIGHT, drain
-    from signer_proxy.transport.ops import start_ops_listener
-
     from signer_proxy.tls import SERVER_TLS
+    from signer_proxy.transport.ops import start_ops_listener
 
     app = create_app(settings)
     # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
