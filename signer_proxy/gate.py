@@ -232,8 +232,12 @@ class SigningGate:
         value: int = 0,
     ) -> AsyncIterator[Decision]:
         held: list[tuple[str, int]] = []
+        scope = self.client_scope(context.client)
+        # The router refuses a method outside the client's scope before it runs; asked again
+        # here so that no path to a signature (a transport, a new method) can skip it.
+        denial = scope.method_denial(entry["method"]) or denial
         if denial is None:
-            denial = key_denial(self.client_scope(context.client), signer.address)
+            denial = key_denial(scope, signer.address)
         if denial is None:
             self._audit.check()  # AuditUnavailable: refuse before anything is spent or signed
             held, denial = await self._spend(scopes, signer.address, value)

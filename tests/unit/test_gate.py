@@ -311,3 +311,15 @@ def test_visible_accounts_follow_the_client_scope() -> None:
     s = Setup(Policy(clients={"ci": ClientScope("ci", keys=(b.lower(),))}))
     assert s.gate.visible_accounts("ci", [a, b]) == [b]
     assert s.gate.visible_accounts("other", [a, b]) == [a, b]
+
+
+async def test_the_method_scope_is_checked_again_at_the_signature() -> None:
+    """Even a path that skipped the router's call gate cannot sign for a read-only client."""
+    s = Setup(Policy(clients={"ro": ClientScope("ro", read_only=True)}))
+    with pytest.raises(PolicyDenied) as refused:
+        async with s.gate.transaction(
+            CallContext(client="ro"), "eth_sendTransaction", s.signer, TX
+        ):
+            pass
+    assert refused.value.rule == "read_only"
+    assert s.inner.records == []
