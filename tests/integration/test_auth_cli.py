@@ -284,3 +284,37 @@ async def test_upstream_over_https_with_a_private_ca(
     assert front.url.startswith("https://")
     assert refused["error"]["code"] == -32020
     assert "Certificate" in refused["error"]["message"]
+
+
+def test_cast_send_through_an_authenticated_proxy_with_its_header(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.conftest import tool
+
+    key = make_key()
+    anvil.fund(key.address)
+    proxy = start_proxy_process(
+        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
+        "--kms-key", key.arn, "--api-keys-file", str(write_api_keys_file(tmp_path)),
+    )  # fmt: skip
+    send = [tool("cast"), "send", "--unlocked", "--from", key.address, "--rpc-url", proxy.url,
+            TO, "--value", "1", "--json"]  # fmt: skip
+    try:
+        refused = subprocess.run(send, capture_output=True, text=True, timeout=60)
+        sent = subprocess.run(
+            [*send, "--rpc-headers", f"Authorization: Bearer {API_KEYS['ci']}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop(proxy.process)
+    # (the npm wrapper of cast 1.7.1 exits 0 even on this error: judge by what it printed)
+    assert "HTTP error 401" in refused.stderr
+    assert "-32040" in refused.stderr
+    assert refused.stdout == ""
+    assert sent.returncode == 0, sent.stderr
+    receipt = anvil.call("eth_getTransactionReceipt", [json.loads(sent.stdout)["transactionHash"]])
+    assert receipt["status"] == "0x1"
