@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ def write_api_keys_file(directory: Path, keys: dict[str, str] | None = None) -> 
     hashes = {client: hash_api_key(key) for client, key in (keys or API_KEYS).items()}
     path.write_text(yaml.safe_dump(hashes))
     return path
+
+
+def receipt(anvil: Any, tx_hash: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The transaction's receipt, once anvil has mined it (automine is quick, not instant)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = anvil.call("eth_getTransactionReceipt", [tx_hash])
+        if found is not None or time.monotonic() > deadline:
+            assert found is not None, f"{tx_hash} was not mined within {timeout} s"
+            return dict(found)
+        time.sleep(0.05)
 
 
 def write_policy_file(directory: Path, policy: dict[str, Any]) -> Path:

@@ -22,6 +22,7 @@ from signer_proxy.dev.kms_emulator import KmsEmulator
 from tests.auth_support import (
     API_KEYS,
     TestCa,
+    receipt,
     write_api_keys_file,
     write_policy_file,
 )
@@ -186,7 +187,7 @@ def test_serve_with_api_keys_client_certificates_https_audit_and_policy(
         tx = {"from": key.address, "to": TO, "value": "0x1"}
         status, sent, _ = https(proxy.url, with_cert, call("eth_sendTransaction", [tx]), {})
         assert status == 200, sent
-        assert anvil.call("eth_getTransactionReceipt", [sent["result"]])["status"] == "0x1"
+        assert receipt(anvil, sent["result"])["status"] == "0x1"
         too_much = {**tx, "value": hex(2 * 10**18)}
         _, denied, _ = https(proxy.url, with_cert, call("eth_sendTransaction", [too_much]), {})
         assert denied["error"]["data"] == {"rule": "max_value", "scope": "defaults"}
@@ -316,5 +317,4 @@ def test_cast_send_through_an_authenticated_proxy_with_its_header(
     assert "-32040" in refused.stderr
     assert refused.stdout == ""
     assert sent.returncode == 0, sent.stderr
-    receipt = anvil.call("eth_getTransactionReceipt", [json.loads(sent.stdout)["transactionHash"]])
-    assert receipt["status"] == "0x1"
+    assert receipt(anvil, json.loads(sent.stdout)["transactionHash"])["status"] == "0x1"

@@ -23,6 +23,7 @@ from tests.auth_support import (
     AuthCase,
     RecordingSigner,
     auth_params,
+    receipt,
     write_api_keys_file,
     write_policy_file,
 )
@@ -288,8 +289,7 @@ async def test_policy_rules_allow_and_deny_real_transactions(
         "ci", "eth_sendTransaction", [{"from": ADDRESS_A, "to": TO, "value": hex(3 * ETHER)}]
     )
 
-    receipt = anvil.call("eth_getTransactionReceipt", [sent["result"]])
-    assert receipt["status"] == "0x1"
+    assert receipt(anvil, sent["result"])["status"] == "0x1"
     assert too_much["error"]["data"] == {"rule": "max_value", "scope": "client dapp"}
     assert elsewhere["error"]["data"] == {"rule": "to_allowlist", "scope": "client dapp"}
     assert creation["error"]["data"] == {"rule": "contract_creation", "scope": f"key {ADDRESS_B}"}
