@@ -192,6 +192,14 @@ def test_serve_with_api_keys_client_certificates_https_audit_and_policy(
         _, denied, _ = https(proxy.url, with_cert, call("eth_sendTransaction", [too_much]), {})
         assert denied["error"]["data"] == {"rule": "max_value", "scope": "defaults"}
 
+        # The container health check speaks HTTPS to its own listener.
+        health = run_cli(
+            "healthcheck", "--listen", proxy.url.removeprefix("https://"),
+            "--tls-cert-file", str(tmp_path / "tls.crt"),
+            "--tls-key-file", str(tmp_path / "tls.key"),
+        )  # fmt: skip
+        assert health.returncode == 0, health.stderr
+
         # A renewed certificate (cert-manager, a Secret update) is served without a restart.
         for name, source in (("tls.crt", renewed.cert), ("tls.key", renewed.key)):
             shutil.copy(source, tmp_path / f"{name}.new")
