@@ -323,3 +323,21 @@ async def test_the_method_scope_is_checked_again_at_the_signature() -> None:
             pass
     assert refused.value.rule == "read_only"
     assert s.inner.records == []
+
+
+def test_policy_names_keys_by_address_arn_or_as_given_in_kms_key() -> None:
+    from signer_proxy.app import key_resolver
+    from signer_proxy.keys.aws_kms import KmsKeyInfo, KmsSigner
+    from signer_proxy.keys.local import LocalKeySigner
+
+    arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    kms = KmsSigner(None, KmsKeyInfo("alias/treasury", arn, b"", TO))
+    local = LocalKeySigner(b"\x07" * 32, "local-name")
+    resolve = key_resolver([kms, local])
+
+    assert resolve("alias/treasury") == TO
+    assert resolve(arn) == TO
+    assert resolve(TO.lower()) == TO
+    assert resolve(local.address.upper().replace("0X", "0x")) == local.address
+    assert resolve("local-name") == local.address
+    assert resolve("alias/other") is None
