@@ -326,3 +326,43 @@ def test_cast_send_through_an_authenticated_proxy_with_its_header(
     assert refused.stdout == ""
     assert sent.returncode == 0, sent.stderr
     assert receipt(anvil, json.loads(sent.stdout)["transactionHash"])["status"] == "0x1"
+
+
+def test_ethers_sends_its_api_key_in_a_fetch_request_header(
+    kms: KmsEmulator, make_key: KeyFactory, anvil: Anvil, tmp_path: Path
+) -> None:
+    import shutil as which
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    node = which.which("node")
+    assert node is not None, "node is required (make test installs ethers with npm)"
+    key = make_key()
+    proxy = start_proxy_process(
+        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
+        "--kms-key", key.arn, "--api-keys-file", str(write_api_keys_file(tmp_path)),
+    )  # fmt: skip
+    script = [node, str(ROOT / "tests" / "fixtures" / "ethers_api_key.cjs"), proxy.url]
+    env = {**os.environ, "NODE_PATH": str(ROOT / ".tools" / "node_modules")}
+    try:
+        good = subprocess.run(
+            script,
+            env={**env, "SIGNER_PROXY_API_KEY": API_KEYS["dapp"]},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        bad = subprocess.run(
+            script,
+            env={**env, "SIGNER_PROXY_API_KEY": "spk_" + "z" * 40},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop(proxy.process)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout) == {"address": key.address, "recovered": key.address}
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout.splitlines()[-1]) == {"error": "server response 401 Unauthorized"}
