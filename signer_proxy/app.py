@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -12,9 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import transport
+from signer_proxy.audit import AuditLog, FileAuditLog, open_audit_log
+from signer_proxy.auth import Authenticator, load_api_keys
 from signer_proxy.blobs import SidecarForm
+from signer_proxy.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.gate import GuardedSigner, SigningGate
 from signer_proxy.health import (
     READINESS_CHECKS,
     ReadinessCheck,
@@ -25,17 +30,21 @@ from signer_proxy.health import (
 )
 from signer_proxy.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_kms import KmsCalls, load_signers
+from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner, load_signers
 from signer_proxy.keys.kms_sign import LeanKmsClient
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
-from signer_proxy.metrics import METRICS, Metrics
+from signer_proxy.metrics import METRICS, Metrics, method_family
 from signer_proxy.nonces import MemoryNonceManager, NonceManager
+from signer_proxy.policy import Policy, load_policy
+from signer_proxy.ratelimit import RateLimiter
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.transactions import ChainFacts, pending_nonce
+from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
@@ -44,6 +53,9 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", KeyRegistry)
+GATE = web.AppKey("gate", SigningGate)
+# Daily value budgets; the replicas' Redis store replaces this before startup (budgets.py).
+BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["REGISTRY", "SETTINGS", "create_app", "transport"]
 
@@ -74,9 +86,13 @@ def kms_client(settings: Settings) -> Any:
 def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
     """The node client: one URL, or several with failover (FailoverUpstream); `aclose` it."""
     urls = upstream_urls(settings.upstream)
+    verify = upstream_ssl(settings.upstream_ca_file)  # True: the system's CAs
     nodes = [
         HttpUpstream(
-            url, settings.upstream_timeout, connect_timeout=settings.upstream_connect_timeout
+            url,
+            settings.upstream_timeout,
+            connect_timeout=settings.upstream_connect_timeout,
+            ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
         )
         for url in urls
     ]
@@ -109,9 +125,12 @@ def build_router(
     facts: ChainFacts,
     settings: Settings,
     metrics: Metrics | None = None,
+    gate: SigningGate | None = None,
     nonces: NonceManager | None = None,
 ) -> Router:
-    """The method table: local methods by name, everything else to the node."""
+    """The method table: local methods by name, everything else to the node; `gate` decides
+    each client's methods and every signature (none: no policy, nothing audited)."""
+    gate = gate or SigningGate()
 
     async def pending_count(address: str) -> int:
         return await pending_nonce(upstream, address)
@@ -119,7 +138,7 @@ def build_router(
     def current() -> KeyRegistry:
         return registry
 
-    accounts = AccountMethods(current)
+    accounts = AccountMethods(current, gate)
     nonces = nonces or MemoryNonceManager(pending_count)
     txs = TransactionMethods(
         current,
@@ -129,9 +148,10 @@ def build_router(
         settings.gas_margin,
         allow_pre_eip155=settings.allow_pre_eip155,
         sidecar_form=SidecarForm(settings.blob_sidecar),
+        gate=gate,
     )
-    messages = MessageMethods(current, facts)
-    authorizations = AuthorizationMethods(current, upstream, facts)
+    messages = MessageMethods(current, facts, gate)
+    authorizations = AuthorizationMethods(current, upstream, facts, gate)
     methods: dict[str, Handler] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,
@@ -151,6 +171,7 @@ def build_router(
         upstream,
         observer=metrics.observe_reply if metrics else None,
         deadline=settings.request_deadline,
+        gate=gate.call_denial if gate else None,
     )
 
 
@@ -182,8 +203,9 @@ async def start_redis_nonces(
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
-) -> NonceManager:
-    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair."""
+) -> tuple[NonceManager, Any]:
+    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
+    the manager and the Redis client (budgets share it)."""
     from signer_proxy.gap_repair import GapRepairer
     from signer_proxy.redis_nonces import connect
 
@@ -203,13 +225,86 @@ async def start_redis_nonces(
         nonces, current, upstream, facts, settings.gas_margin, settings.request_deadline
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
-    return nonces  # type: ignore[no-any-return]
+    return nonces, redis
+
+
+def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
+    """How the policy file may name a key: address, key ARN, or as given in --kms-key."""
+    names: dict[str, str] = {}
+    for signer in signers:
+        names[signer.address.lower()] = signer.address
+        names[signer.key_name] = signer.address
+        if isinstance(signer, KmsSigner):
+            names[signer.info.ref] = signer.address
+    return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
+
+
+def build_gate(
+    policy: Policy,
+    signers: Sequence[Signer],
+    budgets: BudgetStore,
+    audit: AuditLog,
+    metrics: Metrics,
+) -> SigningGate:
+    """The policy bound to the loaded keys, counting refusals in `metrics`."""
+
+    def count_denial(method: str) -> None:
+        metrics.policy_denials.labels(method_family(method, True)).inc()
+
+    return SigningGate(policy.bind(key_resolver(signers)), budgets, audit, count_denial)
+
+
+def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
+    authenticator = Authenticator(
+        api_keys,
+        policy.cert_clients(),
+        required=settings.auth_configured,
+        allow_query_key=settings.allow_api_key_in_query,
+    )
+    if authenticator.required:
+        log.info(
+            "authentication on: %d client(s) with API keys%s%s",
+            len(api_keys),
+            ", client certificates" if settings.tls_client_ca_file else "",
+            ", ?key= accepted" if settings.allow_api_key_in_query else "",
+        )
+        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
+        if silent:
+            log.warning(
+                "policy file clients with no API key and no certificate name cannot "
+                "authenticate: %s",
+                ", ".join(silent),
+            )
+        if not authenticator.clients:
+            log.warning("authentication is on but no client can authenticate: every call gets 401")
+    return authenticator
 
 
 def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
     """The aiohttp application; KMS keys load at startup unless `signers` are given (tests)."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    # Who may sign what: read now, so that a bad file refuses the start before anything runs.
+    policy = load_policy(settings.policy_file)
+    authenticator = build_authenticator(settings, policy)
+    limits = {name: c.rate_limit for name, c in policy.clients.items() if c.rate_limit}
+    app[ACCESS] = build_access(
+        authenticator, RateLimiter(limits), settings.allowed_hosts, settings.cors_origins
+    )
+    try:
+        audit = open_audit_log(
+            settings.audit_log, settings.audit_log_max_bytes, settings.audit_log_backups
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"--audit-log {settings.audit_log} cannot be opened for appending: {exc.strerror}"
+        ) from None
+    app[BUDGETS] = MemoryBudgetStore()
+    if settings.tls_cert_file:
+        app[SERVER_TLS] = ServerTls(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
     app[MAX_BATCH] = settings.max_batch
     app[MAX_BODY] = settings.max_body_bytes
     metrics = app[METRICS] = Metrics()
@@ -221,6 +316,12 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if isinstance(audit, FileAuditLog):
+                stack.callback(audit.close)
+            server_tls = app.get(SERVER_TLS)
+            if server_tls is not None and settings.tls_reload_interval > 0:
+                watcher = asyncio.create_task(server_tls.watch(settings.tls_reload_interval))
+                stack.push_async_callback(_cancel, watcher)
             node = make_upstream(settings)
             stack.push_async_callback(node.aclose)
             if isinstance(node, FailoverUpstream):
@@ -246,15 +347,23 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                 )
             else:
                 loaded = signers
-            registry = KeyRegistry(metrics.signer(s) for s in loaded)
+            # Every key signs only inside a gate approval (gate.GuardedSigner).
+            registry = KeyRegistry(GuardedSigner(metrics.signer(s)) for s in loaded)
             app[REGISTRY] = registry
             facts = ChainFacts(upstream)
             nonces = None
             if settings.nonce_store:
-                redis_nonces = await start_redis_nonces(stack, registry, upstream, facts, settings)
+                # Gap repair signs its fillers itself (zero-value self-transfers that only
+                # close nonce gaps): it gets the keys without the client gate.
+                internal = KeyRegistry(metrics.signer(s) for s in loaded)
+                redis_nonces, redis = await start_redis_nonces(
+                    stack, internal, upstream, facts, settings
+                )
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
+                app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
                 nonces = redis_nonces
-            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics, nonces)
+            gate = app[GATE] = build_gate(policy, loaded, app[BUDGETS], audit, metrics)
+            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics, gate, nonces)
             checks.extend(
                 [
                     keys_check(lambda: app.get(REGISTRY)),
@@ -273,3 +382,9 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     add_routes(app)
     add_ops_routes(app, metrics=not settings.metrics_listen)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

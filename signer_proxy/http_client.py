@@ -108,6 +108,11 @@ class HttpPool:
                 ),
                 self._connect_timeout,
             )
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(
+                f"Certificate verification failed: {exc.verify_message}; a private CA needs "
+                "--upstream-ca-file"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"could not connect ({type(exc).__name__})") from exc
         return _Connection(reader, writer)

@@ -33,6 +33,8 @@ class CallContext:
 
     client: str = "anonymous"
     transport: str = "http"
+    # How the client proved who it is: api_key, api_key_query, client_cert, none (no auth).
+    auth: str = "none"
 
 
 @dataclass(frozen=True, slots=True)

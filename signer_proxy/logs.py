@@ -30,6 +30,8 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "r
 # Environment variables whose values must never be written anywhere.
 SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 _MIN_SECRET_LENGTH = 6  # shorter strings ("/", "1") would shred ordinary text
+_BEARER_RE = re.compile(r"([Bb]earer\s+)(?!<|realm=)[^\s\"',;]+")
+_QUERY_KEY_RE = re.compile(r"([?&]key=)[^&\s\"']+")
 
 
 def request_id_from(header: str | None) -> str:
@@ -78,6 +80,10 @@ class Scrubber:
         for secret in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
+        # API keys are only known as hashes: scrub their shapes (a Bearer token, a ?key=).
+        if "earer" in line or "key=" in line:
+            line = _BEARER_RE.sub(r"\1" + REDACTED, line)
+            line = _QUERY_KEY_RE.sub(r"\1" + REDACTED, line)
         return line
 
 

@@ -34,6 +34,8 @@ ANONYMOUS = CallContext()
 Reply = dict[str, Any]
 # Sees each routed body with its reply and duration (metrics): body, reply, seconds, is_local.
 ReplyObserver = Callable[[Body, Any, float, Callable[[str], bool]], None]
+# Asked before any call is run or forwarded: an error refuses that call (client scope).
+CallGate = Callable[[str, CallContext], SignerProxyError | None]
 
 
 class Router:
@@ -45,11 +47,13 @@ class Router:
         upstream: Upstream,
         observer: ReplyObserver | None = None,
         deadline: float | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self._methods = dict(methods)
         self._upstream = upstream
         self._observer = observer
         self._deadline = deadline  # --request-deadline: every step of a call is bounded by it
+        self._gate = gate
 
     def is_local(self, method: str) -> bool:
         return method in self._methods
@@ -72,6 +76,9 @@ class Router:
         if not body.is_batch:
             call = body.calls[0]
             assert isinstance(call, Call)
+            refused = self._gate(call.method, context) if self._gate else None
+            if refused is not None:
+                return None if call.is_notification else error_response(call.id, refused)
             if self.is_local(call.method):
                 reply = await self._local(call, context)
                 return None if call.is_notification else reply
@@ -93,6 +100,9 @@ class Router:
         for index, call in enumerate(calls):
             if isinstance(call, BadCall):
                 slots[index] = error_response(call.id, call.error)
+            elif self._gate and (refused := self._gate(call.method, context)) is not None:
+                if not call.is_notification:
+                    slots[index] = error_response(call.id, refused)
             elif self.is_local(call.method):
                 local.append((index, call))
             else:

@@ -275,7 +275,7 @@ async def test_unreachable_redis_is_a_clear_error_without_the_password() -> None
     finally:
         await client.aclose()
 
-    assert info.value.code == -32040
+    assert info.value.code == -32050
     assert "--nonce-store" in info.value.message and "127.0.0.1" in info.value.message
     assert "s3cret" not in info.value.message
 
