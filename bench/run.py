@@ -115,6 +115,17 @@ def process(cmd: list[str], url: str | None = None, env: dict[str, str] | None =
             proc.wait()
 
 
+def wait_mined(node: str, address: str, expected: int, seconds: float = 15.0) -> int:
+    """The address's mined transaction count, once it reaches `expected` (anvil mines a
+    transaction just after acknowledging it) or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        mined = int(rpc(node, "eth_getTransactionCount", [address, "latest"]), 16)
+        if mined >= expected or time.monotonic() > deadline:
+            return mined
+        time.sleep(0.1)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -339,8 +350,7 @@ class Bench:
                             before = cpu_seconds(pid)
                             result = py_load(proxy, body, conns, total=self.txs)
                             cpu = cpu_seconds(pid) - before
-                            mined = int(rpc(anvil, "eth_getTransactionCount",
-                                            [address, "latest"]), 16)  # fmt: skip
+                            mined = wait_mined(anvil, address, result.requests)
                     row = {
                         "kms_latency_ms": latency_ms, "path": path, "concurrency": conns,
                         **asdict(result), "mined": mined,
