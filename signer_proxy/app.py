@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from signer_proxy import transport
 from signer_proxy.blobs import SidecarForm
 from signer_proxy.config import Settings
-from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.errors import SignerProxyError
 from signer_proxy.health import (
     READINESS_CHECKS,
     chain_id_check,
@@ -22,7 +23,10 @@ from signer_proxy.health import (
     upstream_check,
 )
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_kms import load_signers
+from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
+from signer_proxy.keys.keyring import KeyRing, describe_failures
+from signer_proxy.keys.loading import KeyLoad, load_keys
+from signer_proxy.keys.sources import from_settings
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
@@ -32,6 +36,7 @@ from signer_proxy.nonces import MemoryNonceManager
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.transactions import ChainFacts, pending_nonce
+from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import HttpUpstream, Upstream
@@ -39,35 +44,62 @@ from signer_proxy.upstream import HttpUpstream, Upstream
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-REGISTRY = web.AppKey("registry", KeyRegistry)
+# The keys in service: `app[KEYRING].current()` is the registry now; reloads replace it.
+KEYRING = web.AppKey("keyring", KeyRing)
 
-__all__ = ["REGISTRY", "SETTINGS", "create_app", "transport"]
+__all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
+
+# What a reload re-reads from the configuration; any other change needs a restart.
+RELOADABLE = (
+    "kms_keys",
+    "kms_discover_tags",
+    "kms_discover_alias_prefixes",
+    "keystores",
+    "keystore_password_file",
+    "kms_load_concurrency",
+)
 
 
 def kms_client(settings: Settings) -> Any:
-    """One aioboto3 KMS client for the whole process (an async context manager)."""
+    """One aioboto3 KMS client for --aws-region (an async context manager)."""
     import aioboto3
-    from botocore.config import Config
 
-    session = aioboto3.Session()
-    region = settings.aws_region or session.region_name
-    if not region:
-        raise ConfigError("no AWS Region: set --aws-region (or AWS_REGION)")
-    return session.client(
+    return aioboto3.Session().client(
         "kms",
-        region_name=region,
+        region_name=default_region(settings),
         endpoint_url=settings.aws_endpoint_url or None,
-        config=Config(
-            connect_timeout=settings.kms_timeout,
-            read_timeout=settings.kms_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=128,
-        ),
+        config=client_config(settings),
     )
 
 
+def key_loader(
+    settings: Settings, clients: KmsClients, reload_settings: Callable[[], Settings] | None
+) -> Callable[[KeyLoad | None, bool], Any]:
+    """Loads the keys the configuration names now: at startup `settings`, on a reload what
+    `reload_settings` reads (flags, environment and the file again); ConfigError if it fails."""
+
+    async def load(previous: KeyLoad | None, strict: bool) -> KeyLoad:
+        current = settings if previous is None or reload_settings is None else reload_settings()
+        ignored = [
+            name
+            for name in dataclasses.asdict(current)
+            if name not in RELOADABLE and getattr(current, name) != getattr(settings, name)
+        ]
+        if ignored:
+            log.warning("reload: %s changed; only a restart applies that", ", ".join(ignored))
+        return await load_keys(
+            from_settings(current),
+            clients,
+            previous,
+            concurrency=current.kms_load_concurrency,
+            strict=strict,
+        )
+
+    return load
+
+
 def build_router(
-    registry: KeyRegistry,
+    registry: KeyRegistry | Callable[[], KeyRegistry],
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
@@ -79,7 +111,7 @@ def build_router(
         return await pending_nonce(upstream, address)
 
     def current() -> KeyRegistry:
-        return registry
+        return registry() if callable(registry) else registry
 
     accounts = AccountMethods(current)
     nonces = MemoryNonceManager(pending_count)
@@ -111,8 +143,17 @@ def build_router(
     return Router(methods, upstream, observer=metrics.observe_reply if metrics else None)
 
 
-def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
-    """The aiohttp application; KMS keys load at startup unless `signers` are given (tests)."""
+def create_app(
+    settings: Settings,
+    *,
+    signers: Sequence[Signer] | None = None,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> web.Application:
+    """The aiohttp application; keys load at startup unless `signers` are given (tests).
+
+    A reload (SIGHUP, POST /admin/keys/reload) reads the key settings from
+    `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
+    aliases and re-reads keystores)."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[MAX_BATCH] = settings.max_batch
@@ -121,7 +162,10 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)
-    metrics.keys_loaded.set_function(lambda: len(app[REGISTRY]) if REGISTRY in app else 0)
+    keyring = app[KEYRING] = KeyRing(
+        metrics.signer, observe=metrics.observe_key_load, count_reload=metrics.count_reload
+    )
+    metrics.keys_loaded.set_function(lambda: len(keyring.current()))
     app.middlewares.append(request_context)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -139,18 +183,18 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                 HttpUpstream(settings.upstream, session, settings.upstream_timeout)
             )
             if signers is None:
-                client = await stack.enter_async_context(kms_client(settings))
-                region = client.meta.region_name
-                loaded: Sequence[Signer] = await load_signers(client, settings.kms_keys, region)
+                clients = await stack.enter_async_context(KmsClients(settings))
+                await keyring.start(
+                    key_loader(settings, clients, reload_settings),
+                    strict=not settings.allow_key_failures,
+                )
             else:
-                loaded = signers
-            registry = KeyRegistry(metrics.signer(s) for s in loaded)
-            app[REGISTRY] = registry
+                keyring.use(signers)
             facts = ChainFacts(upstream)
-            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics)
+            app[ROUTER] = build_router(keyring.current, upstream, facts, settings, metrics)
             checks.extend(
                 [
-                    keys_check(lambda: app.get(REGISTRY)),
+                    keys_check(keyring.current, lambda: describe_failures(keyring.last)),
                     upstream_check(upstream, facts),
                     chain_id_check(facts),
                 ]
@@ -165,4 +209,6 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
     add_ops_routes(app, metrics=not settings.metrics_listen)
+    if settings.admin_token_file:
+        add_admin_routes(app, read_admin_token(settings.admin_token_file), keyring)
     return app

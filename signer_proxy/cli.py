@@ -1,5 +1,6 @@
-"""The `signer-proxy` command: serve, dev, healthcheck, version, and one-shot signing with
-one KMS key (sign-authorization, hedera-key, hedera-sign)."""
+"""The `signer-proxy` command: serve, dev, healthcheck, version, one-shot signing with one KMS
+key (sign-authorization, hedera-key, hedera-sign), and key management (keys …, address: in
+cli_keys.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import __version__
+from signer_proxy.cli_keys import add_keys_commands
 from signer_proxy.config import (
     FIELDS,
     Settings,
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(healthcheck)
     _add_dev_parser(commands)
     _add_key_commands(commands)
+    add_keys_commands(commands, _add_settings_flags)
     return parser
 
 
@@ -134,13 +137,14 @@ def configure_logging(level: str, log_format: str = "text", upstream: str = "") 
     configure_logs(level, log_format, secrets)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM; startup problems raise ConfigError before listening."""
-    from signer_proxy.app import create_app
+async def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Run until SIGINT or SIGTERM (SIGHUP reloads the keys); startup problems raise
+    ConfigError before listening."""
+    from signer_proxy.app import KEYRING, create_app
     from signer_proxy.shutdown import IN_FLIGHT, drain
     from signer_proxy.transport.ops import start_ops_listener
 
-    app = create_app(settings)
+    app = create_app(settings, reload_settings=reload_settings)
     # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     ops_runner: web.AppRunner | None = None
@@ -161,6 +165,7 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app[KEYRING].reload_in_background, "sighup")
         await stop.wait()
         log.info("stopping: no new connections; finishing in-flight requests")
         await drain(runner, app[IN_FLIGHT], settings.shutdown_timeout)
@@ -178,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_dev_command(args, started)
     if args.command in KEY_COMMANDS:
         return _run_key_command(args)
+    if hasattr(args, "run_keys_command"):  # keys …, address: signer_proxy/cli_keys.py
+        return int(args.run_keys_command(args))
     if args.command == "version":
         print(f"signer-proxy {__version__}")
         return 0
@@ -188,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(settings.log_level, settings.log_format, settings.upstream)
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, lambda: load_settings(flags, config_file=args.config)))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@ profile, web identity / IRSA, instance role); signer-proxy's own config never ho
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from signer_proxy.ecdsa import (
     canonical_signature,
     public_key_from_spki,
 )
-from signer_proxy.errors import ConfigError, KmsUnavailable, SigningFailed
+from signer_proxy.errors import KeyLoadFailed, KmsUnavailable, SigningFailed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ _STATE_ADVICE = {
     "or remove it from --kms-key",
     "Unavailable": "its custom key store is disconnected: reconnect it",
 }
+
+
+def state_advice(state: object) -> str:
+    """What to do about a key in KMS key state `state` (anything but Enabled)."""
+    return _STATE_ADVICE.get(str(state), _STATE_DEFAULT)
 
 
 def describe_kms_error(error_code: str, key: str) -> str:
@@ -137,62 +142,104 @@ class KmsSigner:
             ) from exc
 
 
-async def load_key(client: Any, key_ref: str, region: str) -> KmsKeyInfo:
-    """DescribeKey + GetPublicKey for one configured key; ConfigError naming it when unusable."""
-    arn_region = region_of_arn(key_ref)
-    if arn_region is not None and arn_region != region:
-        raise ConfigError(
-            f"KMS key {key_ref} is in Region {arn_region} but --aws-region is {region}: "
-            "set --aws-region to the key's Region"
-        )
-    try:
-        metadata = (await client.describe_key(KeyId=key_ref))["KeyMetadata"]
-        problems = []
-        if metadata.get("KeySpec") != REQUIRED_KEY_SPEC:
-            problems.append(f"KeySpec is {metadata.get('KeySpec')}, needs {REQUIRED_KEY_SPEC}")
-        if metadata.get("KeyUsage") != REQUIRED_KEY_USAGE:
-            problems.append(f"KeyUsage is {metadata.get('KeyUsage')}, needs {REQUIRED_KEY_USAGE}")
-        state = metadata.get("KeyState")
-        if state != "Enabled":
-            problems.append(f"KeyState is {state}: {_STATE_ADVICE.get(state, _STATE_DEFAULT)}")
-        if problems:
-            raise ConfigError(
-                f"KMS key {key_ref} ({metadata['Arn']}) cannot be used: " + "; ".join(problems)
-            )
-        arn = metadata["Arn"]
-        der = (await client.get_public_key(KeyId=arn))["PublicKey"]
-    except ClientError as exc:
+_REASON_BY_CODE = {
+    "NotFoundException": "not_found",
+    "AccessDeniedException": "access_denied",
+    "UnrecognizedClientException": "access_denied",
+    "InvalidSignatureException": "access_denied",
+    "DisabledException": "state",
+    "KMSInvalidStateException": "state",
+    "InvalidKeyUsageException": "spec",
+    "UnsupportedOperationException": "spec",
+}
+
+
+def load_failure(exc: BaseException, key_ref: str, region: str) -> KeyLoadFailed:
+    """The KeyLoadFailed for a KMS call about `key_ref` that raised `exc`."""
+    if isinstance(exc, ClientError):
         code = kms_error_code(exc)
+        if exc.operation_name == "AssumeRole":  # fetching the key's role credentials failed
+            return KeyLoadFailed(
+                f"KMS key {key_ref}: its role cannot be assumed ({code}): the process's AWS "
+                "identity needs sts:AssumeRole on the role, and the role must trust it",
+                "access_denied",
+                transient=code in RETRYABLE_KMS_ERRORS or code == "Throttling",
+            )
         if code == "NotFoundException":
-            raise ConfigError(
+            return KeyLoadFailed(
                 f"KMS key {key_ref} was not found in Region {region}: check the key id or alias "
-                "and --aws-region"
-            ) from exc
-        raise ConfigError(describe_kms_error(code, key_ref)) from exc
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(
+                "and --aws-region",
+                "not_found",
+            )
+        transient = code in RETRYABLE_KMS_ERRORS
+        reason = "unreachable" if transient else _REASON_BY_CODE.get(code, "other")
+        return KeyLoadFailed(describe_kms_error(code, key_ref), reason, transient=transient)
+    if isinstance(exc, KeyError | TypeError):
+        return KeyLoadFailed(
             f"KMS key {key_ref}: the KMS endpoint answered without the expected fields "
-            f"({exc}); check --aws-endpoint-url"
-        ) from exc
-    except (TimeoutError, BotoCoreError, OSError) as exc:
-        raise ConfigError(
-            f"KMS key {key_ref}: could not reach KMS in Region {region} ({exc}); check the "
-            "network, --aws-endpoint-url and AWS credentials"
-        ) from exc
-    try:
-        public_key = public_key_from_spki(der)
-    except SignatureError as exc:
-        raise ConfigError(f"KMS key {key_ref} ({arn}): {exc}") from exc
-    return KmsKeyInfo(
-        ref=key_ref, arn=arn, public_key=public_key, address=address_from_public_key(public_key)
+            f"({exc}); check --aws-endpoint-url",
+            "invalid",
+        )
+    return KeyLoadFailed(
+        f"KMS key {key_ref}: could not reach KMS in Region {region} ({exc}); check the "
+        "network, --aws-endpoint-url and AWS credentials",
+        "unreachable",
+        transient=True,
     )
 
 
-async def load_signers(client: Any, key_refs: tuple[str, ...], region: str) -> list[KmsSigner]:
-    """Load every configured key concurrently; the first unusable one stops startup."""
-    infos = await asyncio.gather(*(load_key(client, ref, region) for ref in key_refs))
-    signers: dict[str, KmsSigner] = {}
-    for info in infos:
-        signers.setdefault(info.arn, KmsSigner(client, info))  # an alias and its id: one key
-        log.info("loaded KMS key %s (%s) as %s", info.ref, info.arn, info.address)
-    return list(signers.values())
+def check_metadata(key_ref: str, metadata: dict[str, Any]) -> None:
+    """KeyLoadFailed naming every reason the described key cannot sign for Ethereum."""
+    problems = []
+    reason = "spec"
+    if metadata.get("KeySpec") != REQUIRED_KEY_SPEC:
+        problems.append(f"KeySpec is {metadata.get('KeySpec')}, needs {REQUIRED_KEY_SPEC}")
+    if metadata.get("KeyUsage") != REQUIRED_KEY_USAGE:
+        problems.append(f"KeyUsage is {metadata.get('KeyUsage')}, needs {REQUIRED_KEY_USAGE}")
+    state = metadata.get("KeyState")
+    if state != "Enabled":
+        problems.append(f"KeyState is {state}: {state_advice(state)}")
+        reason = "state" if len(problems) == 1 else reason
+    if problems:
+        raise KeyLoadFailed(
+            f"KMS key {key_ref} ({metadata['Arn']}) cannot be used: " + "; ".join(problems),
+            reason,
+        )
+
+
+async def load_key(
+    client: Any,
+    key_ref: str,
+    region: str,
+    known_public_keys: Mapping[str, bytes] | None = None,
+) -> KmsKeyInfo:
+    """DescribeKey + GetPublicKey for one configured key; KeyLoadFailed naming it when unusable.
+
+    A public key already known for the described ARN (an earlier load) is reused: KMS never
+    changes an asymmetric key's material, so a reload costs one DescribeKey per key.
+    """
+    arn_region = region_of_arn(key_ref)
+    if arn_region is not None and arn_region != region:
+        raise KeyLoadFailed(
+            f"KMS key {key_ref} is in Region {arn_region} but --aws-region is {region}: "
+            f"set --aws-region to the key's Region, or give the key its own: "
+            f"{key_ref}?region={arn_region}",
+            "region",
+        )
+    try:
+        metadata = (await client.describe_key(KeyId=key_ref))["KeyMetadata"]
+        check_metadata(key_ref, metadata)
+        arn = metadata["Arn"]
+        public_key = (known_public_keys or {}).get(arn)
+        if public_key is None:
+            der = (await client.get_public_key(KeyId=arn))["PublicKey"]
+            public_key = public_key_from_spki(der)
+    except KeyLoadFailed:
+        raise
+    except SignatureError as exc:
+        raise KeyLoadFailed(f"KMS key {key_ref}: {exc}", "invalid") from exc
+    except (ClientError, KeyError, TypeError, TimeoutError, BotoCoreError, OSError) as exc:
+        raise load_failure(exc, key_ref, region) from exc
+    return KmsKeyInfo(
+        ref=key_ref, arn=arn, public_key=public_key, address=address_from_public_key(public_key)
+    )

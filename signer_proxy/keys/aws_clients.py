@@ -1,0 +1,160 @@
+"""The process's KMS clients: one per (Region, endpoint, IAM role), created on first use.
+
+Keys of other accounts are reached by assuming a role: its credentials come from STS with
+the process's own credentials (the standard AWS chain) and are refreshed before they expire.
+Clients live until the process stops, so a reload never closes a client a signature in
+flight still uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from signer_proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from signer_proxy.config import Settings
+
+ROLE_SESSION_NAME = "signer-proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class KmsLocation:
+    """Where a key is reached: Region, endpoint ("" = AWS's) and role to assume ("" = none)."""
+
+    region: str
+    endpoint_url: str = ""
+    role_arn: str = ""
+
+
+def client_config(settings: Settings) -> Any:
+    """botocore's Config for every KMS client: timeouts, standard retries, a wide pool."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=settings.kms_timeout,
+        read_timeout=settings.kms_timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=128,
+    )
+
+
+def default_region(settings: Settings) -> str:
+    """--aws-region, else the AWS chain's Region; ConfigError when there is none."""
+    import aioboto3
+
+    region = settings.aws_region or aioboto3.Session().region_name
+    if not region:
+        raise ConfigError("no AWS Region: set --aws-region (or AWS_REGION)")
+    return str(region)
+
+
+def location_of(
+    settings: Settings, region: str = "", endpoint_url: str = "", role_arn: str = ""
+) -> KmsLocation:
+    """Where a key with these options lives. A key naming its own Region uses that Region's
+    AWS endpoint unless it names one: --aws-endpoint-url is the default Region's."""
+    home = settings.aws_region or default_region(settings)
+    key_region = region or home
+    if not endpoint_url and key_region == home:
+        endpoint_url = settings.aws_endpoint_url
+    return KmsLocation(key_region, endpoint_url, role_arn)
+
+
+class _AssumedRole:
+    """A botocore credential provider handing out one assumed role's refreshing credentials."""
+
+    METHOD = "assume-role"
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+
+    async def load(self) -> Any:
+        return self._credentials
+
+
+async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any:
+    """An aioboto3 Session whose credentials are `role_arn` assumed with the process's own."""
+    import aioboto3
+    from aiobotocore.credentials import (
+        AioAssumeRoleCredentialFetcher,
+        AioCredentialResolver,
+        AioDeferredRefreshableCredentials,
+    )
+    from aiobotocore.session import AioSession
+
+    base = AioSession()
+    source = await base.get_credentials()
+    if source is None:
+        raise ConfigError(
+            f"no AWS credentials to assume {role_arn} with: configure the standard AWS chain"
+        )
+    fetcher = AioAssumeRoleCredentialFetcher(
+        client_creator=functools.partial(
+            base.create_client, region_name=region, endpoint_url=sts_endpoint_url or None
+        ),
+        source_credentials=source,
+        role_arn=role_arn,
+        extra_args={"RoleSessionName": ROLE_SESSION_NAME},
+    )
+    credentials = AioDeferredRefreshableCredentials(
+        refresh_using=fetcher.fetch_credentials, method="assume-role"
+    )
+    session = AioSession()
+    session.register_component(
+        "credential_provider", AioCredentialResolver([_AssumedRole(credentials)])
+    )
+    return aioboto3.Session(botocore_session=session)
+
+
+class KmsClients:
+    """KMS clients by location, opened on first use and closed together (`async with`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._config = client_config(settings)
+        self._stack = AsyncExitStack()
+        self._clients: dict[KmsLocation, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> KmsClients:
+        await self._stack.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._clients.clear()
+        await self._stack.__aexit__(*exc_info)
+
+    def location(self, region: str = "", endpoint_url: str = "", role_arn: str = "") -> KmsLocation:
+        return location_of(self._settings, region, endpoint_url, role_arn)
+
+    async def get(self, location: KmsLocation) -> Any:
+        """The client for `location`, created (and its role assumed) on first use."""
+        client = self._clients.get(location)
+        if client is not None:
+            return client
+        async with self._lock:
+            client = self._clients.get(location)
+            if client is None:
+                if location.role_arn:
+                    session = await role_session(
+                        location.role_arn, location.region, self._settings.aws_sts_endpoint_url
+                    )
+                else:
+                    import aioboto3
+
+                    session = aioboto3.Session()
+                client = await self._stack.enter_async_context(
+                    session.client(
+                        "kms",
+                        region_name=location.region,
+                        endpoint_url=location.endpoint_url or None,
+                        config=self._config,
+                    )
+                )
+                self._clients[location] = client
+        return client
