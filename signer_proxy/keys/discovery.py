@@ -1,9 +1,10 @@
 """Find the signing keys of one Region and account by tags and/or alias prefixes.
 
 Candidates come from ListAliases (alias prefixes: only aliased keys are touched) or ListKeys
-(tags alone), every page of them. Each candidate is then checked, with at most `concurrency`
-KMS calls in flight: its tags (ListResourceTags), DescribeKey (enabled ECC_SECG_P256K1
-SIGN_VERIFY), and GetPublicKey unless an earlier load knows its public key.
+(tags alone; ListAliases then only names them), every page of them. Each candidate is then
+checked, with at most `concurrency` KMS calls in flight: its tags (ListResourceTags),
+DescribeKey (enabled ECC_SECG_P256K1 SIGN_VERIFY), and GetPublicKey unless an earlier load
+knows its public key.
 
 Keys the identity may not read (AccessDenied: a least-privilege policy lists every key of
 the account but grants reads on its own) are skipped quietly and counted; so are keys whose
@@ -89,7 +90,8 @@ async def list_candidates(
                     candidates.setdefault(target, name)
             return candidates
         keys = await _pages(client.list_keys, "Keys", page_size or LIST_KEYS_PAGE)
-        return {k["KeyId"]: k.get("KeyArn", k["KeyId"]) for k in keys}
+        names = await _alias_names(client, page_size)
+        return {k["KeyId"]: names.get(k["KeyId"], k.get("KeyArn", k["KeyId"])) for k in keys}
     except ClientError as exc:
         code = kms_error_code(exc)
         raise KeyLoadFailed(
@@ -105,6 +107,20 @@ async def list_candidates(
             "listing",
             transient=True,
         ) from exc
+
+
+async def _alias_names(client: Any, page_size: int | None) -> dict[str, str]:
+    """Key id → its first alias, to name tag-discovered keys as operators do; {} when the
+    identity may not list aliases (the keys are then named by ARN)."""
+    try:
+        aliases = await _pages(client.list_aliases, "Aliases", page_size or LIST_ALIASES_PAGE)
+    except (ClientError, BotoCoreError, OSError):
+        return {}
+    names: dict[str, str] = {}
+    for alias in sorted(aliases, key=lambda a: str(a.get("AliasName", ""))):
+        if alias.get("TargetKeyId"):
+            names.setdefault(alias["TargetKeyId"], str(alias["AliasName"]))
+    return names
 
 
 async def _tags(client: Any, key_id: str, page_size: int | None) -> dict[str, str]:
