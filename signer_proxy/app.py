@@ -14,7 +14,7 @@ from aiohttp import web
 from signer_proxy import transport
 from signer_proxy.blobs import SidecarForm
 from signer_proxy.config import Settings
-from signer_proxy.errors import SignerProxyError
+from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.health import (
     READINESS_CHECKS,
     chain_id_check,
@@ -80,6 +80,12 @@ def key_loader(
 
     async def load(previous: KeyLoad | None, strict: bool) -> KeyLoad:
         current = settings if previous is None or reload_settings is None else reload_settings()
+        sources = from_settings(current)
+        if previous is not None and sources.empty:  # an emptied file is likelier a mistake
+            raise ConfigError(
+                "the configuration names no keys now (no kms_keys, discovery or keystores); "
+                "keeping the keys in service"
+            )
         ignored = [
             name
             for name in dataclasses.asdict(current)
@@ -88,7 +94,7 @@ def key_loader(
         if ignored:
             log.warning("reload: %s changed; only a restart applies that", ", ".join(ignored))
         return await load_keys(
-            from_settings(current),
+            sources,
             clients,
             previous,
             concurrency=current.kms_load_concurrency,

@@ -145,6 +145,10 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
     from signer_proxy.transport.ops import start_ops_listener
 
     app = create_app(settings, reload_settings=reload_settings)
+    # From the start: SIGHUP's default action would end the process while keys still load.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, app[KEYRING].reload_in_background, "sighup"
+    )
     # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     ops_runner: web.AppRunner | None = None
@@ -165,7 +169,6 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app[KEYRING].reload_in_background, "sighup")
         await stop.wait()
         log.info("stopping: no new connections; finishing in-flight requests")
         await drain(runner, app[IN_FLIGHT], settings.shutdown_timeout)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # previous load (None at startup), strict → the new load
 Loader = Callable[[KeyLoad | None, bool], Awaitable[KeyLoad]]
 RELOAD_TRIGGERS = ("sighup", "admin")
+_SOURCE_NAMES = {"kms": "KMS", "discovery": "discovered KMS", "keystore": "keystore"}
 RELOAD_OUTCOMES = ("ok", "failures", "error")  # failures: some keys did not load
 
 
@@ -107,7 +108,13 @@ class KeyRing:
             loaded = await load(None, strict)
             for status in loaded.statuses:
                 if status.ok and status.state != "duplicate":
-                    log.info("loaded %s key %s as %s", status.source, status.ref, status.address)
+                    log.info(
+                        "loaded %s key %s (%s) as %s",
+                        _SOURCE_NAMES.get(status.source, status.source),
+                        status.ref,
+                        status.key,
+                        status.address,
+                    )
             self._swap(loaded)
         return loaded
 

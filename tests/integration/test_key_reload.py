@@ -160,22 +160,35 @@ async def test_the_admin_route_needs_the_token_and_reports_the_reload(
     assert 'signer_proxy_key_load_failures{source="kms"} 1.0' in metrics
 
 
+@pytest.mark.parametrize(
+    ("emptied", "message"),
+    [
+        pytest.param(False, "config file /etc/x.yaml is not valid YAML", id="unreadable"),
+        pytest.param(True, "the configuration names no keys now", id="emptied"),
+    ],
+)
 async def test_a_reload_whose_configuration_fails_changes_nothing(
-    aiohttp_client: Any, anvil: Anvil, kms: Any, make_key: KeyFactory, tmp_path: Path
+    aiohttp_client: Any,
+    anvil: Anvil,
+    kms: Any,
+    make_key: KeyFactory,
+    tmp_path: Path,
+    emptied: bool,
+    message: str,
 ) -> None:
     key = make_key()
     settings = proxy_settings(anvil.url, kms.url, key.arn, admin_token_file=token_file(tmp_path))
 
-    def broken() -> Settings:
+    def reread() -> Settings:
+        if emptied:
+            return dataclasses.replace(settings, kms_keys=())
         raise ConfigError("config file /etc/x.yaml is not valid YAML")
 
-    client = await started(aiohttp_client, settings, reload_settings=broken)
+    client = await started(aiohttp_client, settings, reload_settings=reread)
     response = await client.post("/admin/keys/reload", headers={"Authorization": f"Bearer {TOKEN}"})
 
     assert response.status == 422
-    assert (await response.json())["error"] == (
-        "the keys are unchanged: config file /etc/x.yaml is not valid YAML"
-    )
+    assert (await response.json())["error"].startswith(f"the keys are unchanged: {message}")
     reply = await client.post("/", json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts"})
     assert (await reply.json())["result"] == [key.address]
 

@@ -70,7 +70,9 @@ async def test_keys_of_another_region_another_account_and_a_keystore_sign_side_b
     kms_client: Any,
     make_key: KeyFactory,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("DEBUG")
     home = make_key()
     region_alias, region_arn, region_address = kms_key_in(kms.url, "eu-west-1")
     other_alias, other_arn, other_address = kms_key_in(kms.url, **assumed_role_credentials(kms.url))
@@ -105,6 +107,11 @@ async def test_keys_of_another_region_another_account_and_a_keystore_sign_side_b
         ("kms", region_arn, "eu-west-1"),
         ("kms", other_arn, REGION),
     ]
+    assert f"loaded keystore key {statuses[3].ref} ({statuses[3].key}) as {local_address}" in (
+        caplog.text
+    )
+    for secret in (local_key.hex(), PASSWORD):  # at debug, with signing logged
+        assert secret not in caplog.text
 
 
 def serve_args(kms_url: str, *extra: str) -> list[str]:
