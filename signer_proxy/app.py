@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -13,17 +15,20 @@ from aiohttp import web
 
 from signer_proxy import transport
 from signer_proxy.blobs import SidecarForm
-from signer_proxy.config import Settings
+from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.health import (
     READINESS_CHECKS,
+    ReadinessCheck,
     chain_id_check,
     keys_check,
     shutdown_check,
     upstream_check,
 )
+from signer_proxy.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
+from signer_proxy.keys.aws_kms import KmsCalls
 from signer_proxy.keys.keyring import KeyRing, describe_failures
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.sources import from_settings
@@ -32,14 +37,14 @@ from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.metrics import METRICS, Metrics
-from signer_proxy.nonces import MemoryNonceManager
+from signer_proxy.nonces import MemoryNonceManager, NonceManager
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
-from signer_proxy.upstream import HttpUpstream, Upstream
+from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +109,42 @@ def key_loader(
     return load
 
 
+def make_upstream(
+    settings: Settings, session: aiohttp.ClientSession
+) -> HttpUpstream | FailoverUpstream:
+    """The node client: one URL, or several with failover (FailoverUpstream)."""
+    urls = upstream_urls(settings.upstream)
+    nodes = [HttpUpstream(url, session, settings.upstream_timeout) for url in urls]
+    return nodes[0] if len(nodes) == 1 else FailoverUpstream(nodes)
+
+
+def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Settings) -> Any:
+    """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
+    from signer_proxy.redis_nonces import RedisNonceManager
+
+    async def pending_count(address: str) -> int:
+        return await pending_nonce(upstream, address)
+
+    async def send_raw(raw: bytes) -> None:
+        await upstream.call("eth_sendRawTransaction", [to_data(raw)])
+
+    return RedisNonceManager(
+        redis,
+        pending_count,
+        send_raw,
+        facts.chain_id,
+        settings.nonce_lease_seconds,
+        display_url=settings.nonce_store,
+    )
+
+
 def build_router(
     registry: KeyRegistry | Callable[[], KeyRegistry],
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
     metrics: Metrics | None = None,
+    nonces: NonceManager | None = None,
 ) -> Router:
     """The method table: local methods by name, everything else to the node."""
 
@@ -120,7 +155,7 @@ def build_router(
         return registry() if callable(registry) else registry
 
     accounts = AccountMethods(current)
-    nonces = MemoryNonceManager(pending_count)
+    nonces = nonces or MemoryNonceManager(pending_count)
     txs = TransactionMethods(
         current,
         upstream,
@@ -146,7 +181,61 @@ def build_router(
         # authorization.
         "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
-    return Router(methods, upstream, observer=metrics.observe_reply if metrics else None)
+    return Router(
+        methods,
+        upstream,
+        observer=metrics.observe_reply if metrics else None,
+        deadline=settings.request_deadline,
+    )
+
+
+def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
+    """Readiness: the shared nonce store answers."""
+
+    async def check() -> str:
+        await nonces.ping()  # NonceStoreUnavailable says what is wrong
+        return f"nonce store {nonces.display_url} answers"
+
+    return check
+
+
+def background(stack: AsyncExitStack, job: Coroutine[Any, Any, None]) -> None:
+    """Run `job` as a task until the app stops."""
+    task = asyncio.create_task(job)
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+
+
+async def start_redis_nonces(
+    stack: AsyncExitStack,
+    keys: Callable[[], KeyRegistry],
+    upstream: Upstream,
+    facts: ChainFacts,
+    settings: Settings,
+) -> NonceManager:
+    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair."""
+    from signer_proxy.gap_repair import GapRepairer
+    from signer_proxy.redis_nonces import connect
+
+    redis = connect(settings.nonce_store)
+    stack.push_async_callback(redis.aclose)
+    nonces = redis_nonces(redis, upstream, facts, settings)
+    try:
+        await nonces.ping()
+    except SignerProxyError as exc:
+        raise ConfigError(exc.message) from None
+    log.info("nonces shared through %s", nonces.display_url)
+
+    repairer = GapRepairer(
+        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline
+    )
+    background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
+    return nonces  # type: ignore[no-any-return]
 
 
 def create_app(
@@ -185,11 +274,18 @@ def create_app(
                     ),
                 )
             )
-            upstream = metrics.upstream(
-                HttpUpstream(settings.upstream, session, settings.upstream_timeout)
-            )
+            node = make_upstream(settings, session)
+            if isinstance(node, FailoverUpstream):
+                background(stack, node.watch(settings.upstream_health_interval))
+            upstream = metrics.upstream(node)
             if signers is None:
-                clients = await stack.enter_async_context(KmsClients(settings))
+                calls = KmsCalls(
+                    settings.kms_max_in_flight,
+                    settings.kms_timeout,
+                    settings.kms_backoff_base,
+                    settings.kms_backoff_max,
+                )
+                clients = await stack.enter_async_context(KmsClients(settings, calls))
                 await keyring.start(
                     key_loader(settings, clients, reload_settings),
                     strict=not settings.allow_key_failures,
@@ -197,7 +293,14 @@ def create_app(
             else:
                 keyring.use(signers)
             facts = ChainFacts(upstream)
-            app[ROUTER] = build_router(keyring.current, upstream, facts, settings, metrics)
+            nonces = None
+            if settings.nonce_store:
+                redis_nonces = await start_redis_nonces(
+                    stack, keyring.current, upstream, facts, settings
+                )
+                checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
+                nonces = redis_nonces
+            app[ROUTER] = build_router(keyring.current, upstream, facts, settings, metrics, nonces)
             checks.extend(
                 [
                     keys_check(keyring.current, lambda: describe_failures(keyring.last)),

@@ -39,7 +39,9 @@ class Settings:
     )
     upstream: str = _setting(
         "",
-        "URL of the Ethereum JSON-RPC node every unsigned call is forwarded to. Required.",
+        "URL of the Ethereum JSON-RPC node every unsigned call is forwarded to. Required. "
+        "Several comma-separated URLs: reads fail over between healthy nodes, sends go to the "
+        "first healthy one (see README, Replicas and failover).",
         example="http://127.0.0.1:8546",
     )
     aws_region: str = _setting(
@@ -97,7 +99,10 @@ class Settings:
         "Empty: the AWS default for the key's Region.",
     )
     kms_load_concurrency: int = _setting(
-        32, "Most KMS calls in flight while keys load (startup, reload, discovery)."
+        16,
+        "Most KMS calls in flight while keys load (startup, reload, discovery). They also "
+        "count against --kms-max-in-flight: keep this below it, so signing keeps slots while "
+        "a reload runs.",
     )
     allow_key_failures: bool = _setting(
         False,
@@ -122,6 +127,38 @@ class Settings:
         5.0, "Seconds to wait for a TCP/TLS connection to the node."
     )
     kms_timeout: float = _setting(10.0, "Seconds one KMS request may take (connect and read).")
+    request_deadline: float = _setting(
+        60.0,
+        "Seconds one JSON-RPC call may take in all (filling, KMS retries, sending, resends); "
+        "every step is bounded by what is left, so no client waits longer.",
+    )
+    kms_max_in_flight: int = _setting(
+        32,
+        "Most KMS requests in flight at once, process-wide; a burst queues (within the "
+        "request deadline) instead of tripping the account's KMS request quota.",
+    )
+    kms_backoff_base: float = _setting(
+        0.05,
+        "Seconds of the first retry backoff after a throttled or failed KMS request; doubles "
+        "each retry, with full jitter, until the request deadline.",
+    )
+    kms_backoff_max: float = _setting(2.0, "Longest backoff between two KMS retries, seconds.")
+    nonce_store: str = _setting(
+        "",
+        "Where nonce state lives. Empty: in this process (run one replica). redis://HOST:PORT/DB "
+        "or rediss://… : shared by every replica pointed at the same Redis.",
+        example="redis://127.0.0.1:6379/0",
+    )
+    nonce_lease_seconds: float = _setting(
+        30.0,
+        "With --nonce-store: how long a reserved nonce stays reserved without being sent; a "
+        "replica that dies holding one frees it after this long (gap repair).",
+    )
+    upstream_health_interval: float = _setting(
+        5.0,
+        "With several --upstream URLs: seconds between health probes (eth_chainId) of a node "
+        "taken out of rotation.",
+    )
     max_body_bytes: int = _setting(
         5 * 1024 * 1024, "Largest request body accepted; larger bodies get HTTP 413."
     )
@@ -268,9 +305,21 @@ def validate(settings: Settings) -> None:
         ) from None
     if settings.gas_margin < 1.0:
         raise ConfigError(f"--gas-margin must be at least 1.0, got {settings.gas_margin}")
-    for name in ("upstream_timeout", "upstream_connect_timeout", "kms_timeout"):
+    for name in (
+        "upstream_timeout",
+        "upstream_connect_timeout",
+        "kms_timeout",
+        "request_deadline",
+        "kms_max_in_flight",
+        "kms_backoff_base",
+        "kms_backoff_max",
+        "nonce_lease_seconds",
+        "upstream_health_interval",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{flag_name(name)} must be positive")
+    if settings.nonce_store and urlsplit(settings.nonce_store).scheme not in ("redis", "rediss"):
+        raise ConfigError("--nonce-store must be empty (in-process) or a redis:// or rediss:// URL")
     if settings.max_body_bytes < 1024 or settings.max_batch < 1:
         raise ConfigError("--max-body-bytes must be at least 1024 and --max-batch at least 1")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -300,19 +349,28 @@ def validate(settings: Settings) -> None:
     from_settings(settings)  # a malformed key, tag, prefix or keystore names itself here
 
 
+def upstream_urls(value: str) -> tuple[str, ...]:
+    """The node URLs of --upstream: one, or several separated by commas."""
+    return tuple(url.strip() for url in value.split(",") if url.strip())
+
+
 def require_serve_settings(settings: Settings) -> None:
     """What `serve` needs beyond a valid Settings."""
     if not settings.upstream:
         raise ConfigError(
             f"no upstream node: set --upstream (or {env_name('upstream')}) to the node's URL"
         )
-    try:
-        parts = urlsplit(settings.upstream)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("--upstream must be an http:// or https:// URL with a host")
+    for url in upstream_urls(settings.upstream):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "--upstream must be an http:// or https:// URL with a host (several: "
+                "comma-separated)"
+            )
     if not (
         settings.kms_keys
         or settings.kms_discover_tags

@@ -14,6 +14,9 @@
     ├── UpstreamUnavailable          -32020  the node could not be reached: nothing was delivered
     │   └── UpstreamTimeout          -32020  no answer in time: the request may have been delivered
     ├── UpstreamBadResponse          -32021  the node answered something that is not JSON-RPC
+    ├── DeadlineExceeded             -32030  --request-deadline ran out before anything was sent
+    ├── NonceStoreUnavailable        -32040  the Redis nonce store could not be used
+    ├── NonceLeaseExpired            -32041  the nonce's lease ran out before sending: nothing sent
     ├── NodeRejected                 (node's)  the node refused a call we made; its code kept
     └── ConfigError                  (startup only, never on the wire)
         └── KeyLoadFailed            one key could not be loaded (startup refuses, reload reports)
@@ -99,6 +102,22 @@ class UpstreamTimeout(UpstreamUnavailable):
 
 class UpstreamBadResponse(SignerProxyError):
     code = -32021
+
+
+class DeadlineExceeded(SignerProxyError):
+    """The request used up --request-deadline at a point where nothing had been sent."""
+
+    code = -32030
+
+
+class NonceStoreUnavailable(SignerProxyError):
+    code = -32040
+
+
+class NonceLeaseExpired(SignerProxyError):
+    """Another replica may re-issue the nonce: the signed transaction was not sent."""
+
+    code = -32041
 
 
 class NodeRejected(SignerProxyError):

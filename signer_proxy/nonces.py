@@ -25,7 +25,14 @@ class Lease(Protocol):
     @property
     def nonce(self) -> int: ...
 
-    async def commit(self) -> None: ...
+    async def record(self, raw: bytes) -> None:
+        """Keep the signed transaction about to be sent for this nonce; raises
+        NonceLeaseExpired (send nothing) when the nonce may already be someone else's."""
+        ...
+
+    async def commit(self, *, sent: bool = True) -> None:
+        """The nonce is used; sent=False: by something else, so forget the recorded bytes."""
+        ...
 
     async def release(self) -> None: ...
 
@@ -60,7 +67,10 @@ class _MemoryLease:
     def nonce(self) -> int:
         return self._nonce
 
-    async def commit(self) -> None:
+    async def record(self, raw: bytes) -> None:
+        pass  # one process: its leases never expire, and it resends from memory
+
+    async def commit(self, *, sent: bool = True) -> None:
         if not self._done:
             self._done = True
             self._state.leased.discard(self._nonce)

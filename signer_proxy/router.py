@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
     INTERNAL_ERROR_MESSAGE,
     SignerProxyError,
@@ -41,10 +42,12 @@ class Router:
         methods: Mapping[str, Handler],
         upstream: Upstream,
         observer: ReplyObserver | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._methods = dict(methods)
         self._upstream = upstream
         self._observer = observer
+        self._deadline = deadline  # --request-deadline: every step of a call is bounded by it
 
     def is_local(self, method: str) -> bool:
         return method in self._methods
@@ -53,12 +56,13 @@ class Router:
         self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
     ) -> bytes | Reply | list[Reply] | None:
         """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
-        if self._observer is None:
-            return await self._route(body, raw_body, context)
-        started = time.perf_counter()
-        reply = await self._route(body, raw_body, context)
-        self._observer(body, reply, time.perf_counter() - started, self.is_local)
-        return reply
+        with deadline_scope(self._deadline):
+            if self._observer is None:
+                return await self._route(body, raw_body, context)
+            started = time.perf_counter()
+            reply = await self._route(body, raw_body, context)
+            self._observer(body, reply, time.perf_counter() - started, self.is_local)
+            return reply
 
     async def _route(
         self, body: Body, raw_body: bytes, context: CallContext

@@ -316,3 +316,74 @@ def eth_account_kzg(monkeypatch: pytest.MonkeyPatch) -> None:
     from signer_proxy.blobs import trusted_setup
 
     monkeypatch.setattr(eth_account_blobs, "load_trusted_setup", lambda *_: trusted_setup())
+
+
+# --- Redis: the replicas' shared nonce store ----------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+def redis_server_binary() -> str:
+    """The Debian package's redis-server; `make test` installs it when missing."""
+    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin:/usr/sbin")
+    if found is None:
+        pytest.fail("redis-server not found: run `make test` (it installs the Debian package)")
+    return found
+
+
+def start_redis_server() -> RedisServer:
+    """redis-server on a free loopback port, nothing persisted."""
+    import redis
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", "/tmp", "--dbfilename", f"signer-proxy-test-{port}.rdb",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        try:
+            client.ping()
+            return RedisServer(url, process)
+        except redis.RedisError:
+            time.sleep(0.05)
+        finally:
+            client.close()
+    process.kill()
+    raise RuntimeError("redis-server did not start within 20 s")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis_server()
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's redis-server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

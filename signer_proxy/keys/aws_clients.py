@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from signer_proxy.errors import ConfigError
+from signer_proxy.keys.aws_kms import KmsCalls
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -32,13 +33,14 @@ class KmsLocation:
 
 
 def client_config(settings: Settings) -> Any:
-    """botocore's Config for every KMS client: timeouts, standard retries, a wide pool."""
+    """botocore's Config for every KMS client: timeouts, one attempt per call, a wide pool."""
     from botocore.config import Config
 
     return Config(
         connect_timeout=settings.kms_timeout,
         read_timeout=settings.kms_timeout,
-        retries={"max_attempts": 3, "mode": "standard"},
+        # One attempt per call: KmsCalls retries, with backoff inside the request deadline.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=128,
     )
 
@@ -112,10 +114,18 @@ async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any
 
 
 class KmsClients:
-    """KMS clients by location, opened on first use and closed together (`async with`)."""
+    """KMS clients by location, opened on first use and closed together (`async with`), and
+    the process's KmsCalls (the cap on KMS requests in flight, retries) every call goes
+    through."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, calls: KmsCalls | None = None) -> None:
         self._settings = settings
+        self.calls = calls or KmsCalls(
+            settings.kms_max_in_flight,
+            settings.kms_timeout,
+            settings.kms_backoff_base,
+            settings.kms_backoff_max,
+        )
         self._config = client_config(settings)
         self._stack = AsyncExitStack()
         self._clients: dict[KmsLocation, Any] = {}

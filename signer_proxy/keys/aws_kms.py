@@ -6,13 +6,18 @@ profile, web identity / IRSA, instance role); signer-proxy's own config never ho
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from signer_proxy.deadline import bounded, remaining
 from signer_proxy.ecdsa import (
     Signature,
     SignatureError,
@@ -23,10 +28,14 @@ from signer_proxy.ecdsa import (
 from signer_proxy.errors import KeyLoadFailed, KmsUnavailable, SigningFailed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUIRED_KEY_SPEC = "ECC_SECG_P256K1"
 REQUIRED_KEY_USAGE = "SIGN_VERIFY"
 IAM_ACTIONS = "kms:DescribeKey, kms:GetPublicKey and kms:Sign"
+
+# Startup (DescribeKey, GetPublicKey) retries a little, so a misconfigured endpoint fails fast.
+STARTUP_ATTEMPTS = 3
 
 # KMS error codes that a later attempt may get past; everything else needs an operator.
 RETRYABLE_KMS_ERRORS = frozenset(
@@ -80,6 +89,89 @@ def kms_error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a later attempt of the same KMS request may succeed (throttling, 5xx, network)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return kms_error_code(exc) in RETRYABLE_KMS_ERRORS or int(status or 0) >= 500
+    return isinstance(
+        exc, TimeoutError | HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError
+    )
+
+
+def backoff_delay(attempt: int, base: float, cap: float, draw: float) -> float:
+    """Full jitter: `draw` (0..1) of min(cap, base * 2**attempt), attempt counting from 0."""
+    return draw * min(cap, base * (1 << min(attempt, 32)))
+
+
+class KmsCalls:
+    """Every KMS request goes through here: a process-wide cap on requests in flight, a
+    per-attempt timeout, and retries with capped exponential backoff inside the deadline."""
+
+    def __init__(
+        self,
+        max_in_flight: int = 32,
+        attempt_timeout: float = 10.0,
+        backoff_base: float = 0.05,
+        backoff_max: float = 2.0,
+        max_attempts: int = 10,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._attempt_timeout = attempt_timeout
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._max_attempts = max_attempts
+        self._draw = draw
+        self.in_flight = 0
+
+    async def run(
+        self, key: str, request: Callable[[], Awaitable[T]], max_attempts: int | None = None
+    ) -> T:
+        """`request()` until it succeeds, fails for good, or the deadline leaves no room."""
+        attempts = max_attempts or self._max_attempts
+        for attempt in range(attempts):
+            try:
+                return await self._once(key, request)
+            except KmsUnavailable:
+                raise
+            except Exception as exc:
+                if not is_retryable(exc) or attempt + 1 == attempts:
+                    raise
+                delay = backoff_delay(attempt, self._backoff_base, self._backoff_max, self._draw())
+                left = remaining()
+                if left is not None and left <= delay:
+                    raise
+                log.warning(
+                    "KMS key %s: %s; retry %d in %.3f s", key, _error_name(exc), attempt + 1, delay
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _once(self, key: str, request: Callable[[], Awaitable[T]]) -> T:
+        try:
+            left = remaining()
+            async with asyncio.timeout(None if left is None else max(0.0, left)):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise KmsUnavailable(
+                f"KMS key {key}: all {self.max_in_flight} KMS request slots stayed busy until "
+                "the request deadline; retry, or raise --kms-max-in-flight (and the KMS quota)"
+            ) from None
+        self.in_flight += 1
+        try:
+            async with asyncio.timeout(bounded(self._attempt_timeout)):
+                return await request()
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+
+def _error_name(exc: BaseException) -> str:
+    return kms_error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+
+
 def region_of_arn(key_ref: str) -> str | None:
     """The Region named in a KMS key or alias ARN, else None."""
     parts = key_ref.split(":")
@@ -101,9 +193,10 @@ class KmsKeyInfo:
 class KmsSigner:
     """Signs digests with one KMS key through a shared aioboto3 client."""
 
-    def __init__(self, client: Any, info: KmsKeyInfo) -> None:
+    def __init__(self, client: Any, info: KmsKeyInfo, calls: KmsCalls | None = None) -> None:
         self._client = client
         self.info = info
+        self._calls = calls or KmsCalls()
 
     @property
     def address(self) -> str:
@@ -117,20 +210,24 @@ class KmsSigner:
         return f"KmsSigner({self.info.address}, {self.info.arn})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
-        try:
-            response = await self._client.sign(
+        def sign() -> Awaitable[Any]:
+            return self._client.sign(  # type: ignore[no-any-return]
                 KeyId=self.info.arn,
                 Message=digest,
                 MessageType="DIGEST",
                 SigningAlgorithm="ECDSA_SHA_256",
             )
+
+        try:
+            response = await self._calls.run(self.info.arn, sign)
         except ClientError as exc:
             code = kms_error_code(exc)
-            error_class = KmsUnavailable if code in RETRYABLE_KMS_ERRORS else SigningFailed
+            error_class = KmsUnavailable if is_retryable(exc) else SigningFailed
             raise error_class(describe_kms_error(code, self.info.arn)) from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
+        except (TimeoutError, BotoCoreError, OSError, aiohttp.ClientError) as exc:
             raise KmsUnavailable(
-                f"KMS key {self.info.arn}: could not reach KMS ({type(exc).__name__}); retry"
+                f"KMS key {self.info.arn}: could not reach KMS ({type(exc).__name__}) before "
+                "the request deadline; retry"
             ) from exc
         try:
             return canonical_signature(response.get("Signature", b""), digest, self.info.public_key)
@@ -156,6 +253,8 @@ _REASON_BY_CODE = {
 
 def load_failure(exc: BaseException, key_ref: str, region: str) -> KeyLoadFailed:
     """The KeyLoadFailed for a KMS call about `key_ref` that raised `exc`."""
+    if isinstance(exc, KmsUnavailable):  # every KMS request slot stayed busy
+        return KeyLoadFailed(exc.message, "unreachable", transient=True)
     if isinstance(exc, ClientError):
         code = kms_error_code(exc)
         if exc.operation_name == "AssumeRole":  # fetching the key's role credentials failed
@@ -212,11 +311,13 @@ async def load_key(
     key_ref: str,
     region: str,
     known_public_keys: Mapping[str, bytes] | None = None,
+    calls: KmsCalls | None = None,
 ) -> KmsKeyInfo:
     """DescribeKey + GetPublicKey for one configured key; KeyLoadFailed naming it when unusable.
 
     A public key already known for the described ARN (an earlier load) is reused: KMS never
-    changes an asymmetric key's material, so a reload costs one DescribeKey per key.
+    changes an asymmetric key's material, so a reload costs one DescribeKey per key. Calls go
+    through `calls` (the process-wide cap and retries), a few attempts each.
     """
     arn_region = region_of_arn(key_ref)
     if arn_region is not None and arn_region != region:
@@ -226,19 +327,28 @@ async def load_key(
             f"{key_ref}?region={arn_region}",
             "region",
         )
+    calls = calls or KmsCalls()
     try:
-        metadata = (await client.describe_key(KeyId=key_ref))["KeyMetadata"]
+        described = await calls.run(
+            key_ref, lambda: client.describe_key(KeyId=key_ref), STARTUP_ATTEMPTS
+        )
+        metadata = described["KeyMetadata"]
         check_metadata(key_ref, metadata)
         arn = metadata["Arn"]
         public_key = (known_public_keys or {}).get(arn)
         if public_key is None:
-            der = (await client.get_public_key(KeyId=arn))["PublicKey"]
-            public_key = public_key_from_spki(der)
+            fetched = await calls.run(
+                key_ref, lambda: client.get_public_key(KeyId=arn), STARTUP_ATTEMPTS
+            )
+            public_key = public_key_from_spki(fetched["PublicKey"])
     except KeyLoadFailed:
         raise
     except SignatureError as exc:
         raise KeyLoadFailed(f"KMS key {key_ref}: {exc}", "invalid") from exc
-    except (ClientError, KeyError, TypeError, TimeoutError, BotoCoreError, OSError) as exc:
+    except (
+        ClientError, KeyError, TypeError, TimeoutError, BotoCoreError, OSError, aiohttp.ClientError,
+        KmsUnavailable,
+    ) as exc:  # fmt: skip
         raise load_failure(exc, key_ref, region) from exc
     return KmsKeyInfo(
         ref=key_ref, arn=arn, public_key=public_key, address=address_from_public_key(public_key)

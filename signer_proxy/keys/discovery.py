@@ -18,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from signer_proxy.ecdsa import SignatureError, address_from_public_key, public_key_from_spki
-from signer_proxy.errors import KeyLoadFailed
+from signer_proxy.errors import KeyLoadFailed, KmsUnavailable
 from signer_proxy.keys.aws_kms import (
+    STARTUP_ATTEMPTS,
+    KmsCalls,
     KmsKeyInfo,
     check_metadata,
     kms_error_code,
@@ -56,6 +59,23 @@ class Discovered:
     failures: list[tuple[str, KeyLoadFailed]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     listed: int = 0
+
+
+class _ThroughCalls:
+    """A KMS client whose every call goes through KmsCalls (the process-wide cap, retries)."""
+
+    def __init__(self, client: Any, calls: KmsCalls) -> None:
+        self._client = client
+        self._calls = calls
+
+    def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._client, operation)
+
+        async def call(**params: Any) -> Any:
+            key = str(params.get("KeyId", "discovery"))
+            return await self._calls.run(key, lambda: method(**params), STARTUP_ATTEMPTS)
+
+        return call
 
 
 class _Skip(Exception):
@@ -100,7 +120,10 @@ async def list_candidates(
             "listing",
             transient=code != _ACCESS_DENIED,
         ) from exc
-    except (KeyError, TypeError, TimeoutError, BotoCoreError, OSError) as exc:
+    except (
+        KeyError, TypeError, TimeoutError, BotoCoreError, OSError, aiohttp.ClientError,
+        KmsUnavailable,
+    ) as exc:  # fmt: skip
         raise KeyLoadFailed(
             f"key discovery ({spec.describe()}) in Region {region} cannot list keys "
             f"({type(exc).__name__}): check the network, --aws-endpoint-url and credentials",
@@ -114,7 +137,7 @@ async def _alias_names(client: Any, page_size: int | None) -> dict[str, str]:
     identity may not list aliases (the keys are then named by ARN)."""
     try:
         aliases = await _pages(client.list_aliases, "Aliases", page_size or LIST_ALIASES_PAGE)
-    except (ClientError, BotoCoreError, OSError):
+    except (ClientError, BotoCoreError, OSError, aiohttp.ClientError, KmsUnavailable):
         return {}
     names: dict[str, str] = {}
     for alias in sorted(aliases, key=lambda a: str(a.get("AliasName", ""))):
@@ -162,7 +185,10 @@ async def _check(
         raise load_failure(exc, label, region) from exc
     except SignatureError as exc:
         raise KeyLoadFailed(f"KMS key {label}: {exc}", "invalid") from exc
-    except (KeyError, TypeError, TimeoutError, BotoCoreError, OSError) as exc:
+    except (
+        KeyError, TypeError, TimeoutError, BotoCoreError, OSError, aiohttp.ClientError,
+        KmsUnavailable,
+    ) as exc:  # fmt: skip
         raise load_failure(exc, label, region) from exc
     return KmsKeyInfo(
         ref=label, arn=arn, public_key=public_key, address=address_from_public_key(public_key)
@@ -177,8 +203,10 @@ async def discover(
     limit: asyncio.Semaphore,
     known_public_keys: Mapping[str, bytes] | None = None,
     page_size: int | None = None,
+    calls: KmsCalls | None = None,
 ) -> Discovered:
     """The keys `spec` selects; KeyLoadFailed("listing") only when no list can be had."""
+    client = _ThroughCalls(client, calls or KmsCalls())
     candidates = await list_candidates(client, spec, region, page_size)
     found = Discovered(listed=len(candidates))
     known = known_public_keys or {}

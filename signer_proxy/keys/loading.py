@@ -117,14 +117,18 @@ async def _explicit(
         client = await clients.get(location)
         async with limit:
             info = await load_key(
-                client, spec.ref, location.region, previous.public_keys if previous else None
+                client,
+                spec.ref,
+                location.region,
+                previous.public_keys if previous else None,
+                clients.calls,
             )
     except KeyLoadFailed as exc:
         return _kept_or_failed("kms", spec.label, exc, previous, region=location.region)
     except ConfigError as exc:  # e.g. no credentials to assume a role with
         failure = KeyLoadFailed(f"KMS key {spec.label}: {exc}", "access_denied")
         return _failed("kms", spec.label, failure, region=location.region)
-    signer = KmsSigner(client, replace(info, ref=spec.label))
+    signer = KmsSigner(client, replace(info, ref=spec.label), clients.calls)
     return _kms_entry("kms", signer, location.region)
 
 
@@ -145,6 +149,7 @@ async def _discovered(
             limit=limit,
             known_public_keys=previous.public_keys if previous else None,
             page_size=page_size,
+            calls=clients.calls,
         )
     except KeyLoadFailed as exc:
         entries = [_failed("discovery", sources.discovery.describe(), exc, region=location.region)]
@@ -156,7 +161,8 @@ async def _discovered(
                     )
         return entries, Counter(), exc
     entries = [
-        _kms_entry("discovery", KmsSigner(client, info), location.region) for _, info in found.keys
+        _kms_entry("discovery", KmsSigner(client, info, clients.calls), location.region)
+        for _, info in found.keys
     ]
     entries += [
         _kept_or_failed("discovery", label, exc, previous, region=location.region)

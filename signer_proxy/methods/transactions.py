@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from signer_proxy.blobs import SidecarForm
-from signer_proxy.errors import InvalidParams, NodeRejected, UpstreamTimeout
+from signer_proxy.deadline import remaining
+from signer_proxy.errors import (
+    DeadlineExceeded,
+    InvalidParams,
+    NodeRejected,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from signer_proxy.hexdata import to_data
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
@@ -30,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # A send that meets a nonce clash re-reads the node and tries again, this many times in all.
 MAX_SEND_ATTEMPTS = 4
+# After an ambiguous failure (timeout, connection lost mid-request) the same raw transaction
+# is sent again after each of these pauses, while the request deadline allows.
+RESEND_PAUSES = (0.1, 0.5, 1.0)
 
 
 async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
@@ -115,7 +127,19 @@ class TransactionMethods:
             lease = await self._nonces.reserve(signer.address)
             signed = await self._sign_leased(unsigned, signer, lease)
             try:
-                await self._send(signed)
+                # Kept before a byte leaves: replicas repair a dead send with these bytes.
+                await lease.record(signed.raw)
+                left = remaining()
+                if left is not None and left <= 0:
+                    raise DeadlineExceeded(
+                        "the request used up --request-deadline before the transaction could "
+                        "be sent; nothing was sent: retry, or raise --request-deadline"
+                    )
+            except BaseException:
+                await lease.release()
+                raise
+            try:
+                await self._deliver(signed)
             except NodeRejected as exc:
                 outcome = classify_send_error(exc.message)
                 if outcome is SendOutcome.REJECTED or attempt == MAX_SEND_ATTEMPTS:
@@ -123,8 +147,11 @@ class TransactionMethods:
                     raise
                 if outcome is SendOutcome.NONCE_TOO_HIGH:
                     await lease.release()
-                else:  # the nonce is taken on chain or in the pool
-                    await lease.commit()
+                else:
+                    # The nonce is taken on chain or in the pool: never sign it again (a
+                    # second signature could replace whatever holds it), and never resend
+                    # these refused bytes either (the request moves on to a new nonce).
+                    await lease.commit(sent=False)
                 log.warning(
                     "eth_sendTransaction from %s: nonce %d refused (%s); resyncing, attempt %d",
                     signer.address,
@@ -143,13 +170,62 @@ class TransactionMethods:
                     "check it with eth_getTransactionByHash before sending again",
                     {"txHash": to_data(signed.hash), "nonce": hex(signed.nonce)},
                 ) from exc
-            except BaseException:
+            except UpstreamUnavailable:  # never reached the node: the nonce is unused
                 await lease.release()
+                raise
+            except BaseException:
+                # Anything else after the bytes may have left: the nonce counts as used
+                # (replicas resend the recorded transaction if the node lacks it).
+                await lease.commit()
                 raise
             await lease.commit()
             self._log("eth_sendTransaction", signer, signed)
             return to_data(signed.hash)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _deliver(self, signed: SignedTx) -> None:
+        """Send; after an ambiguous failure resend the same bytes (a nonce that may have been
+        delivered is never signed again), within the request deadline.
+
+        Raises UpstreamTimeout if it stays ambiguous, UpstreamUnavailable if surely nothing
+        arrived, NodeRejected with the node's refusal."""
+        maybe_delivered: UpstreamTimeout | None = None
+        for pause in (0.0, *RESEND_PAUSES):
+            if maybe_delivered is not None:
+                left = remaining()
+                if left is not None and left <= pause:
+                    break
+                await asyncio.sleep(pause)
+                log.warning(
+                    "resending transaction %s (nonce %d) after: %s",
+                    to_data(signed.hash),
+                    signed.nonce,
+                    maybe_delivered.message,
+                )
+            try:
+                await self._send(signed)
+                return
+            except UpstreamTimeout as exc:
+                maybe_delivered = exc
+            except UpstreamBadResponse as exc:  # e.g. a gateway's 502: it may have passed it on
+                maybe_delivered = UpstreamTimeout(exc.message)
+            except UpstreamUnavailable as exc:
+                if maybe_delivered is None:
+                    raise
+                maybe_delivered = UpstreamTimeout(exc.message)  # the first try may have arrived
+            except NodeRejected:
+                if maybe_delivered is not None and await self._node_has(signed):
+                    return  # "nonce too low" for our own, already mined, transaction
+                raise
+        assert maybe_delivered is not None
+        raise maybe_delivered
+
+    async def _node_has(self, signed: SignedTx) -> bool:
+        try:
+            found = await self._upstream.call("eth_getTransactionByHash", [to_data(signed.hash)])
+        except (NodeRejected, UpstreamUnavailable):
+            return False
+        return found is not None
 
     async def _send(self, signed: SignedTx) -> None:
         # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.

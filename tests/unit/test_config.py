@@ -314,3 +314,36 @@ def test_require_serve_settings_rejects_bad_upstream_urls(url: str) -> None:
     settings = Settings(upstream=url, kms_keys=("alias/x",))
     with pytest.raises(ConfigError, match="--upstream must be an http"):
         require_serve_settings(settings)
+
+
+def test_upstream_urls_one_or_several_comma_separated() -> None:
+    from signer_proxy.config import upstream_urls
+
+    assert upstream_urls("http://a:1") == ("http://a:1",)
+    assert upstream_urls(" http://a:1 , https://b/x ,") == ("http://a:1", "https://b/x")
+
+
+def test_require_serve_settings_checks_every_upstream_url() -> None:
+    settings = Settings(upstream="http://127.0.0.1:1,ws://127.0.0.1:2", kms_keys=("alias/x",))
+    with pytest.raises(ConfigError, match="--upstream must be an http"):
+        require_serve_settings(settings)
+    require_serve_settings(dataclasses.replace(settings, upstream="http://a:1, https://b"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        pytest.param({"nonce_store": "memcached://x"}, "--nonce-store must be", id="store-scheme"),
+        pytest.param({"request_deadline": 0.0}, "--request-deadline must", id="deadline"),
+        pytest.param({"kms_max_in_flight": 0}, "--kms-max-in-flight must", id="in-flight"),
+        pytest.param({"nonce_lease_seconds": -1.0}, "--nonce-lease-seconds", id="lease"),
+    ],
+)
+def test_validate_replica_settings(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        validate(Settings(**overrides))
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380"])
+def test_validate_accepts_redis_nonce_stores(url: str) -> None:
+    validate(Settings(nonce_store=url))

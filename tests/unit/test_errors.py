@@ -10,11 +10,14 @@ from signer_proxy.errors import (
     BodyTooLarge,
     ChainIdMismatch,
     ConfigError,
+    DeadlineExceeded,
     InvalidParams,
     InvalidRequest,
     KmsUnavailable,
     MethodNotFound,
     NodeRejected,
+    NonceLeaseExpired,
+    NonceStoreUnavailable,
     ParseError,
     SignerProxyError,
     SigningFailed,
@@ -42,6 +45,11 @@ from signer_proxy.errors import (
         pytest.param(UpstreamUnavailable, -32020, 200, SignerProxyError, id="UpstreamUnavailable"),
         pytest.param(UpstreamTimeout, -32020, 200, UpstreamUnavailable, id="UpstreamTimeout"),
         pytest.param(UpstreamBadResponse, -32021, 200, SignerProxyError, id="UpstreamBadResponse"),
+        pytest.param(DeadlineExceeded, -32030, 200, SignerProxyError, id="DeadlineExceeded"),
+        pytest.param(
+            NonceStoreUnavailable, -32040, 200, SignerProxyError, id="NonceStoreUnavailable"
+        ),
+        pytest.param(NonceLeaseExpired, -32041, 200, SignerProxyError, id="NonceLeaseExpired"),
     ],
 )
 def test_error_class_code_status_and_place_in_the_tree(

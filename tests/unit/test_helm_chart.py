@@ -311,7 +311,7 @@ def test_everything_on_render(renderer: Path, tmp_path: Path) -> None:
         "name": "node-url",
         "key": "url",
     }
-    assert env["SIGNER_PROXY_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
+    assert env["SIGNER_PROXY_NONCE_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
     mounts = {m["name"]: m for m in main["volumeMounts"]}
     assert mounts["api-keys"]["readOnly"] is True
     assert mounts["admin-token"] == {

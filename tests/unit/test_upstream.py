@@ -29,6 +29,7 @@ from signer_proxy.errors import (
 )
 from signer_proxy.upstream import (
     SEND_ERROR_PATTERNS,
+    FailoverUpstream,
     HttpUpstream,
     SendOutcome,
     classify_send_error,
@@ -42,118 +43,132 @@ IN_USE = SendOutcome.NONCE_IN_USE
 REJECTED = SendOutcome.REJECTED
 
 
-@pytest.mark.parametrize(
-    ("message", "outcome"),
-    [
-        # The node already holds this very transaction: a success.
-        pytest.param("already known", ALREADY_KNOWN, id="geth-already-known"),
-        pytest.param("already known", ALREADY_KNOWN, id="reth-already-known"),
-        pytest.param("transaction already imported", ALREADY_KNOWN, id="anvil-already-imported"),
-        pytest.param("Known transaction", ALREADY_KNOWN, id="besu-known-transaction"),
-        pytest.param("AlreadyKnown", ALREADY_KNOWN, id="nethermind-old-AlreadyKnown"),
-        pytest.param(
-            "known transaction: 7f657507aee0511e36d2d1972a6b22e917cc89f92b6c12c4dbd57eaabb236960",
-            ALREADY_KNOWN,
-            id="geth-old-known-transaction",
-        ),
-        pytest.param("already known", ALREADY_KNOWN, id="erigon-already-known"),
-        pytest.param(
-            "INTERNAL_ERROR: existing tx with same hash", ALREADY_KNOWN, id="erigon-same-hash"
-        ),
-        # The nonce is taken on chain.
-        pytest.param("nonce too low: next nonce 5, tx nonce 3", TOO_LOW, id="geth-nonce-too-low"),
-        pytest.param("nonce too low: next nonce 9, tx nonce 0", TOO_LOW, id="reth-nonce-too-low"),
-        pytest.param("nonce too low", TOO_LOW, id="anvil-nonce-too-low"),
-        pytest.param("Nonce too low", TOO_LOW, id="besu-nonce-too-low"),
-        pytest.param("OldNonce", TOO_LOW, id="nethermind-old-OldNonce"),
-        pytest.param(
-            "OldNonce, Current nonce: 22, nonce of rejected tx: 17",
-            TOO_LOW,
-            id="nethermind-old-OldNonce-detail",
-        ),
-        pytest.param("nonce too low", TOO_LOW, id="erigon-nonce-too-low"),
-        pytest.param(
-            "Nonce too low. Provided nonce: 1, current nonce: 2", TOO_LOW, id="hedera-too-low"
-        ),
-        pytest.param(
-            "[Request ID: 2e952947-ffad-408b-aed9-35f3ed152001] Nonce too low. "
-            "Provided nonce: 15, current nonce: 15",
-            TOO_LOW,
-            id="hedera-too-low-with-request-id",
-        ),
-        # Our counter ran ahead of the node.
-        pytest.param("nonce too high", TOO_HIGH, id="geth-reth-nonce-too-high"),
-        pytest.param("Nonce too high", TOO_HIGH, id="besu-nonce-too-high"),
-        pytest.param(
-            "Transaction nonce is too distant from current sender nonce",
-            TOO_HIGH,
-            id="besu-too-distant",
-        ),
-        pytest.param("NonceGap", TOO_HIGH, id="nethermind-old-NonceGap"),
-        pytest.param(
-            "NonceGap, Future nonce. Expected nonce: 10",
-            TOO_HIGH,
-            id="nethermind-old-NonceGap-detail",
-        ),
-        pytest.param("nonce too far in future", TOO_HIGH, id="nethermind-too-far-in-future"),
-        pytest.param(
-            "Nonce too high. Provided nonce: 16, current nonce: 15", TOO_HIGH, id="hedera-too-high"
-        ),
-        # Another pending transaction holds the nonce.
-        pytest.param("replacement transaction underpriced", IN_USE, id="geth-replacement"),
-        pytest.param("replacement transaction underpriced", IN_USE, id="anvil-replacement"),
-        pytest.param("Replacement transaction underpriced", IN_USE, id="besu-replacement"),
-        # Nethermind's pool-full refusal: the fee is too low, the nonce is free. Not a retry.
-        pytest.param("FeeTooLowToCompete", REJECTED, id="nethermind-FeeTooLowToCompete"),
-        pytest.param("unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"),
-        # The transaction is invalid as it stands.
-        pytest.param(
-            "insufficient funds for gas * price + value: balance 0, tx cost 21000000000000, "
-            "overshot 21000000000000",
-            REJECTED,
-            id="geth-insufficient-funds",
-        ),
-        pytest.param(
-            "Insufficient funds for gas * price + value", REJECTED, id="anvil-insufficient-funds"
-        ),
-        pytest.param(
-            "intrinsic gas too low: gas 20000, minimum needed 21000",
-            REJECTED,
-            id="geth-intrinsic-gas",
-        ),
-        pytest.param("intrinsic gas too low", REJECTED, id="anvil-intrinsic-gas"),
-        pytest.param(
-            "transaction underpriced: gas tip cap 1, minimum needed 1000000",
-            REJECTED,
-            id="geth-underpriced-not-replacement",
-        ),
-        pytest.param(
-            "max fee per gas less than block base fee: address "
-            "0x336394A3219e71D9d9bd18201d34E95C1Bb7122C, maxFeePerGas: 1, baseFee: 7",
-            REJECTED,
-            id="geth-fee-cap-too-low",
-        ),
-        pytest.param("exceeds block gas limit", REJECTED, id="geth-gas-limit"),
-        pytest.param("Upfront cost exceeds account balance", REJECTED, id="besu-upfront-cost"),
-        pytest.param(
-            "Gas price below configured minimum gas price", REJECTED, id="besu-min-gas-price"
-        ),
-        pytest.param(
-            "InsufficientFunds, Account balance: 4740799397601480913, "
-            "cumulative cost: 22019342038993800000",
-            REJECTED,
-            id="nethermind-old-InsufficientFunds",
-        ),
-        pytest.param("insufficient funds", REJECTED, id="erigon-insufficient-funds"),
-        pytest.param(
-            "[Request ID: 6198d2a3-590f-4724-aae5-69fecead0c49] Insufficient funds for transfer",
-            REJECTED,
-            id="hedera-insufficient-funds",
-        ),
-        pytest.param("invalid sender", REJECTED, id="geth-invalid-sender"),
-        pytest.param("", REJECTED, id="empty-message"),
-    ],
-)
+# Every node text the classification is tested on; the fault-injection integration test
+# (tests/integration/test_faults.py) has a node answer each of them for real.
+SEND_ERROR_ROWS = [
+    # The node already holds this very transaction: a success.
+    pytest.param("already known", ALREADY_KNOWN, id="geth-already-known"),
+    pytest.param("already known", ALREADY_KNOWN, id="reth-already-known"),
+    pytest.param("transaction already imported", ALREADY_KNOWN, id="anvil-already-imported"),
+    pytest.param("Known transaction", ALREADY_KNOWN, id="besu-known-transaction"),
+    pytest.param("AlreadyKnown", ALREADY_KNOWN, id="nethermind-old-AlreadyKnown"),
+    pytest.param(
+        "known transaction: 7f657507aee0511e36d2d1972a6b22e917cc89f92b6c12c4dbd57eaabb236960",
+        ALREADY_KNOWN,
+        id="geth-old-known-transaction",
+    ),
+    pytest.param("already known", ALREADY_KNOWN, id="erigon-already-known"),
+    pytest.param(
+        "INTERNAL_ERROR: existing tx with same hash", ALREADY_KNOWN, id="erigon-same-hash"
+    ),
+    # The nonce is taken on chain.
+    pytest.param("nonce too low: next nonce 5, tx nonce 3", TOO_LOW, id="geth-nonce-too-low"),
+    pytest.param("nonce too low: next nonce 9, tx nonce 0", TOO_LOW, id="reth-nonce-too-low"),
+    pytest.param("nonce too low", TOO_LOW, id="anvil-nonce-too-low"),
+    pytest.param("Nonce too low", TOO_LOW, id="besu-nonce-too-low"),
+    pytest.param("OldNonce", TOO_LOW, id="nethermind-old-OldNonce"),
+    pytest.param(
+        "OldNonce, Current nonce: 22, nonce of rejected tx: 17",
+        TOO_LOW,
+        id="nethermind-old-OldNonce-detail",
+    ),
+    pytest.param("nonce too low", TOO_LOW, id="erigon-nonce-too-low"),
+    pytest.param(
+        "Nonce too low. Provided nonce: 1, current nonce: 2", TOO_LOW, id="hedera-too-low"
+    ),
+    pytest.param(
+        "[Request ID: 2e952947-ffad-408b-aed9-35f3ed152001] Nonce too low. "
+        "Provided nonce: 15, current nonce: 15",
+        TOO_LOW,
+        id="hedera-too-low-with-request-id",
+    ),
+    # Our counter ran ahead of the node.
+    pytest.param("nonce too high", TOO_HIGH, id="geth-reth-nonce-too-high"),
+    pytest.param("Nonce too high", TOO_HIGH, id="besu-nonce-too-high"),
+    pytest.param(
+        "Transaction nonce is too distant from current sender nonce",
+        TOO_HIGH,
+        id="besu-too-distant",
+    ),
+    pytest.param("NonceGap", TOO_HIGH, id="nethermind-old-NonceGap"),
+    pytest.param(
+        "NonceGap, Future nonce. Expected nonce: 10",
+        TOO_HIGH,
+        id="nethermind-old-NonceGap-detail",
+    ),
+    pytest.param("nonce too far in future", TOO_HIGH, id="nethermind-too-far-in-future"),
+    pytest.param(
+        "Nonce too high. Provided nonce: 16, current nonce: 15", TOO_HIGH, id="hedera-too-high"
+    ),
+    # Another pending transaction holds the nonce.
+    pytest.param("replacement transaction underpriced", IN_USE, id="geth-replacement"),
+    pytest.param("replacement transaction underpriced", IN_USE, id="anvil-replacement"),
+    pytest.param("Replacement transaction underpriced", IN_USE, id="besu-replacement"),
+    # Nethermind's pool-full refusal: the fee is too low, the nonce is free. Not a retry.
+    pytest.param("FeeTooLowToCompete", REJECTED, id="nethermind-FeeTooLowToCompete"),
+    pytest.param("unknown transaction: 0x12", REJECTED, id="unknown-transaction-is-not-known"),
+    # The transaction is invalid as it stands.
+    pytest.param(
+        "insufficient funds for gas * price + value: balance 0, tx cost 21000000000000, "
+        "overshot 21000000000000",
+        REJECTED,
+        id="geth-insufficient-funds",
+    ),
+    pytest.param(
+        "Insufficient funds for gas * price + value", REJECTED, id="anvil-insufficient-funds"
+    ),
+    pytest.param(
+        "intrinsic gas too low: gas 20000, minimum needed 21000",
+        REJECTED,
+        id="geth-intrinsic-gas",
+    ),
+    pytest.param("intrinsic gas too low", REJECTED, id="anvil-intrinsic-gas"),
+    pytest.param(
+        "transaction underpriced: gas tip cap 1, minimum needed 1000000",
+        REJECTED,
+        id="geth-underpriced-not-replacement",
+    ),
+    pytest.param(
+        "max fee per gas less than block base fee: address "
+        "0x336394A3219e71D9d9bd18201d34E95C1Bb7122C, maxFeePerGas: 1, baseFee: 7",
+        REJECTED,
+        id="geth-fee-cap-too-low",
+    ),
+    pytest.param("exceeds block gas limit", REJECTED, id="geth-gas-limit"),
+    pytest.param("Upfront cost exceeds account balance", REJECTED, id="besu-upfront-cost"),
+    pytest.param("Gas price below configured minimum gas price", REJECTED, id="besu-min-gas-price"),
+    pytest.param(
+        "InsufficientFunds, Account balance: 4740799397601480913, "
+        "cumulative cost: 22019342038993800000",
+        REJECTED,
+        id="nethermind-old-InsufficientFunds",
+    ),
+    pytest.param("insufficient funds", REJECTED, id="erigon-insufficient-funds"),
+    pytest.param(
+        "[Request ID: 6198d2a3-590f-4724-aae5-69fecead0c49] Insufficient funds for transfer",
+        REJECTED,
+        id="hedera-insufficient-funds",
+    ),
+    pytest.param("invalid sender", REJECTED, id="geth-invalid-sender"),
+    pytest.param(
+        "max priority fee per gas higher than max fee per gas",
+        REJECTED,
+        id="geth-tip-above-fee-cap",
+    ),
+    pytest.param("txpool is full", REJECTED, id="geth-txpool-full"),
+    pytest.param(
+        "insufficient funds for gas * price + value: have 0 want 21000000000000",
+        REJECTED,
+        id="reth-insufficient-funds",
+    ),
+    pytest.param(
+        "max fee per gas less than block base fee", REJECTED, id="anvil-reth-fee-cap-too-low"
+    ),
+    pytest.param("", REJECTED, id="empty-message"),
+]
+
+
+@pytest.mark.parametrize(("message", "outcome"), SEND_ERROR_ROWS)
 def test_classify_send_error_node_texts(message: str, outcome: SendOutcome) -> None:
     assert classify_send_error(message) is outcome
 
@@ -402,3 +417,106 @@ async def test_http_upstream_nothing_listening_is_unavailable(
     assert "--upstream" in info.value.message
     assert "s3cret" not in info.value.message
     assert upstream.display_url == f"http://127.0.0.1:{port}"
+
+
+# --- FailoverUpstream: several nodes, one at a time ---------------------------------------
+
+
+async def start_node(respond: Responder) -> tuple[str, web.AppRunner, list[bytes]]:
+    """Another scripted node on 127.0.0.1: (url, runner, bodies received)."""
+    bodies: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.read())
+        return await respond(request)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}/", runner, bodies
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+def _chain(chain_id: str) -> Responder:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        sent = json.loads(await request.read())
+        return web.json_response({"jsonrpc": "2.0", "id": sent["id"], "result": chain_id})
+
+    return respond
+
+
+async def test_failover_reads_move_on_from_an_unreachable_node(
+    session: aiohttp.ClientSession,
+) -> None:
+    url, runner, bodies = await start_node(_chain("0x1"))
+    try:
+        dead = HttpUpstream(closed_port_url(), session, 5)
+        upstream = FailoverUpstream([dead, HttpUpstream(url, session, 5)])
+
+        assert await upstream.call("eth_chainId", []) == "0x1"
+        assert upstream.healthy() == [redact_url(url)]
+        assert await upstream.forward(b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}')
+        assert len(bodies) == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_failover_send_after_a_timeout_is_not_sent_elsewhere(
+    node: Node, session: aiohttp.ClientSession
+) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "0x1"})
+
+    node.respond = slow
+    url, runner, bodies = await start_node(_chain("0xabc"))
+    try:
+        upstream = FailoverUpstream(
+            [HttpUpstream(node.url, session, 0.05), HttpUpstream(url, session, 5)]
+        )
+
+        with pytest.raises(UpstreamTimeout):
+            await upstream.call("eth_sendRawTransaction", ["0x02"])
+        assert bodies == []  # the first node may have it: the caller decides what to resend
+
+        # The slow node is out of rotation: the resend goes to the other one.
+        assert await upstream.call("eth_sendRawTransaction", ["0x02"]) == "0xabc"
+        assert len(bodies) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_failover_all_nodes_down_is_the_last_error(session: aiohttp.ClientSession) -> None:
+    upstream = FailoverUpstream(
+        [HttpUpstream(closed_port_url(), session, 5), HttpUpstream(closed_port_url(), session, 5)]
+    )
+
+    with pytest.raises(UpstreamUnavailable, match="could not be reached"):
+        await upstream.call("eth_blockNumber", [])
+    assert upstream.healthy() == []
+
+
+async def test_failover_probe_brings_back_nodes_on_the_same_chain_only(
+    session: aiohttp.ClientSession,
+) -> None:
+    good_url, good, _ = await start_node(_chain("0x1"))
+    other_url, other, _ = await start_node(_chain("0x5"))
+    try:
+        upstream = FailoverUpstream(
+            [HttpUpstream(good_url, session, 5), HttpUpstream(other_url, session, 5)]
+        )
+
+        await upstream.probe()
+
+        assert upstream.healthy() == [redact_url(good_url)]  # 0x5 is another chain
+    finally:
+        await good.cleanup()
+        await other.cleanup()

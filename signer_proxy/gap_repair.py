@@ -1,0 +1,115 @@
+"""Gap repair (Redis nonce store): every replica, every quarter lease, syncs each of its
+addresses with the node. A sync resends raw transactions that a dead replica recorded but
+may never have sent, and re-issues nonces that a dead replica reserved and never used. A
+released nonce that no send has taken by the next round is filled with a zero-value
+transfer to the address itself, so transactions already acknowledged above it are mined
+even when no new request comes. See docs/design.md, "Nonces across replicas".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from signer_proxy.deadline import deadline_scope
+from signer_proxy.errors import (
+    NodeRejected,
+    SignerProxyError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from signer_proxy.hexdata import to_data
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.methods.transactions import sign_transaction
+from signer_proxy.nonces import Lease
+from signer_proxy.redis_nonces import RedisNonceManager
+from signer_proxy.transactions import ChainFacts, TxRequest, fill, with_nonce
+from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
+
+log = logging.getLogger(__name__)
+
+
+class GapRepairer:
+    """Finds and fills nonce gaps for every address of the registry, round after round."""
+
+    def __init__(
+        self,
+        nonces: RedisNonceManager,
+        registry: Callable[[], KeyRegistry],
+        upstream: Upstream,
+        facts: ChainFacts,
+        gas_margin: float,
+        deadline: float,
+    ) -> None:
+        self._nonces = nonces
+        self._registry = registry
+        self._upstream = upstream
+        self._facts = facts
+        self._gas_margin = gas_margin
+        self._deadline = deadline
+        self._released: dict[str, tuple[int, ...]] = {}
+
+    async def run(self, interval: float) -> None:
+        """Repair every address every `interval` seconds, forever (a background task)."""
+        while True:
+            for address in self._registry().addresses:
+                try:
+                    await self.repair(address)
+                except SignerProxyError as exc:
+                    log.warning("gap repair for %s: %s", address, exc.message)
+                except Exception:
+                    log.exception("gap repair for %s failed", address)
+            await asyncio.sleep(interval)
+
+    async def repair(self, address: str) -> None:
+        """One round: fill the nonces released since the last round and still unused (by
+        whichever replica or path released them), then sync."""
+        with deadline_scope(self._deadline):
+            for nonce in self._released.pop(address, ()):
+                lease = await self._nonces.claim(address, nonce)
+                if lease is not None:
+                    await self._fill(address, lease)
+            result = await self._nonces.sync(address)
+            if result.released:
+                self._released[address] = result.released
+
+    async def _fill(self, address: str, lease: Lease) -> None:
+        signer = self._registry().get(address)
+        try:
+            request = TxRequest(sender=address, to=address)
+            unsigned = await fill(request, self._upstream, self._facts, self._gas_margin)
+            signed = await sign_transaction(with_nonce(unsigned, lease.nonce), signer)
+            await lease.record(signed.raw)
+        except BaseException:
+            await lease.release()
+            raise
+        try:
+            await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
+        except NodeRejected as exc:
+            outcome = classify_send_error(exc.message)
+            if outcome in (SendOutcome.REJECTED, SendOutcome.NONCE_TOO_HIGH):
+                await lease.release()
+            elif outcome is SendOutcome.ALREADY_KNOWN:
+                await lease.commit()
+            else:
+                await lease.commit(sent=False)  # taken meanwhile: never resend the filler
+            log.warning("gap filler for nonce %d of %s: %s", lease.nonce, address, exc.message)
+            return
+        except (UpstreamTimeout, UpstreamBadResponse):
+            await lease.commit()  # recorded: a later sync resends it if the node lacks it
+            raise
+        except UpstreamUnavailable:
+            await lease.release()  # never arrived
+            raise
+        except BaseException:
+            await lease.commit()
+            raise
+        await lease.commit()
+        log.warning(
+            "nonce gap of %s: filled nonce %d with a zero-value transfer to itself (tx %s)",
+            address,
+            lease.nonce,
+            to_data(signed.hash),
+        )

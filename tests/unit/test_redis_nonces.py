@@ -1,0 +1,291 @@
+"""redis_nonces.RedisNonceManager against a real redis-server, with a scripted node (pending
+count and eth_sendRawTransaction) at the manager's own seams. Several manager instances, each
+with its own Redis connection pool, stand for several replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from signer_proxy.errors import NodeRejected, NonceLeaseExpired, NonceStoreUnavailable
+from signer_proxy.redis_nonces import RedisNonceManager, connect
+from tests.conftest import free_port
+
+ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+
+
+class FakeNode:
+    """The node as the manager sees it: pending counts, and the raw txs resent to it."""
+
+    def __init__(self, **counts: int) -> None:
+        self.counts = {ALICE.lower(): counts.get("alice", 0), BOB.lower(): counts.get("bob", 0)}
+        self.asked = 0
+        self.resent: list[bytes] = []
+        self.refuse_with: str | None = None
+
+    async def pending_count(self, address: str) -> int:
+        self.asked += 1
+        await asyncio.sleep(0)
+        return self.counts[address.lower()]
+
+    async def send_raw(self, raw: bytes) -> None:
+        self.resent.append(raw)
+        if self.refuse_with is not None:
+            raise NodeRejected(-32000, self.refuse_with)
+
+    def set(self, address: str, count: int) -> None:
+        self.counts[address.lower()] = count
+
+
+ManagerFactory = Callable[..., RedisNonceManager]
+
+
+@pytest.fixture
+async def managers(redis_url: str) -> AsyncIterator[ManagerFactory]:
+    """`managers(node, lease_seconds=30, chain_id=31337)`: a new replica's manager."""
+    clients: list[Redis] = []
+
+    def make(
+        node: FakeNode, lease_seconds: float = 30.0, chain_id: int = 31337
+    ) -> RedisNonceManager:
+        client = connect(redis_url)
+        clients.append(client)
+
+        async def chain() -> int:
+            return chain_id
+
+        return RedisNonceManager(
+            client, node.pending_count, node.send_raw, chain, lease_seconds, redis_url
+        )
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_reserve_concurrent_from_three_replicas_distinct_consecutive(
+    managers: ManagerFactory,
+) -> None:
+    node = FakeNode(alice=7)
+    replicas = [managers(node) for _ in range(3)]
+
+    leases = await asyncio.gather(*(replicas[i % 3].reserve(ALICE) for i in range(300)))
+
+    assert sorted(lease.nonce for lease in leases) == list(range(7, 307))
+    # A cold burst asks the node once per replica, not once per reservation.
+    assert node.asked <= 3
+
+
+async def test_burst_runs_on_the_counter_while_leases_are_out(managers: ManagerFactory) -> None:
+    node = FakeNode(alice=3)
+    first, second = managers(node), managers(node)
+    held = await first.reserve(ALICE)
+    node.set(ALICE, 0)  # the node has seen nothing yet
+
+    assert (held.nonce, (await second.reserve(ALICE)).nonce) == (3, 4)
+
+
+async def test_release_hands_the_nonce_out_again_lowest_first(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    one, other = managers(node), managers(node)
+    leases = [await one.reserve(ALICE) for _ in range(4)]  # 0, 1, 2, 3
+
+    await leases[2].release()
+    await leases[1].release()
+
+    again = [(await other.reserve(ALICE)).nonce for _ in range(3)]
+    assert again == [1, 2, 4]
+
+
+async def test_commit_keeps_the_nonce_used(managers: ManagerFactory) -> None:
+    manager = managers(FakeNode())
+    held = await manager.reserve(ALICE)
+    used = await manager.reserve(ALICE)
+    await used.record(b"\x02raw-1")
+    await used.commit()
+    await used.release()  # settled once: a late release changes nothing
+
+    assert (held.nonce, used.nonce) == (0, 1)
+    assert (await manager.reserve(ALICE)).nonce == 2
+
+
+async def test_idle_address_follows_the_node_both_ways(managers: ManagerFactory) -> None:
+    node = FakeNode(alice=5)
+    manager = managers(node)
+    lease = await manager.reserve(ALICE)
+    await lease.commit()  # committed without a recorded tx (eth_signTransaction)
+
+    node.set(ALICE, 9)  # sent around the proxy
+    lease = await manager.reserve(ALICE)
+    assert lease.nonce == 9
+    await lease.commit()
+
+    node.set(ALICE, 9)  # the node never got 9 (the caller never broadcast it)
+    assert (await manager.reserve(ALICE)).nonce == 9
+
+
+async def test_addresses_and_chains_do_not_share_state(managers: ManagerFactory) -> None:
+    node = FakeNode(alice=1, bob=40)
+    mainnet, testnet = managers(node, chain_id=1), managers(node, chain_id=5)
+    held = [await mainnet.reserve(ALICE), await mainnet.reserve(BOB), await testnet.reserve(ALICE)]
+
+    assert [lease.nonce for lease in held] == [1, 40, 1]
+
+
+async def test_expired_lease_of_a_dead_replica_is_reissued(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    dead, alive = managers(node, lease_seconds=0.2), managers(node, lease_seconds=0.2)
+    await dead.reserve(ALICE)  # 0: the replica dies before recording or sending
+    sent = await alive.reserve(ALICE)  # 1
+    await sent.record(b"\x02raw-1")
+    await sent.commit()
+    await asyncio.sleep(0.3)
+
+    result = await alive.sync(ALICE)
+
+    assert result.holes == (0,) and result.released == (0,)
+    # 1 sits behind the hole: the node may have dropped it, so the same bytes go again.
+    assert node.resent == [b"\x02raw-1"]
+    assert (await alive.reserve(ALICE)).nonce == 0  # the hole goes to the next send
+    assert (await alive.reserve(ALICE)).nonce == 2
+
+
+async def test_recording_after_the_lease_ran_out_is_refused(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    slow, other = managers(node, lease_seconds=0.2), managers(node, lease_seconds=0.2)
+    lease = await slow.reserve(ALICE)
+    await other.reserve(ALICE)  # keeps the address busy
+    await asyncio.sleep(0.3)
+    await other.sync(ALICE)
+    reissued = await other.reserve(ALICE)
+
+    with pytest.raises(NonceLeaseExpired, match="nothing was sent"):
+        await lease.record(b"\x02late")
+    await reissued.record(b"\x02on-time")  # the new holder still owns it
+    assert reissued.nonce == lease.nonce == 0
+
+
+async def test_orphaned_raw_tx_is_resent_never_reissued(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    dead, alive = managers(node, lease_seconds=0.2), managers(node, lease_seconds=0.2)
+    lease = await dead.reserve(ALICE)
+    await lease.record(b"\x02signed-by-the-dead-replica")  # then killed before the send
+    await asyncio.sleep(0.3)
+
+    result = await alive.sync(ALICE)
+
+    assert result.resent == (0,) and result.holes == ()
+    assert node.resent == [b"\x02signed-by-the-dead-replica"]
+    assert (await alive.reserve(ALICE)).nonce == 1  # 0 is not signed a second time
+
+
+async def test_resent_raw_tx_refused_outright_frees_its_nonce(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    manager = managers(node, lease_seconds=0.2)
+    lease = await manager.reserve(ALICE)
+    await lease.record(b"\x02underfunded")
+    await asyncio.sleep(0.3)
+    node.refuse_with = "insufficient funds for gas * price + value"
+
+    await manager.sync(ALICE)
+
+    assert node.resent == [b"\x02underfunded"]
+    assert (await manager.reserve(ALICE)).nonce == 0
+
+
+async def test_raw_tx_the_node_has_is_forgotten_not_resent(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    manager = managers(node, lease_seconds=0.2)
+    lease = await manager.reserve(ALICE)
+    await lease.record(b"\x02mined")
+    await lease.commit()
+    node.set(ALICE, 1)  # the node has it
+    await asyncio.sleep(0.3)
+
+    result = await manager.sync(ALICE)
+
+    assert result.resent == () and node.resent == []
+
+
+async def test_commit_as_taken_forgets_the_refused_raw_tx(managers: ManagerFactory) -> None:
+    """ "nonce too low" / "replacement underpriced": never resend those bytes later (the
+    request moved on to a new nonce: a late resend would execute it twice)."""
+    node = FakeNode()
+    manager = managers(node, lease_seconds=0.2)
+    busy = await manager.reserve(ALICE)  # 0, so the address is not idle at the sync
+    refused = await manager.reserve(ALICE)  # 1
+    await refused.record(b"\x02refused")
+    await refused.commit(sent=False)
+    await busy.record(b"\x02zero")
+    await busy.commit()
+    await asyncio.sleep(0.3)
+
+    await manager.sync(ALICE)
+
+    assert b"\x02refused" not in node.resent
+    assert node.resent == [b"\x02zero"]
+
+
+async def test_resync_raises_the_counter_but_never_under_leases(managers: ManagerFactory) -> None:
+    node = FakeNode()
+    manager = managers(node)
+    leases = [await manager.reserve(ALICE) for _ in range(3)]  # 0, 1, 2 out
+
+    node.set(ALICE, 10)  # "nonce too low": someone else used up to 9
+    await manager.resync(ALICE)
+    assert (await manager.reserve(ALICE)).nonce == 10
+
+    node.set(ALICE, 0)  # a lagging node: the leases out still hold 0..2 and 10
+    await manager.resync(ALICE)
+    assert (await manager.reserve(ALICE)).nonce == 11
+    assert [lease.nonce for lease in leases] == [0, 1, 2]
+
+
+async def test_claim_takes_a_nonce_only_while_it_is_released(managers: ManagerFactory) -> None:
+    manager = managers(FakeNode())
+    first = await manager.reserve(ALICE)
+    second = await manager.reserve(ALICE)
+    await first.release()
+
+    claimed = await manager.claim(ALICE, 0)
+    assert claimed is not None and claimed.nonce == 0
+    assert await manager.claim(ALICE, 0) is None  # held now
+    assert await manager.claim(ALICE, second.nonce) is None  # never released
+
+
+async def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    client = connect(url)
+
+    async def chain() -> int:
+        return 1
+
+    node = FakeNode()
+    manager = RedisNonceManager(client, node.pending_count, node.send_raw, chain, 30, url)
+    try:
+        with pytest.raises(NonceStoreUnavailable) as info:
+            await manager.reserve(ALICE)
+        with pytest.raises(NonceStoreUnavailable):
+            await manager.ping()
+    finally:
+        await client.aclose()
+
+    assert info.value.code == -32040
+    assert "--nonce-store" in info.value.message and "127.0.0.1" in info.value.message
+    assert "s3cret" not in info.value.message
+
+
+async def test_leases_survive_a_replica_that_restarts(managers: ManagerFactory) -> None:
+    """State is in Redis, not in the process: a new manager continues where the old left."""
+    node = FakeNode()
+    before = managers(node)
+    held = [await before.reserve(ALICE) for _ in range(3)]
+
+    after = managers(node)
+
+    assert (await after.reserve(ALICE)).nonce == 3
+    assert len({lease.nonce for lease in held}) == 3
