@@ -154,7 +154,11 @@ def test_every_key_that_fails_is_named_when_startup_refuses(kms: Any, tmp_path: 
 
 
 async def test_allow_key_failures_serves_the_others_and_reports_the_failure(
-    start_proxy: ProxyFactory, anvil: Anvil, kms: Any, make_key: KeyFactory
+    start_proxy: ProxyFactory,
+    anvil: Anvil,
+    kms: Any,
+    make_key: KeyFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = make_key()
     settings = proxy_settings(
@@ -171,6 +175,8 @@ async def test_allow_key_failures_serves_the_others_and_reports_the_failure(
     assert "was not found" in detail
     metrics = await (await proxy.client.get("/metrics")).text()
     assert 'signer_proxy_key_load_failures{source="kms"} 1.0' in metrics
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("kms key alias/never-created did not load: ") for m in warnings)
 
 
 async def test_a_transient_kms_error_on_reload_keeps_the_key_and_a_disabled_key_is_dropped(
