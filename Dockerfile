@@ -1,7 +1,10 @@
 # signer-proxy: the JSON-RPC signing proxy, as a small non-root image.
 #   docker build -t signer-proxy .
-#   docker run -p 8545:8545 -e AWS_REGION=us-east-1 signer-proxy \
-#     --upstream https://node.example --kms-key alias/treasury
+#   docker run -p 8545:8545 -e AWS_REGION=us-east-1 \
+#     -v $PWD/api-keys.yaml:/etc/signer-proxy/api-keys.yaml:ro signer-proxy \
+#     --upstream https://node.example --kms-key alias/treasury \
+#     --api-keys-file /etc/signer-proxy/api-keys.yaml
+# (it listens on 0.0.0.0, so it refuses to start without authentication: docs/security.md)
 # Everything after the image name is a `signer-proxy serve` flag; every setting is also an
 # environment variable (SIGNER_PROXY_...): see docs/config.md.
 

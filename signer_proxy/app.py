@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from signer_proxy import transport
+from signer_proxy.audit import AuditLog, FileAuditLog, open_audit_log
+from signer_proxy.auth import Authenticator, load_api_keys
 from signer_proxy.blobs import SidecarForm
+from signer_proxy.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.gate import GuardedSigner, SigningGate
 from signer_proxy.health import (
     READINESS_CHECKS,
     ReadinessCheck,
@@ -28,7 +32,7 @@ from signer_proxy.health import (
 from signer_proxy.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
-from signer_proxy.keys.aws_kms import KmsCalls
+from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
 from signer_proxy.keys.keyring import KeyRing, describe_failures
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.sources import from_settings
@@ -36,11 +40,15 @@ from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
-from signer_proxy.metrics import METRICS, Metrics
+from signer_proxy.metrics import METRICS, Metrics, method_family
 from signer_proxy.nonces import MemoryNonceManager, NonceManager
+from signer_proxy.policy import Policy, load_policy
+from signer_proxy.ratelimit import RateLimiter
 from signer_proxy.router import Handler, Router
 from signer_proxy.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.transactions import ChainFacts, pending_nonce
+from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
@@ -51,6 +59,9 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 # The keys in service: `app[KEYRING].current()` is the registry now; reloads replace it.
 KEYRING = web.AppKey("keyring", KeyRing)
+GATE = web.AppKey("gate", SigningGate)
+# Daily value budgets; the replicas' Redis store replaces this before startup (budgets.py).
+BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
 
@@ -109,12 +120,19 @@ def key_loader(
     return load
 
 
-def make_upstream(
-    settings: Settings, session: aiohttp.ClientSession
-) -> HttpUpstream | FailoverUpstream:
-    """The node client: one URL, or several with failover (FailoverUpstream)."""
+def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
+    """The node client: one URL, or several with failover (FailoverUpstream); `aclose` it."""
     urls = upstream_urls(settings.upstream)
-    nodes = [HttpUpstream(url, session, settings.upstream_timeout) for url in urls]
+    verify = upstream_ssl(settings.upstream_ca_file)  # True: the system's CAs
+    nodes = [
+        HttpUpstream(
+            url,
+            settings.upstream_timeout,
+            connect_timeout=settings.upstream_connect_timeout,
+            ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
+        )
+        for url in urls
+    ]
     return nodes[0] if len(nodes) == 1 else FailoverUpstream(nodes)
 
 
@@ -144,9 +162,12 @@ def build_router(
     facts: ChainFacts,
     settings: Settings,
     metrics: Metrics | None = None,
+    gate: SigningGate | None = None,
     nonces: NonceManager | None = None,
 ) -> Router:
-    """The method table: local methods by name, everything else to the node."""
+    """The method table: local methods by name, everything else to the node; `gate` decides
+    each client's methods and every signature (none: no policy, nothing audited)."""
+    gate = gate or SigningGate()
 
     async def pending_count(address: str) -> int:
         return await pending_nonce(upstream, address)
@@ -154,7 +175,7 @@ def build_router(
     def current() -> KeyRegistry:
         return registry() if callable(registry) else registry
 
-    accounts = AccountMethods(current)
+    accounts = AccountMethods(current, gate)
     nonces = nonces or MemoryNonceManager(pending_count)
     txs = TransactionMethods(
         current,
@@ -164,9 +185,10 @@ def build_router(
         settings.gas_margin,
         allow_pre_eip155=settings.allow_pre_eip155,
         sidecar_form=SidecarForm(settings.blob_sidecar),
+        gate=gate,
     )
-    messages = MessageMethods(current, facts)
-    authorizations = AuthorizationMethods(current, upstream, facts)
+    messages = MessageMethods(current, facts, gate)
+    authorizations = AuthorizationMethods(current, upstream, facts, gate)
     methods: dict[str, Handler] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,
@@ -186,6 +208,7 @@ def build_router(
         upstream,
         observer=metrics.observe_reply if metrics else None,
         deadline=settings.request_deadline,
+        gate=gate.call_denial if gate else None,
     )
 
 
@@ -217,8 +240,9 @@ async def start_redis_nonces(
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
-) -> NonceManager:
-    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair."""
+) -> tuple[NonceManager, Any]:
+    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
+    the manager and the Redis client (budgets share it)."""
     from signer_proxy.gap_repair import GapRepairer
     from signer_proxy.redis_nonces import connect
 
@@ -235,7 +259,83 @@ async def start_redis_nonces(
         nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
-    return nonces  # type: ignore[no-any-return]
+    return nonces, redis
+
+
+def key_names(signers: Sequence[Signer]) -> dict[str, str]:
+    """How the policy file may name each key: address, key ARN or file, or as given in
+    --kms-key (with or without its ?options)."""
+    names: dict[str, str] = {}
+    for signer in signers:
+        names[signer.address.lower()] = signer.address
+        names[signer.key_name] = signer.address
+        if isinstance(signer, KmsSigner):
+            names[signer.info.ref] = signer.address
+            names.setdefault(signer.info.ref.partition("?")[0], signer.address)
+    return names
+
+
+def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
+    """Resolve a policy file's key reference to an address over `signers`."""
+    names = key_names(signers)
+    return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
+
+
+class KeyNames:
+    """Policy key references over every load so far, the newest winning: a reload re-binds
+    the policy with it, so a retargeted alias follows its new key, and a reference whose key
+    left keeps its old address (which no longer signs: the rule fails closed)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def learn(self, signers: Sequence[Signer]) -> None:
+        self._names.update(key_names(signers))
+
+    def resolve(self, ref: str) -> str | None:
+        return self._names.get(ref.lower() if ref.startswith("0x") else ref)
+
+
+def build_gate(
+    policy: Policy,
+    resolve: Callable[[str], str | None],
+    budgets: BudgetStore,
+    audit: AuditLog,
+    metrics: Metrics,
+) -> SigningGate:
+    """The policy bound to the loaded keys, counting refusals in `metrics`."""
+
+    def count_denial(method: str) -> None:
+        metrics.policy_denials.labels(method_family(method, True)).inc()
+
+    return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
+
+
+def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
+    authenticator = Authenticator(
+        api_keys,
+        policy.cert_clients(),
+        required=settings.auth_configured,
+        allow_query_key=settings.allow_api_key_in_query,
+    )
+    if authenticator.required:
+        log.info(
+            "authentication on: %d client(s) with API keys%s%s",
+            len(api_keys),
+            ", client certificates" if settings.tls_client_ca_file else "",
+            ", ?key= accepted" if settings.allow_api_key_in_query else "",
+        )
+        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
+        if silent:
+            log.warning(
+                "policy file clients with no API key and no certificate name cannot "
+                "authenticate: %s",
+                ", ".join(silent),
+            )
+        if not authenticator.clients:
+            log.warning("authentication is on but no client can authenticate: every call gets 401")
+    return authenticator
 
 
 def create_app(
@@ -251,30 +351,61 @@ def create_app(
     aliases and re-reads keystores)."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    # Who may sign what: read now, so that a bad file refuses the start before anything runs.
+    policy = load_policy(settings.policy_file)
+    authenticator = build_authenticator(settings, policy)
+    limits = {name: c.rate_limit for name, c in policy.clients.items() if c.rate_limit}
+    app[ACCESS] = build_access(
+        authenticator, RateLimiter(limits), settings.allowed_hosts, settings.cors_origins
+    )
+    try:
+        audit = open_audit_log(
+            settings.audit_log, settings.audit_log_max_bytes, settings.audit_log_backups
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"--audit-log {settings.audit_log} cannot be opened for appending: {exc.strerror}"
+        ) from None
+    app[BUDGETS] = MemoryBudgetStore()
+    if settings.tls_cert_file:
+        app[SERVER_TLS] = ServerTls(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
     app[MAX_BATCH] = settings.max_batch
     app[MAX_BODY] = settings.max_body_bytes
     metrics = app[METRICS] = Metrics()
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)
+    names = KeyNames()  # the gate binds the policy with it, at startup and on every reload
+
+    def after_load(loaded: KeyLoad) -> None:
+        metrics.observe_key_load(loaded)
+        names.learn(loaded.signers)
+        gate = app.get(GATE)
+        if gate is not None:  # a reload: the policy follows the keys (see KeyNames)
+            gate.policy = policy.bind(names.resolve)
+
+    # Every key signs only inside a gate approval (gate.GuardedSigner).
     keyring = app[KEYRING] = KeyRing(
-        metrics.signer, observe=metrics.observe_key_load, count_reload=metrics.count_reload
+        metrics.signer,
+        observe=after_load,
+        count_reload=metrics.count_reload,
+        guard=GuardedSigner,
     )
     metrics.keys_loaded.set_function(lambda: len(keyring.current()))
     app.middlewares.append(request_context)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-                    timeout=aiohttp.ClientTimeout(
-                        total=settings.upstream_timeout,
-                        sock_connect=settings.upstream_connect_timeout,
-                    ),
-                )
-            )
-            node = make_upstream(settings, session)
+            if isinstance(audit, FileAuditLog):
+                stack.callback(audit.close)
+            server_tls = app.get(SERVER_TLS)
+            if server_tls is not None and settings.tls_reload_interval > 0:
+                watcher = asyncio.create_task(server_tls.watch(settings.tls_reload_interval))
+                stack.push_async_callback(_cancel, watcher)
+            node = make_upstream(settings)
+            stack.push_async_callback(node.aclose)
             if isinstance(node, FailoverUpstream):
                 background(stack, node.watch(settings.upstream_health_interval))
             upstream = metrics.upstream(node)
@@ -295,12 +426,18 @@ def create_app(
             facts = ChainFacts(upstream)
             nonces = None
             if settings.nonce_store:
-                redis_nonces = await start_redis_nonces(
-                    stack, keyring.current, upstream, facts, settings
+                # Gap repair signs its fillers itself (zero-value self-transfers that only
+                # close nonce gaps): it gets the keys without the client gate.
+                redis_nonces, redis = await start_redis_nonces(
+                    stack, keyring.unguarded, upstream, facts, settings
                 )
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
+                app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
                 nonces = redis_nonces
-            app[ROUTER] = build_router(keyring.current, upstream, facts, settings, metrics, nonces)
+            gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], audit, metrics)
+            app[ROUTER] = build_router(
+                keyring.current, upstream, facts, settings, metrics, gate, nonces
+            )
             checks.extend(
                 [
                     keys_check(keyring.current, lambda: describe_failures(keyring.last)),
@@ -318,6 +455,13 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
     add_ops_routes(app, metrics=not settings.metrics_listen)
-    if settings.admin_token_file:
-        add_admin_routes(app, read_admin_token(settings.admin_token_file), keyring)
+    if settings.admin_token_file or settings.admin_clients:
+        token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else b""
+        add_admin_routes(app, token, frozenset(settings.admin_clients), keyring)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -9,6 +9,7 @@ settings: they come from the standard AWS chain (environment, profile, IRSA, ins
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import typing
 from collections.abc import Mapping
@@ -114,7 +115,13 @@ class Settings:
     admin_token_file: str = _setting(
         "",
         "File holding the bearer token for POST /admin/keys/reload, which reloads the keys "
-        "without a restart (as SIGHUP does). Empty: no admin route.",
+        "without a restart (as SIGHUP does). With --admin-clients empty too: no admin route.",
+    )
+    admin_clients: tuple[str, ...] = _setting(
+        (),
+        "Authenticated clients (API key or client certificate names) that may call POST "
+        "/admin/keys/reload with their own credentials. Needs authentication configured.",
+        example="ops",
     )
     gas_margin: float = _setting(
         1.2,
@@ -191,6 +198,91 @@ class Settings:
         "Osaka and later, Ethereum mainnet since December 2025) or eip4844 (one proof per "
         "blob; Cancun/Prague chains).",
     )
+    kms_sign_client: str = _setting(
+        "lean",
+        "How KMS Sign calls are made: lean (the KMS JSON protocol over a keep-alive pool, SigV4 "
+        "by botocore, ~20x less CPU) or aioboto3 (the full botocore client). Key loading and "
+        "management always use aioboto3.",
+    )
+    # --- who may sign what (docs/security.md) ---
+    api_keys_file: str = _setting(
+        "",
+        "Clients' API key hashes: a YAML file (client: hash, or client: [hashes]) or a "
+        "directory with one file per client (a Kubernetes Secret mount). Make hashes with "
+        "`signer-proxy hash-api-key`. Set: every JSON-RPC request must authenticate.",
+        example="/etc/signer-proxy/api-keys",
+    )
+    allow_api_key_in_query: bool = _setting(
+        False,
+        "Also accept the API key as ?key= in the URL, for clients that cannot set headers. "
+        "Weaker: URLs end up in proxies' logs and browser history.",
+    )
+    insecure_no_auth: bool = _setting(
+        False,
+        "Serve a non-loopback --listen address without authentication. Anyone who reaches the "
+        "port can sign with every key: only behind a network you fully control.",
+    )
+    policy_file: str = _setting(
+        "",
+        "YAML signing policy: rules for every key, per key and per client, and each client's "
+        "scope (keys, methods, rate limit, certificate names). Empty: no rules.",
+        example="/etc/signer-proxy/policy.yaml",
+    )
+    audit_log: str = _setting(
+        "",
+        "File the audit log (one JSON line per signing decision) is appended to; - for "
+        "stdout; empty: no audit log.",
+        example="/var/log/signer-proxy/audit.jsonl",
+    )
+    audit_log_max_bytes: int = _setting(
+        100 * 1024 * 1024,
+        "Rotate the audit log file when it would grow past this size; 0: never (rotate it "
+        "with logrotate: a moved file is noticed and reopened).",
+    )
+    audit_log_backups: int = _setting(
+        10, "Rotated audit log files kept (audit.jsonl.1 is the newest)."
+    )
+    tls_cert_file: str = _setting(
+        "",
+        "PEM certificate (chain) to serve HTTPS with; re-read when it changes. Needs "
+        "--tls-key-file.",
+        example="/etc/signer-proxy/tls/tls.crt",
+    )
+    tls_key_file: str = _setting(
+        "", "PEM private key of --tls-cert-file.", example="/etc/signer-proxy/tls/tls.key"
+    )
+    tls_client_ca_file: str = _setting(
+        "",
+        "PEM CA certificates that client certificates must chain to (mTLS). A verified "
+        "certificate authenticates as the client whose client_cert_names (policy file) "
+        "has its subject CN or a subjectAltName.",
+    )
+    tls_reload_interval: float = _setting(
+        10.0, "Seconds between checks of the TLS files for changes (0: never re-read)."
+    )
+    upstream_ca_file: str = _setting(
+        "",
+        "PEM CA certificates to verify an https:// upstream with, instead of the system's "
+        "(a private CA).",
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        (),
+        "Web page origins (https://app.example) allowed to call the proxy from a browser; * "
+        "for any. A request with another Origin is refused.",
+        flag="--cors-origin",
+        example="https://app.example",
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        ("localhost", "127.0.0.1", "::1"),
+        "Host header names the proxy answers to (patterns like *.example.com; * for any); "
+        "others get HTTP 403, which stops DNS rebinding from web pages.",
+        flag="--allowed-host",
+    )
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether JSON-RPC requests must authenticate (API keys or client certificates)."""
+        return bool(self.api_keys_file or self.tls_client_ca_file)
 
     def listen_host_port(self) -> tuple[str, int]:
         return host_port(self.listen)
@@ -338,15 +430,48 @@ def validate(settings: Settings) -> None:
             ) from None
     if settings.shutdown_timeout < 0:
         raise ConfigError("--shutdown-timeout must be zero or more seconds")
+    if settings.kms_sign_client not in ("lean", "aioboto3"):
+        raise ConfigError(
+            f"--kms-sign-client must be lean or aioboto3, got {settings.kms_sign_client!r}"
+        )
     if settings.blob_sidecar not in ("eip7594", "eip4844"):
         raise ConfigError(
             f"--blob-sidecar must be eip7594 or eip4844, got {settings.blob_sidecar!r}"
+        )
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError("--tls-cert-file and --tls-key-file go together: set both or neither")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise ConfigError(
+            "--tls-client-ca-file (client certificates) needs HTTPS: set --tls-cert-file and "
+            "--tls-key-file too"
+        )
+    if settings.audit_log_max_bytes < 0 or settings.audit_log_backups < 0:
+        raise ConfigError("--audit-log-max-bytes and --audit-log-backups must not be negative")
+    if settings.tls_reload_interval < 0:
+        raise ConfigError("--tls-reload-interval must be zero or more seconds")
+
+    if "anonymous" in settings.admin_clients:
+        raise ConfigError("--admin-clients cannot name anonymous: name authenticated clients")
+    if settings.admin_clients and not settings.auth_configured:
+        raise ConfigError(
+            "--admin-clients needs authentication: set --api-keys-file (or client "
+            "certificates), or use --admin-token-file"
         )
     if not 1 <= settings.kms_load_concurrency <= 256:
         raise ConfigError("--kms-load-concurrency must be between 1 and 256")
     from signer_proxy.keys.sources import from_settings
 
     from_settings(settings)  # a malformed key, tag, prefix or keystore names itself here
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a --listen host only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def upstream_urls(value: str) -> tuple[str, ...]:
@@ -380,6 +505,14 @@ def require_serve_settings(settings: Settings) -> None:
         raise ConfigError(
             f"no keys: give at least one --kms-key (or {env_name('kms_keys')}), a discovery "
             "filter (--kms-tag, --kms-alias-prefix) or a --keystore to sign with"
+        )
+    host, _ = settings.listen_host_port()
+    if not (settings.auth_configured or is_loopback(host) or settings.insecure_no_auth):
+        raise ConfigError(
+            f"--listen {settings.listen} is not a loopback address and no authentication is "
+            "configured, so anyone who reaches it could sign with every key: set "
+            "--api-keys-file (API keys) or --tls-client-ca-file (client certificates), listen "
+            "on 127.0.0.1, or pass --insecure-no-auth true if a network you control guards it"
         )
 
 

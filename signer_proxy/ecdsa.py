@@ -19,7 +19,21 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_der_public_key,
 )
-from eth_hash.auto import keccak as _keccak
+
+try:  # pysha3's C keccak: ~1.5 us for a transaction, against ~6 us through pycryptodome
+    from sha3 import keccak_256 as _keccak_256
+except ImportError:  # pragma: no cover - safe-pysha3 does not build on this platform
+    from eth_hash.auto import keccak as _eth_hash_keccak
+
+    def _keccak(data: bytes) -> bytes:
+        return _eth_hash_keccak(data)
+
+else:
+
+    def _keccak(data: bytes) -> bytes:
+        digest: bytes = _keccak_256(data).digest()
+        return digest
+
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
@@ -48,8 +62,7 @@ class Signature:
 
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (Ethereum's, not NIST SHA3-256)."""
-    digest: bytes = _keccak(data)
-    return digest
+    return _keccak(data)
 
 
 def checksum_address(address: bytes) -> str:

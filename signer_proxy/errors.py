@@ -15,8 +15,13 @@
     │   └── UpstreamTimeout          -32020  no answer in time: the request may have been delivered
     ├── UpstreamBadResponse          -32021  the node answered something that is not JSON-RPC
     ├── DeadlineExceeded             -32030  --request-deadline ran out before anything was sent
-    ├── NonceStoreUnavailable        -32040  the Redis nonce store could not be used
-    ├── NonceLeaseExpired            -32041  the nonce's lease ran out before sending: nothing sent
+    ├── NonceStoreUnavailable        -32050  the Redis nonce store could not be used
+    ├── NonceLeaseExpired            -32051  the nonce's lease ran out before sending: nothing sent
+    ├── Unauthorized                 -32040  no valid API key or client certificate (HTTP 401)
+    ├── Forbidden                    -32041  Host or Origin not allowed (HTTP 403)
+    ├── PolicyDenied                 -32043  a scope or policy rule refused; data names the rule
+    ├── AuditUnavailable             -32044  the audit log cannot be written: nothing signed
+    ├── RateLimited                  -32005  the client's rate limit is used up (HTTP 429)
     ├── NodeRejected                 (node's)  the node refused a call we made; its code kept
     └── ConfigError                  (startup only, never on the wire)
         └── KeyLoadFailed            one key could not be loaded (startup refuses, reload reports)
@@ -111,13 +116,55 @@ class DeadlineExceeded(SignerProxyError):
 
 
 class NonceStoreUnavailable(SignerProxyError):
-    code = -32040
+    code = -32050
 
 
 class NonceLeaseExpired(SignerProxyError):
     """Another replica may re-issue the nonce: the signed transaction was not sent."""
 
+    code = -32051
+
+
+class Unauthorized(SignerProxyError):
+    """No valid credentials: the whole request is refused before anything else happens."""
+
+    code = -32040
+    http_status = 401
+
+
+class Forbidden(SignerProxyError):
+    """The request's Host or Origin is not one this proxy serves (DNS rebinding, CSRF)."""
+
     code = -32041
+    http_status = 403
+
+
+class PolicyDenied(SignerProxyError):
+    """A client scope or signing-policy rule refused the call; `rule` names it."""
+
+    code = -32043
+
+    def __init__(self, rule: str, scope: str, message: str) -> None:
+        super().__init__(message, {"rule": rule, "scope": scope})
+        self.rule = rule
+        self.scope = scope
+
+
+class AuditUnavailable(SignerProxyError):
+    """The audit log cannot be written, so nothing is signed until it can."""
+
+    code = -32044
+
+
+class RateLimited(SignerProxyError):
+    """The client's calls per second are used up (EIP-1474's "limit exceeded" code)."""
+
+    code = -32005
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, {"retryAfter": round(retry_after, 3)})
+        self.retry_after = retry_after
 
 
 class NodeRejected(SignerProxyError):

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from signer_proxy.errors import BatchTooLarge, InvalidRequest, ParseError, SignerProxyError
 
 _NO_ID = object()
@@ -31,6 +33,8 @@ class CallContext:
 
     client: str = "anonymous"
     transport: str = "http"
+    # How the client proved who it is: api_key, api_key_query, client_cert, none (no auth).
+    auth: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,7 @@ def parse_call(item: Any) -> Call:
 def parse_body(body: bytes, max_batch: int) -> Body:
     """Parse a request body; ParseError / InvalidRequest / BatchTooLarge for the whole body."""
     try:
-        decoded = json.loads(body)
+        decoded = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParseError(f"the request body is not valid JSON: {exc}") from None
     if isinstance(decoded, list):
@@ -99,6 +103,15 @@ def _best_effort_id(item: Any) -> Any:
         if isinstance(call_id, str | int) and not isinstance(call_id, bool):
             return call_id
     return None
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes; orjson on the fast path, the standard library for what orjson refuses
+    (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload).encode()
 
 
 def result_response(call_id: Any, result: Any) -> dict[str, Any]:

@@ -30,11 +30,16 @@ from prometheus_client.process_collector import ProcessCollector
 from signer_proxy import __version__
 from signer_proxy.ecdsa import Signature
 from signer_proxy.errors import (
+    AuditUnavailable,
+    Forbidden,
     KmsUnavailable,
     MethodNotFound,
     NodeRejected,
+    PolicyDenied,
+    RateLimited,
     SignerProxyError,
     SigningFailed,
+    Unauthorized,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -63,6 +68,7 @@ LOCAL_FAMILIES: dict[str, str] = {
     "eth_signTypedData": "sign_message",
     "eth_signTypedData_v3": "sign_message",
     "eth_signTypedData_v4": "sign_message",
+    "signer_signAuthorization": "sign_authorization",
 }
 FAMILIES = (*sorted(set(LOCAL_FAMILIES.values())), "other", "forwarded", "invalid")
 
@@ -78,6 +84,11 @@ OUTCOME_BY_CODE: dict[int, str] = {
     KmsUnavailable.code: "kms_unavailable",
     UpstreamUnavailable.code: "upstream_unavailable",
     UpstreamBadResponse.code: "upstream_bad_response",
+    Unauthorized.code: "unauthorized",
+    Forbidden.code: "forbidden",
+    PolicyDenied.code: "policy_denied",
+    RateLimited.code: "rate_limited",
+    AuditUnavailable.code: "audit_unavailable",
 }
 OUTCOMES = ("ok", *sorted(set(OUTCOME_BY_CODE.values())), "node_error", "no_reply")
 

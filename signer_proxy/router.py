@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
@@ -20,6 +21,7 @@ from signer_proxy.jsonrpc import (
     Body,
     Call,
     CallContext,
+    dumps,
     error_response,
     result_response,
 )
@@ -32,6 +34,8 @@ ANONYMOUS = CallContext()
 Reply = dict[str, Any]
 # Sees each routed body with its reply and duration (metrics): body, reply, seconds, is_local.
 ReplyObserver = Callable[[Body, Any, float, Callable[[str], bool]], None]
+# Asked before any call is run or forwarded: an error refuses that call (client scope).
+CallGate = Callable[[str, CallContext], SignerProxyError | None]
 
 
 class Router:
@@ -43,11 +47,13 @@ class Router:
         upstream: Upstream,
         observer: ReplyObserver | None = None,
         deadline: float | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self._methods = dict(methods)
         self._upstream = upstream
         self._observer = observer
         self._deadline = deadline  # --request-deadline: every step of a call is bounded by it
+        self._gate = gate
 
     def is_local(self, method: str) -> bool:
         return method in self._methods
@@ -70,6 +76,9 @@ class Router:
         if not body.is_batch:
             call = body.calls[0]
             assert isinstance(call, Call)
+            refused = self._gate(call.method, context) if self._gate else None
+            if refused is not None:
+                return None if call.is_notification else error_response(call.id, refused)
             if self.is_local(call.method):
                 reply = await self._local(call, context)
                 return None if call.is_notification else reply
@@ -91,6 +100,9 @@ class Router:
         for index, call in enumerate(calls):
             if isinstance(call, BadCall):
                 slots[index] = error_response(call.id, call.error)
+            elif self._gate and (refused := self._gate(call.method, context)) is not None:
+                if not call.is_notification:
+                    slots[index] = error_response(call.id, refused)
             elif self.is_local(call.method):
                 local.append((index, call))
             else:
@@ -127,9 +139,9 @@ class Router:
             for position, (_, call) in enumerate(forwarded)
         ]
         try:
-            payload = await self._upstream.forward(json.dumps(batch).encode())
+            payload = await self._upstream.forward(dumps(batch))
             try:
-                decoded = json.loads(payload)
+                decoded = orjson.loads(payload)
             except ValueError:
                 raise UpstreamBadResponse(
                     "the node answered a batch with a body that is not JSON; check --upstream"

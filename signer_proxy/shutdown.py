@@ -27,16 +27,22 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
+    def enter(self) -> None:
         self.count += 1
         self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self.count -= 1
-            if self.count == 0:
-                self._idle.set()
+            self.leave()
 
     async def idle(self) -> None:
         await self._idle.wait()

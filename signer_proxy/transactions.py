@@ -18,8 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-import rlp
-
+from signer_proxy import rlp_encoding
 from signer_proxy.blobs import (
     BYTES_PER_BLOB,
     VERSIONED_HASH_VERSION_KZG,
@@ -634,8 +633,7 @@ async def fill(
 
 
 def _rlp(items: list[Any]) -> bytes:
-    encoded: bytes = rlp.encode(items)
-    return encoded
+    return rlp_encoding.encode(items)
 
 
 def _to_bytes(to: str | None) -> bytes:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import json
 import logging
+import ssl
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
+import orjson
 
 from signer_proxy.deadline import bounded, remaining
 from signer_proxy.errors import (
@@ -25,6 +25,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.http_client import ConnectFailed, HttpPool, ResponseFailed
 
 log = logging.getLogger(__name__)
 
@@ -51,49 +52,59 @@ def redact_url(url: str) -> str:
 
 
 class HttpUpstream:
-    """JSON-RPC over HTTP(S) with one shared aiohttp session (created by the app)."""
+    """JSON-RPC over HTTP(S): a keep-alive connection pool of its own (`aclose` when done)."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float) -> None:
-        self._url = url
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        connect_timeout: float = 5.0,
+        max_connections: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._pool = HttpPool(
+            url,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            ssl_context=ssl_context,
+        )
+        self._timeout = timeout
         self._ids = itertools.count(1)
         self.display_url = redact_url(url)
 
+    async def aclose(self) -> None:
+        await self._pool.close()
+
     async def _post(self, body: bytes) -> tuple[int, str, bytes]:
-        configured = self._timeout.total or 0.0
+        configured = self._timeout
         timeout = bounded(configured)  # the request deadline may leave less
         try:
-            async with self._session.post(
-                self._url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=max(timeout, 0.001)),
-            ) as response:
-                return response.status, response.content_type, await response.read()
+            response = await self._pool.post(body, max(timeout, 0.001))
         except TimeoutError as exc:
             flag = "--upstream-timeout" if timeout >= configured else "--request-deadline"
             raise UpstreamTimeout(
                 f"the node at {self.display_url} did not answer within "
                 f"{timeout:.3g} s; check the node or raise {flag}"
             ) from exc
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             raise UpstreamUnavailable(
-                f"the node at {self.display_url} could not be reached ({type(exc).__name__}); "
+                f"the node at {self.display_url} could not be reached ({exc}); "
                 "check that it is running and that --upstream points at it"
             ) from exc
-        except aiohttp.ClientError as exc:  # connected, then lost: the request may have arrived
+        except ResponseFailed as exc:  # connected, then lost: the request may have arrived
             raise UpstreamTimeout(
                 f"the connection to the node at {self.display_url} failed mid-request "
-                f"({type(exc).__name__}); check the node"
+                f"({exc}); check the node"
             ) from exc
+        return response.status, response.content_type, response.body
 
     async def forward(self, body: bytes) -> bytes:
         status, content_type, payload = await self._post(body)
         if status == 200 and content_type == "application/json":
             return payload
         try:
-            json.loads(payload)
+            orjson.loads(payload)
         except ValueError:
             raise UpstreamBadResponse(
                 f"the node at {self.display_url} answered HTTP {status} with a body that is not "
@@ -103,9 +114,9 @@ class HttpUpstream:
 
     async def call(self, method: str, params: Any) -> Any:
         request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        status, _, payload = await self._post(json.dumps(request).encode())
+        status, _, payload = await self._post(orjson.dumps(request))
         try:
-            response = json.loads(payload)
+            response = orjson.loads(payload)
         except ValueError:
             response = None
         if not isinstance(response, dict) or ("result" not in response and "error" not in response):
@@ -189,6 +200,10 @@ class FailoverUpstream:
         self._healthy = [True] * len(nodes)
         self._chain_id: str | None = None
         self.display_url = ", ".join(node.display_url for node in nodes)
+
+    async def aclose(self) -> None:
+        for node in self._nodes:
+            await node.aclose()
 
     def healthy(self) -> list[str]:
         """The display URLs of the nodes in rotation, in order."""

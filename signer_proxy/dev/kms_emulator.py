@@ -63,6 +63,7 @@ def apply_digest_shim() -> None:
         def _digest_request(self: Any) -> tuple[Any, bytes, str] | None:
             if self._get_param("MessageType") != "DIGEST":
                 return None
+            self._validate_key_id(self._get_param("KeyId"))  # moto's NotFound, as AWS answers
             key = self.kms_backend.describe_key(self._get_param("KeyId"))
             algorithm = self._get_param("SigningAlgorithm")
             if not isinstance(key.private_key, ECDSAPrivateKey) or algorithm not in _HASHES:

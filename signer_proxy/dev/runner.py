@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import aiohttp
 from aiohttp import web
 
 from signer_proxy.config import Settings, require_serve_settings, validate
@@ -136,12 +135,10 @@ async def run_dev(
     async with AsyncExitStack() as stack:
         if stop.is_set():
             return
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        )
         chain_id = 0
         if options.upstream:  # a node that does not answer stops us before anything starts
-            node = HttpUpstream(options.upstream, session, 30)
+            node = HttpUpstream(options.upstream, 30)
+            stack.push_async_callback(node.aclose)
             chain_id = await _chain_id(node)
 
         from signer_proxy.dev.kms_emulator import create_dev_keys, start_kms_emulator
@@ -170,7 +167,8 @@ async def run_dev(
                     f"({exc.strerror}); choose another --chain-port"
                 ) from None
             chain_url = server.url
-            node = HttpUpstream(chain_url, session, 30)
+            node = HttpUpstream(chain_url, 30)
+            stack.push_async_callback(node.aclose)
             chain_id = await _chain_id(node)
 
         settings = Settings(

@@ -79,12 +79,10 @@ class _AssumedRole:
         return self._credentials
 
 
-async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any:
-    """An aioboto3 Session whose credentials are `role_arn` assumed with the process's own."""
-    import aioboto3
+async def role_credentials(role_arn: str, region: str, sts_endpoint_url: str) -> Any:
+    """Refreshing credentials of `role_arn`, assumed with the process's own (the AWS chain)."""
     from aiobotocore.credentials import (
         AioAssumeRoleCredentialFetcher,
-        AioCredentialResolver,
         AioDeferredRefreshableCredentials,
     )
     from aiobotocore.session import AioSession
@@ -103,9 +101,17 @@ async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any
         role_arn=role_arn,
         extra_args={"RoleSessionName": ROLE_SESSION_NAME},
     )
-    credentials = AioDeferredRefreshableCredentials(
+    return AioDeferredRefreshableCredentials(
         refresh_using=fetcher.fetch_credentials, method="assume-role"
     )
+
+
+def session_with(credentials: Any) -> Any:
+    """An aioboto3 Session that signs with `credentials` (an assumed role's)."""
+    import aioboto3
+    from aiobotocore.credentials import AioCredentialResolver
+    from aiobotocore.session import AioSession
+
     session = AioSession()
     session.register_component(
         "credential_provider", AioCredentialResolver([_AssumedRole(credentials)])
@@ -113,10 +119,16 @@ async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any
     return aioboto3.Session(botocore_session=session)
 
 
+async def role_session(role_arn: str, region: str, sts_endpoint_url: str) -> Any:
+    """An aioboto3 Session whose credentials are `role_arn` assumed with the process's own."""
+    return session_with(await role_credentials(role_arn, region, sts_endpoint_url))
+
+
 class KmsClients:
     """KMS clients by location, opened on first use and closed together (`async with`), and
     the process's KmsCalls (the cap on KMS requests in flight, retries) every call goes
-    through."""
+    through. With --kms-sign-client lean, Sign goes through a LeanKmsClient per location
+    (same credentials); everything else through aioboto3."""
 
     def __init__(self, settings: Settings, calls: KmsCalls | None = None) -> None:
         self._settings = settings
@@ -129,6 +141,8 @@ class KmsClients:
         self._config = client_config(settings)
         self._stack = AsyncExitStack()
         self._clients: dict[KmsLocation, Any] = {}
+        self._signing: dict[KmsLocation, Any] = {}
+        self._roles: dict[tuple[str, str], Any] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> KmsClients:
@@ -137,13 +151,23 @@ class KmsClients:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         self._clients.clear()
+        self._signing.clear()
         await self._stack.__aexit__(*exc_info)
 
     def location(self, region: str = "", endpoint_url: str = "", role_arn: str = "") -> KmsLocation:
         return location_of(self._settings, region, endpoint_url, role_arn)
 
+    async def _role(self, location: KmsLocation) -> Any:
+        """The assumed role's credentials for `location`, one set per role and Region."""
+        key = (location.role_arn, location.region)
+        if key not in self._roles:
+            self._roles[key] = await role_credentials(
+                location.role_arn, location.region, self._settings.aws_sts_endpoint_url
+            )
+        return self._roles[key]
+
     async def get(self, location: KmsLocation) -> Any:
-        """The client for `location`, created (and its role assumed) on first use."""
+        """The aioboto3 client for `location`, created (its role assumed) on first use."""
         client = self._clients.get(location)
         if client is not None:
             return client
@@ -151,9 +175,7 @@ class KmsClients:
             client = self._clients.get(location)
             if client is None:
                 if location.role_arn:
-                    session = await role_session(
-                        location.role_arn, location.region, self._settings.aws_sts_endpoint_url
-                    )
+                    session = session_with(await self._role(location))
                 else:
                     import aioboto3
 
@@ -167,4 +189,35 @@ class KmsClients:
                     )
                 )
                 self._clients[location] = client
+        return client
+
+    async def signing_client(self, location: KmsLocation) -> Any:
+        """What signs for keys at `location`: a LeanKmsClient (--kms-sign-client lean) or the
+        aioboto3 client; both take `sign(KeyId=…, …)` and raise botocore's ClientError."""
+        if self._settings.kms_sign_client != "lean":
+            return await self.get(location)
+        client = self._signing.get(location)
+        if client is not None:
+            return client
+        from aiobotocore.session import get_session
+
+        from signer_proxy.keys.kms_sign import LeanKmsClient
+
+        async with self._lock:
+            client = self._signing.get(location)
+            if client is None:
+                if location.role_arn:
+                    credentials = await self._role(location)
+                else:
+                    credentials = await get_session().get_credentials()
+                if credentials is None:
+                    raise ConfigError("no AWS credentials: configure the standard AWS chain")
+                client = LeanKmsClient(
+                    credentials,
+                    location.region,
+                    location.endpoint_url,
+                    self._settings.kms_timeout,
+                )
+                self._stack.push_async_callback(client.aclose)
+                self._signing[location] = client
         return client

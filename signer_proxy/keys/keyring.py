@@ -79,9 +79,11 @@ class KeyRing:
         wrap: Callable[[Signer], Signer] = lambda signer: signer,
         observe: Callable[[KeyLoad], None] | None = None,
         count_reload: Callable[[str, str], None] | None = None,
+        guard: Callable[[Signer], Signer] | None = None,
     ) -> None:
-        self._registry = KeyRegistry(())
+        self._registry = self._unguarded = KeyRegistry(())
         self._wrap = wrap
+        self._guard = guard
         self._observe = observe
         self._count_reload = count_reload
         self._load: Loader | None = None
@@ -92,6 +94,10 @@ class KeyRing:
     def current(self) -> KeyRegistry:
         """The registry in service now (a method keeps what it got for the whole call)."""
         return self._registry
+
+    def unguarded(self) -> KeyRegistry:
+        """The same keys without `guard` (for the proxy's own signatures, e.g. gap repair)."""
+        return self._unguarded
 
     @property
     def last(self) -> KeyLoad | None:
@@ -188,7 +194,12 @@ class KeyRing:
                     status.ref,
                     status.message,
                 )
-        self._registry = KeyRegistry(self._wrap(s) for s in loaded.signers)
+        wrapped = [self._wrap(s) for s in loaded.signers]
+        self._unguarded = KeyRegistry(wrapped)
+        guard = self._guard
+        self._registry = (
+            self._unguarded if guard is None else KeyRegistry(guard(s) for s in wrapped)
+        )
         self._last = loaded
         if self._observe is not None:
             self._observe(loaded)

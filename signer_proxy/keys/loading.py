@@ -123,12 +123,13 @@ async def _explicit(
                 previous.public_keys if previous else None,
                 clients.calls,
             )
+        signing = await clients.signing_client(location)
     except KeyLoadFailed as exc:
         return _kept_or_failed("kms", spec.label, exc, previous, region=location.region)
     except ConfigError as exc:  # e.g. no credentials to assume a role with
         failure = KeyLoadFailed(f"KMS key {spec.label}: {exc}", "access_denied")
         return _failed("kms", spec.label, failure, region=location.region)
-    signer = KmsSigner(client, replace(info, ref=spec.label), clients.calls)
+    signer = KmsSigner(signing, replace(info, ref=spec.label), clients.calls)
     return _kms_entry("kms", signer, location.region)
 
 
@@ -160,8 +161,9 @@ async def _discovered(
                         _kept_or_failed(source, ref, exc, previous, region=location.region)
                     )
         return entries, Counter(), exc
+    signing = await clients.signing_client(location)
     entries = [
-        _kms_entry("discovery", KmsSigner(client, info, clients.calls), location.region)
+        _kms_entry("discovery", KmsSigner(signing, info, clients.calls), location.region)
         for _, info in found.keys
     ]
     entries += [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from signer_proxy.ecdsa import Signature, address_from_public_key, recover_public_key
+from signer_proxy.ecdsa import Signature, keccak256, recover_public_key
 from signer_proxy.errors import SigningFailed
 
 
@@ -30,7 +30,7 @@ async def sign_checked(signer: Signer, digest: bytes) -> Signature:
     """`signer`'s signature over `digest`, proven to recover to `signer.address` before use."""
     signature = await signer.sign_digest(digest)
     recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
-    if recovered is None or address_from_public_key(recovered) != signer.address:
+    if recovered is None or keccak256(recovered[1:])[-20:] != bytes.fromhex(signer.address[2:]):
         raise SigningFailed(
             f"the signature from {signer.key_name} does not recover to {signer.address}; "
             "nothing was sent"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signer_proxy.errors import InvalidParams
+from signer_proxy.gate import SigningGate
 from signer_proxy.hexdata import MAX_UINT256, parse_address, parse_quantity, to_data
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
@@ -41,11 +42,16 @@ async def sign_authorization(
 
 class AuthorizationMethods:
     def __init__(
-        self, registry: Callable[[], KeyRegistry], upstream: Upstream, facts: ChainFacts
+        self,
+        registry: Callable[[], KeyRegistry],
+        upstream: Upstream,
+        facts: ChainFacts,
+        gate: SigningGate | None = None,
     ) -> None:
         self._registry = registry
         self._upstream = upstream
         self._facts = facts
+        self._gate = gate or SigningGate()
 
     async def signer_signAuthorization(self, params: Any, context: CallContext) -> Any:
         """[authority, {address, chainId?, nonce?, executor?}] → {chainId, address, nonce,
@@ -64,6 +70,7 @@ class AuthorizationMethods:
                 f"{', '.join(sorted(_FIELDS))}"
             )
         signer = self._registry().get(parse_address(authority, "authority"))
+        self._gate.check_key(context, "signer_signAuthorization", signer)
         address = parse_address(request.get("address"), "address (the contract to delegate to)")
         executor = request.get("executor")
         if executor not in (None, "self"):
@@ -79,7 +86,9 @@ class AuthorizationMethods:
             nonce = pending + (executor == "self")
         else:
             nonce = parse_quantity(request["nonce"], "nonce", max_value=MAX_UINT64 - 1)
-        authorization = await sign_authorization(signer, chain_id, address, nonce)
+        digest = authorization_digest(chain_id, address, nonce)
+        async with self._gate.authorization(context, signer, chain_id, address, nonce, digest):
+            authorization = await sign_authorization(signer, chain_id, address, nonce)
         log.info(
             "signer_signAuthorization authority=%s delegate=%s chainId=%d nonce=%d digest=%s "
             "key=%s",

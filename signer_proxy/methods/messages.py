@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signer_proxy.errors import ChainIdMismatch, InvalidParams
+from signer_proxy.gate import SigningGate
 from signer_proxy.hexdata import parse_address, parse_data, to_data
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry
@@ -33,14 +34,41 @@ def _params(params: Any, method: str, shape: str, counts: tuple[int, ...]) -> li
     return params
 
 
+def _typed_data_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """What the audit keeps of typed data: the primary type and the domain's identifying
+    fields, never the message (it can hold anything the dApp put there)."""
+    domain = data["domain"]
+    kept = {
+        k: str(domain[k])[:100]
+        for k in ("name", "version", "chainId", "verifyingContract")
+        if k in domain
+    }
+    return {"primary_type": str(data["primaryType"])[:100], "domain": kept}
+
+
 class MessageMethods:
-    def __init__(self, registry: Callable[[], KeyRegistry], facts: ChainFacts) -> None:
+    def __init__(
+        self,
+        registry: Callable[[], KeyRegistry],
+        facts: ChainFacts,
+        gate: SigningGate | None = None,
+    ) -> None:
         self._registry = registry
         self._facts = facts
+        self._gate = gate or SigningGate()
 
-    async def _sign(self, method: str, address: Any, digest: bytes) -> str:
+    async def _sign(
+        self,
+        method: str,
+        address: Any,
+        digest: bytes,
+        context: CallContext,
+        chain_id: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> str:
         signer = self._registry().get(parse_address(address, "address"))
-        signature = await sign_checked(signer, digest)
+        async with self._gate.message(context, method, signer, digest, chain_id, details):
+            signature = await sign_checked(signer, digest)
         log.info(
             "%s from=%s digest=%s key=%s", method, signer.address, to_data(digest), signer.key_name
         )
@@ -51,15 +79,23 @@ class MessageMethods:
         # A third param (geth's password) is accepted and ignored: the keys are in KMS.
         data, address, *_ = _params(params, "personal_sign", "[message, address]", (2, 3))
         message = personal_sign_bytes(data)
-        return await self._sign("personal_sign", address, personal_message_digest(message))
+        digest = personal_message_digest(message)
+        return await self._sign(
+            "personal_sign", address, digest, context, details={"message_bytes": len(message)}
+        )
 
     async def eth_sign(self, params: Any, context: CallContext) -> str:
         """geth's eth_sign: [address, 0x-hex data], signed with the EIP-191 prefix, never bare."""
         address, data = _params(params, "eth_sign", "[address, 0x-hex data]", (2,))
         message = parse_data(data, "eth_sign data")
-        return await self._sign("eth_sign", address, personal_message_digest(message))
+        digest = personal_message_digest(message)
+        return await self._sign(
+            "eth_sign", address, digest, context, details={"message_bytes": len(message)}
+        )
 
-    async def _typed(self, method: str, params: Any, *, allow_arrays: bool) -> str:
+    async def _typed(
+        self, method: str, params: Any, context: CallContext, *, allow_arrays: bool
+    ) -> str:
         address, raw = _params(params, method, "[address, typedData]", (2,))
         data = load_typed_data(raw)
         chain_id = typed_data_chain_id(data)
@@ -70,18 +106,21 @@ class MessageMethods:
                     f"typed data domain.chainId {chain_id} differs from the node's chain id "
                     f"{node_chain_id}; refusing to sign for another chain"
                 )
-        return await self._sign(method, address, typed_data_digest(data, allow_arrays=allow_arrays))
+        digest = typed_data_digest(data, allow_arrays=allow_arrays)
+        return await self._sign(
+            method, address, digest, context, chain_id, {"typed_data": _typed_data_summary(data)}
+        )
 
     async def eth_signTypedData_v4(self, params: Any, context: CallContext) -> str:
         """EIP-712 signature of [address, typedData (object or JSON string)]."""
-        return await self._typed("eth_signTypedData_v4", params, allow_arrays=True)
+        return await self._typed("eth_signTypedData_v4", params, context, allow_arrays=True)
 
     async def eth_signTypedData_v3(self, params: Any, context: CallContext) -> str:
         """As _v4, without array types (as wallets implement v3)."""
-        return await self._typed("eth_signTypedData_v3", params, allow_arrays=False)
+        return await self._typed("eth_signTypedData_v3", params, context, allow_arrays=False)
 
     async def eth_signTypedData(self, params: Any, context: CallContext) -> str:
         """[address, typedData] as _v4 (Hardhat's and Ganache's meaning); v1 lists are refused."""
         if isinstance(params, list) and params and isinstance(params[0], list):
             load_typed_data(params[0])  # MetaMask's legacy v1 order: raises the v1 explanation
-        return await self._typed("eth_signTypedData", params, allow_arrays=True)
+        return await self._typed("eth_signTypedData", params, context, allow_arrays=True)

@@ -17,6 +17,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.gate import SigningGate
 from signer_proxy.hexdata import to_data
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
@@ -68,6 +69,7 @@ class TransactionMethods:
         *,
         allow_pre_eip155: bool = False,
         sidecar_form: SidecarForm = SidecarForm.EIP7594,
+        gate: SigningGate | None = None,
     ) -> None:
         self._registry = registry
         self._upstream = upstream
@@ -76,9 +78,14 @@ class TransactionMethods:
         self._gas_margin = gas_margin
         self._allow_pre_eip155 = allow_pre_eip155
         self._sidecar_form = sidecar_form
+        # Without a policy (tests, embedded use): every client may use every key.
+        self._gate = gate or SigningGate()
 
-    async def _prepare(self, request: TxRequest) -> tuple[Signer, UnsignedTx]:
+    async def _prepare(
+        self, request: TxRequest, method: str, context: CallContext
+    ) -> tuple[Signer, UnsignedTx]:
         signer = self._registry().get(request.sender)
+        self._gate.check_key(context, method, signer)  # before any node query
         unsigned = await fill(
             request,
             self._upstream,
@@ -99,13 +106,17 @@ class TransactionMethods:
     async def eth_signTransaction(self, params: Any, context: CallContext) -> str:
         """The raw signed transaction (0x-hex); a nonce filled here is taken as used."""
         request = parse_tx_request(params)
-        signer, unsigned = await self._prepare(request)
-        if request.nonce is not None:
-            signed = await sign_transaction(unsigned, signer)
-        else:
-            lease = await self._nonces.reserve(signer.address)
-            signed = await self._sign_leased(unsigned, signer, lease)
-            await lease.commit()
+        signer, unsigned = await self._prepare(request, "eth_signTransaction", context)
+        async with self._gate.transaction(
+            context, "eth_signTransaction", signer, unsigned
+        ) as decision:
+            if request.nonce is not None:
+                signed = await sign_transaction(unsigned, signer)
+            else:
+                lease = await self._nonces.reserve(signer.address)
+                signed = await self._sign_leased(unsigned, signer, lease)
+                await lease.commit()
+            decision.signed_transaction(signed.hash, signed.nonce)
         self._log("eth_signTransaction", signer, signed)
         return to_data(signed.raw)
 
@@ -117,12 +128,23 @@ class TransactionMethods:
                 "a blob transaction can only be sent with its blobs (nodes refuse it without "
                 "them): give blobs; eth_signTransaction accepts blobVersionedHashes alone"
             )
-        signer, unsigned = await self._prepare(request)
+        signer, unsigned = await self._prepare(request, "eth_sendTransaction", context)
+        async with self._gate.transaction(
+            context, "eth_sendTransaction", signer, unsigned
+        ) as decision:
+            signed = await self._sign_and_send(request, unsigned, signer)
+            decision.signed_transaction(signed.hash, signed.nonce)
+        self._log("eth_sendTransaction", signer, signed)
+        return to_data(signed.hash)
+
+    async def _sign_and_send(
+        self, request: TxRequest, unsigned: UnsignedTx, signer: Signer
+    ) -> SignedTx:
+        """Sign and send, with a fresh nonce after each nonce clash; the transaction sent."""
         if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are
             signed = await sign_transaction(unsigned, signer)
             await self._send(signed)
-            self._log("eth_sendTransaction", signer, signed)
-            return to_data(signed.hash)
+            return signed
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             lease = await self._nonces.reserve(signer.address)
             signed = await self._sign_leased(unsigned, signer, lease)
@@ -179,8 +201,7 @@ class TransactionMethods:
                 await lease.commit()
                 raise
             await lease.commit()
-            self._log("eth_sendTransaction", signer, signed)
-            return to_data(signed.hash)
+            return signed
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _deliver(self, signed: SignedTx) -> None:

@@ -29,8 +29,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             # it handles instead (IN_FLIGHT.track()), and closes sockets on shutdown.
             response = await handler(request)
         else:
-            with request.app[IN_FLIGHT].track():
+            in_flight = request.app[IN_FLIGHT]
+            in_flight.enter()  # not `with track()`: this runs for every request
+            try:
                 response = await handler(request)
+            finally:
+                in_flight.leave()
     finally:
         REQUEST_ID.reset(token)
     response.headers[REQUEST_ID_HEADER] = request_id

@@ -1,9 +1,10 @@
 """A node front for tests: relays JSON-RPC to a real anvil on any path, records what reached it,
-and can hold chosen methods for a while (a slow node, mid-send)."""
+can hold chosen methods for a while (a slow node, mid-send), and can speak HTTPS."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,11 +14,17 @@ from typing import Any
 class NodeFront:
     """`url` accepts any path, query and credentials; calls go on to `upstream` unchanged."""
 
-    def __init__(self, upstream: str, delays: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        delays: dict[str, float] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.upstream = upstream
         self.delays = delays or {}
         self.seen: dict[str, threading.Event] = {m: threading.Event() for m in self.delays}
         self.paths: list[str] = []
+        self.bodies: list[bytes] = []
         self.authorizations: list[str | None] = []
         self._release = threading.Event()
         front = self
@@ -26,6 +33,7 @@ class NodeFront:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 front.paths.append(self.path)
+                front.bodies.append(body)
                 front.authorizations.append(self.headers.get("Authorization"))
                 front.hold(body)
                 request = urllib.request.Request(
@@ -44,8 +52,12 @@ class NodeFront:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:  # an https:// node (the handshake runs in the request thread)
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

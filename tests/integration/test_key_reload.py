@@ -248,3 +248,81 @@ async def test_a_signature_in_flight_finishes_when_its_key_is_removed(
     )
     again = await call("eth_sendTransaction", [{"from": leaving.address, "to": SINK}])
     assert again["error"]["code"] == -32602
+
+
+async def test_admin_clients_reload_with_their_own_credentials(
+    aiohttp_client: Any, anvil: Anvil, kms: Any, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    from tests.auth_support import API_KEYS, write_api_keys_file
+
+    settings = proxy_settings(
+        anvil.url,
+        kms.url,
+        make_key().arn,
+        api_keys_file=str(write_api_keys_file(tmp_path)),
+        admin_clients=("ci",),
+    )
+    client = await started(aiohttp_client, settings)
+
+    async def reload(headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        response = await client.post("/admin/keys/reload", headers=headers)
+        return response.status, dict(await response.json())
+
+    status, body = await reload({"Authorization": f"Bearer {API_KEYS['ci']}"})
+    assert status == 200 and body["keys"] == 1
+    status, body = await reload({"Authorization": f"Bearer {API_KEYS['dapp']}"})
+    assert (status, body["error"]) == (
+        403,
+        "client dapp may not reload keys: it is not in --admin-clients",
+    )
+    status, _ = await reload({})
+    assert status == 401
+    status, _ = await reload(
+        {"Authorization": f"Bearer {API_KEYS['ci']}", "Origin": "https://evil.example"}
+    )
+    assert status == 403
+    for key in API_KEYS.values():
+        assert key not in json.dumps(body)
+
+
+async def test_the_policy_follows_a_retargeted_alias_on_reload(
+    aiohttp_client: Any,
+    anvil: Anvil,
+    kms: Any,
+    kms_client: Any,
+    make_key: KeyFactory,
+    tmp_path: Path,
+) -> None:
+    """The policy names keys as --kms-key does; after a reload it binds to the key the alias
+    now names, and the key that left no longer signs for anyone."""
+    from tests.auth_support import API_KEYS, write_api_keys_file
+
+    first, second, other = make_key(), make_key(), make_key()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"clients": {"dapp": {"keys": [first.alias]}}}))
+    settings = proxy_settings(
+        anvil.url,
+        kms.url,
+        first.alias or "",
+        other.arn,
+        api_keys_file=str(write_api_keys_file(tmp_path)),
+        policy_file=str(policy),
+    )
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+
+    async def accounts_of(name: str) -> list[str]:
+        response = await client.post(
+            "/",
+            json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts"},
+            headers={"Authorization": f"Bearer {API_KEYS[name]}"},
+        )
+        return list((await response.json())["result"])
+
+    assert await accounts_of("dapp") == [first.address]
+    kms_client.update_alias(AliasName=first.alias, TargetKeyId=second.key_id)
+    from signer_proxy.app import KEYRING
+
+    await app[KEYRING].reload("admin")
+    assert await accounts_of("dapp") == [second.address]
+    assert await accounts_of("ci") == [second.address, other.address]  # unrestricted

@@ -347,3 +347,78 @@ def test_validate_replica_settings(overrides: dict[str, Any], fragment: str) -> 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380"])
 def test_validate_accepts_redis_nonce_stores(url: str) -> None:
     validate(Settings(nonce_store=url))
+
+
+# --- who may sign what: the loopback rule, TLS pairs -------------------------------------
+
+_SERVABLE = {"upstream": "http://127.0.0.1:8546", "kms_keys": ("alias/a",)}
+_TLS = {"tls_cert_file": "/c", "tls_key_file": "/k"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [
+        pytest.param({"listen": "127.0.0.1:8545"}, False, id="loopback-v4"),
+        pytest.param({"listen": "127.0.0.5:8545"}, False, id="loopback-net"),
+        pytest.param({"listen": "[::1]:8545"}, False, id="loopback-v6"),
+        pytest.param({"listen": "localhost:8545"}, False, id="localhost"),
+        pytest.param({"listen": "0.0.0.0:8545"}, True, id="everywhere"),
+        pytest.param({"listen": "[::]:8545"}, True, id="everywhere-v6"),
+        pytest.param({"listen": "10.0.0.5:8545"}, True, id="private-address"),
+        pytest.param({"listen": "proxy.internal:8545"}, True, id="hostname"),
+        pytest.param({"listen": "0.0.0.0:8545", "insecure_no_auth": True}, False, id="insecure"),
+        pytest.param({"listen": "0.0.0.0:8545", "api_keys_file": "/k"}, False, id="api-keys"),
+        pytest.param(
+            {"listen": "0.0.0.0:8545", "tls_client_ca_file": "/ca", **_TLS}, False, id="mtls"
+        ),
+        pytest.param(
+            {"listen": "0.0.0.0:8545", "policy_file": "/p", "audit_log": "-"},
+            True,
+            id="policy-is-not-authentication",
+        ),
+    ],
+)
+def test_serve_refuses_a_non_loopback_listen_without_authentication(
+    changes: dict[str, Any], refused: bool
+) -> None:
+    settings = dataclasses.replace(Settings(), **_SERVABLE, **changes)
+    if refused:
+        with pytest.raises(ConfigError) as info:
+            require_serve_settings(settings)
+        assert "no authentication is configured" in str(info.value)
+        assert "--insecure-no-auth" in str(info.value)
+        assert "--api-keys-file" in str(info.value)
+    else:
+        require_serve_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        pytest.param({"tls_cert_file": "/c"}, "go together", id="cert-without-key"),
+        pytest.param({"tls_key_file": "/k"}, "go together", id="key-without-cert"),
+        pytest.param({"tls_client_ca_file": "/ca"}, "needs HTTPS", id="mtls-without-tls"),
+        pytest.param({"audit_log_backups": -1}, "must not be negative", id="backups"),
+        pytest.param({"tls_reload_interval": -1.0}, "--tls-reload-interval", id="reload"),
+    ],
+)
+def test_validate_auth_and_tls_settings(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        validate(dataclasses.replace(Settings(), **changes))
+    assert fragment in str(info.value)
+
+
+def test_bool_flag_alone_means_true_and_lists_repeat() -> None:
+    from signer_proxy.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--insecure-no-auth", "--cors-origin", "https://a.example",
+         "--cors-origin", "https://b.example", "--allow-pre-eip155", "false"]
+    )  # fmt: skip
+    settings = load_settings(
+        {name: getattr(args, name) for name in FIELDS}, environ={}, config_file=None
+    )
+    assert settings.insecure_no_auth is True
+    assert settings.allow_pre_eip155 is False
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert Settings().allowed_hosts == ("localhost", "127.0.0.1", "::1")

@@ -6,11 +6,13 @@ import pytest
 
 from signer_proxy.errors import (
     INTERNAL_ERROR_MESSAGE,
+    AuditUnavailable,
     BatchTooLarge,
     BodyTooLarge,
     ChainIdMismatch,
     ConfigError,
     DeadlineExceeded,
+    Forbidden,
     InvalidParams,
     InvalidRequest,
     KmsUnavailable,
@@ -19,8 +21,11 @@ from signer_proxy.errors import (
     NonceLeaseExpired,
     NonceStoreUnavailable,
     ParseError,
+    PolicyDenied,
+    RateLimited,
     SignerProxyError,
     SigningFailed,
+    Unauthorized,
     UnknownAccount,
     UpstreamBadResponse,
     UpstreamTimeout,
@@ -47,9 +52,12 @@ from signer_proxy.errors import (
         pytest.param(UpstreamBadResponse, -32021, 200, SignerProxyError, id="UpstreamBadResponse"),
         pytest.param(DeadlineExceeded, -32030, 200, SignerProxyError, id="DeadlineExceeded"),
         pytest.param(
-            NonceStoreUnavailable, -32040, 200, SignerProxyError, id="NonceStoreUnavailable"
+            NonceStoreUnavailable, -32050, 200, SignerProxyError, id="NonceStoreUnavailable"
         ),
-        pytest.param(NonceLeaseExpired, -32041, 200, SignerProxyError, id="NonceLeaseExpired"),
+        pytest.param(NonceLeaseExpired, -32051, 200, SignerProxyError, id="NonceLeaseExpired"),
+        pytest.param(Unauthorized, -32040, 401, SignerProxyError, id="Unauthorized"),
+        pytest.param(Forbidden, -32041, 403, SignerProxyError, id="Forbidden"),
+        pytest.param(AuditUnavailable, -32044, 200, SignerProxyError, id="AuditUnavailable"),
     ],
 )
 def test_error_class_code_status_and_place_in_the_tree(
@@ -130,3 +138,22 @@ def test_docs_errors_table_matches_the_classes() -> None:
     for name, code in documented.items():
         if code != "node's":
             assert wire_classes[name].code == int(code), name
+
+
+def test_policy_denied_names_the_rule_and_scope_in_data() -> None:
+    error = PolicyDenied("max_value", "client ci", "policy rule max_value (client ci) refused")
+
+    assert error.to_error_object() == {
+        "code": -32043,
+        "message": "policy rule max_value (client ci) refused",
+        "data": {"rule": "max_value", "scope": "client ci"},
+    }
+    assert (error.rule, error.scope) == ("max_value", "client ci")
+
+
+def test_rate_limited_is_eip1474_limit_exceeded_with_the_wait() -> None:
+    error = RateLimited("over the limit; retry in 0.50 s", retry_after=0.5)
+
+    assert error.http_status == 429
+    assert error.to_error_object()["code"] == -32005
+    assert error.to_error_object()["data"] == {"retryAfter": 0.5}

@@ -46,7 +46,11 @@ CHART_DEFAULTS = {
     "listen": "0.0.0.0:8545",  # reachable through the Service, not loopback
     "log_format": "json",  # for log collectors
     "metrics_listen": "0.0.0.0:9090",  # /metrics apart from the JSON-RPC port
+    "allowed_hosts": ["*"],  # clients use Service names the chart cannot know
+    "audit_log": "-",  # stdout, where the pod's logs are collected
 }
+# The chart refuses to render without authentication: renders get API keys unless told not to.
+WITH_AUTH: dict[str, Any] = {"apiKeysSecret": {"name": "signer-proxy-api-keys"}}
 
 YAMLLINT = YamlLintConfig(
     "extends: default\n"
@@ -190,9 +194,14 @@ def renderer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-def render(renderer: Path, tmp_path: Path, values: dict[str, Any] | None = None) -> str:
-    """The manifests helm would print for `values` over values.yaml; fails on a render error."""
+def render(
+    renderer: Path, tmp_path: Path, values: dict[str, Any] | None = None, *, auth: bool = True
+) -> str:
+    """The manifests helm would print for `values` over values.yaml (with WITH_AUTH unless
+    `auth` is false); RenderError on a render error."""
     args = [str(renderer), str(CHART)]
+    if auth:
+        values = {**WITH_AUTH, **(values or {})}
     if values is not None:
         override = tmp_path / f"override-{len(list(tmp_path.iterdir()))}.yaml"
         override.write_text(yaml.safe_dump(values))
@@ -259,9 +268,10 @@ def test_default_render_is_a_hardened_deployment(renderer: Path, tmp_path: Path)
     main = container(docs)
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     assert ports == {"http": 8545, "metrics": 9090}
-    assert main["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-    assert main["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    probe = {"port": "http", "scheme": "HTTP"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/health", **probe}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/ready", **probe}
+    assert main["startupProbe"]["httpGet"] == {"path": "/health", **probe}
     security = main["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
@@ -274,6 +284,9 @@ def test_default_render_is_a_hardened_deployment(renderer: Path, tmp_path: Path)
     assert grace >= VALUES["preStopSleepSeconds"] + VALUES["config"]["shutdown_timeout"]
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert {"name": "SIGNER_PROXY_CONFIG", "value": "/etc/signer-proxy/config.yaml"} in main["env"]
+    api_keys = {"name": "SIGNER_PROXY_API_KEYS_FILE", "value": "/etc/signer-proxy/api-keys"}
+    assert api_keys in main["env"]
+    assert {m["mountPath"] for m in main["volumeMounts"]} >= {"/etc/signer-proxy/api-keys"}
     assert pod["metadata"]["annotations"]["checksum/config"]
     problems = list(linter.run(text, YAMLLINT))
     assert problems == [], [str(p) for p in problems]
@@ -368,11 +381,61 @@ def test_render_refuses_what_cannot_work(
         render(renderer, tmp_path, values)
 
 
+def test_render_refuses_no_authentication_unless_insecure_no_auth_says_so(
+    renderer: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(RenderError, match="no authentication: anyone reaching the Service"):
+        render(renderer, tmp_path, auth=False)
+
+    docs = manifests(render(renderer, tmp_path, {"config": {"insecure_no_auth": True}}, auth=False))
+    config = yaml.safe_load(docs["ConfigMap/signer-proxy"]["data"]["config.yaml"])
+    assert config["insecure_no_auth"] is True
+    assert "SIGNER_PROXY_API_KEYS_FILE" not in {e["name"] for e in container(docs)["env"]}
+
+
+def test_tls_secret_serves_https_with_client_certificates(renderer: Path, tmp_path: Path) -> None:
+    values = {"tlsSecret": {"name": "proxy-tls", "clientCaKey": "ca.crt"}}
+    docs = manifests(render(renderer, tmp_path, values, auth=False))  # mTLS is authentication
+
+    main = container(docs)
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["SIGNER_PROXY_TLS_CERT_FILE"] == "/etc/signer-proxy/tls/tls.crt"
+    assert env["SIGNER_PROXY_TLS_KEY_FILE"] == "/etc/signer-proxy/tls/tls.key"
+    assert env["SIGNER_PROXY_TLS_CLIENT_CA_FILE"] == "/etc/signer-proxy/tls/ca.crt"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert main[probe]["httpGet"]["scheme"] == "HTTPS"
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "tls")
+    assert "subPath" not in mount  # a subPath mount would never see a renewed certificate
+    volumes = docs["Deployment/signer-proxy"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "proxy-tls"}} in volumes
+
+
+def test_policy_value_renders_a_policy_file_that_loads(renderer: Path, tmp_path: Path) -> None:
+    from signer_proxy.policy import load_policy
+
+    policy = {
+        "defaults": {"chain_ids": [1], "max_value": "1.5 ether"},
+        "clients": {"ci": {"read_only": True, "rate_limit": {"per_second": 5}}},
+    }
+    docs = manifests(render(renderer, tmp_path, {"policy": policy}))
+
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["SIGNER_PROXY_POLICY_FILE"] == "/etc/signer-proxy/policy.yaml"
+    path = tmp_path / "policy.yaml"
+    path.write_text(docs["ConfigMap/signer-proxy"]["data"]["policy.yaml"])
+    loaded = load_policy(str(path))
+    assert loaded.defaults.max_value == 15 * 10**17
+    assert loaded.clients["ci"].read_only is True
+
+
 def test_renderer_fails_on_a_reference_to_a_missing_value(renderer: Path, tmp_path: Path) -> None:
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
     (chart / "templates" / "typo.yaml").write_text("x: {{ .Values.servce.port }}\n")
-    result = subprocess.run([str(renderer), str(chart)], capture_output=True, text=True)
+    override = tmp_path / "auth.yaml"
+    override.write_text(yaml.safe_dump(WITH_AUTH))
+    args = [str(renderer), str(chart), str(override)]
+    result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode != 0
     assert "servce" in result.stderr
 

@@ -150,3 +150,33 @@ def test_text_lines_carry_request_id_and_no_secrets(
     line = stream.getvalue()
     assert "DEBUG signer_proxy.test [req-8] node at https://h/" + REDACTED in line
     assert "apikey-0123456789" not in line
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            "header Authorization: Bearer spk_abcdefghijklmnopqrstuvwxyz0123456789 seen",
+            "header Authorization: Bearer [redacted] seen",
+            id="bearer",
+        ),
+        pytest.param(
+            "GET /?key=spk_abcdefghijklmnopqrstuvwxyz0123&x=1 HTTP/1.1",
+            "GET /?key=[redacted]&x=1 HTTP/1.1",
+            id="query-key",
+        ),
+        pytest.param(
+            '"url": "http://h/?a=1&key=secretsecret"',
+            '"url": "http://h/?a=1&key=[redacted]"',
+            id="query-key-json",
+        ),
+        pytest.param(
+            "send an API key as Authorization: Bearer <key>",
+            "send an API key as Authorization: Bearer <key>",
+            id="advice-untouched",
+        ),
+        pytest.param("monkey=1 and key=value", "monkey=1 and key=value", id="not-a-query"),
+    ],
+)
+def test_scrubber_removes_api_key_shapes(line: str, expected: str) -> None:
+    assert Scrubber([])(line) == expected

@@ -76,8 +76,9 @@ async def test_reserve_concurrent_from_three_replicas_distinct_consecutive(
     leases = await asyncio.gather(*(replicas[i % 3].reserve(ALICE) for i in range(300)))
 
     assert sorted(lease.nonce for lease in leases) == list(range(7, 307))
-    # A cold burst asks the node once per replica, not once per reservation.
-    assert node.asked <= 3
+    # A cold burst asks the node about once per replica (a few more when replicas race on the
+    # first read), never once per reservation.
+    assert node.asked <= 9
 
 
 async def test_burst_runs_on_the_counter_while_leases_are_out(managers: ManagerFactory) -> None:
@@ -274,7 +275,7 @@ async def test_unreachable_redis_is_a_clear_error_without_the_password() -> None
     finally:
         await client.aclose()
 
-    assert info.value.code == -32040
+    assert info.value.code == -32050
     assert "--nonce-store" in info.value.message and "127.0.0.1" in info.value.message
     assert "s3cret" not in info.value.message
 

@@ -321,3 +321,49 @@ async def test_router_hands_the_call_context_to_local_methods(node: FakeNode) ->
     replies = await router.handle(parse_body(raw, 10), raw, CallContext(client="ops-bot"))
     assert [r["result"] for r in replies] == ["ops-bot", "ops-bot"]  # type: ignore[index,union-attr]
     assert seen == [CallContext(client="ops-bot"), CallContext(client="ops-bot")]
+
+
+# --- the call gate (client scope): refused calls are answered, never run or forwarded -------
+
+
+def _gate(method: str, context: CallContext) -> SignerProxyError | None:
+    if context.client == "reader" and method in ("local_echo", "eth_sendRawTransaction"):
+        return SignerProxyError(f"{context.client} may not call {method}")
+    return None
+
+
+async def test_gate_refuses_a_single_forwarded_call_without_forwarding(node: FakeNode) -> None:
+    router = Router(METHODS, node, gate=_gate)
+    raw = json.dumps(_call("eth_sendRawTransaction", 1, ["0x00"])).encode()
+    body = parse_body(raw, 10)
+
+    reply = await router.handle(body, raw, CallContext(client="reader"))
+
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": -32603, "message": "reader may not call eth_sendRawTransaction"},
+    }
+    assert node.forwarded == []
+    assert await router.handle(body, raw, CallContext(client="ci")) is not None
+    assert node.forwarded == [raw]
+
+
+async def test_gate_refuses_batch_members_and_runs_the_rest(node: FakeNode) -> None:
+    router = Router(METHODS, node, gate=_gate)
+    calls = [
+        _call("local_echo", 1, ["a"]),
+        _call("eth_sendRawTransaction", 2, ["0x00"]),
+        _call("eth_blockNumber", 3),
+        _call("local_echo", None, ["quiet"], notify=True),
+    ]
+    raw = json.dumps(calls).encode()
+
+    replies = await router.handle(parse_body(raw, 10), raw, CallContext(client="reader"))
+
+    assert isinstance(replies, list)
+    assert [r["id"] for r in replies] == [1, 2, 3]
+    assert "error" in replies[0] and "error" in replies[1]
+    assert replies[2]["result"] == "node:eth_blockNumber"
+    [forwarded] = node.forwarded
+    assert [c["method"] for c in json.loads(forwarded)] == ["eth_blockNumber"]

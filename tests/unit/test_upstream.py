@@ -17,7 +17,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -238,10 +237,21 @@ async def node() -> AsyncIterator[Node]:
     await runner.cleanup()
 
 
+UpstreamFactory = Callable[..., HttpUpstream]
+
+
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+async def make_upstream() -> AsyncIterator[UpstreamFactory]:
+    """HttpUpstream(url, timeout), each closed after the test."""
+    made: list[HttpUpstream] = []
+
+    def make(url: str, timeout: float) -> HttpUpstream:
+        made.append(HttpUpstream(url, timeout))
+        return made[-1]
+
+    yield make
+    for upstream in made:
+        await upstream.aclose()
 
 
 def _json_reply(payload: object, status: int = 200) -> Responder:
@@ -259,14 +269,14 @@ def _raw_reply(body: bytes, status: int = 200, content_type: str = "text/html") 
 
 
 async def test_http_upstream_call_sends_json_rpc_and_returns_the_result(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     async def echo(request: web.Request) -> web.StreamResponse:
         sent = json.loads(await request.read())
         return web.json_response({"jsonrpc": "2.0", "id": sent["id"], "result": "0x7a69"})
 
     node.respond = echo
-    upstream = HttpUpstream(node.url, session, timeout=5)
+    upstream = make_upstream(node.url, timeout=5)
 
     assert await upstream.call("eth_chainId", []) == "0x7a69"
     assert await upstream.call("eth_getBalance", ["0xabc", "latest"]) == "0x7a69"
@@ -277,15 +287,15 @@ async def test_http_upstream_call_sends_json_rpc_and_returns_the_result(
 
 
 async def test_http_upstream_call_null_result_is_a_result(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     node.respond = _json_reply({"jsonrpc": "2.0", "id": 1, "result": None})
 
-    assert await HttpUpstream(node.url, session, 5).call("eth_getTransactionReceipt", []) is None
+    assert await make_upstream(node.url, 5).call("eth_getTransactionReceipt", []) is None
 
 
 async def test_http_upstream_call_node_error_is_node_rejected_with_its_code(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     node.respond = _json_reply(
         {
@@ -296,7 +306,7 @@ async def test_http_upstream_call_node_error_is_node_rejected_with_its_code(
     )
 
     with pytest.raises(NodeRejected) as info:
-        await HttpUpstream(node.url, session, 5).call("eth_sendRawTransaction", ["0x"])
+        await make_upstream(node.url, 5).call("eth_sendRawTransaction", ["0x"])
 
     assert info.value.error_code() == -32003
     assert info.value.message == "nonce too low"
@@ -304,12 +314,12 @@ async def test_http_upstream_call_node_error_is_node_rejected_with_its_code(
 
 
 async def test_http_upstream_call_error_that_is_not_an_object_still_rejects(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     node.respond = _json_reply({"jsonrpc": "2.0", "id": 1, "error": "boom"})
 
     with pytest.raises(NodeRejected) as info:
-        await HttpUpstream(node.url, session, 5).call("eth_chainId", [])
+        await make_upstream(node.url, 5).call("eth_chainId", [])
 
     assert info.value.error_code() == -32000
     assert info.value.message == "boom"
@@ -325,12 +335,12 @@ async def test_http_upstream_call_error_that_is_not_an_object_still_rejects(
     ],
 )
 async def test_http_upstream_call_non_json_rpc_answer_is_bad_response(
-    node: Node, session: aiohttp.ClientSession, responder: Responder
+    node: Node, make_upstream: UpstreamFactory, responder: Responder
 ) -> None:
     node.respond = responder
 
     with pytest.raises(UpstreamBadResponse) as info:
-        await HttpUpstream(node.url, session, 5).call("eth_chainId", [])
+        await make_upstream(node.url, 5).call("eth_chainId", [])
 
     assert info.value.code == -32021
     assert "eth_chainId" in info.value.message
@@ -339,38 +349,38 @@ async def test_http_upstream_call_non_json_rpc_answer_is_bad_response(
 
 
 async def test_http_upstream_forward_relays_bytes_untouched(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     reply = b'{"jsonrpc":"2.0",  "id":"x", "result":"0x1"}\n'
     node.respond = _raw_reply(reply, content_type="application/json")
     request = b'[{"jsonrpc": "2.0", "id": "x", "method": "eth_blockNumber"}]'
 
-    assert await HttpUpstream(node.url, session, 5).forward(request) == reply
+    assert await make_upstream(node.url, 5).forward(request) == reply
     assert node.bodies == [request]
 
 
 async def test_http_upstream_forward_relays_a_json_error_whatever_the_status(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     reply = b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"rate limited"}}'
     node.respond = _raw_reply(reply, status=429, content_type="text/plain")
 
-    assert await HttpUpstream(node.url, session, 5).forward(b"{}") == reply
+    assert await make_upstream(node.url, 5).forward(b"{}") == reply
 
 
 async def test_http_upstream_forward_non_json_error_page_is_bad_response(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     node.respond = _raw_reply(b"<html>503 Service Unavailable</html>", status=503)
 
     with pytest.raises(UpstreamBadResponse, match="HTTP 503") as info:
-        await HttpUpstream(node.url, session, 5).forward(b"{}")
+        await make_upstream(node.url, 5).forward(b"{}")
 
     assert "s3cret" not in info.value.message
 
 
 async def test_http_upstream_slow_node_is_timeout_naming_the_flag(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.5)
@@ -379,7 +389,7 @@ async def test_http_upstream_slow_node_is_timeout_naming_the_flag(
     node.respond = slow
 
     with pytest.raises(UpstreamTimeout) as info:
-        await HttpUpstream(node.url, session, timeout=0.05).call("eth_chainId", [])
+        await make_upstream(node.url, timeout=0.05).call("eth_chainId", [])
 
     assert info.value.code == -32020
     assert "--upstream-timeout" in info.value.message
@@ -387,7 +397,7 @@ async def test_http_upstream_slow_node_is_timeout_naming_the_flag(
 
 
 async def test_http_upstream_dropped_connection_may_have_delivered(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     async def hang_up(request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
@@ -398,16 +408,16 @@ async def test_http_upstream_dropped_connection_may_have_delivered(
     node.respond = hang_up
 
     with pytest.raises(UpstreamTimeout, match="mid-request"):
-        await HttpUpstream(node.url, session, 5).call("eth_sendRawTransaction", ["0x"])
+        await make_upstream(node.url, 5).call("eth_sendRawTransaction", ["0x"])
 
 
 async def test_http_upstream_nothing_listening_is_unavailable(
-    session: aiohttp.ClientSession,
+    make_upstream: UpstreamFactory,
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    upstream = HttpUpstream(f"http://127.0.0.1:{port}/key/s3cret", session, 5)
+    upstream = make_upstream(f"http://127.0.0.1:{port}/key/s3cret", 5)
 
     with pytest.raises(UpstreamUnavailable) as info:
         await upstream.call("eth_chainId", [])
@@ -454,12 +464,12 @@ def _chain(chain_id: str) -> Responder:
 
 
 async def test_failover_reads_move_on_from_an_unreachable_node(
-    session: aiohttp.ClientSession,
+    make_upstream: UpstreamFactory,
 ) -> None:
     url, runner, bodies = await start_node(_chain("0x1"))
     try:
-        dead = HttpUpstream(closed_port_url(), session, 5)
-        upstream = FailoverUpstream([dead, HttpUpstream(url, session, 5)])
+        dead = make_upstream(closed_port_url(), 5)
+        upstream = FailoverUpstream([dead, make_upstream(url, 5)])
 
         assert await upstream.call("eth_chainId", []) == "0x1"
         assert upstream.healthy() == [redact_url(url)]
@@ -470,7 +480,7 @@ async def test_failover_reads_move_on_from_an_unreachable_node(
 
 
 async def test_failover_send_after_a_timeout_is_not_sent_elsewhere(
-    node: Node, session: aiohttp.ClientSession
+    node: Node, make_upstream: UpstreamFactory
 ) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.5)
@@ -479,9 +489,7 @@ async def test_failover_send_after_a_timeout_is_not_sent_elsewhere(
     node.respond = slow
     url, runner, bodies = await start_node(_chain("0xabc"))
     try:
-        upstream = FailoverUpstream(
-            [HttpUpstream(node.url, session, 0.05), HttpUpstream(url, session, 5)]
-        )
+        upstream = FailoverUpstream([make_upstream(node.url, 0.05), make_upstream(url, 5)])
 
         with pytest.raises(UpstreamTimeout):
             await upstream.call("eth_sendRawTransaction", ["0x02"])
@@ -494,9 +502,9 @@ async def test_failover_send_after_a_timeout_is_not_sent_elsewhere(
         await runner.cleanup()
 
 
-async def test_failover_all_nodes_down_is_the_last_error(session: aiohttp.ClientSession) -> None:
+async def test_failover_all_nodes_down_is_the_last_error(make_upstream: UpstreamFactory) -> None:
     upstream = FailoverUpstream(
-        [HttpUpstream(closed_port_url(), session, 5), HttpUpstream(closed_port_url(), session, 5)]
+        [make_upstream(closed_port_url(), 5), make_upstream(closed_port_url(), 5)]
     )
 
     with pytest.raises(UpstreamUnavailable, match="could not be reached"):
@@ -505,14 +513,12 @@ async def test_failover_all_nodes_down_is_the_last_error(session: aiohttp.Client
 
 
 async def test_failover_probe_brings_back_nodes_on_the_same_chain_only(
-    session: aiohttp.ClientSession,
+    make_upstream: UpstreamFactory,
 ) -> None:
     good_url, good, _ = await start_node(_chain("0x1"))
     other_url, other, _ = await start_node(_chain("0x5"))
     try:
-        upstream = FailoverUpstream(
-            [HttpUpstream(good_url, session, 5), HttpUpstream(other_url, session, 5)]
-        )
+        upstream = FailoverUpstream([make_upstream(good_url, 5), make_upstream(other_url, 5)])
 
         await upstream.probe()
 

@@ -51,6 +51,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if include "signer-proxy.metricsSeparate" . -}}metrics{{- else -}}http{{- end -}}
 {{- end -}}
 
+{{/* HTTPS when the chart serves TLS from tlsSecret or config names a certificate. */}}
+{{- define "signer-proxy.scheme" -}}
+{{- if or .Values.tlsSecret.name .Values.config.tls_cert_file -}}HTTPS{{- else -}}HTTP{{- end -}}
+{{- end -}}
+
 {{/* Refuse settings that cannot work in a pod, naming the value to change. */}}
 {{- define "signer-proxy.validate" -}}
 {{- $host := .Values.config.listen | splitList ":" | initial | join ":" -}}
@@ -59,6 +64,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- $redis := or .Values.redis.url .Values.redis.existingSecret.name -}}
 {{- $many := or (gt (int .Values.replicaCount) 1) (and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1)) -}}
+{{- $auth := or .Values.apiKeysSecret.name .Values.config.api_keys_file .Values.tlsSecret.clientCaKey .Values.config.tls_client_ca_file -}}
+{{- if not (or $auth .Values.config.insecure_no_auth) -}}
+{{- fail "no authentication: anyone reaching the Service could sign with every key. Set apiKeysSecret.name (API key hashes from `signer-proxy hash-api-key`) or tlsSecret.clientCaKey (client certificates), or config.insecure_no_auth: true if a NetworkPolicy you control is the only guard" -}}
+{{- end -}}
 {{- if and $many (not $redis) -}}
 {{- fail "more than one replica needs the Redis nonce store: set redis.url or redis.existingSecret.name, or keep replicaCount: 1 and autoscaling off (replicas would hand out the same nonces)" -}}
 {{- end -}}

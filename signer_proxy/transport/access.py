@@ -1,0 +1,185 @@
+"""Who may come in, for every transport: Host and Origin checks, authentication, rate limits,
+CORS. The HTTP transport calls these per request; the WebSocket transport calls `admit` once
+on the upgrade request (before accepting it, so a refusal is an HTTP 401/403) and `charge`
+per message, and builds each message's context with `call_context(identity, "ws")`.
+
+Nothing here reads the request body: an unauthenticated request costs a header check, and
+nothing of it is forwarded to the node.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from signer_proxy.auth import ANONYMOUS_IDENTITY, Authenticator, Credentials, Identity, cert_names
+from signer_proxy.errors import Forbidden, RateLimited, Unauthorized
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+ANY = "*"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
+
+
+@dataclass(frozen=True)
+class Access:
+    """The app's door: who is let in and from where."""
+
+    authenticator: Authenticator
+    limiter: RateLimiter
+    allowed_hosts: tuple[str, ...] = (ANY,)  # fnmatch patterns of Host names
+    cors_origins: tuple[str, ...] = ()  # exact origins, or "*"
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if host_header is None or ANY in self.allowed_hosts:
+            return True
+        host = host_name(host_header)
+        return any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed_hosts)
+
+    def origin_allowed(self, origin: str) -> bool:
+        return ANY in self.cors_origins or origin in self.cors_origins
+
+
+OPEN_ACCESS = Access(Authenticator({}, required=False), RateLimiter({}))
+ACCESS = web.AppKey("access", Access)
+
+
+def host_name(host_header: str) -> str:
+    """The name of a Host header without its port, lower case: "[::1]:8545" → "::1"."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _access(request: web.Request) -> Access:
+    return request.app.get(ACCESS) or OPEN_ACCESS
+
+
+def credentials(request: web.Request) -> Credentials:
+    """The credentials a request offers (Unauthorized for an Authorization header we cannot
+    use, rather than ignoring it)."""
+    bearer = None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer <API key>'; other schemes are not "
+                "accepted"
+            )
+        bearer = token.strip()
+    peercert = None
+    if request.transport is not None:
+        peercert = request.transport.get_extra_info("peercert")
+    return Credentials(bearer, request.query.get("key"), cert_names(peercert))
+
+
+def authenticate(request: web.Request) -> Identity:
+    """The caller's identity from its API key or client certificate; Unauthorized if none is
+    valid and authentication is configured (ANONYMOUS_IDENTITY when it is not)."""
+    access = _access(request)
+    if not access.authenticator.required:
+        return ANONYMOUS_IDENTITY
+    return access.authenticator.authenticate(credentials(request))
+
+
+def check_host_and_origin(request: web.Request) -> None:
+    """Forbidden for a Host not served (DNS rebinding) or a web page Origin not allowed
+    (a page posting to the proxy behind its user's back)."""
+    access = _access(request)
+    host = request.headers.get("Host")
+    if not access.host_allowed(host):
+        raise Forbidden(
+            f"Host {host_name(host or '')!r} is not served by this proxy; add it to "
+            "--allowed-hosts if clients reach the proxy by that name"
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and not access.origin_allowed(origin):
+        raise Forbidden(
+            f"requests from web pages at {origin[:100]!r} are refused; the operator can allow "
+            "that origin with --cors-origins"
+        )
+
+
+def admit(request: web.Request) -> Identity:
+    """Everything asked of a request before its body is read: Host, Origin, credentials."""
+    check_host_and_origin(request)
+    try:
+        return authenticate(request)
+    except Unauthorized as exc:
+        log.info("refused an unauthenticated request from %s: %s", request.remote, exc.message)
+        raise
+
+
+def charge(app: web.Application, identity: Identity, calls: int) -> None:
+    """Take `calls` from the client's rate limit; RateLimited when it is used up."""
+    (app.get(ACCESS) or OPEN_ACCESS).limiter.charge(identity.client, calls)
+
+
+def call_context(identity: Identity, transport: str) -> CallContext:
+    """The context every local method of this request is called with."""
+    return CallContext(client=identity.client, transport=transport, auth=identity.method)
+
+
+def retry_after_header(exc: RateLimited) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+
+
+# --- CORS ------------------------------------------------------------------------------------
+
+
+def cors_headers(request: web.Request) -> dict[str, str]:
+    """The headers that let an allowed web page read the reply (none for other requests)."""
+    origin = request.headers.get("Origin")
+    if origin is None or not _access(request).origin_allowed(origin):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "X-Request-Id, Retry-After",
+        "Vary": "Origin",
+    }
+
+
+async def handle_preflight(request: web.Request) -> web.Response:
+    """OPTIONS /: a browser asking whether its page may POST JSON-RPC with an API key."""
+    headers = cors_headers(request)
+    if not headers:
+        return web.Response(status=403, text="origin not allowed: see --cors-origins\n")
+    headers.update(
+        {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+    )
+    return web.Response(status=204, headers=headers)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Add CORS headers to every reply to an allowed origin, errors included."""
+    response = await handler(request)
+    if request.method != "OPTIONS" and not response.prepared:
+        response.headers.update(cors_headers(request))
+    return response
+
+
+def build_access(
+    authenticator: Authenticator,
+    limiter: RateLimiter,
+    allowed_hosts: Iterable[str],
+    cors_origins: Iterable[str],
+) -> Access:
+    hosts = tuple(allowed_hosts) or (ANY,)
+    return Access(authenticator, limiter, hosts, tuple(cors_origins))

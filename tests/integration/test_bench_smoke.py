@@ -1,0 +1,33 @@
+"""The benchmark harness runs end to end (tiny sizes) and writes a report that judges targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--no-wrk", "--out",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert {r["method"] for r in report["passthrough"]} == {"eth_blockNumber", "eth_call"}
+    for row in report["passthrough"]:
+        assert row["proxy"]["requests"] > 0 and row["proxy"]["errors"] == 0
+    for row in report["signing"]:
+        assert row["errors"] == 0
+        assert row["mined"] == row["requests"]  # every acknowledged send was mined
+    assert report["memory"]["keys_loaded"] == report["memory"]["keys"]
+    assert {t["target"] for t in report["targets"]} >= {"pass-through >= 2x naive forwarder"}
+    assert "| target | measured | met |" in (tmp_path / "smoke.md").read_text()

@@ -1,0 +1,238 @@
+"""The lean HTTP/1.1 pool against small raw servers: framing, keep-alive, and never resending."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from signer_proxy.http_client import ConnectFailed, HttpPool, ResponseFailed
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Starter = Callable[[Serve], Awaitable[tuple["RawServer", str]]]
+
+
+class RawServer:
+    def __init__(self, serve: Serve) -> None:
+        self.serve = serve
+        self.requests = 0
+        self.connections = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.serve(reader, writer)
+        finally:
+            writer.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Starter]:
+    servers: list[asyncio.Server] = []
+
+    async def start(serve: Serve) -> tuple[RawServer, str]:
+        raw = RawServer(serve)
+        server = await asyncio.start_server(raw._handle, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return raw, f"http://user:pa%3Ass@127.0.0.1:{port}/path?key=1"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    return b"%s%sContent-Length: %d\r\n\r\n%s" % (head, extra, len(body), body)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_path_host_and_basic_auth(
+    start: Starter,
+) -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                seen.append(await read_request(reader))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(answer(b'{"ok":1}'))
+
+    server, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        for _ in range(3):
+            response = await pool.post(b"{}", 5)
+            assert (response.status, response.content_type, response.body) == (
+                200, "application/json", b'{"ok":1}',
+            )  # fmt: skip
+    finally:
+        await pool.close()
+    assert server.connections == 1
+    assert seen[0].startswith(b"POST /path?key=1 HTTP/1.1\r\n")
+    assert b"Authorization: Basic dXNlcjpwYTpzcw==\r\n" in seen[0]  # user:pa:ss
+    assert b"Content-Length: 2\r\n\r\n{}" in seen[0]
+
+
+async def test_chunked_answers_are_joined(start: Starter) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'4\r\n{"a"\r\n3;ext=1\r\n:1}\r\n0\r\nTrailer: x\r\n\r\n'
+        )
+
+    _, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        assert (await pool.post(b"{}", 5)).body == b'{"a":1}'
+    finally:
+        await pool.close()
+
+
+async def test_an_idle_connection_the_server_closed_is_not_used(start: Starter) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"1"))
+        await writer.drain()  # then close: the pool must notice before its next request
+
+    server, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        assert (await pool.post(b"{}", 5)).body == b"1"
+        await asyncio.sleep(0.05)
+        assert (await pool.post(b"{}", 5)).body == b"1"
+    finally:
+        await pool.close()
+    assert server.connections == 2
+
+
+async def test_a_connection_dropped_after_the_request_is_never_resent(start: Starter) -> None:
+    """The server may have acted on it (eth_sendRawTransaction): one request, one error."""
+    requests = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            requests += 1
+            if requests == 1:
+                writer.write(answer(b"1"))  # the connection goes back to the pool
+            else:
+                return  # read the second request, then hang up without answering
+
+    _, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        await pool.post(b"{}", 5)
+        with pytest.raises(ResponseFailed):
+            await pool.post(b"{}", 5)
+    finally:
+        await pool.close()
+    assert requests == 2
+
+
+async def test_nothing_listening_is_connect_failed_and_slowness_a_timeout(start: Starter) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = HttpPool(f"http://127.0.0.1:{port}")
+    with pytest.raises(ConnectFailed):
+        await pool.post(b"{}", 5)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    _, url = await start(serve)
+    slow = HttpPool(url)
+    try:
+        with pytest.raises(TimeoutError):
+            await slow.post(b"{}", 0.1)
+    finally:
+        await slow.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"SMTP ready\r\n\r\n", id="not-http"),
+        pytest.param(b"HTTP/1.1 abc OK\r\n\r\n", id="bad-status"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", id="bad-header"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", id="short-body"),
+    ],
+)
+async def test_malformed_answers_are_response_failed(start: Starter, reply: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    _, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        with pytest.raises(ResponseFailed):
+            await pool.post(b"{}", 5)
+    finally:
+        await pool.close()
+
+
+async def test_an_http_1_0_answer_without_keep_alive_closes_the_connection(start: Starter) -> None:
+    """Python's http.server answers HTTP/1.0 and hangs up: never reuse such a connection."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # hang up late: the pool must not wait for the FIN
+
+    server, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        for _ in range(3):
+            assert (await pool.post(b"{}", 5)).body == b"1"
+    finally:
+        await pool.close()
+    assert server.connections == 3
+
+
+async def test_a_connection_idle_too_long_is_not_trusted(
+    start: Starter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signer_proxy.http_client as http_client
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(answer(b"1"))
+
+    monkeypatch.setattr(http_client, "MAX_IDLE_SECONDS", 0.0)
+    server, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        await pool.post(b"{}", 5)
+        await pool.post(b"{}", 5)
+    finally:
+        await pool.close()
+    assert server.connections == 2

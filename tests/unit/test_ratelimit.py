@@ -1,0 +1,71 @@
+"""ratelimit: a token bucket per client, refilled by a clock we control."""
+
+from __future__ import annotations
+
+import pytest
+
+from signer_proxy.errors import RateLimited
+from signer_proxy.policy import RateLimit
+from signer_proxy.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_burst_then_refused_then_refilled() -> None:
+    clock = Clock()
+    limiter = RateLimiter({"ci": RateLimit(per_second=2.0, burst=4)}, clock)
+
+    for _ in range(4):
+        limiter.charge("ci", 1)
+    with pytest.raises(RateLimited) as refused:
+        limiter.charge("ci", 1)
+    assert refused.value.retry_after == pytest.approx(0.5)
+    assert "retry in 0.50 s" in refused.value.message
+    clock.now += 0.5
+    limiter.charge("ci", 1)  # one token back
+    with pytest.raises(RateLimited):
+        limiter.charge("ci", 1)
+
+
+def test_a_batch_takes_one_token_per_call() -> None:
+    clock = Clock()
+    limiter = RateLimiter({"ci": RateLimit(per_second=1.0, burst=5)}, clock)
+
+    limiter.charge("ci", 3)
+    with pytest.raises(RateLimited):
+        limiter.charge("ci", 3)
+    limiter.charge("ci", 2)
+
+
+def test_a_batch_larger_than_the_burst_says_to_split_it() -> None:
+    limiter = RateLimiter({"ci": RateLimit(per_second=100.0, burst=5)}, Clock())
+    with pytest.raises(RateLimited, match="more than client ci's burst of 5: split it"):
+        limiter.charge("ci", 6)
+
+
+def test_buckets_are_per_client_and_unlimited_clients_pass() -> None:
+    clock = Clock()
+    limiter = RateLimiter({"a": RateLimit(1.0, 1), "b": RateLimit(1.0, 1)}, clock)
+
+    limiter.charge("a", 1)
+    limiter.charge("b", 1)
+    for _ in range(1000):
+        limiter.charge("other", 1)
+    with pytest.raises(RateLimited):
+        limiter.charge("a", 1)
+
+
+def test_idle_time_refills_only_up_to_the_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter({"ci": RateLimit(per_second=10.0, burst=3)}, clock)
+    limiter.charge("ci", 3)
+    clock.now += 3600
+    limiter.charge("ci", 3)
+    with pytest.raises(RateLimited):
+        limiter.charge("ci", 1)
