@@ -45,17 +45,8 @@ def threads_settle_to(expected: set[str], seconds: float = 3.0) -> set[str]:
     return expected | (threads() - expected)
 
 
-def request_threads_finished(seconds: float = 3.0) -> set[str]:
-    """Threads now, once the session emulator's werkzeug request threads (an earlier test's
-    last KMS call) have ended: they would otherwise vanish mid-test and look like a change."""
-    deadline = time.monotonic() + seconds
-    while any("process_request_thread" in t for t in threads()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return threads()
-
-
 def test_run_dev_serves_then_stops_every_thread_it_started() -> None:
-    before = request_threads_finished()
+    before = threads()
     seen: dict[str, object] = {}
 
     async def scenario() -> None:
