@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve dev docs env tools redis-server clean
+.PHONY: test unit lint serve dev docs env tools redis-server clean bench-keys
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -25,6 +25,12 @@ serve: env
 # make dev ARGS="--keys 5 --state-dir .dev-state"
 dev: env
 	$(BIN)/signer-proxy dev $(ARGS)
+
+# Key discovery against the KMS emulator: 1,000 keys, cold and reload (docs/keys.md, "Measured").
+bench-keys: env
+	mkdir -p bench/results
+	$(BIN)/python bench/key_discovery.py > bench/results/key_discovery.json
+	cat bench/results/key_discovery.json
 
 # Regenerate docs/config.md from the settings (a test fails when it is stale).
 docs: env

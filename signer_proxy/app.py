@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -30,8 +31,11 @@ from signer_proxy.health import (
 )
 from signer_proxy.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner, load_signers
-from signer_proxy.keys.kms_sign import LeanKmsClient
+from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
+from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
+from signer_proxy.keys.keyring import KeyRing, describe_failures
+from signer_proxy.keys.loading import KeyLoad, load_keys
+from signer_proxy.keys.sources import from_settings
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
@@ -45,6 +49,7 @@ from signer_proxy.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.access import ACCESS, build_access
+from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
@@ -52,35 +57,67 @@ from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-REGISTRY = web.AppKey("registry", KeyRegistry)
+# The keys in service: `app[KEYRING].current()` is the registry now; reloads replace it.
+KEYRING = web.AppKey("keyring", KeyRing)
 GATE = web.AppKey("gate", SigningGate)
 # Daily value budgets; the replicas' Redis store replaces this before startup (budgets.py).
 BUDGETS = web.AppKey("budgets", BudgetStore)
 
-__all__ = ["REGISTRY", "SETTINGS", "create_app", "transport"]
+__all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
+
+# What a reload re-reads from the configuration; any other change needs a restart.
+RELOADABLE = (
+    "kms_keys",
+    "kms_discover_tags",
+    "kms_discover_alias_prefixes",
+    "keystores",
+    "keystore_password_file",
+    "kms_load_concurrency",
+)
 
 
 def kms_client(settings: Settings) -> Any:
-    """One aioboto3 KMS client for the whole process (an async context manager)."""
+    """One aioboto3 KMS client for --aws-region (an async context manager)."""
     import aioboto3
-    from botocore.config import Config
 
-    session = aioboto3.Session()
-    region = settings.aws_region or session.region_name
-    if not region:
-        raise ConfigError("no AWS Region: set --aws-region (or AWS_REGION)")
-    return session.client(
+    return aioboto3.Session().client(
         "kms",
-        region_name=region,
+        region_name=default_region(settings),
         endpoint_url=settings.aws_endpoint_url or None,
-        config=Config(
-            connect_timeout=settings.kms_timeout,
-            read_timeout=settings.kms_timeout,
-            # One attempt per call: KmsCalls retries, with backoff inside the request deadline.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=128,
-        ),
+        config=client_config(settings),
     )
+
+
+def key_loader(
+    settings: Settings, clients: KmsClients, reload_settings: Callable[[], Settings] | None
+) -> Callable[[KeyLoad | None, bool], Any]:
+    """Loads the keys the configuration names now: at startup `settings`, on a reload what
+    `reload_settings` reads (flags, environment and the file again); ConfigError if it fails."""
+
+    async def load(previous: KeyLoad | None, strict: bool) -> KeyLoad:
+        current = settings if previous is None or reload_settings is None else reload_settings()
+        sources = from_settings(current)
+        if previous is not None and sources.empty:  # an emptied file is likelier a mistake
+            raise ConfigError(
+                "the configuration names no keys now (no kms_keys, discovery or keystores); "
+                "keeping the keys in service"
+            )
+        ignored = [
+            name
+            for name in dataclasses.asdict(current)
+            if name not in RELOADABLE and getattr(current, name) != getattr(settings, name)
+        ]
+        if ignored:
+            log.warning("reload: %s changed; only a restart applies that", ", ".join(ignored))
+        return await load_keys(
+            sources,
+            clients,
+            previous,
+            concurrency=current.kms_load_concurrency,
+            strict=strict,
+        )
+
+    return load
 
 
 def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
@@ -120,7 +157,7 @@ def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Se
 
 
 def build_router(
-    registry: KeyRegistry,
+    registry: KeyRegistry | Callable[[], KeyRegistry],
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
@@ -136,7 +173,7 @@ def build_router(
         return await pending_nonce(upstream, address)
 
     def current() -> KeyRegistry:
-        return registry
+        return registry() if callable(registry) else registry
 
     accounts = AccountMethods(current, gate)
     nonces = nonces or MemoryNonceManager(pending_count)
@@ -199,7 +236,7 @@ def background(stack: AsyncExitStack, job: Coroutine[Any, Any, None]) -> None:
 
 async def start_redis_nonces(
     stack: AsyncExitStack,
-    registry: KeyRegistry,
+    keys: Callable[[], KeyRegistry],
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
@@ -218,30 +255,50 @@ async def start_redis_nonces(
         raise ConfigError(exc.message) from None
     log.info("nonces shared through %s", nonces.display_url)
 
-    def current() -> KeyRegistry:
-        return registry
-
     repairer = GapRepairer(
-        nonces, current, upstream, facts, settings.gas_margin, settings.request_deadline
+        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
     return nonces, redis
 
 
-def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
-    """How the policy file may name a key: address, key ARN, or as given in --kms-key."""
+def key_names(signers: Sequence[Signer]) -> dict[str, str]:
+    """How the policy file may name each key: address, key ARN or file, or as given in
+    --kms-key (with or without its ?options)."""
     names: dict[str, str] = {}
     for signer in signers:
         names[signer.address.lower()] = signer.address
         names[signer.key_name] = signer.address
         if isinstance(signer, KmsSigner):
             names[signer.info.ref] = signer.address
+            names.setdefault(signer.info.ref.partition("?")[0], signer.address)
+    return names
+
+
+def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
+    """Resolve a policy file's key reference to an address over `signers`."""
+    names = key_names(signers)
     return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
+
+
+class KeyNames:
+    """Policy key references over every load so far, the newest winning: a reload re-binds
+    the policy with it, so a retargeted alias follows its new key, and a reference whose key
+    left keeps its old address (which no longer signs: the rule fails closed)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def learn(self, signers: Sequence[Signer]) -> None:
+        self._names.update(key_names(signers))
+
+    def resolve(self, ref: str) -> str | None:
+        return self._names.get(ref.lower() if ref.startswith("0x") else ref)
 
 
 def build_gate(
     policy: Policy,
-    signers: Sequence[Signer],
+    resolve: Callable[[str], str | None],
     budgets: BudgetStore,
     audit: AuditLog,
     metrics: Metrics,
@@ -251,7 +308,7 @@ def build_gate(
     def count_denial(method: str) -> None:
         metrics.policy_denials.labels(method_family(method, True)).inc()
 
-    return SigningGate(policy.bind(key_resolver(signers)), budgets, audit, count_denial)
+    return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
 
 
 def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
@@ -281,8 +338,17 @@ def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
     return authenticator
 
 
-def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -> web.Application:
-    """The aiohttp application; KMS keys load at startup unless `signers` are given (tests)."""
+def create_app(
+    settings: Settings,
+    *,
+    signers: Sequence[Signer] | None = None,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> web.Application:
+    """The aiohttp application; keys load at startup unless `signers` are given (tests).
+
+    A reload (SIGHUP, POST /admin/keys/reload) reads the key settings from
+    `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
+    aliases and re-reads keystores)."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.
@@ -311,7 +377,23 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)
-    metrics.keys_loaded.set_function(lambda: len(app[REGISTRY]) if REGISTRY in app else 0)
+    names = KeyNames()  # the gate binds the policy with it, at startup and on every reload
+
+    def after_load(loaded: KeyLoad) -> None:
+        metrics.observe_key_load(loaded)
+        names.learn(loaded.signers)
+        gate = app.get(GATE)
+        if gate is not None:  # a reload: the policy follows the keys (see KeyNames)
+            gate.policy = policy.bind(names.resolve)
+
+    # Every key signs only inside a gate approval (gate.GuardedSigner).
+    keyring = app[KEYRING] = KeyRing(
+        metrics.signer,
+        observe=after_load,
+        count_reload=metrics.count_reload,
+        guard=GuardedSigner,
+    )
+    metrics.keys_loaded.set_function(lambda: len(keyring.current()))
     app.middlewares.append(request_context)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -328,45 +410,37 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
                 background(stack, node.watch(settings.upstream_health_interval))
             upstream = metrics.upstream(node)
             if signers is None:
-                client = await stack.enter_async_context(kms_client(settings))
-                region = client.meta.region_name
                 calls = KmsCalls(
                     settings.kms_max_in_flight,
                     settings.kms_timeout,
                     settings.kms_backoff_base,
                     settings.kms_backoff_max,
                 )
-                sign_client = None
-                if settings.kms_sign_client == "lean":
-                    sign_client = await LeanKmsClient.from_default_chain(
-                        region, settings.aws_endpoint_url, settings.kms_timeout
-                    )
-                    stack.push_async_callback(sign_client.aclose)
-                loaded: Sequence[Signer] = await load_signers(
-                    client, settings.kms_keys, region, calls, sign_client
+                clients = await stack.enter_async_context(KmsClients(settings, calls))
+                await keyring.start(
+                    key_loader(settings, clients, reload_settings),
+                    strict=not settings.allow_key_failures,
                 )
             else:
-                loaded = signers
-            # Every key signs only inside a gate approval (gate.GuardedSigner).
-            registry = KeyRegistry(GuardedSigner(metrics.signer(s)) for s in loaded)
-            app[REGISTRY] = registry
+                keyring.use(signers)
             facts = ChainFacts(upstream)
             nonces = None
             if settings.nonce_store:
                 # Gap repair signs its fillers itself (zero-value self-transfers that only
                 # close nonce gaps): it gets the keys without the client gate.
-                internal = KeyRegistry(metrics.signer(s) for s in loaded)
                 redis_nonces, redis = await start_redis_nonces(
-                    stack, internal, upstream, facts, settings
+                    stack, keyring.unguarded, upstream, facts, settings
                 )
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
                 app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
                 nonces = redis_nonces
-            gate = app[GATE] = build_gate(policy, loaded, app[BUDGETS], audit, metrics)
-            app[ROUTER] = build_router(registry, upstream, facts, settings, metrics, gate, nonces)
+            gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], audit, metrics)
+            app[ROUTER] = build_router(
+                keyring.current, upstream, facts, settings, metrics, gate, nonces
+            )
             checks.extend(
                 [
-                    keys_check(lambda: app.get(REGISTRY)),
+                    keys_check(keyring.current, lambda: describe_failures(keyring.last)),
                     upstream_check(upstream, facts),
                     chain_id_check(facts),
                 ]
@@ -381,6 +455,9 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
     add_ops_routes(app, metrics=not settings.metrics_listen)
+    if settings.admin_token_file or settings.admin_clients:
+        token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else b""
+        add_admin_routes(app, token, frozenset(settings.admin_clients), keyring)
     return app
 
 

@@ -1,5 +1,6 @@
-"""The `signer-proxy` command: serve, dev, healthcheck, version, and one-shot signing with
-one KMS key (sign-authorization, hedera-key, hedera-sign)."""
+"""The `signer-proxy` command: serve, dev, healthcheck, version, one-shot signing with one KMS
+key (sign-authorization, hedera-key, hedera-sign), and key management (keys …, address: in
+cli_keys.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import __version__
+from signer_proxy.cli_keys import add_keys_commands
 from signer_proxy.config import (
     FIELDS,
     Settings,
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(healthcheck)
     _add_dev_parser(commands)
     _add_key_commands(commands)
+    add_keys_commands(commands, _add_settings_flags)
     hash_key = commands.add_parser(
         "hash-api-key",
         help="hash a client API key for --api-keys-file (the key is read from stdin)",
@@ -183,14 +186,19 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM; startup problems raise ConfigError before listening."""
-    from signer_proxy.app import create_app
+async def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Run until SIGINT or SIGTERM (SIGHUP reloads the keys); startup problems raise
+    ConfigError before listening."""
+    from signer_proxy.app import KEYRING, create_app
     from signer_proxy.shutdown import IN_FLIGHT, drain
     from signer_proxy.tls import SERVER_TLS
     from signer_proxy.transport.ops import start_ops_listener
 
-    app = create_app(settings)
+    app = create_app(settings, reload_settings=reload_settings)
+    # From the start: SIGHUP's default action would end the process while keys still load.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, app[KEYRING].reload_in_background, "sighup"
+    )
     # Draining happens in drain(); past its deadline aiohttp cancels what is left within 1 s.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     ops_runner: web.AppRunner | None = None
@@ -230,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_dev_command(args, started)
     if args.command in KEY_COMMANDS:
         return _run_key_command(args)
+    if hasattr(args, "run_keys_command"):  # keys …, address: signer_proxy/cli_keys.py
+        return int(args.run_keys_command(args))
     if args.command == "hash-api-key":
         return hash_api_key_command(args)
     if args.command == "version":
@@ -242,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(settings.log_level, settings.log_format, settings.upstream)
-        run_event_loop(serve(settings))
+        run_event_loop(serve(settings, lambda: load_settings(flags, config_file=args.config)))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2

@@ -58,9 +58,70 @@ class Settings:
     kms_keys: tuple[str, ...] = _setting(
         (),
         "KMS keys to sign with: key id, key ARN, alias (alias/name) or alias ARN. Repeat the "
-        "flag; comma-separated in the environment; a list in the file.",
+        "flag; comma-separated in the environment; a list in the file. A key may name its own "
+        "Region, endpoint and IAM role to assume (keys of other accounts): "
+        "KEY?region=eu-west-1&role_arn=arn:aws:iam::222233334444:role/signer&endpoint_url=URL.",
         flag="--kms-key",
         example="alias/treasury",
+    )
+    kms_discover_tags: tuple[str, ...] = _setting(
+        (),
+        "Discover every enabled ECC_SECG_P256K1 SIGN_VERIFY key of the default Region and "
+        "account carrying all of these KEY=VALUE tags. Repeat the flag; with "
+        "--kms-alias-prefix a key must match both. Re-run on every reload.",
+        flag="--kms-tag",
+        example="env=prod",
+    )
+    kms_discover_alias_prefixes: tuple[str, ...] = _setting(
+        (),
+        "Discover the keys behind every alias starting with one of these prefixes (e.g. "
+        "alias/signer/). Lists aliases, not keys: it never touches keys the proxy may not "
+        "read, so prefer it to --kms-tag under a least-privilege policy.",
+        flag="--kms-alias-prefix",
+        example="alias/signer/",
+    )
+    keystores: tuple[str, ...] = _setting(
+        (),
+        "Encrypted V3 keystore files (as geth writes them) or directories of them, signed with "
+        "locally: for development and setups without KMS. Each needs a password file: "
+        "PATH?password_file=FILE, else --keystore-password-file.",
+        flag="--keystore",
+        example="/etc/signer-proxy/keystore",
+    )
+    keystore_password_file: str = _setting(
+        "",
+        "File whose first line is the password of every --keystore that names no "
+        "password_file of its own.",
+        example="/etc/signer-proxy/keystore-password",
+    )
+    aws_sts_endpoint_url: str = _setting(
+        "",
+        "STS endpoint used to assume the role_arn of a --kms-key (another account's keys). "
+        "Empty: the AWS default for the key's Region.",
+    )
+    kms_load_concurrency: int = _setting(
+        16,
+        "Most KMS calls in flight while keys load (startup, reload, discovery). They also "
+        "count against --kms-max-in-flight: keep this below it, so signing keeps slots while "
+        "a reload runs.",
+    )
+    allow_key_failures: bool = _setting(
+        False,
+        "Start even when a --kms-key or --keystore cannot be loaded, or discovery cannot list "
+        "keys: serve the keys that load and report the others (log, /ready, "
+        "signer_proxy_key_load_failures). Off: such a key refuses startup. Discovered keys "
+        "that fail are always skipped and reported; a reload never stops the proxy.",
+    )
+    admin_token_file: str = _setting(
+        "",
+        "File holding the bearer token for POST /admin/keys/reload, which reloads the keys "
+        "without a restart (as SIGHUP does). With --admin-clients empty too: no admin route.",
+    )
+    admin_clients: tuple[str, ...] = _setting(
+        (),
+        "Authenticated clients (API key or client certificate names) that may call POST "
+        "/admin/keys/reload with their own credentials. Needs authentication configured.",
+        example="ops",
     )
     gas_margin: float = _setting(
         1.2,
@@ -389,6 +450,19 @@ def validate(settings: Settings) -> None:
     if settings.tls_reload_interval < 0:
         raise ConfigError("--tls-reload-interval must be zero or more seconds")
 
+    if "anonymous" in settings.admin_clients:
+        raise ConfigError("--admin-clients cannot name anonymous: name authenticated clients")
+    if settings.admin_clients and not settings.auth_configured:
+        raise ConfigError(
+            "--admin-clients needs authentication: set --api-keys-file (or client "
+            "certificates), or use --admin-token-file"
+        )
+    if not 1 <= settings.kms_load_concurrency <= 256:
+        raise ConfigError("--kms-load-concurrency must be between 1 and 256")
+    from signer_proxy.keys.sources import from_settings
+
+    from_settings(settings)  # a malformed key, tag, prefix or keystore names itself here
+
 
 def is_loopback(host: str) -> bool:
     """Whether a --listen host only accepts connections from this machine."""
@@ -422,9 +496,15 @@ def require_serve_settings(settings: Settings) -> None:
                 "--upstream must be an http:// or https:// URL with a host (several: "
                 "comma-separated)"
             )
-    if not settings.kms_keys:
+    if not (
+        settings.kms_keys
+        or settings.kms_discover_tags
+        or settings.kms_discover_alias_prefixes
+        or settings.keystores
+    ):
         raise ConfigError(
-            f"no keys: give at least one --kms-key (or {env_name('kms_keys')}) to sign with"
+            f"no keys: give at least one --kms-key (or {env_name('kms_keys')}), a discovery "
+            "filter (--kms-tag, --kms-alias-prefix) or a --keystore to sign with"
         )
     host, _ = settings.listen_host_port()
     if not (settings.auth_configured or is_loopback(host) or settings.insecure_no_auth):

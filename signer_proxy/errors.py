@@ -24,6 +24,8 @@
     ├── RateLimited                  -32005  the client's rate limit is used up (HTTP 429)
     ├── NodeRejected                 (node's)  the node refused a call we made; its code kept
     └── ConfigError                  (startup only, never on the wire)
+        └── KeyLoadFailed            one key could not be loaded (startup refuses, reload reports)
+    KeyCommandFailed                 a `signer-proxy keys …` command failed (CLI only, exit 1)
 
 The transport turns any of these into a JSON-RPC error object exactly once
 (`to_error_object`); nothing else in the package picks error codes.
@@ -178,6 +180,39 @@ class NodeRejected(SignerProxyError):
 
 class ConfigError(Exception):
     """Startup refused: the message names the setting or key and what to change."""
+
+
+class KeyCommandFailed(Exception):
+    """A key-management command (keys create/import/verify, address) could not do its job;
+    the message says why and what to do. CLI only: exit status 1."""
+
+
+# Why a key failed to load: the fixed label set of metrics and reports.
+KEY_LOAD_REASONS = (
+    "not_found",
+    "access_denied",
+    "state",
+    "spec",
+    "region",
+    "unreachable",
+    "invalid",
+    "keystore",
+    "listing",
+    "other",
+)
+
+
+class KeyLoadFailed(ConfigError):
+    """One key (or a discovery listing) could not be loaded.
+
+    `reason` is one of KEY_LOAD_REASONS; `transient` says a later attempt may succeed
+    (throttling, a network error), so a reload keeps the key's previous signer meanwhile.
+    """
+
+    def __init__(self, message: str, reason: str = "other", *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason if reason in KEY_LOAD_REASONS else "other"
+        self.transient = transient
 
 
 INTERNAL_ERROR_MESSAGE = "internal error in signer-proxy; the server log has the details"

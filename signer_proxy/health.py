@@ -85,13 +85,27 @@ def readiness_body(results: Sequence[CheckResult]) -> tuple[int, dict[str, Any]]
 # --- The standard checks --------------------------------------------------------------------
 
 
-def keys_check(registry: Callable[[], KeyRegistry | None]) -> ReadinessCheck:
+def keys_check(
+    registry: Callable[[], KeyRegistry | None],
+    problems: Callable[[], Sequence[str]] = lambda: (),
+) -> ReadinessCheck:
+    """Ready with at least one key; keys that did not load are named in the detail, but do
+    not make the proxy unready while others sign."""
+
     async def check() -> str:
         current = registry()
         count = len(current) if current is not None else 0
+        issues = "; ".join(problems())
         if count == 0:
-            raise NotReady("no keys loaded: check --kms-key and the startup log")
-        return f"{count} key{'s' if count != 1 else ''} loaded"
+            raise NotReady(
+                "no keys loaded: "
+                + (
+                    issues
+                    or "check --kms-key, --kms-tag, --kms-alias-prefix, --keystore and the log"
+                )
+            )
+        detail = f"{count} key{'s' if count != 1 else ''} loaded"
+        return f"{detail}; not loaded: {issues}" if issues else detail
 
     return ReadinessCheck("keys", check)
 

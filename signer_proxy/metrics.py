@@ -46,6 +46,10 @@ from signer_proxy.errors import (
 )
 from signer_proxy.jsonrpc import Body, Call
 from signer_proxy.keys.aws_kms import KmsSigner
+from signer_proxy.keys.discovery import SKIP_REASONS
+from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
+from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
+from signer_proxy.keys.loading import KeyLoad
 from signer_proxy.keys.signer import Signer
 from signer_proxy.nonces import Lease, NonceManager
 from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
@@ -278,6 +282,34 @@ class Metrics:
         self.keys_loaded = Gauge(
             "signer_proxy_keys_loaded", "Keys the proxy can sign with now.", registry=r
         )
+        self.key_load_failures = Gauge(
+            "signer_proxy_key_load_failures",
+            "Keys that did not load at the last load (startup or reload), by source.",
+            ["source"],
+            registry=r,
+        )
+        self.key_discovery_skipped = Gauge(
+            "signer_proxy_key_discovery_skipped",
+            "Keys discovery listed but passed over at the last load, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.key_load_duration = Gauge(
+            "signer_proxy_key_load_seconds",
+            "How long the last key load (startup or reload) took.",
+            registry=r,
+        )
+        self.key_reloads = Counter(
+            "signer_proxy_key_reloads_total",
+            "Key reloads by trigger (sighup, admin) and outcome (ok; failures: some keys did "
+            "not load; error: the configuration could not be read, nothing changed).",
+            ["trigger", "outcome"],
+            registry=r,
+        )
+        for source in KEY_SOURCES:
+            self.key_load_failures.labels(source).set(0)
+        for reason in SKIP_REASONS:
+            self.key_discovery_skipped.labels(reason).set(0)
         # Fed by later features; defined now so the names are stable for dashboards.
         self.policy_denials = Counter(
             "signer_proxy_policy_denials_total",
@@ -345,6 +377,21 @@ class Metrics:
     def count_rejected_body(self, error: SignerProxyError) -> None:
         """A body refused before routing (not JSON, too large, empty batch)."""
         self.count_call("invalid", outcome_of_code(error.error_code()))
+
+    # -- key loads --
+
+    def observe_key_load(self, load: KeyLoad) -> None:
+        """Failures by source, discovery's skipped keys by reason, and the load's duration."""
+        failures = load.failures_by_source()
+        for source in KEY_SOURCES:
+            self.key_load_failures.labels(source).set(failures.get(source, 0))
+        for reason in SKIP_REASONS:
+            self.key_discovery_skipped.labels(reason).set(load.skipped.get(reason, 0))
+        self.key_load_duration.set(load.seconds)
+
+    def count_reload(self, trigger: str, outcome: str) -> None:
+        trigger = trigger if trigger in RELOAD_TRIGGERS else "other"
+        self.key_reloads.labels(trigger, outcome if outcome in RELOAD_OUTCOMES else "error").inc()
 
     # -- wrappers for the other seams --
 

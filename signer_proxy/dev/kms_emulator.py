@@ -7,6 +7,10 @@ handlers DIGEST for ECC keys (sign the 32 bytes as a pre-hashed value, as AWS KM
 leaves everything else to moto. The tests and `signer-proxy dev` both start KMS through here,
 so the shim lives in one place. Remove it when moto implements DIGEST.
 
+Two more differences from AWS are taught the same way: moto answers ListKeys, ListAliases and
+ListResourceTags in one page (`apply_pagination_shim` pages them with Limit/Marker as AWS
+does), and it has no key material import (`kms_import.apply_import_shim`).
+
 `create_dev_keys` makes the alias/dev-N keys of `signer-proxy dev` and the README walkthrough;
 with a state directory it restores them across restarts (see `kms_state`).
 """
@@ -21,9 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from signer_proxy.dev import kms_import
+
 _HASHES = {"ECDSA_SHA_256": 32, "ECDSA_SHA_384": 48, "ECDSA_SHA_512": 64}
 _shim_lock = threading.Lock()
 _shim_applied = False
+_pages_applied = False
 
 
 def _hash_for(algorithm: str) -> Any:
@@ -116,6 +123,93 @@ def apply_digest_shim() -> None:
         _shim_applied = True
 
 
+# AWS's page sizes: (default, maximum) of Limit for each list operation.
+_PAGES = {
+    "list_keys": ("Keys", 100, 1000),
+    "list_aliases": ("Aliases", 50, 100),
+    "list_resource_tags": ("Tags", 50, 50),
+}
+
+
+def _marker(operation: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{operation}:{offset}".encode()).decode()
+
+
+def _offset(operation: str, marker: str | None) -> int:
+    """The offset a Marker stands for; InvalidMarkerException (as AWS) when it is not ours."""
+    from moto.core.exceptions import JsonRESTError
+
+    if marker is None:
+        return 0
+    try:
+        name, _, offset = base64.urlsafe_b64decode(marker.encode()).decode().partition(":")
+        if name == operation and int(offset) >= 0:
+            return int(offset)
+    except ValueError:
+        pass
+    raise JsonRESTError(
+        "InvalidMarkerException", "The marker that specifies where to start is invalid."
+    )
+
+
+def apply_pagination_shim() -> None:
+    """Teach moto's ListKeys, ListAliases and ListResourceTags AWS's Limit/Marker paging.
+
+    moto answers every list in one page (`Truncated: false`), so code that forgets
+    `NextMarker` would pass against it and miss keys against AWS. Idempotent.
+    """
+    global _pages_applied
+    with _shim_lock:
+        if _pages_applied:
+            return
+        from moto.kms.exceptions import ValidationException
+        from moto.kms.responses import KmsResponse
+
+        def paged(operation: str) -> Any:
+            member, default, maximum = _PAGES[operation]
+            original = getattr(KmsResponse, operation)
+
+            def page(self: Any) -> str:
+                limit = self._get_param("Limit", default)
+                if not isinstance(limit, int) or not 1 <= limit <= maximum:
+                    raise ValidationException(
+                        f"1 validation error detected: Value '{limit}' at 'limit' failed to "
+                        f"satisfy constraint: Member must have value less than or equal to "
+                        f"{maximum}"
+                    )
+                start = _offset(operation, self._get_param("Marker"))
+                answer = json.loads(original(self))
+                items = answer.get(member) or []
+                answer[member] = items[start : start + limit]
+                answer.pop("NextMarker", None)
+                answer["Truncated"] = start + limit < len(items)
+                if answer["Truncated"]:
+                    answer["NextMarker"] = _marker(operation, start + limit)
+                return json.dumps(answer)
+
+            return page
+
+        for operation in _PAGES:
+            setattr(KmsResponse, operation, paged(operation))
+        _pages_applied = True
+
+
+def _cache_moto_service_list() -> None:
+    """moto's server lists its own package directory on every request to route it (a third
+    of the emulator's time per KMS call); the list never changes while it runs."""
+    import moto.backends
+
+    if getattr(moto.backends.list_of_moto_modules, "_cached", False):
+        return
+    modules = tuple(moto.backends.list_of_moto_modules())
+
+    def cached() -> tuple[str, ...]:
+        return modules
+
+    cached._cached = True  # type: ignore[attr-defined]
+    moto.backends.list_of_moto_modules = cached
+
+
 @dataclass
 class KmsEmulator:
     """A running moto server on loopback; `url` is its endpoint, `stop()` ends it."""
@@ -136,6 +230,9 @@ def start_kms_emulator(host: str = "127.0.0.1", port: int = 0) -> KmsEmulator:
     from moto.server import ThreadedMotoServer
 
     apply_digest_shim()
+    apply_pagination_shim()
+    kms_import.apply_import_shim()
+    _cache_moto_service_list()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per KMS call
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     ready = server._server_ready_event  # moto's start() waits on it with no timeout

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from signer_proxy.ecdsa import (
     canonical_signature,
     public_key_from_spki,
 )
-from signer_proxy.errors import ConfigError, KmsUnavailable, SigningFailed
+from signer_proxy.errors import KeyLoadFailed, KmsUnavailable, SigningFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +72,11 @@ _STATE_ADVICE = {
     "or remove it from --kms-key",
     "Unavailable": "its custom key store is disconnected: reconnect it",
 }
+
+
+def state_advice(state: object) -> str:
+    """What to do about a key in KMS key state `state` (anything but Enabled)."""
+    return _STATE_ADVICE.get(str(state), _STATE_DEFAULT)
 
 
 def describe_kms_error(error_code: str, key: str) -> str:
@@ -234,15 +239,93 @@ class KmsSigner:
             ) from exc
 
 
+_REASON_BY_CODE = {
+    "NotFoundException": "not_found",
+    "AccessDeniedException": "access_denied",
+    "UnrecognizedClientException": "access_denied",
+    "InvalidSignatureException": "access_denied",
+    "DisabledException": "state",
+    "KMSInvalidStateException": "state",
+    "InvalidKeyUsageException": "spec",
+    "UnsupportedOperationException": "spec",
+}
+
+
+def load_failure(exc: BaseException, key_ref: str, region: str) -> KeyLoadFailed:
+    """The KeyLoadFailed for a KMS call about `key_ref` that raised `exc`."""
+    if isinstance(exc, KmsUnavailable):  # every KMS request slot stayed busy
+        return KeyLoadFailed(exc.message, "unreachable", transient=True)
+    if isinstance(exc, ClientError):
+        code = kms_error_code(exc)
+        if exc.operation_name == "AssumeRole":  # fetching the key's role credentials failed
+            return KeyLoadFailed(
+                f"KMS key {key_ref}: its role cannot be assumed ({code}): the process's AWS "
+                "identity needs sts:AssumeRole on the role, and the role must trust it",
+                "access_denied",
+                transient=code in RETRYABLE_KMS_ERRORS or code == "Throttling",
+            )
+        if code == "NotFoundException":
+            return KeyLoadFailed(
+                f"KMS key {key_ref} was not found in Region {region}: check the key id or alias "
+                "and --aws-region",
+                "not_found",
+            )
+        transient = code in RETRYABLE_KMS_ERRORS
+        reason = "unreachable" if transient else _REASON_BY_CODE.get(code, "other")
+        return KeyLoadFailed(describe_kms_error(code, key_ref), reason, transient=transient)
+    if isinstance(exc, KeyError | TypeError):
+        return KeyLoadFailed(
+            f"KMS key {key_ref}: the KMS endpoint answered without the expected fields "
+            f"({exc}); check --aws-endpoint-url",
+            "invalid",
+        )
+    return KeyLoadFailed(
+        f"KMS key {key_ref}: could not reach KMS in Region {region} ({exc}); check the "
+        "network, --aws-endpoint-url and AWS credentials",
+        "unreachable",
+        transient=True,
+    )
+
+
+def check_metadata(key_ref: str, metadata: dict[str, Any]) -> None:
+    """KeyLoadFailed naming every reason the described key cannot sign for Ethereum."""
+    problems = []
+    reason = "spec"
+    if metadata.get("KeySpec") != REQUIRED_KEY_SPEC:
+        problems.append(f"KeySpec is {metadata.get('KeySpec')}, needs {REQUIRED_KEY_SPEC}")
+    if metadata.get("KeyUsage") != REQUIRED_KEY_USAGE:
+        problems.append(f"KeyUsage is {metadata.get('KeyUsage')}, needs {REQUIRED_KEY_USAGE}")
+    state = metadata.get("KeyState")
+    if state != "Enabled":
+        problems.append(f"KeyState is {state}: {state_advice(state)}")
+        reason = "state" if len(problems) == 1 else reason
+    if problems:
+        raise KeyLoadFailed(
+            f"KMS key {key_ref} ({metadata['Arn']}) cannot be used: " + "; ".join(problems),
+            reason,
+        )
+
+
 async def load_key(
-    client: Any, key_ref: str, region: str, calls: KmsCalls | None = None
+    client: Any,
+    key_ref: str,
+    region: str,
+    known_public_keys: Mapping[str, bytes] | None = None,
+    calls: KmsCalls | None = None,
 ) -> KmsKeyInfo:
-    """DescribeKey + GetPublicKey for one configured key; ConfigError naming it when unusable."""
+    """DescribeKey + GetPublicKey for one configured key; KeyLoadFailed naming it when unusable.
+
+    A public key already known for the described ARN (an earlier load) is reused: KMS never
+    changes an asymmetric key's material, so a reload costs one DescribeKey per key. Calls go
+    through `calls` (the process-wide cap and retries), a few attempts each.
+    """
     arn_region = region_of_arn(key_ref)
     if arn_region is not None and arn_region != region:
-        raise ConfigError(
+        raise KeyLoadFailed(
             f"KMS key {key_ref} is in Region {arn_region} but --aws-region is {region}: "
-            "set --aws-region to the key's Region"
+            f"set --aws-region to the key's Region, or give the key its own: "
+            f"{key_ref}?region={arn_region}",
+            "region",
         )
     calls = calls or KmsCalls()
     try:
@@ -250,64 +333,23 @@ async def load_key(
             key_ref, lambda: client.describe_key(KeyId=key_ref), STARTUP_ATTEMPTS
         )
         metadata = described["KeyMetadata"]
-        problems = []
-        if metadata.get("KeySpec") != REQUIRED_KEY_SPEC:
-            problems.append(f"KeySpec is {metadata.get('KeySpec')}, needs {REQUIRED_KEY_SPEC}")
-        if metadata.get("KeyUsage") != REQUIRED_KEY_USAGE:
-            problems.append(f"KeyUsage is {metadata.get('KeyUsage')}, needs {REQUIRED_KEY_USAGE}")
-        state = metadata.get("KeyState")
-        if state != "Enabled":
-            problems.append(f"KeyState is {state}: {_STATE_ADVICE.get(state, _STATE_DEFAULT)}")
-        if problems:
-            raise ConfigError(
-                f"KMS key {key_ref} ({metadata['Arn']}) cannot be used: " + "; ".join(problems)
-            )
+        check_metadata(key_ref, metadata)
         arn = metadata["Arn"]
-        fetched = await calls.run(
-            key_ref, lambda: client.get_public_key(KeyId=arn), STARTUP_ATTEMPTS
-        )
-        der = fetched["PublicKey"]
-    except ClientError as exc:
-        code = kms_error_code(exc)
-        if code == "NotFoundException":
-            raise ConfigError(
-                f"KMS key {key_ref} was not found in Region {region}: check the key id or alias "
-                "and --aws-region"
-            ) from exc
-        raise ConfigError(describe_kms_error(code, key_ref)) from exc
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"KMS key {key_ref}: the KMS endpoint answered without the expected fields "
-            f"({exc}); check --aws-endpoint-url"
-        ) from exc
-    except (TimeoutError, BotoCoreError, OSError, aiohttp.ClientError) as exc:
-        raise ConfigError(
-            f"KMS key {key_ref}: could not reach KMS in Region {region} ({exc}); check the "
-            "network, --aws-endpoint-url and AWS credentials"
-        ) from exc
-    try:
-        public_key = public_key_from_spki(der)
+        public_key = (known_public_keys or {}).get(arn)
+        if public_key is None:
+            fetched = await calls.run(
+                key_ref, lambda: client.get_public_key(KeyId=arn), STARTUP_ATTEMPTS
+            )
+            public_key = public_key_from_spki(fetched["PublicKey"])
+    except KeyLoadFailed:
+        raise
     except SignatureError as exc:
-        raise ConfigError(f"KMS key {key_ref} ({arn}): {exc}") from exc
+        raise KeyLoadFailed(f"KMS key {key_ref}: {exc}", "invalid") from exc
+    except (
+        ClientError, KeyError, TypeError, TimeoutError, BotoCoreError, OSError, aiohttp.ClientError,
+        KmsUnavailable,
+    ) as exc:  # fmt: skip
+        raise load_failure(exc, key_ref, region) from exc
     return KmsKeyInfo(
         ref=key_ref, arn=arn, public_key=public_key, address=address_from_public_key(public_key)
     )
-
-
-async def load_signers(
-    client: Any,
-    key_refs: tuple[str, ...],
-    region: str,
-    calls: KmsCalls | None = None,
-    sign_client: Any = None,
-) -> list[KmsSigner]:
-    """Load every configured key concurrently; the first unusable one stops startup.
-
-    `sign_client` (e.g. a LeanKmsClient) serves the signers' Sign calls; default `client`."""
-    calls = calls or KmsCalls()
-    infos = await asyncio.gather(*(load_key(client, ref, region, calls) for ref in key_refs))
-    signers: dict[str, KmsSigner] = {}
-    for info in infos:  # an alias and its id name one key: one signer
-        signers.setdefault(info.arn, KmsSigner(sign_client or client, info, calls))
-        log.info("loaded KMS key %s (%s) as %s", info.ref, info.arn, info.address)
-    return list(signers.values())

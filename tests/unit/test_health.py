@@ -134,3 +134,13 @@ async def test_shutdown_check() -> None:
     assert (await run_check(probe)) == CheckResult(
         "shutdown", False, "shutting down: finishing in-flight requests"
     )
+
+
+async def test_keys_check_names_keys_that_did_not_load_without_being_unready() -> None:
+    registry = KeyRegistry([LocalKeySigner(b"\x01" * 32)])
+    problems = ["alias/gone: not found"]
+    result = await run_check(keys_check(lambda: registry, lambda: problems))
+    assert result == CheckResult("keys", True, "1 key loaded; not loaded: alias/gone: not found")
+    empty = await run_check(keys_check(lambda: KeyRegistry([]), lambda: problems))
+    assert not empty.ok
+    assert empty.detail == "no keys loaded: alias/gone: not found"

@@ -240,6 +240,7 @@ EVERYTHING_ON: dict[str, Any] = {
     "grafanaDashboard": {"enabled": True},
     "upstreamSecret": {"name": "node-url", "key": "url"},
     "apiKeysSecret": {"name": "api-keys"},
+    "adminTokenSecret": {"name": "admin-token"},
     "serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/signer-proxy"},
     "config": {"kms_keys": ["alias/treasury"], "metrics_listen": ""},
 }
@@ -326,6 +327,11 @@ def test_everything_on_render(renderer: Path, tmp_path: Path) -> None:
     assert env["SIGNER_PROXY_NONCE_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
     mounts = {m["name"]: m for m in main["volumeMounts"]}
     assert mounts["api-keys"]["readOnly"] is True
+    assert mounts["admin-token"] == {
+        "name": "admin-token",
+        "mountPath": "/etc/signer-proxy/admin",
+        "readOnly": True,
+    }
     sa = docs["ServiceAccount/signer-proxy"]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
         ":role/signer-proxy"

@@ -376,3 +376,50 @@ def test_metric_names_follow_the_convention_and_are_documented() -> None:
 
 def test_process_metrics_are_exposed_by_default() -> None:
     assert b"process_resident_memory_bytes" in Metrics().exposition()
+
+
+def test_key_loads_set_failures_skips_and_duration() -> None:
+    from signer_proxy.keys.loading import KeyLoad, KeyStatus
+
+    metrics = Metrics(process_collectors=False)
+    assert sample(metrics, "signer_proxy_key_load_failures", source="keystore") == 0
+    load = KeyLoad(
+        statuses=(
+            KeyStatus("kms", "alias/a", state="failed", reason="state"),
+            KeyStatus("discovery", "alias/b", state="failed", reason="spec"),
+            KeyStatus("discovery", "alias/c", state="failed", reason="unreachable"),
+            KeyStatus("discovery", "alias/d", state="kept", reason="unreachable"),
+            KeyStatus("keystore", "/k/a.json"),
+        ),
+        skipped={"access_denied": 7, "tags_differ": 2},
+        seconds=1.5,
+    )
+    metrics.observe_key_load(load)
+
+    assert sample(metrics, "signer_proxy_key_load_failures", source="kms") == 1
+    assert sample(metrics, "signer_proxy_key_load_failures", source="discovery") == 2
+    assert sample(metrics, "signer_proxy_key_load_failures", source="keystore") == 0
+    assert sample(metrics, "signer_proxy_key_discovery_skipped", reason="access_denied") == 7
+    assert sample(metrics, "signer_proxy_key_discovery_skipped", reason="not_enabled") == 0
+    assert sample(metrics, "signer_proxy_key_load_seconds") == 1.5
+    metrics.observe_key_load(KeyLoad())  # the next load replaces, not adds
+    assert sample(metrics, "signer_proxy_key_load_failures", source="discovery") == 0
+    assert sample(metrics, "signer_proxy_key_discovery_skipped", reason="access_denied") == 0
+
+
+@pytest.mark.parametrize(
+    ("trigger", "outcome", "labels"),
+    [
+        pytest.param("sighup", "ok", ("sighup", "ok"), id="sighup-ok"),
+        pytest.param("admin", "failures", ("admin", "failures"), id="admin-failures"),
+        pytest.param("cron", "weird", ("other", "error"), id="folded"),
+    ],
+)
+def test_reloads_are_counted_with_fixed_labels(
+    trigger: str, outcome: str, labels: tuple[str, str]
+) -> None:
+    metrics = Metrics(process_collectors=False)
+    metrics.count_reload(trigger, outcome)
+    assert (
+        sample(metrics, "signer_proxy_key_reloads_total", trigger=labels[0], outcome=labels[1]) == 1
+    )
