@@ -31,7 +31,7 @@ from signer_proxy.errors import (
 )
 from signer_proxy.hexdata import to_data
 from signer_proxy.jsonrpc import CallContext
-from signer_proxy.keys.signer import Signer
+from signer_proxy.keys.signer import Signer, SignerWrapper
 from signer_proxy.logs import REQUEST_ID
 from signer_proxy.policy import (
     SIGNING_METHODS,
@@ -66,22 +66,8 @@ def current_approval() -> Approval | None:
     return _APPROVAL.get()
 
 
-class GuardedSigner:
+class GuardedSigner(SignerWrapper):
     """A Signer that signs only inside a gate approval for its own address."""
-
-    def __init__(self, inner: Signer) -> None:
-        self._inner = inner
-
-    @property
-    def address(self) -> str:
-        return self._inner.address
-
-    @property
-    def key_name(self) -> str:
-        return self._inner.key_name
-
-    def __repr__(self) -> str:
-        return f"GuardedSigner({self._inner!r})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
         approval = _APPROVAL.get()

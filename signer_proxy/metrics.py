@@ -50,7 +50,7 @@ from signer_proxy.keys.discovery import SKIP_REASONS
 from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
 from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
 from signer_proxy.keys.loading import KeyLoad
-from signer_proxy.keys.signer import Signer
+from signer_proxy.keys.signer import Signer, SignerWrapper
 from signer_proxy.nonces import Lease, NonceManager
 from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
 
@@ -408,25 +408,14 @@ class Metrics:
 METRICS = web.AppKey("metrics", Metrics)
 
 
-class MeteredSigner:
+class MeteredSigner(SignerWrapper):
     """A Signer that times each signature and counts failures by KMS error code."""
 
     def __init__(self, inner: Signer, metrics: Metrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
         self._backend = signer_backend(inner)
         self._duration = metrics.sign_duration.labels(self._backend)
-
-    @property
-    def address(self) -> str:
-        return self._inner.address
-
-    @property
-    def key_name(self) -> str:
-        return self._inner.key_name
-
-    def __repr__(self) -> str:
-        return f"MeteredSigner({self._inner!r})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
         started = time.perf_counter()

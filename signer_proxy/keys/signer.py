@@ -36,3 +36,25 @@ async def sign_checked(signer: Signer, digest: bytes) -> Signature:
             "nothing was sent"
         )
     return signature
+
+
+class SignerWrapper:
+    """Base for a Signer that adds to another (metrics, the policy guard): it keeps the inner
+    signer's address and name; subclasses override `sign_digest`."""
+
+    def __init__(self, inner: Signer) -> None:
+        self._inner = inner
+
+    @property
+    def address(self) -> str:
+        return self._inner.address
+
+    @property
+    def key_name(self) -> str:
+        return self._inner.key_name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._inner!r})"
+
+    async def sign_digest(self, digest: bytes) -> Signature:
+        return await self._inner.sign_digest(digest)
