@@ -34,6 +34,7 @@ from signer_proxy.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
+from signer_proxy.transport.ws import setup_websocket
 from signer_proxy.upstream import HttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
@@ -164,5 +165,6 @@ def create_app(settings: Settings, *, signers: Sequence[Signer] | None = None) -
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
+    setup_websocket(app, settings)
     add_ops_routes(app, metrics=not settings.metrics_listen)
     return app

@@ -9,6 +9,8 @@
     ├── InvalidParams                -32602  wrong types, bad hex, bad address
     │   ├── UnknownAccount           -32602  `from` is not a key this proxy holds
     │   └── ChainIdMismatch          -32602  request chainId differs from the node's
+    ├── ResourceUnavailable          -32002  shutting down: no new work is taken
+    ├── RateLimited                  -32005  over a per-connection limit (WebSocket messages/s)
     ├── SigningFailed                -32010  KMS answered but no usable signature came back
     ├── KmsUnavailable               -32011  KMS throttled, timed out or could not be reached
     ├── UpstreamUnavailable          -32020  the node could not be reached: nothing was delivered
@@ -77,6 +79,18 @@ class UnknownAccount(InvalidParams):
 
 class ChainIdMismatch(InvalidParams):
     pass
+
+
+class ResourceUnavailable(SignerProxyError):
+    """EIP-1474's "resource unavailable": the proxy is shutting down and takes no new calls."""
+
+    code = -32002
+
+
+class RateLimited(SignerProxyError):
+    """EIP-1474's "limit exceeded": a client sent more than its limit allows."""
+
+    code = -32005
 
 
 class SigningFailed(SignerProxyError):

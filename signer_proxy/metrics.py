@@ -33,6 +33,8 @@ from signer_proxy.errors import (
     KmsUnavailable,
     MethodNotFound,
     NodeRejected,
+    RateLimited,
+    ResourceUnavailable,
     SignerProxyError,
     SigningFailed,
     UpstreamBadResponse,
@@ -74,6 +76,8 @@ OUTCOME_BY_CODE: dict[int, str] = {
     KmsUnavailable.code: "kms_unavailable",
     UpstreamUnavailable.code: "upstream_unavailable",
     UpstreamBadResponse.code: "upstream_bad_response",
+    RateLimited.code: "rate_limited",  # -32005, a node's "limit exceeded" too
+    ResourceUnavailable.code: "unavailable",  # -32002: refused while shutting down
 }
 OUTCOMES = ("ok", *sorted(set(OUTCOME_BY_CODE.values())), "node_error", "no_reply")
 
@@ -276,7 +280,7 @@ class Metrics:
         )
         self.websocket_connections = Gauge(
             "signer_proxy_websocket_connections",
-            "Open WebSocket client connections (fed by the WebSocket transport).",
+            "Open WebSocket client connections.",
             registry=r,
         )
         self._request_children: dict[tuple[str, str], Any] = {}

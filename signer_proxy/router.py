@@ -46,6 +46,11 @@ class Router:
         self._upstream = upstream
         self._observer = observer
 
+    def with_upstream(self, upstream: Upstream) -> Router:
+        """The same local methods and observer, forwarding to `upstream` (a client's WebSocket
+        connection to the node) instead."""
+        return Router(self._methods, upstream, self._observer)
+
     def is_local(self, method: str) -> bool:
         return method in self._methods
 

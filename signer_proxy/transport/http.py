@@ -8,13 +8,19 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy.errors import BodyTooLarge, SignerProxyError
-from signer_proxy.jsonrpc import error_response, parse_body
+from signer_proxy.jsonrpc import CallContext, error_response, parse_body
 from signer_proxy.metrics import METRICS
 from signer_proxy.router import Router
 
 ROUTER = web.AppKey("router", Router)
 MAX_BATCH = web.AppKey("max_batch", int)
 MAX_BODY = web.AppKey("max_body", int)
+
+
+def call_context(request: web.Request, transport: str = "http") -> CallContext:
+    """Who is calling: the one place both transports (HTTP POST, WebSocket upgrade) get the
+    CallContext their calls run with."""
+    return CallContext(transport=transport)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -38,7 +44,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     except SignerProxyError as exc:
         request.app[METRICS].count_rejected_body(exc)
         return _json(error_response(None, exc), status=exc.http_status)
-    reply = await request.app[ROUTER].handle(body, raw)
+    reply = await request.app[ROUTER].handle(body, raw, call_context(request))
     if reply is None:  # notifications only: JSON-RPC says reply with nothing
         return web.Response(status=204)
     if isinstance(reply, bytes):

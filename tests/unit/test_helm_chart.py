@@ -230,6 +230,7 @@ EVERYTHING_ON: dict[str, Any] = {
     },
     "grafanaDashboard": {"enabled": True},
     "upstreamSecret": {"name": "node-url", "key": "url"},
+    "upstreamWsSecret": {"name": "node-ws-url", "key": "url"},
     "apiKeysSecret": {"name": "api-keys"},
     "serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/signer-proxy"},
     "config": {"kms_keys": ["alias/treasury"], "metrics_listen": ""},
@@ -308,6 +309,10 @@ def test_everything_on_render(renderer: Path, tmp_path: Path) -> None:
     env = {e["name"]: e for e in main["env"]}
     assert env["SIGNER_PROXY_UPSTREAM"]["valueFrom"]["secretKeyRef"] == {
         "name": "node-url",
+        "key": "url",
+    }
+    assert env["SIGNER_PROXY_UPSTREAM_WS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "node-ws-url",
         "key": "url",
     }
     assert env["SIGNER_PROXY_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis"

@@ -321,3 +321,20 @@ async def test_router_hands_the_call_context_to_local_methods(node: FakeNode) ->
     replies = await router.handle(parse_body(raw, 10), raw, CallContext(client="ops-bot"))
     assert [r["result"] for r in replies] == ["ops-bot", "ops-bot"]  # type: ignore[index,union-attr]
     assert seen == [CallContext(client="ops-bot"), CallContext(client="ops-bot")]
+
+
+async def test_router_with_upstream_keeps_methods_and_observer_and_forwards_elsewhere(
+    node: FakeNode,
+) -> None:
+    seen: list[Any] = []
+    router = Router(METHODS, node, observer=lambda body, reply, *_: seen.append(reply))
+    other = FakeNode()
+    socket_router = router.with_upstream(other)
+
+    assert (await _handle(socket_router, _call("local_echo", 1, ["x"])))["result"] == {
+        "echo": ["x"]
+    }
+    await _handle(socket_router, _call("eth_chainId", 2))
+    assert node.forwarded == []
+    assert len(other.forwarded) == 1
+    assert len(seen) == 2  # the same metrics observer sees both
