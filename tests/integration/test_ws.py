@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
+from signer_proxy.errors import NodeRejected
 from signer_proxy.transport.ws import WEBSOCKETS
 from signer_proxy.upstream_ws import derive_ws_url
 from tests.conftest import (
@@ -113,6 +114,12 @@ async def test_ws_answers_local_and_forwarded_calls_and_batches(
         lambda: any(isinstance(m, dict) and m.get("id") == "bin" for m in client.received)
     )
     assert await client.result("eth_chainId") == "0x7a69"
+    # The Upstream seam's own call() over the same node connection.
+    (connection,) = proxy.client.app[WEBSOCKETS].open
+    assert await connection.upstream.call("eth_chainId", []) == "0x7a69"
+    with pytest.raises(NodeRejected) as refused:
+        await connection.upstream.call("eth_getBalance", ["not an address"])
+    assert refused.value.node_code == -32602
     await client.close()
 
 
@@ -163,19 +170,44 @@ async def test_ws_new_heads_and_logs_subscriptions_while_sending_on_the_same_soc
             seen_logs.append(log_entry["transactionHash"])
     assert seen_heads == [1, 2, 3, 4, 5]  # one block per transaction, in order
     assert seen_logs == sent
-    # Each subscription id reached the client before any of its notifications (geth's order).
-    order = [
-        m.get("result") if "id" in m else m["params"]["subscription"]
-        for m in client.received
-        if isinstance(m, dict)
-    ]
-    assert order.index(heads) < order.index(heads, order.index(heads) + 1)
-    assert order.count(logs) == 4
+    assert first_mention(client, heads) == "reply"
+    assert first_mention(client, logs) == "reply"
     assert await client.result("eth_unsubscribe", [logs]) is True
     await client.result("eth_sendTransaction", [{"from": funded_key.address, "to": contract}])
     note = await client.notification()
     assert note["params"]["subscription"] == heads  # the logs subscription is gone
     await client.close()
+
+
+def first_mention(client: RpcSocket, subscription: str) -> str:
+    """Whether the client first saw `subscription` in its subscribe reply or a notification."""
+    for message in client.received:
+        if isinstance(message, dict) and message.get("result") == subscription:
+            return "reply"
+        if isinstance(message, dict) and message.get("params", {}).get("subscription") == (
+            subscription
+        ):
+            return "notification"
+    return "never"
+
+
+async def test_ws_subscription_id_reaches_the_client_before_its_first_notification(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    # The node sends a notification right behind the eth_subscribe reply, as geth does when a
+    # block lands at that moment; the proxy must not let it overtake the reply.
+    front = await WsFront(derive_ws_url(anvil.url), eager=True).start()
+    try:
+        proxy = await ws_proxy(start_proxy, anvil, kms, make_key(), upstream_ws=front.url)
+        client = await connect(proxy)
+        for _ in range(5):
+            subscription = await client.result("eth_subscribe", ["newHeads"])
+            note = await client.notification()
+            assert note["params"] == {"subscription": subscription, "result": "early"}
+            assert first_mention(client, subscription) == "reply"
+        await client.close()
+    finally:
+        await front.stop()
 
 
 # --- the node's connection follows the client's -------------------------------------------

@@ -16,9 +16,14 @@ from aiohttp import WSMsgType, web
 class WsFront:
     """`url` relays each WebSocket to `node_ws_url`; `open` counts the live ones."""
 
-    def __init__(self, node_ws_url: str, hold: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, node_ws_url: str, hold: frozenset[str] = frozenset(), *, eager: bool = False
+    ) -> None:
         self.node_ws_url = node_ws_url
         self.hold = hold
+        # eager: right behind each eth_subscribe reply, send a notification for the new
+        # subscription in the same write (a node mining as the subscription starts).
+        self.eager = eager
         self.held = asyncio.Event()  # set when a held method has arrived
         self._release = asyncio.Event()
         self.opened = 0
@@ -51,6 +56,7 @@ class WsFront:
         await self._count(socket, add=True)
         try:
             async with self._session.ws_connect(self.node_ws_url, max_msg_size=0) as node:
+                subscribe_ids: set[Any] = set()
 
                 async def down() -> None:
                     async for message in socket:
@@ -59,12 +65,31 @@ class WsFront:
                         if any(f'"{m}"' in message.data for m in self.hold):
                             self.held.set()
                             await self._release.wait()
+                        request = json.loads(message.data)
+                        if isinstance(request, dict) and request.get("method") == "eth_subscribe":
+                            subscribe_ids.add(request.get("id"))
                         await node.send_str(message.data)
 
                 async def up() -> None:
                     async for message in node:
-                        if message.type == WSMsgType.TEXT:
-                            await socket.send_str(message.data)
+                        if message.type != WSMsgType.TEXT:
+                            continue
+                        reply = json.loads(message.data)
+                        early = ""
+                        if (
+                            self.eager
+                            and isinstance(reply, dict)
+                            and reply.get("id") in subscribe_ids
+                        ):
+                            note = {
+                                "jsonrpc": "2.0",
+                                "method": "eth_subscription",
+                                "params": {"subscription": reply["result"], "result": "early"},
+                            }
+                            early = json.dumps(note)
+                        await socket.send_str(message.data)
+                        if early:
+                            await socket.send_str(early)
 
                 tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
