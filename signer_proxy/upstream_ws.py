@@ -54,10 +54,8 @@ def derive_ws_url(http_url: str) -> str:
 
 def lost_reason(code: int | None) -> str:
     """The reason a client's socket is closed with when its node connection ended."""
-    return (
-        f"the node's WebSocket closed (code {code}); subscriptions ended: reconnect and "
-        "subscribe again"
-    )
+    how = "was lost" if code is None else f"closed (code {code})"
+    return f"the node's WebSocket {how}; subscriptions ended: reconnect and subscribe again"
 
 
 @dataclass(frozen=True, slots=True)

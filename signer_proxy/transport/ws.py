@@ -226,6 +226,7 @@ class ClientConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._close_at_start: tuple[int, str] | None = None
         assert node.session is not None, "the WebSocket session starts with the app"
         self.upstream = UpstreamSocket(
             node.url, node.session, node.timeout, self._notify, self._upstream_lost
@@ -240,6 +241,9 @@ class ClientConnection:
         when cancelled (aiohttp may cancel a handler whose client has gone)."""
         writer = asyncio.create_task(self._write())
         try:
+            if self._close_at_start is not None:
+                code, reason = self._close_at_start
+                await self._socket.close(code=code, message=close_reason(reason))
             await self._read()
         finally:
             await asyncio.shield(asyncio.create_task(self._release(writer)))
@@ -265,6 +269,9 @@ class ClientConnection:
         if self._closing:
             return
         self._closing = True
+        if not self._socket.prepared:  # still in its handshake: run() closes it at once
+            self._close_at_start = (code, reason)
+            return
         wait = self._limits.send_timeout if wait is None else wait
         deadline = time.monotonic() + wait
         if self._tasks:
@@ -306,9 +313,13 @@ class ClientConnection:
                 f"over the limit of {self._limits.messages_per_second:g} messages per second on "
                 "this WebSocket; slow down, or raise --ws-messages-per-second"
             )
-        elif self._in_flight.draining or self._closing:
+        elif self._in_flight.draining:
             refusal = ResourceUnavailable(
                 "signer-proxy is shutting down and takes no new calls; retry on a new connection"
+            )
+        elif self._closing:
+            refusal = ResourceUnavailable(
+                "this WebSocket is closing and takes no new calls; retry on a new connection"
             )
         try:
             body = parse_body(raw, self._limits.max_batch)

@@ -110,6 +110,15 @@ def test_with_client_id_never_touches_an_id_inside_the_result() -> None:
     }
 
 
-def test_lost_reason_fits_a_close_frame() -> None:
-    assert len(lost_reason(65535).encode()) <= MAX_CLOSE_REASON
-    assert "subscribe again" in lost_reason(None)
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        pytest.param(1001, "closed (code 1001)", id="closed"),
+        pytest.param(None, "was lost", id="lost"),
+        pytest.param(65535, "closed (code 65535)", id="widest"),
+    ],
+)
+def test_lost_reason_says_what_ended_and_fits_a_close_frame(code: int | None, says: str) -> None:
+    reason = lost_reason(code)
+    assert says in reason and "subscribe again" in reason
+    assert len(reason.encode()) <= MAX_CLOSE_REASON
