@@ -52,6 +52,7 @@ from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
 from signer_proxy.transport.ops import add_ops_routes, request_context
+from signer_proxy.transport.ws import setup_websocket
 from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
@@ -454,6 +455,7 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
+    setup_websocket(app, settings)
     add_ops_routes(app, metrics=not settings.metrics_listen)
     if settings.admin_token_file or settings.admin_clients:
         token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else b""

@@ -169,9 +169,15 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
-def configure_logging(level: str, log_format: str = "text", upstream: str = "") -> None:
-    """Logging to stderr; the upstream URL's credentials and AWS keys are scrubbed from it."""
-    secrets = [*secrets_in_url(upstream), *secrets_in_environment(os.environ)]
+def configure_logging(
+    level: str, log_format: str = "text", upstream: str = "", upstream_ws: str = ""
+) -> None:
+    """Logging to stderr; the node URLs' credentials and AWS keys are scrubbed from it."""
+    secrets = [
+        *secrets_in_url(upstream),
+        *secrets_in_url(upstream_ws),
+        *secrets_in_environment(os.environ),
+    ]
     configure_logs(level, log_format, secrets)
 
 
@@ -251,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(flags, config_file=args.config)
         require_serve_settings(settings)
-        configure_logging(settings.log_level, settings.log_format, settings.upstream)
+        configure_logging(
+            settings.log_level, settings.log_format, settings.upstream, settings.upstream_ws
+        )
         run_event_loop(serve(settings, lambda: load_settings(flags, config_file=args.config)))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)

@@ -167,7 +167,9 @@ class Settings:
         "taken out of rotation.",
     )
     max_body_bytes: int = _setting(
-        5 * 1024 * 1024, "Largest request body accepted; larger bodies get HTTP 413."
+        5 * 1024 * 1024,
+        "Largest request body accepted; larger bodies get HTTP 413. Also the largest WebSocket "
+        "message: a larger one closes the connection with 1009.",
     )
     max_batch: int = _setting(1000, "Most calls accepted in one JSON-RPC batch.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
@@ -277,6 +279,40 @@ class Settings:
         "Host header names the proxy answers to (patterns like *.example.com; * for any); "
         "others get HTTP 403, which stops DNS rebinding from web pages.",
         flag="--allowed-host",
+    )
+
+    upstream_ws: str = _setting(
+        "",
+        "WebSocket URL of the node: calls arriving over WebSocket that are not signed here "
+        "(eth_subscribe included) are relayed to it. Empty: derived from --upstream (http to "
+        "ws, https to wss, same host, port and path), right for nodes serving both on one port "
+        "(anvil, Hardhat, the dev chain); geth and most providers need it set.",
+        example="ws://127.0.0.1:8546",
+    )
+    ws_max_connections: int = _setting(
+        1000,
+        "Most WebSocket client connections open at once (each may hold one connection to the "
+        "node's WebSocket); more are closed with 1013 (try again later).",
+    )
+    ws_messages_per_second: float = _setting(
+        100.0,
+        "Messages per second one WebSocket connection may send, with bursts of one second's "
+        "worth; calls over it are answered with error -32005. 0: no limit.",
+    )
+    ws_idle_timeout: float = _setting(
+        600.0,
+        "Seconds a WebSocket connection may go without a message from its client while it has "
+        "no subscription and no call in progress; then it is closed (1000). 0: never.",
+    )
+    ws_send_queue_bytes: int = _setting(
+        1024 * 1024,
+        "Bytes of replies and notifications queued for one WebSocket client that reads slowly; "
+        "when full, relaying from the node to that client pauses (backpressure).",
+    )
+    ws_send_timeout: float = _setting(
+        10.0,
+        "Seconds one message may wait for a WebSocket client to read it; a client slower than "
+        "that is disconnected (1008).",
     )
 
     @property
@@ -449,6 +485,24 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--audit-log-max-bytes and --audit-log-backups must not be negative")
     if settings.tls_reload_interval < 0:
         raise ConfigError("--tls-reload-interval must be zero or more seconds")
+
+    if settings.upstream_ws:
+        try:
+            ws_parts = urlsplit(settings.upstream_ws)
+            ws_parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            ws_parts = None
+        if ws_parts is None or ws_parts.scheme not in ("ws", "wss") or not ws_parts.hostname:
+            raise ConfigError("--upstream-ws must be a ws:// or wss:// URL with a host, or empty")
+    if settings.ws_max_connections < 1 or settings.ws_send_queue_bytes < 1024:
+        raise ConfigError(
+            "--ws-max-connections must be at least 1 and --ws-send-queue-bytes at least 1024"
+        )
+    for name in ("ws_messages_per_second", "ws_idle_timeout"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{flag_name(name)} must be zero (no limit) or more")
+    if settings.ws_send_timeout <= 0:
+        raise ConfigError("--ws-send-timeout must be positive")
 
     if "anonymous" in settings.admin_clients:
         raise ConfigError("--admin-clients cannot name anonymous: name authenticated clients")

@@ -9,6 +9,7 @@
     ├── InvalidParams                -32602  wrong types, bad hex, bad address
     │   ├── UnknownAccount           -32602  `from` is not a key this proxy holds
     │   └── ChainIdMismatch          -32602  request chainId differs from the node's
+    ├── ResourceUnavailable          -32002  shutting down: no new work is taken
     ├── SigningFailed                -32010  KMS answered but no usable signature came back
     ├── KmsUnavailable               -32011  KMS throttled, timed out or could not be reached
     ├── UpstreamUnavailable          -32020  the node could not be reached: nothing was delivered
@@ -21,7 +22,7 @@
     ├── Forbidden                    -32041  Host or Origin not allowed (HTTP 403)
     ├── PolicyDenied                 -32043  a scope or policy rule refused; data names the rule
     ├── AuditUnavailable             -32044  the audit log cannot be written: nothing signed
-    ├── RateLimited                  -32005  the client's rate limit is used up (HTTP 429)
+    ├── RateLimited                  -32005  a client or WebSocket rate limit is used up (HTTP 429)
     ├── NodeRejected                 (node's)  the node refused a call we made; its code kept
     └── ConfigError                  (startup only, never on the wire)
         └── KeyLoadFailed            one key could not be loaded (startup refuses, reload reports)
@@ -87,6 +88,12 @@ class UnknownAccount(InvalidParams):
 
 class ChainIdMismatch(InvalidParams):
     pass
+
+
+class ResourceUnavailable(SignerProxyError):
+    """EIP-1474's "resource unavailable": the proxy is shutting down and takes no new calls."""
+
+    code = -32002
 
 
 class SigningFailed(SignerProxyError):

@@ -37,6 +37,7 @@ from signer_proxy.errors import (
     NodeRejected,
     PolicyDenied,
     RateLimited,
+    ResourceUnavailable,
     SignerProxyError,
     SigningFailed,
     Unauthorized,
@@ -89,6 +90,7 @@ OUTCOME_BY_CODE: dict[int, str] = {
     PolicyDenied.code: "policy_denied",
     RateLimited.code: "rate_limited",
     AuditUnavailable.code: "audit_unavailable",
+    ResourceUnavailable.code: "unavailable",  # -32002: refused while shutting down
 }
 OUTCOMES = ("ok", *sorted(set(OUTCOME_BY_CODE.values())), "node_error", "no_reply")
 
@@ -319,7 +321,7 @@ class Metrics:
         )
         self.websocket_connections = Gauge(
             "signer_proxy_websocket_connections",
-            "Open WebSocket client connections (fed by the WebSocket transport).",
+            "Open WebSocket client connections.",
             registry=r,
         )
         self._request_children: dict[tuple[str, str], Any] = {}

@@ -55,6 +55,13 @@ class Router:
         self._deadline = deadline  # --request-deadline: every step of a call is bounded by it
         self._gate = gate
 
+    def with_upstream(self, upstream: Upstream) -> Router:
+        """The same local methods and observer, forwarding to `upstream` (a client's WebSocket
+        connection to the node) instead."""
+        return Router(
+            self._methods, upstream, self._observer, deadline=self._deadline, gate=self._gate
+        )
+
     def is_local(self, method: str) -> bool:
         return method in self._methods
 

@@ -24,6 +24,9 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False
+        # Connections the drain leaves readable (WebSockets): their transport answers new
+        # calls with an error while draining and closes them itself at shutdown.
+        self.long_lived: set[object] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -59,7 +62,10 @@ async def drain(runner: web.BaseRunner, in_flight: InFlight, deadline: float) ->
         await site.stop()
     if runner.server is not None:
         # Keep-alive connections: no new request on them; busy ones close after replying.
-        runner.server.pre_shutdown()
+        # (aiohttp's pre_shutdown() would also make WebSockets drop whatever they receive.)
+        for connection in runner.server.connections:
+            if connection not in in_flight.long_lived:
+                connection.close()
     pending = in_flight.count
     if pending == 0:
         log.info("stopped accepting connections; no request in flight")

@@ -60,7 +60,7 @@ def render_banner(info: BannerInfo) -> str:
     lines = [
         f"{READY_LINE} ({info.ready_seconds:.1f} s)",
         "",
-        f"  Proxy (JSON-RPC over HTTP)  {url}",
+        f"  Proxy (JSON-RPC)            {url} (HTTP), ws{url.removeprefix('http')} (WebSocket)",
         f"  Node                        {node}",
         f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)",
         f"  Keys                        {keys}",

@@ -31,7 +31,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _refusal(request: web.Request, exc: SignerProxyError) -> web.Response:
+def refusal_response(request: web.Request, exc: SignerProxyError) -> web.Response:
     """A whole request refused before routing (401, 403, 429, 413, parse errors)."""
     request.app[METRICS].count_rejected_body(exc)
     headers: dict[str, str] = {}
@@ -46,7 +46,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     try:
         identity = admit(request)
     except SignerProxyError as exc:
-        return _refusal(request, exc)
+        return refusal_response(request, exc)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -60,7 +60,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         body = parse_body(raw, request.app[MAX_BATCH])
         charge(request.app, identity, len(body.calls))
     except SignerProxyError as exc:
-        return _refusal(request, exc)
+        return refusal_response(request, exc)
     reply = await request.app[ROUTER].handle(body, raw, call_context(identity, "http"))
     if reply is None:  # notifications only: JSON-RPC says reply with nothing
         return web.Response(status=204)

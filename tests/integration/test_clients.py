@@ -106,3 +106,58 @@ def test_web3py_sign_and_sign_typed_data_through_the_proxy(
         Account.recover_message(encode_typed_data(full_message=typed), signature=typed_signature)
         == key.address
     )
+
+
+def ws_url(http_url: str) -> str:
+    return "ws" + http_url.removeprefix("http")
+
+
+def test_ethers_websocket_provider_gets_blocks_and_sends_through_the_proxy(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is required (make test installs ethers with npm)"
+    key = make_key()
+    anvil.fund(key.address)
+    with serving(anvil, kms, key.arn) as proxy:
+        result = subprocess.run(
+            [node, str(ROOT / "tests" / "fixtures" / "ethers_ws_client.cjs"), ws_url(proxy.url),
+             RECIPIENT],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["accounts"] == [key.address]
+    assert out["from"] == key.address
+    assert out["status"] == 1
+    assert out["blocks"] and all(b >= 1 for b in out["blocks"])  # block events arrived
+    mined = anvil.call("eth_getTransactionByHash", [out["hash"]])
+    assert mined["from"].lower() == key.address.lower()
+
+
+async def test_web3py_websocket_provider_subscribes_and_sends_through_the_proxy(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    from web3 import AsyncWeb3, WebSocketProvider
+
+    key = make_key()
+    anvil.fund(key.address)
+    with serving(anvil, kms, key.alias or key.arn) as proxy:
+        async with AsyncWeb3(WebSocketProvider(ws_url(proxy.url))) as w3:
+            assert await w3.eth.accounts == [key.address]
+            subscription = await w3.eth.subscribe("newHeads")
+            tx_hash = await w3.eth.send_transaction(
+                {"from": key.address, "to": RECIPIENT, "value": 1}
+            )
+            async for message in w3.socket.process_subscriptions():
+                assert message["subscription"] == subscription
+                header = message["result"]
+                break
+            receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+            assert await w3.eth.unsubscribe(subscription) is True
+    assert receipt["status"] == 1
+    assert receipt["from"] == key.address
+    assert header["number"] == receipt["blockNumber"]

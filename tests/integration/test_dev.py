@@ -171,6 +171,31 @@ def test_dev_web3py_over_http_sends_a_kms_signed_transaction(dev: DevProcess) ->
     assert w3.eth.get_transaction(tx_hash)["type"] == 2
 
 
+def test_dev_proxy_websocket_signs_and_relays_the_dev_chains_subscription(
+    dev: DevProcess,
+) -> None:
+    from web3 import AsyncWeb3, WebSocketProvider
+
+    async def scenario() -> tuple[dict[str, object], dict[str, object]]:
+        async with AsyncWeb3(WebSocketProvider("ws" + dev.proxy_url[4:])) as w3:
+            assert await w3.eth.accounts == dev.addresses  # answered by the proxy
+            subscription = await w3.eth.subscribe("newHeads")  # relayed to the dev chain
+            tx_hash = await w3.eth.send_transaction(
+                {"from": dev.addresses[-1], "to": RECIPIENT, "value": 3}
+            )
+            async with asyncio.timeout(30):
+                async for message in w3.socket.process_subscriptions():
+                    assert message["subscription"] == subscription
+                    head = dict(message["result"])
+                    break
+            receipt = dict(await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30))
+            return head, receipt
+
+    head, receipt = asyncio.run(scenario())
+    assert receipt["from"] == dev.addresses[-1]
+    assert head["number"] == receipt["blockNumber"]
+
+
 def test_dev_web3py_over_websocket_sees_the_new_block_and_receipt(dev: DevProcess) -> None:
     from web3 import AsyncWeb3, Web3, WebSocketProvider
 

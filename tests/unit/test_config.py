@@ -213,6 +213,18 @@ def test_load_settings_empty_file_is_all_defaults(tmp_path: Path) -> None:
         pytest.param({"metrics_listen": "9090"}, "--metrics-listen '9090' must be", id="m-port"),
         pytest.param({"metrics_listen": "h:99999"}, "--metrics-listen 'h:99999'", id="m-range"),
         pytest.param({"shutdown_timeout": -1.0}, "--shutdown-timeout must be zero", id="drain"),
+        pytest.param(
+            {"upstream_ws": "http://127.0.0.1:8546"}, "--upstream-ws must be a ws://", id="ws-http"
+        ),
+        pytest.param({"upstream_ws": "ws://"}, "--upstream-ws must be", id="ws-no-host"),
+        pytest.param({"upstream_ws": "ws://h:99999"}, "--upstream-ws must be", id="ws-port"),
+        pytest.param({"ws_max_connections": 0}, "--ws-max-connections must be", id="ws-max"),
+        pytest.param({"ws_send_queue_bytes": 10}, "--ws-send-queue-bytes at least", id="ws-q"),
+        pytest.param(
+            {"ws_messages_per_second": -1.0}, "--ws-messages-per-second must be zero", id="ws-rate"
+        ),
+        pytest.param({"ws_idle_timeout": -1.0}, "--ws-idle-timeout must be zero", id="ws-idle"),
+        pytest.param({"ws_send_timeout": 0.0}, "--ws-send-timeout must be positive", id="ws-send"),
     ],
 )
 def test_validate_errors_name_the_setting(changes: dict[str, Any], fragment: str) -> None:
@@ -236,6 +248,14 @@ def test_listen_host_port(listen: str, host: str, port: int) -> None:
     validate(settings)
 
     assert settings.listen_host_port() == (host, port)
+
+
+@pytest.mark.parametrize(
+    "upstream_ws",
+    ["", "ws://127.0.0.1:8546", "wss://node.example/ws/v3/KEY", "ws://[::1]:8546/"],
+)
+def test_validate_accepts_websocket_node_urls(upstream_ws: str) -> None:
+    validate(dataclasses.replace(Settings(), upstream_ws=upstream_ws))
 
 
 def test_validate_accepts_uppercase_log_level() -> None:

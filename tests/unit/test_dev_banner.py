@@ -43,6 +43,7 @@ def test_banner_shows_urls_accounts_and_ready_time() -> None:
     text = render_banner(INFO)
     assert text.startswith(f"{READY_LINE} (1.2 s)\n")
     assert "http://127.0.0.1:40000 (HTTP), ws://127.0.0.1:40000 (WebSocket)" in text
+    assert f"{INFO.proxy_url} (HTTP), ws{INFO.proxy_url[4:]} (WebSocket)" in text
     assert "chain id 1337" in text
     assert f"    alias/dev-0   {'0x' + 'aa' * 20}  1000 ETH\n" in text  # aliases aligned
     assert f"    alias/dev-10  {'0x' + 'bb' * 20}  0.5 ETH\n" in text
@@ -64,5 +65,5 @@ def test_banner_with_upstream_and_state_dir() -> None:
         dataclasses.replace(INFO, chain_url="", chain_id=31337, state_dir="/tmp/state")
     )
     assert "Node                        http://127.0.0.1:40000, chain id 31337" in text
-    assert "WebSocket" not in text
+    assert "ws://127.0.0.1:40000" not in text  # no dev chain WebSocket to show
     assert "kept in /tmp/state (addresses survive a restart)" in text

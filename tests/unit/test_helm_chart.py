@@ -239,6 +239,7 @@ EVERYTHING_ON: dict[str, Any] = {
     },
     "grafanaDashboard": {"enabled": True},
     "upstreamSecret": {"name": "node-url", "key": "url"},
+    "upstreamWsSecret": {"name": "node-ws-url", "key": "url"},
     "apiKeysSecret": {"name": "api-keys"},
     "adminTokenSecret": {"name": "admin-token"},
     "serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/signer-proxy"},
@@ -322,6 +323,10 @@ def test_everything_on_render(renderer: Path, tmp_path: Path) -> None:
     env = {e["name"]: e for e in main["env"]}
     assert env["SIGNER_PROXY_UPSTREAM"]["valueFrom"]["secretKeyRef"] == {
         "name": "node-url",
+        "key": "url",
+    }
+    assert env["SIGNER_PROXY_UPSTREAM_WS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "node-ws-url",
         "key": "url",
     }
     assert env["SIGNER_PROXY_NONCE_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "redis"

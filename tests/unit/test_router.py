@@ -367,3 +367,20 @@ async def test_gate_refuses_batch_members_and_runs_the_rest(node: FakeNode) -> N
     assert replies[2]["result"] == "node:eth_blockNumber"
     [forwarded] = node.forwarded
     assert [c["method"] for c in json.loads(forwarded)] == ["eth_blockNumber"]
+
+
+async def test_router_with_upstream_keeps_methods_and_observer_and_forwards_elsewhere(
+    node: FakeNode,
+) -> None:
+    seen: list[Any] = []
+    router = Router(METHODS, node, observer=lambda body, reply, *_: seen.append(reply))
+    other = FakeNode()
+    socket_router = router.with_upstream(other)
+
+    assert (await _handle(socket_router, _call("local_echo", 1, ["x"])))["result"] == {
+        "echo": ["x"]
+    }
+    await _handle(socket_router, _call("eth_chainId", 2))
+    assert node.forwarded == []
+    assert len(other.forwarded) == 1
+    assert len(seen) == 2  # the same metrics observer sees both

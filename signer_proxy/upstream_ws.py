@@ -1,0 +1,388 @@
+"""The node's WebSocket for one client connection: opened on first use, requests relayed with
+ids of our own, replies matched back and given the client's ids, and every other message the
+node sends (subscription notifications) handed to that client as the node's bytes.
+
+One node connection per client connection (docs/design.md, "WebSocket"): a notification can
+only belong to the client whose connection it arrived on, and a client that stops reading
+stalls only its own node connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from signer_proxy.errors import (
+    NodeRejected,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from signer_proxy.upstream import redact_url
+
+log = logging.getLogger(__name__)
+
+# Seconds between pings to the node: a connection that stops answering is found and reported.
+PING_INTERVAL = 30.0
+# Seconds to wait for the node to answer our close frame when the client has gone.
+CLOSE_TIMEOUT = 2.0
+
+# How nodes (geth, reth, anvil, erigon, besu) write a reply and a notification: the id or the
+# method comes first. Matching the head routes a message without decoding the rest of it; any
+# other shape is decoded.
+_HEAD = 96
+_REPLY_HEAD = re.compile(rb'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(\d+)\s*[,}]')
+_NOTIFICATION_HEAD = re.compile(rb'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"method"\s*:')
+
+
+def derive_ws_url(http_url: str) -> str:
+    """The WebSocket URL of a node serving both on one port: http→ws, https→wss, rest kept."""
+    parts = urlsplit(http_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def lost_reason(code: int | None) -> str:
+    """The reason a client's socket is closed with when its node connection ended."""
+    how = "was lost" if code is None else f"closed (code {code})"
+    return f"the node's WebSocket {how}; subscriptions ended: reconnect and subscribe again"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMessage:
+    """What a message from the node is: a reply (to our id), a batch reply, a notification
+    (anything without an id: subscription data), or unknown (not JSON-RPC)."""
+
+    kind: str
+    reply_id: int | None = None
+    decoded: Any = None
+
+
+def read_node_message(raw: bytes) -> NodeMessage:
+    """Classify one message from the node, decoding it only when its head is not the usual."""
+    head = raw[:_HEAD]
+    match = _REPLY_HEAD.match(head)
+    if match:
+        return NodeMessage("reply", int(match.group(1)))
+    if _NOTIFICATION_HEAD.match(head):
+        return NodeMessage("notification")
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return NodeMessage("unknown")
+    if isinstance(decoded, list):
+        return NodeMessage("batch", decoded=decoded)
+    if isinstance(decoded, dict):
+        reply_id = decoded.get("id")
+        if isinstance(reply_id, int) and not isinstance(reply_id, bool):
+            return NodeMessage("reply", reply_id, decoded)
+        if "method" in decoded and "id" not in decoded:
+            return NodeMessage("notification", decoded=decoded)
+    return NodeMessage("unknown", decoded=decoded)
+
+
+def with_client_id(raw: bytes, ours: int, theirs: Any) -> bytes:
+    """The node's reply with our id replaced by the client's; the node's other bytes are kept
+    unless the id is not where nodes write it (then the reply is re-encoded)."""
+    match = _REPLY_HEAD.match(raw[:_HEAD])
+    if match and int(match.group(1)) == ours:
+        start, end = match.span(1)
+        return raw[:start] + json.dumps(theirs).encode() + raw[end:]
+    decoded = json.loads(raw)
+    decoded["id"] = theirs
+    return json.dumps(decoded).encode()
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One request sent to the node (a call or a batch), waiting for its reply."""
+
+    future: asyncio.Future[Any]
+    ids: dict[int, Any]  # our id → the id the caller gave
+    # eth_subscribe / eth_unsubscribe calls by our id, with the subscription id unsubscribed
+    subscriptions: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    # set once the caller has queued the reply for its client (see `forward`)
+    delivered: asyncio.Event | None = None
+
+
+Deliver = Callable[[bytes], Awaitable[None]]
+_NodeSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
+
+
+class UpstreamSocket:
+    """One client connection's WebSocket to the node, opened by the first call that needs it.
+
+    `deliver` receives each notification (awaited: a slow client slows this connection's
+    reading from the node, nothing else). `on_lost` is told, with a reason, when the node's
+    connection ends while the client holds subscriptions: they are gone, and the client must be
+    told. Without subscriptions nothing is lost; the next call connects again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        deliver: Deliver,
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._url = url
+        self._session = session
+        self._timeout = timeout
+        self._deliver = deliver
+        self._on_lost = on_lost
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._ws: _NodeSocket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+        self.subscriptions: set[str] = set()
+        self.display_url = redact_url(url)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def _socket(self) -> _NodeSocket:
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            return ws
+        async with self._connect_lock:
+            if self._ws is not None and not self._ws.closed:
+                return self._ws
+            if self._closed:
+                raise UpstreamUnavailable("the WebSocket connection is closing; reconnect")
+            try:
+                ws = await self._session.ws_connect(
+                    self._url,
+                    heartbeat=PING_INTERVAL,
+                    max_msg_size=0,  # as over HTTP: the node's replies are not size-limited
+                    decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                raise UpstreamUnavailable(
+                    f"the node at {self.display_url} refused a WebSocket connection (HTTP "
+                    f"{exc.status}); set --upstream-ws to the node's WebSocket URL"
+                ) from exc
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise UpstreamUnavailable(
+                    f"the node's WebSocket at {self.display_url} could not be reached "
+                    f"({type(exc).__name__}); check that the node serves WebSocket there, "
+                    "or set --upstream-ws"
+                ) from exc
+            self._ws = ws
+            self._reader = asyncio.create_task(self._read(ws))
+            return ws
+
+    def for_message(self, delivered: asyncio.Event) -> MessageUpstream:
+        """An Upstream for one client message; `delivered` is set once its reply is queued."""
+        return MessageUpstream(self, delivered)
+
+    async def forward(self, body: bytes, delivered: asyncio.Event | None = None) -> bytes:
+        """Relay a JSON-RPC body (a call or a batch) and return the node's reply with the
+        body's own ids; b"" when the body held only notifications."""
+        request = json.loads(body)
+        items = request if isinstance(request, list) else [request]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = _Pending(future, {}, delivered=delivered)
+        outgoing = []
+        for item in items:
+            if not isinstance(item, dict) or "id" not in item:
+                outgoing.append(item)
+                continue
+            ours = next(self._ids)
+            pending.ids[ours] = item["id"]
+            if item.get("method") in ("eth_subscribe", "eth_unsubscribe"):
+                params = item.get("params")
+                target = params[0] if isinstance(params, list) and params else None
+                pending.subscriptions[ours] = (item["method"], target)
+            outgoing.append({**item, "id": ours})
+        payload = json.dumps(outgoing if isinstance(request, list) else outgoing[0]).encode()
+        ws = await self._socket()
+        if not pending.ids:
+            await self._send(ws, payload)
+            return b""
+        for ours in pending.ids:
+            self._pending[ours] = pending
+        try:
+            await self._send(ws, payload)
+            if self._ws is not ws and not future.done():  # it ended before we were waiting
+                raise self._lost_error()
+            async with asyncio.timeout(self._timeout):
+                answer = await future
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the node at {self.display_url} did not answer within {self._timeout:g} s over "
+                "WebSocket; check the node or raise --upstream-timeout"
+            ) from None
+        finally:
+            for ours in pending.ids:
+                self._pending.pop(ours, None)
+        if not isinstance(request, list):
+            ((ours, theirs),) = pending.ids.items()
+            return with_client_id(answer, ours, theirs)
+        if isinstance(answer, bytes):  # one error for a whole batch (no batch support)
+            return json.dumps({**json.loads(answer), "id": None}).encode()
+        for reply in answer:  # every member of a batch gets back the id it was sent with
+            if isinstance(reply, dict) and reply.get("id") in pending.ids:
+                reply["id"] = pending.ids[reply["id"]]
+        return json.dumps(answer).encode()
+
+    async def _send(self, ws: _NodeSocket, payload: bytes) -> None:
+        try:
+            await ws.send_frame(payload, WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UpstreamUnavailable(
+                f"the WebSocket connection to the node at {self.display_url} closed before the "
+                "request was sent; retry"
+            ) from exc
+
+    async def call(self, method: str, params: Any) -> Any:
+        """The `result` of one call over this connection; NodeRejected on the node's error."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+        response = json.loads(await self.forward(body.encode()))
+        if not isinstance(response, dict) or ("result" not in response and "error" not in response):
+            raise UpstreamBadResponse(
+                f"the node at {self.display_url} answered {method} with no JSON-RPC response"
+            )
+        error = response.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
+            raise NodeRejected(
+                int(error.get("code", -32000)),
+                str(error.get("message", "the node returned an error")),
+                error.get("data"),
+            )
+        return response["result"]
+
+    async def _read(self, ws: _NodeSocket) -> None:
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    data = message.data
+                    await self._dispatch(data if isinstance(data, bytes) else data.encode())
+                elif message.type == WSMsgType.ERROR:
+                    log.warning("node WebSocket %s: %s", self.display_url, ws.exception())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading the node's WebSocket %s failed", self.display_url)
+            await ws.close()
+        finally:
+            self._connection_ended(ws)
+
+    async def _dispatch(self, raw: bytes) -> None:
+        message = read_node_message(raw)
+        if message.kind == "notification":
+            await self._deliver(raw)
+            return
+        if message.kind == "batch":
+            pending = next(
+                (
+                    self._pending[item["id"]]
+                    for item in message.decoded
+                    if isinstance(item, dict) and item.get("id") in self._pending
+                ),
+                None,
+            )
+            if pending is not None:
+                await self._resolve(pending, message.decoded)
+                return
+        elif message.kind == "reply":
+            pending = self._pending.get(message.reply_id)  # type: ignore[arg-type]
+            if pending is not None:
+                await self._resolve(pending, raw)
+                return
+        elif isinstance(message.decoded, dict):
+            # An error with a null id ("parse error", "batch not supported"): with one request
+            # waiting it can only be that one's.
+            waiting = {id(p): p for p in self._pending.values()}
+            if len(waiting) == 1:
+                ((ours, pending), *_) = self._pending.items()
+                await self._resolve(pending, json.dumps({**message.decoded, "id": ours}).encode())
+                return
+        log.warning("node WebSocket %s sent a message matching no request", self.display_url)
+
+    async def _resolve(self, pending: _Pending, answer: bytes | list[Any]) -> None:
+        for ours in pending.ids:
+            self._pending.pop(ours, None)
+        if not pending.subscriptions:
+            if not pending.future.done():
+                pending.future.set_result(answer)
+            return
+        replies = answer if isinstance(answer, list) else [json.loads(answer)]
+        for reply in replies:
+            if not isinstance(reply, dict) or reply.get("id") not in pending.subscriptions:
+                continue
+            method, target = pending.subscriptions[reply["id"]]
+            result = reply.get("result")
+            if method == "eth_subscribe" and isinstance(result, str):
+                self.subscriptions.add(result)
+            elif method == "eth_unsubscribe" and result is True:
+                self.subscriptions.discard(target)
+        if not pending.future.done():
+            pending.future.set_result(answer)
+            if pending.delivered is not None:
+                # The node sends a subscription's first notification right after its id; the
+                # client must have the id first (geth's order), so read on only once the reply
+                # is queued for the client.
+                await pending.delivered.wait()
+
+    def _connection_ended(self, ws: _NodeSocket) -> None:
+        if self._ws is ws:
+            self._ws = None
+        code = ws.close_code
+        lost = self._lost_error()
+        for pending in {id(p): p for p in self._pending.values()}.values():
+            if not pending.future.done():
+                pending.future.set_exception(lost)
+        self._pending.clear()
+        had_subscriptions = bool(self.subscriptions)
+        self.subscriptions.clear()
+        if had_subscriptions and not self._closed:
+            self._on_lost(lost_reason(code))
+
+    def _lost_error(self) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"the WebSocket connection to the node at {self.display_url} closed before it "
+            "answered; the call may have reached the node: check before repeating it"
+        )
+
+    async def close(self) -> None:
+        """Close the node connection (the client has gone); pending calls fail at once."""
+        self._closed = True
+        ws, reader = self._ws, self._reader
+        if ws is not None:
+            await ws.close()
+        if reader is not None:
+            if not reader.done():
+                reader.cancel()
+            await asyncio.wait([reader])
+
+
+class MessageUpstream:
+    """The Upstream seam over a client's node connection, for one client message."""
+
+    def __init__(self, socket: UpstreamSocket, delivered: asyncio.Event) -> None:
+        self._socket = socket
+        self._delivered = delivered
+        self.display_url = socket.display_url
+
+    async def forward(self, body: bytes) -> bytes:
+        return await self._socket.forward(body, self._delivered)
+
+    async def call(self, method: str, params: Any) -> Any:
+        return await self._socket.call(method, params)
