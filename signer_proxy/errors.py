@@ -9,7 +9,7 @@
     ├── InvalidParams                -32602  wrong types, bad hex, bad address
     │   ├── UnknownAccount           -32602  `from` is not a key this proxy holds
     │   └── ChainIdMismatch          -32602  request chainId differs from the node's
-    ├── ResourceUnavailable          -32002  shutting down: no new work is taken
+    ├── ResourceUnavailable          -32002  shutting down (or the WebSocket closing): no new calls
     ├── RateLimited                  -32005  over a per-connection limit (WebSocket messages/s)
     ├── SigningFailed                -32010  KMS answered but no usable signature came back
     ├── KmsUnavailable               -32011  KMS throttled, timed out or could not be reached
@@ -82,7 +82,7 @@ class ChainIdMismatch(InvalidParams):
 
 
 class ResourceUnavailable(SignerProxyError):
-    """EIP-1474's "resource unavailable": the proxy is shutting down and takes no new calls."""
+    """EIP-1474's "resource unavailable": no new calls (shutting down, or the socket closing)."""
 
     code = -32002
 
