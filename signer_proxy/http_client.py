@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # eth_getLogs answers can be large; this is a backstop
@@ -53,16 +53,186 @@ class Response:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-class _Connection:
-    __slots__ = ("idle_since", "reader", "writer")
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: the answer to the request in flight is parsed as its bytes
+    arrive and handed over through one future (no stream reader, no task per read)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
+        self.broken = False  # closed, or the server said something while we were idle
+        self.reusable = False  # the last answer allows another request on this connection
+        self._waiter: asyncio.Future[Response] | None = None
+        self._buffer = bytearray()
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._body_at = -1  # where the body starts in the buffer; -1 while the head is unread
+        self._chunk_at = 0  # chunked bodies: the offset of the next chunk's size line
+        self._chunks: list[bytes] = []
+        self._chunked_size = 0
+        self._keep = False
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # unasked-for bytes: this connection cannot be trusted
+            self.broken = True
+            self.close()
+            return
+        self._buffer += data
+        try:
+            response = self._parse(eof=False)
+        except ResponseFailed as exc:
+            self._fail(exc)
+            return
+        if response is not None:
+            self._finish(response)
+
+    def eof_received(self) -> bool:
+        self.broken = True
+        if self._waiter is not None:
+            try:
+                response = self._parse(eof=True)
+            except ResponseFailed as exc:
+                self._fail(exc)
+            else:
+                if response is not None:
+                    self._finish(response)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.broken = True
+        if self._waiter is not None:
+            self._fail(
+                ResponseFailed(
+                    "the server closed the connection without an answer"
+                    if self._body_at < 0
+                    else "the connection closed in the middle of the answer"
+                )
+            )
+
+    # -- the pool's --
+
+    def send(self, request: bytes, waiter: asyncio.Future[Response]) -> None:
+        assert self.transport is not None
+        self._waiter = waiter
+        self._buffer.clear()
+        self._body_at = -1
+        self._chunk_at = 0
+        self._chunks = []
+        self._chunked_size = 0
+        self.reusable = False
+        self.transport.write(request)
+
+    def done(self) -> None:
+        """The exchange is over (answered, failed, timed out or cancelled)."""
+        self._waiter = None
 
     def close(self) -> None:
-        self.writer.close()
+        self.broken = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _finish(self, response: Response) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+
+    def _fail(self, exc: ResponseFailed) -> None:
+        self.reusable = False
+        waiter, self._waiter = self._waiter, None
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _parse(self, eof: bool) -> Response | None:
+        """The whole answer once it is in the buffer; None while more is to come."""
+        buffer = self._buffer
+        if self._body_at < 0:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEADER_BYTES:
+                    raise ResponseFailed("the answer's headers are too large")
+                if eof:
+                    raise ResponseFailed("the server closed the connection without an answer")
+                return None
+            head = bytes(buffer[: end + 4])
+            self._status, self._headers = _parse_head(head)
+            keep = self._headers.get("connection", "").lower()
+            # HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told.
+            self._keep = keep == "keep-alive" if head.startswith(b"HTTP/1.0") else keep != "close"
+            self._body_at = self._chunk_at = end + 4
+        headers = self._headers
+        end_at = -1  # where the answer ends in the buffer, when that is known
+        if self._status in (204, 304):
+            body: bytes | None = b""
+            end_at = self._body_at
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._parse_chunks(eof)
+        elif (length := headers.get("content-length")) is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                raise ResponseFailed("the answer's body framing is malformed") from None
+            if size < 0 or size > MAX_RESPONSE_BYTES:
+                raise ResponseFailed("the answer's Content-Length is out of range")
+            if len(buffer) - self._body_at < size:
+                if eof:
+                    raise ResponseFailed("the connection closed in the middle of the answer")
+                return None
+            end_at = self._body_at + size
+            body = bytes(buffer[self._body_at : end_at])
+        else:  # the body runs to the end of the connection
+            if len(buffer) - self._body_at > MAX_RESPONSE_BYTES:
+                raise ResponseFailed("the answer is larger than the client accepts")
+            if not eof:
+                return None
+            self._keep = False
+            body = bytes(buffer[self._body_at :])
+        if body is None:
+            return None
+        if end_at >= 0 and len(buffer) > end_at:
+            self._keep = False  # bytes after the answer: the stream is out of step
+        self.reusable = self._keep
+        return Response(self._status, headers, body)
+
+    def _parse_chunks(self, eof: bool) -> bytes | None:
+        buffer = self._buffer
+        while True:
+            line_end = buffer.find(b"\r\n", self._chunk_at)
+            if line_end < 0:
+                break
+            try:
+                size = int(bytes(buffer[self._chunk_at : line_end]).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise ResponseFailed("the answer's body framing is malformed") from None
+            if size == 0:  # the last chunk; its trailers, if any, end with an empty line
+                end = buffer.find(b"\r\n\r\n", line_end)
+                if end >= 0:
+                    if len(buffer) > end + 4:
+                        self._keep = False  # bytes after the answer: out of step
+                    return b"".join(self._chunks)
+                break
+            chunk_end = line_end + 2 + size
+            if len(buffer) < chunk_end + 2:
+                break
+            self._chunks.append(bytes(buffer[line_end + 2 : chunk_end]))
+            self._chunk_at = chunk_end + 2
+            self._chunked_size += size
+            if self._chunked_size > MAX_RESPONSE_BYTES:
+                raise ResponseFailed("the answer is larger than the client accepts")
+        if eof:
+            raise ResponseFailed("the connection closed in the middle of the answer")
+        return None
+
+
+def _expire(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class HttpPool:
@@ -101,11 +271,10 @@ class HttpPool:
         self._closed = False
 
     async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    self._host, self._port, ssl=self._ssl, limit=MAX_HEADER_BYTES
-                ),
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl),
                 self._connect_timeout,
             )
         except ssl.SSLCertVerificationError as exc:
@@ -115,7 +284,27 @@ class HttpPool:
             ) from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"could not connect ({type(exc).__name__})") from exc
-        return _Connection(reader, writer)
+        return connection
+
+    def _take_idle(self) -> _Connection | None:
+        # An idle connection the server has closed shows EOF before we write to it. One that
+        # breaks after we wrote is never retried here: the server may have processed the
+        # request (a send!), so the caller hears "may have been delivered".
+        # Servers close idle connections on their own clock (Node.js, so Hardhat: 5 s):
+        # connections idle longer than MAX_IDLE_SECONDS are not trusted with a request.
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            transport = connection.transport
+            if (
+                now - connection.idle_since < MAX_IDLE_SECONDS
+                and not connection.broken
+                and transport is not None
+                and not transport.is_closing()
+            ):
+                return connection
+            connection.close()
+        return None
 
     async def post(
         self, body: bytes, seconds: float, headers: Mapping[str, str] | None = None
@@ -133,56 +322,51 @@ class HttpPool:
                 if name.lower() not in ("host", "content-length")
             ).encode("latin-1")
         request = b"%s%sContent-Length: %d\r\n\r\n%s" % (self._head, extra, len(body), body)
-        async with self._slots, asyncio.timeout(seconds):
-            # An idle connection the server has closed shows EOF before we write to it. One
-            # that breaks after we wrote is never retried here: the server may have processed
-            # the request (a send!), so the caller hears "may have been delivered".
-            # Servers close idle connections on their own clock (Node.js, so Hardhat: 5 s):
-            # connections idle longer than MAX_IDLE_SECONDS are not trusted with a request.
-            now = time.monotonic()
-            while self._idle:
-                connection = self._idle.pop()
-                if (
-                    now - connection.idle_since < MAX_IDLE_SECONDS
-                    and not connection.reader.at_eof()
-                    and not connection.writer.is_closing()
-                ):
-                    return await self._exchange(connection, request)
-                connection.close()
-            return await self._exchange(await self._connect(), request)
-
-    async def _exchange(self, connection: _Connection, request: bytes) -> Response:
-        reusable = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._slots.locked():
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()  # free: returns at once
         try:
-            connection.writer.write(request)
-            try:
-                head = await connection.reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                raise ResponseFailed("the server closed the connection without an answer") from exc
-            except asyncio.LimitOverrunError as exc:
-                raise ResponseFailed("the answer's headers are too large") from exc
-            status, headers = _parse_head(head)
-            body = await _read_body(connection.reader, headers)
-            keep = headers.get("connection", "").lower()
-            # HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told.
-            reusable = keep == "keep-alive" if head.startswith(b"HTTP/1.0") else keep != "close"
-            return Response(status, headers, body)
-        except (ConnectionError, OSError) as exc:
-            raise ResponseFailed(f"the connection failed ({type(exc).__name__})") from exc
+            connection = self._take_idle()
+            if connection is None:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._connect()
+            return await self._exchange(loop, connection, request, deadline)
         finally:
-            if reusable and not self._closed:
+            self._slots.release()
+
+    async def _exchange(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connection: _Connection,
+        request: bytes,
+        deadline: float,
+    ) -> Response:
+        waiter: asyncio.Future[Response] = loop.create_future()
+        timer = loop.call_at(deadline, _expire, waiter)
+        answered = False
+        try:
+            connection.send(request, waiter)
+            response = await waiter
+            answered = True
+            return response
+        finally:
+            timer.cancel()
+            connection.done()
+            if answered and connection.reusable and not connection.broken and not self._closed:
                 connection.idle_since = time.monotonic()
                 self._idle.append(connection)
-            else:
+            else:  # failed, timed out or cancelled: an answer may still come; never reuse
                 connection.close()
 
     async def close(self) -> None:
         self._closed = True
         while self._idle:
-            connection = self._idle.pop()
-            connection.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await connection.writer.wait_closed()
+            self._idle.pop().close()
+        await asyncio.sleep(0)  # let the transports finish closing
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
@@ -203,46 +387,3 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
             raise ResponseFailed("the answer has a malformed header line")
         headers[name.strip().lower()] = value.strip()
     return status, headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    try:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return await _read_chunked(reader)
-        length = headers.get("content-length")
-        if length is not None:
-            size = int(length)
-            if size < 0 or size > MAX_RESPONSE_BYTES:
-                raise ResponseFailed("the answer's Content-Length is out of range")
-            return await reader.readexactly(size)
-        headers["connection"] = "close"  # the body runs to the end of the connection
-        body = await reader.read(MAX_RESPONSE_BYTES + 1)
-        while not reader.at_eof() and len(body) <= MAX_RESPONSE_BYTES:
-            more = await reader.read(MAX_RESPONSE_BYTES + 1 - len(body))
-            if not more:
-                break
-            body += more
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise ResponseFailed("the answer is larger than the client accepts")
-        return body
-    except asyncio.IncompleteReadError as exc:
-        raise ResponseFailed("the connection closed in the middle of the answer") from exc
-    except ValueError as exc:
-        raise ResponseFailed("the answer's body framing is malformed") from exc
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, if any
-                pass
-            return b"".join(parts)
-        total += size
-        if total > MAX_RESPONSE_BYTES:
-            raise ResponseFailed("the answer is larger than the client accepts")
-        chunk = await reader.readexactly(size + 2)
-        parts.append(chunk[:-2])
