@@ -12,8 +12,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -26,6 +27,7 @@ from signer_proxy.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 ANY = "*"
+MAX_HOSTS_REMEMBERED = 64
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
 
 
@@ -37,12 +39,19 @@ class Access:
     limiter: RateLimiter
     allowed_hosts: tuple[str, ...] = (ANY,)  # fnmatch patterns of Host names
     cors_origins: tuple[str, ...] = ()  # exact origins, or "*"
+    # Host headers already judged: clients send the same one on every request.
+    _hosts_seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def host_allowed(self, host_header: str | None) -> bool:
         if host_header is None or ANY in self.allowed_hosts:
             return True
-        host = host_name(host_header)
-        return any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed_hosts)
+        allowed = self._hosts_seen.get(host_header)
+        if allowed is None:
+            host = host_name(host_header)
+            allowed = any(fnmatch.fnmatchcase(host, p.lower()) for p in self.allowed_hosts)
+            if len(self._hosts_seen) < MAX_HOSTS_REMEMBERED:  # made-up names stay uncached
+                self._hosts_seen[host_header] = allowed
+        return allowed
 
     def origin_allowed(self, origin: str) -> bool:
         return ANY in self.cors_origins or origin in self.cors_origins
@@ -66,23 +75,81 @@ def _access(request: web.Request) -> Access:
     return request.app.get(ACCESS) or OPEN_ACCESS
 
 
-def credentials(request: web.Request) -> Credentials:
+def credentials_of(
+    authorization: str | None, query_key: str | None, peercert: Mapping[str, Any] | None
+) -> Credentials:
     """The credentials a request offers (Unauthorized for an Authorization header we cannot
     use, rather than ignoring it)."""
     bearer = None
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized(
                 "the Authorization header must be 'Bearer <API key>'; other schemes are not "
                 "accepted"
             )
         bearer = token.strip()
-    peercert = None
-    if request.transport is not None:
-        peercert = request.transport.get_extra_info("peercert")
-    return Credentials(bearer, request.query.get("key"), cert_names(peercert))
+    return Credentials(bearer, query_key, cert_names(peercert))
+
+
+def check_host_and_origin_of(access: Access, host: str | None, origin: str | None) -> None:
+    """Forbidden for a Host not served (DNS rebinding) or a web page Origin not allowed
+    (a page posting to the proxy behind its user's back)."""
+    if not access.host_allowed(host):
+        raise Forbidden(
+            f"Host {host_name(host or '')!r} is not served by this proxy; add it to "
+            "--allowed-hosts if clients reach the proxy by that name"
+        )
+    if origin is not None and not access.origin_allowed(origin):
+        raise Forbidden(
+            f"requests from web pages at {origin[:100]!r} are refused; the operator can allow "
+            "that origin with --cors-origins"
+        )
+
+
+def admit_caller(access: Access, caller: Caller) -> Identity:
+    """Everything asked of a request before its body is read: Host, Origin, credentials."""
+    check_host_and_origin_of(access, caller.host, caller.origin)
+    if not access.authenticator.required:
+        return ANONYMOUS_IDENTITY
+    try:
+        return access.authenticator.authenticate(
+            credentials_of(caller.authorization, caller.query_key, caller.peercert)
+        )
+    except Unauthorized as exc:
+        log.info("refused an unauthenticated request from %s: %s", caller.remote, exc.message)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What the door looks at, whichever HTTP server parsed the request."""
+
+    host: str | None
+    origin: str | None
+    authorization: str | None
+    query_key: str | None  # ?key=, the first one
+    peercert: Mapping[str, Any] | None  # mTLS: ssl's getpeercert() dict
+    remote: str | None  # for the log line of a refusal
+
+
+def caller_of(request: web.Request) -> Caller:
+    headers = request.headers
+    transport = request.transport
+    return Caller(
+        headers.get("Host"),
+        headers.get("Origin"),
+        headers.get("Authorization"),
+        request.query.get("key"),
+        transport.get_extra_info("peercert") if transport is not None else None,
+        request.remote,
+    )
+
+
+def credentials(request: web.Request) -> Credentials:
+    """The credentials `request` offers (see credentials_of)."""
+    caller = caller_of(request)
+    return credentials_of(caller.authorization, caller.query_key, caller.peercert)
 
 
 def authenticate(request: web.Request) -> Identity:
@@ -95,31 +162,14 @@ def authenticate(request: web.Request) -> Identity:
 
 
 def check_host_and_origin(request: web.Request) -> None:
-    """Forbidden for a Host not served (DNS rebinding) or a web page Origin not allowed
-    (a page posting to the proxy behind its user's back)."""
-    access = _access(request)
-    host = request.headers.get("Host")
-    if not access.host_allowed(host):
-        raise Forbidden(
-            f"Host {host_name(host or '')!r} is not served by this proxy; add it to "
-            "--allowed-hosts if clients reach the proxy by that name"
-        )
-    origin = request.headers.get("Origin")
-    if origin is not None and not access.origin_allowed(origin):
-        raise Forbidden(
-            f"requests from web pages at {origin[:100]!r} are refused; the operator can allow "
-            "that origin with --cors-origins"
-        )
+    """check_host_and_origin_of for an aiohttp request."""
+    headers = request.headers
+    check_host_and_origin_of(_access(request), headers.get("Host"), headers.get("Origin"))
 
 
 def admit(request: web.Request) -> Identity:
-    """Everything asked of a request before its body is read: Host, Origin, credentials."""
-    check_host_and_origin(request)
-    try:
-        return authenticate(request)
-    except Unauthorized as exc:
-        log.info("refused an unauthenticated request from %s: %s", request.remote, exc.message)
-        raise
+    """admit_caller for an aiohttp request."""
+    return admit_caller(_access(request), caller_of(request))
 
 
 def charge(app: web.Application, identity: Identity, calls: int) -> None:
@@ -139,16 +189,19 @@ def retry_after_header(exc: RateLimited) -> dict[str, str]:
 # --- CORS ------------------------------------------------------------------------------------
 
 
-def cors_headers(request: web.Request) -> dict[str, str]:
+def cors_headers_for(access: Access, origin: str | None) -> dict[str, str]:
     """The headers that let an allowed web page read the reply (none for other requests)."""
-    origin = request.headers.get("Origin")
-    if origin is None or not _access(request).origin_allowed(origin):
+    if origin is None or not access.origin_allowed(origin):
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Expose-Headers": "X-Request-Id, Retry-After",
         "Vary": "Origin",
     }
+
+
+def cors_headers(request: web.Request) -> dict[str, str]:
+    return cors_headers_for(_access(request), request.headers.get("Origin"))
 
 
 async def handle_preflight(request: web.Request) -> web.Response:
