@@ -50,7 +50,15 @@ from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.transactions import ChainFacts, pending_nonce
 from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
-from signer_proxy.transport.http import MAX_BATCH, MAX_BODY, ROUTER, add_routes
+from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
+from signer_proxy.transport.http import (
+    ENDPOINT,
+    MAX_BATCH,
+    MAX_BODY,
+    ROUTER,
+    RpcEndpoint,
+    add_routes,
+)
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
 from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
@@ -378,6 +386,8 @@ def create_app(
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)
+    lane = app[FAST_LANE] = FastLane(in_flight, settings.max_body_bytes, app)
+    app.on_shutdown.append(lane.on_shutdown)
     names = KeyNames()  # the gate binds the policy with it, at startup and on every reload
 
     def after_load(loaded: KeyLoad) -> None:
@@ -439,6 +449,7 @@ def create_app(
             app[ROUTER] = build_router(
                 keyring.current, upstream, facts, settings, metrics, gate, nonces
             )
+            app[ENDPOINT] = RpcEndpoint(app)
             checks.extend(
                 [
                     keys_check(keyring.current, lambda: describe_failures(keyring.last)),

@@ -198,6 +198,7 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
     from signer_proxy.app import KEYRING, create_app
     from signer_proxy.shutdown import IN_FLIGHT, drain
     from signer_proxy.tls import SERVER_TLS
+    from signer_proxy.transport.fast_lane import RpcSite
     from signer_proxy.transport.ops import start_ops_listener
 
     app = create_app(settings, reload_settings=reload_settings)
@@ -212,7 +213,7 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
     try:
         host, port = settings.listen_host_port()
         tls = app.get(SERVER_TLS)
-        site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
+        site = RpcSite(runner, host, port, ssl_context=tls.context if tls else None)
         try:
             await site.start()
         except OSError as exc:

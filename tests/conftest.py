@@ -276,13 +276,39 @@ class InProcessProxy:
 ProxyFactory = Callable[..., Any]
 
 
+def fast_lane_server(app: Any) -> Any:
+    """aiohttp's TestServer for `app`, listening through the fast lane as `serve` does (so
+    the in-process tests take the same path as real clients)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from yarl import URL
+
+    from signer_proxy.transport.fast_lane import RpcSite
+
+    class FastLaneTestServer(TestServer):
+        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+            if self.runner:
+                return
+            self._loop = loop
+            self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            await self.runner.setup()
+            sock = self.socket_factory(self.host, 0, socket.AF_INET)
+            await RpcSite(self.runner, sock=sock).start()
+            self.host, self.port = sock.getsockname()[:2]
+            self.scheme = "http"
+            self._root = URL(f"http://{self.host}:{self.port}")
+
+    return FastLaneTestServer(app)
+
+
 @pytest.fixture
 def start_proxy(aiohttp_client: Any) -> ProxyFactory:
     """`await start_proxy(settings, signers=None)`: an InProcessProxy, closed after the test."""
     from signer_proxy.app import create_app
 
     async def start(settings: Any, signers: Any = None) -> InProcessProxy:
-        return InProcessProxy(await aiohttp_client(create_app(settings, signers=signers)))
+        app = create_app(settings, signers=signers)
+        return InProcessProxy(await aiohttp_client(fast_lane_server(app)))
 
     return start
 

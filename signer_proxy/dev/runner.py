@@ -186,12 +186,13 @@ async def run_dev(
             raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
 
         from signer_proxy.app import create_app
+        from signer_proxy.transport.fast_lane import RpcSite
 
         runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
         await runner.setup()  # loads the KMS keys through aioboto3, as `serve` does
         stack.push_async_callback(runner.cleanup)
         try:
-            await web.TCPSite(runner, HOST, options.port).start()
+            await RpcSite(runner, HOST, options.port).start()
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {HOST}:{options.port}: {exc.strerror}; choose another --port"

@@ -1,20 +1,30 @@
 """JSON-RPC over HTTP POST /: admit (Host, Origin, credentials), read with a size limit, parse,
-charge the client's rate limit, route with the client's context, reply."""
+charge the client's rate limit, route with the client's context, reply.
+
+`RpcEndpoint` is that sequence once the request's head is parsed. Two servers call it: the
+fast lane (transport.fast_lane), which parses the common request itself, and aiohttp's
+handler below for the rest (chunked bodies, HTTP/1.0, Expect: 100-continue ...), so both
+answer alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from signer_proxy.auth import Identity
 from signer_proxy.errors import BodyTooLarge, RateLimited, SignerProxyError, Unauthorized
 from signer_proxy.jsonrpc import dumps, error_response, parse_body
 from signer_proxy.metrics import METRICS
 from signer_proxy.router import Router
 from signer_proxy.transport.access import (
-    admit,
+    ACCESS,
+    OPEN_ACCESS,
+    Caller,
+    admit_caller,
     call_context,
-    charge,
+    caller_of,
     cors,
     handle_preflight,
     retry_after_header,
@@ -25,48 +35,94 @@ MAX_BATCH = web.AppKey("max_batch", int)
 MAX_BODY = web.AppKey("max_body", int)
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """The reply to a POST /, for whichever server writes it."""
+
+    status: int
+    body: bytes | None  # None: no content (204), nothing to say to notifications
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+NO_CONTENT = HttpAnswer(204, None)
+
+
+class RpcEndpoint:
+    """POST / after its head is parsed: the door, the body, the router."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.access = app.get(ACCESS) or OPEN_ACCESS
+        self.router = app[ROUTER]
+        self.metrics = app[METRICS]
+        self.max_batch = app[MAX_BATCH]
+        self.max_body = app[MAX_BODY]
+
+    def admit(self, caller: Caller) -> Identity:
+        """The caller's identity; SignerProxyError (401/403) when it may not come in."""
+        return admit_caller(self.access, caller)
+
+    def refusal(self, exc: SignerProxyError) -> HttpAnswer:
+        """A whole request refused before routing (401, 403, 429, 413, parse errors)."""
+        self.metrics.count_rejected_body(exc)
+        headers: tuple[tuple[str, str], ...] = ()
+        if isinstance(exc, Unauthorized):
+            headers = (("WWW-Authenticate", 'Bearer realm="signer-proxy"'),)
+        if isinstance(exc, RateLimited):
+            headers = tuple(retry_after_header(exc).items())
+        return HttpAnswer(exc.http_status, dumps(error_response(None, exc)), headers)
+
+    def too_large(self) -> HttpAnswer:
+        return self.refusal(
+            BodyTooLarge(
+                f"the request body is over the limit of {self.max_body} bytes; "
+                "send a smaller body or raise --max-body-bytes"
+            )
+        )
+
+    async def answer(self, identity: Identity, raw: bytes) -> HttpAnswer:
+        """Parse, charge and route an admitted caller's body."""
+        try:
+            body = parse_body(raw, self.max_batch)
+            self.access.limiter.charge(identity.client, len(body.calls))
+        except SignerProxyError as exc:
+            return self.refusal(exc)
+        reply = await self.router.handle(body, raw, call_context(identity, "http"))
+        if reply is None:  # notifications only: JSON-RPC says reply with nothing
+            return NO_CONTENT
+        return HttpAnswer(200, reply if isinstance(reply, bytes) else dumps(reply))
+
+
+ENDPOINT = web.AppKey("endpoint", RpcEndpoint)
+
+
+def _response(answer: HttpAnswer) -> web.Response:
+    if answer.body is None:
+        return web.Response(status=answer.status, headers=dict(answer.headers))
     return web.Response(
-        body=dumps(payload), status=status, content_type="application/json", headers=headers
+        body=answer.body,
+        status=answer.status,
+        content_type="application/json",
+        headers=dict(answer.headers),
     )
 
 
 def refusal_response(request: web.Request, exc: SignerProxyError) -> web.Response:
-    """A whole request refused before routing (401, 403, 429, 413, parse errors)."""
-    request.app[METRICS].count_rejected_body(exc)
-    headers: dict[str, str] = {}
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = 'Bearer realm="signer-proxy"'
-    if isinstance(exc, RateLimited):
-        headers.update(retry_after_header(exc))
-    return _json(error_response(None, exc), status=exc.http_status, headers=headers)
+    """A whole request refused before routing, as an aiohttp response."""
+    return _response(request.app[ENDPOINT].refusal(exc))
 
 
 async def handle_post(request: web.Request) -> web.StreamResponse:
+    """POST / for the requests the fast lane hands to aiohttp."""
+    endpoint = request.app[ENDPOINT]
     try:
-        identity = admit(request)
+        identity = endpoint.admit(caller_of(request))
     except SignerProxyError as exc:
-        return refusal_response(request, exc)
+        return _response(endpoint.refusal(exc))
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        error = BodyTooLarge(
-            f"the request body is over the limit of {request.app[MAX_BODY]} bytes; "
-            "send a smaller body or raise --max-body-bytes"
-        )
-        request.app[METRICS].count_rejected_body(error)
-        return _json(error_response(None, error), status=error.http_status)
-    try:
-        body = parse_body(raw, request.app[MAX_BATCH])
-        charge(request.app, identity, len(body.calls))
-    except SignerProxyError as exc:
-        return refusal_response(request, exc)
-    reply = await request.app[ROUTER].handle(body, raw, call_context(identity, "http"))
-    if reply is None:  # notifications only: JSON-RPC says reply with nothing
-        return web.Response(status=204)
-    if isinstance(reply, bytes):
-        return web.Response(body=reply, content_type="application/json")
-    return _json(reply)
+        return _response(endpoint.too_large())
+    return _response(await endpoint.answer(identity, raw))
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,423 @@
+"""The fast lane: JSON-RPC POSTs over HTTP/1.1 answered without aiohttp's request machinery.
+
+aiohttp builds a request object, a router match, a middleware chain and a response object for
+every call; on a pass-through call that was the largest share of the proxy's CPU. This
+protocol parses the common request itself — `POST /` over HTTP/1.1 with a Content-Length
+body — and answers it through the same `RpcEndpoint` as aiohttp's handler. A request that is
+anything else (a WebSocket upgrade, /health, OPTIONS, a chunked body, HTTP/1.0, Expect, a
+head we would have to be lenient about ...) hands the connection, with every byte read so
+far, to aiohttp's protocol, which serves it from then on. Anything unusual is aiohttp's to
+judge, with its full parser.
+
+Requests on one connection are answered one at a time, in order (HTTP/1.1 pipelining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, SignerProxyError
+from signer_proxy.jsonrpc import dumps, error_response
+from signer_proxy.logs import REQUEST_ID, request_id_from
+from signer_proxy.shutdown import InFlight
+from signer_proxy.transport.access import Caller, cors_headers_for
+from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024  # a longer head goes to aiohttp, which refuses over-long lines
+KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed after this
+SWEEP_SECONDS = 15.0
+SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
+
+# Present these and the request is aiohttp's: framing or semantics this lane does not do.
+_NOT_OURS = frozenset({"transfer-encoding", "upgrade", "expect"})
+# Repeated, these are ambiguous (which Content-Length? which Host?): aiohttp decides.
+_SINGLE_VALUED = frozenset(
+    {"content-length", "host", "authorization", "origin", "x-request-id", "connection"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What the lane needs of a request head: lower-case header names, one value each."""
+
+    headers: dict[str, str]
+    query: str
+    content_length: int
+    close: bool  # the client asked to close the connection after this reply
+
+    @property
+    def query_key(self) -> str | None:
+        """The first ?key= value (API keys in the URL, when allowed)."""
+        if not self.query:
+            return None
+        return next((value for name, value in parse_qsl(self.query) if name == "key"), None)
+
+
+def parse_head(head: bytes) -> Head | None:
+    """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
+    None for any other request (it is handed to aiohttp)."""
+    lines = head.decode("latin-1").split("\r\n")
+    request_line = lines[0].split(" ")
+    if len(request_line) != 3 or request_line[0] != "POST" or request_line[2] != "HTTP/1.1":
+        return None
+    path, _, query = request_line[1].partition("?")
+    if path != "/":
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        # No name, whitespace around the name (forbidden) or a folded line: not ours.
+        if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+            return None
+        key = name.lower()
+        value = value.strip(" \t")
+        if key in headers:
+            if key in _SINGLE_VALUED:
+                return None
+            headers[key] = f"{headers[key]}, {value}"
+        else:
+            headers[key] = value
+    if not _NOT_OURS.isdisjoint(headers):
+        return None
+    length = headers.get("content-length")
+    if length is None or not (length.isascii() and length.isdigit()):
+        return None
+    close = False
+    connection = headers.get("connection")
+    if connection:
+        tokens = {token.strip().lower() for token in connection.split(",")}
+        if "upgrade" in tokens:
+            return None
+        close = "close" in tokens
+    return Head(headers, query, int(length), close)
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+    return line
+
+
+_INTERNAL_ERROR = HttpAnswer(
+    500, dumps(error_response(None, SignerProxyError(INTERNAL_ERROR_MESSAGE)))
+)
+
+
+class FastLane:
+    """The app's fast-lane connections, and what they answer with."""
+
+    def __init__(self, in_flight: InFlight, max_body: int, app: web.Application) -> None:
+        self.in_flight = in_flight
+        self.max_body = max_body
+        self.connections: set[FastLaneProtocol] = set()
+        self._app = app
+        self._endpoint: RpcEndpoint | None = None
+        self._date = b""
+        self._date_second = -1
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> RpcEndpoint:
+        # Built when the app has started (its router exists only then); looked up once.
+        if self._endpoint is None:
+            self._endpoint = self._app[ENDPOINT]
+        return self._endpoint
+
+    def date_header(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
+        return self._date
+
+    def protocol_factory(self, fallback: Callable[[], asyncio.Protocol]) -> FastLaneProtocol:
+        return FastLaneProtocol(self, fallback)
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close keep-alive connections idle longer than KEEPALIVE_SECONDS."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            limit = time.monotonic() - KEEPALIVE_SECONDS
+            for connection in list(self.connections):
+                if not connection.busy and connection.last_active < limit:
+                    connection.close()
+
+    def close_idle(self) -> None:
+        """Drain: idle connections close now, busy ones after their reply."""
+        for connection in list(self.connections):
+            connection.close_when_idle()
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """Cancel what still runs after the drain (a short grace first); close everything."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.close_idle()
+        running = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        for connection in list(self.connections):
+            connection.close()
+
+
+FAST_LANE = web.AppKey("fast_lane", FastLane)
+
+
+class FastLaneProtocol(asyncio.Protocol):
+    """One client connection: its requests answered here until one is aiohttp's."""
+
+    def __init__(self, lane: FastLane, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self._lane = lane
+        self._fallback = fallback
+        self._transport: Any = None
+        self._buffer = bytearray()
+        self._head: Head | None = None  # parsed, waiting for the rest of its body
+        self._head_end = 0
+        self._peercert: Any = None
+        self._remote: str | None = None
+        self._close_after = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._closed = False
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+        self.last_active = 0.0
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._peercert = transport.get_extra_info("peercert")
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self.last_active = time.monotonic()
+        self._lane.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self.last_active = time.monotonic()
+        if not self.busy:
+            self._next()
+        elif len(self._buffer) > self._lane.max_body + MAX_HEAD_BYTES:
+            # Pipelined requests pile up while one is answered: stop reading for now.
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.busy:
+            self._close_after = True  # answer what is in hand, then close
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if not self.busy:
+            self._lane.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if not self.busy and self._buffer:
+            self._next()
+
+    # -- the lane's own --
+
+    def close(self) -> None:
+        self._lane.connections.discard(self)
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+
+    def close_when_idle(self) -> None:
+        if self.busy:
+            self._close_after = True
+        else:
+            self.close()
+
+    def _next(self) -> None:
+        """Start on the next complete request in the buffer, if there is one."""
+        if self._closed or self._writing_paused:
+            return
+        buffer = self._buffer
+        head = self._head
+        if head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                # Too long, or lines ending in a bare LF: aiohttp's parser decides.
+                if len(buffer) > MAX_HEAD_BYTES or b"\n\n" in buffer or b"\n\r\n" in buffer:
+                    self._hand_off()
+                return
+            head = parse_head(bytes(buffer[: end + 4]))
+            if head is None or head.content_length > self._lane.max_body:
+                self._hand_off()  # not ours, or too large: aiohttp answers 413
+                return
+            self._head, self._head_end = head, end + 4
+        total = self._head_end + head.content_length
+        if len(buffer) < total:
+            return  # the body is still on its way
+        body = bytes(buffer[self._head_end : total])
+        del buffer[:total]
+        self._head = None
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self._answer(head, body))
+
+    def _hand_off(self) -> None:
+        """From now on this connection is aiohttp's, starting with the bytes read so far."""
+        self._lane.connections.discard(self)
+        protocol = self._fallback()
+        transport = self._transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._reading_paused:
+            transport.resume_reading()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if data:
+            protocol.data_received(data)
+
+    async def _answer(self, head: Head, body: bytes) -> None:
+        lane = self._lane
+        headers = head.headers
+        request_id = request_id_from(headers.get("x-request-id"))
+        REQUEST_ID.set(request_id)  # this task's context: its log lines carry the id
+        lane.in_flight.enter()
+        try:
+            endpoint = lane.endpoint
+            caller = Caller(
+                headers.get("host"),
+                headers.get("origin"),
+                headers.get("authorization"),
+                head.query_key,
+                self._peercert,
+                self._remote,
+            )
+            try:
+                identity = endpoint.admit(caller)
+            except SignerProxyError as exc:
+                answer = endpoint.refusal(exc)
+            else:
+                answer = await endpoint.answer(identity, body)
+        except Exception:
+            log.exception("unexpected error answering a request")
+            answer = _INTERNAL_ERROR
+        finally:
+            lane.in_flight.leave()
+        self._reply(head, answer, request_id)
+
+    def _reply(self, head: Head, answer: HttpAnswer, request_id: str) -> None:
+        lane = self._lane
+        close = head.close or self._close_after or lane.in_flight.draining
+        if not self._closed:
+            out = b"%s%sX-Request-Id: %s\r\n" % (
+                status_line(answer.status),
+                lane.date_header(),
+                request_id.encode("latin-1"),
+            )
+            if answer.body is not None:
+                out += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(
+                    answer.body
+                )
+            for name, value in answer.headers:
+                out += f"{name}: {value}\r\n".encode("latin-1")
+            origin = head.headers.get("origin")
+            if origin is not None:
+                for name, value in cors_headers_for(lane.endpoint.access, origin).items():
+                    out += f"{name}: {value}\r\n".encode("latin-1")
+            out += b"Connection: close\r\n\r\n" if close else b"\r\n"
+            if answer.body:
+                self._transport.writelines((out, answer.body))
+            else:
+                self._transport.write(out)
+        self.busy = False
+        self.task = None
+        self.last_active = time.monotonic()
+        if close or self._closed:
+            self.close()
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        if self._buffer:
+            self._next()
+
+
+class RpcSite(web.BaseSite):
+    """A listener whose connections start in the app's fast lane (like aiohttp's TCPSite or
+    SockSite: a host and port, or a bound socket)."""
+
+    __slots__ = ("_host", "_lane", "_port", "_sock")
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        sock: Any = None,
+        ssl_context: Any = None,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._lane = runner.app[FAST_LANE]
+        self._host = host
+        self._port = port
+        self._sock = sock
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host or '0.0.0.0'}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        lane = self._lane
+
+        def protocol() -> FastLaneProtocol:
+            return lane.protocol_factory(server)
+
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                protocol, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+            )
+        lane.start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._lane.close_idle()  # keep-alive connections: no new request on them
