@@ -68,6 +68,11 @@ class Head:
 def parse_head(head: bytes) -> Head | None:
     """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
     None for any other request (it is handed to aiohttp)."""
+    # A CR or LF outside a CRLF, or a NUL: a parser that reads it otherwise sees other header
+    # lines (request smuggling behind a front proxy; an Origin echoed into the reply's head).
+    lf = head.count(b"\n")
+    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or b"\x00" in head:
+        return None
     lines = head.decode("latin-1").split("\r\n")
     request_line = lines[0].split(" ")
     if len(request_line) != 3 or request_line[0] != "POST" or request_line[2] != "HTTP/1.1":
