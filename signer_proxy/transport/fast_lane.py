@@ -59,10 +59,12 @@ class Head:
 
     @property
     def query_key(self) -> str | None:
-        """The first ?key= value (API keys in the URL, when allowed)."""
+        """The first ?key= value, as aiohttp's request.query.get("key") reads it (API keys in
+        the URL, when allowed)."""
         if not self.query:
             return None
-        return next((value for name, value in parse_qsl(self.query) if name == "key"), None)
+        pairs = parse_qsl(self.query, keep_blank_values=True)  # "?key=" is a key, and empty
+        return next((value for name, value in pairs if name == "key"), None)
 
 
 def parse_head(head: bytes) -> Head | None:
