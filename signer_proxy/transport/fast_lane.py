@@ -40,6 +40,7 @@ KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed 
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
 
+_OUR_START = b"POST /"  # how every request line the lane answers begins
 # Present these and the request is aiohttp's: framing or semantics this lane does not do.
 _NOT_OURS = frozenset({"transfer-encoding", "upgrade", "expect"})
 # Repeated, these are ambiguous (which Content-Length? which Host?): aiohttp decides.
@@ -280,8 +281,14 @@ class FastLaneProtocol(asyncio.Protocol):
         if head is None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                # Too long, or lines ending in a bare LF: aiohttp's parser decides.
-                if len(buffer) > MAX_HEAD_BYTES or b"\n\n" in buffer or b"\n\r\n" in buffer:
+                # Too long, lines ending in a bare LF, or not a POST / at all: aiohttp's parser
+                # decides, now (garbage such as a TLS hello may never send a blank line).
+                if (
+                    len(buffer) > MAX_HEAD_BYTES
+                    or not buffer.startswith(_OUR_START[: len(buffer)])
+                    or b"\n\n" in buffer
+                    or b"\n\r\n" in buffer
+                ):
                     self._hand_off()
                 return
             head = parse_head(bytes(buffer[: end + 4]))
