@@ -35,7 +35,10 @@ from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 16 * 1024  # a longer head goes to aiohttp, which refuses over-long lines
+# A longer head, or one with more header lines, goes to aiohttp, which refuses lines over
+# 8190 bytes and more than 128 headers: a head the lane answers is one aiohttp would accept.
+MAX_HEAD_BYTES = 8190
+MAX_HEADERS = 128
 KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed after this
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
@@ -77,6 +80,8 @@ def parse_head(head: bytes) -> Head | None:
     if head.count(b"\r\n") != lf or head.count(b"\r") != lf or b"\x00" in head:
         return None
     lines = head.decode("latin-1").split("\r\n")
+    if len(lines) > MAX_HEADERS + 3:  # the request line, the headers, two empty strings
+        return None
     request_line = lines[0].split(" ")
     if len(request_line) != 3 or request_line[0] != "POST" or request_line[2] != "HTTP/1.1":
         return None
@@ -290,6 +295,9 @@ class FastLaneProtocol(asyncio.Protocol):
                     or b"\n\r\n" in buffer
                 ):
                     self._hand_off()
+                return
+            if end + 4 > MAX_HEAD_BYTES:  # the whole head may come in one read: judge it too
+                self._hand_off()
                 return
             head = parse_head(bytes(buffer[: end + 4]))
             if head is None or head.content_length > self._lane.max_body:
