@@ -35,11 +35,15 @@ from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 16 * 1024  # a longer head goes to aiohttp, which refuses over-long lines
+# A longer head, or one with more header lines, goes to aiohttp, which refuses lines over
+# 8190 bytes and more than 128 headers: a head the lane answers is one aiohttp would accept.
+MAX_HEAD_BYTES = 8190
+MAX_HEADERS = 128
 KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed after this
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
 
+_OUR_START = b"POST /"  # how every request line the lane answers begins
 # Present these and the request is aiohttp's: framing or semantics this lane does not do.
 _NOT_OURS = frozenset({"transfer-encoding", "upgrade", "expect"})
 # Repeated, these are ambiguous (which Content-Length? which Host?): aiohttp decides.
@@ -59,16 +63,25 @@ class Head:
 
     @property
     def query_key(self) -> str | None:
-        """The first ?key= value (API keys in the URL, when allowed)."""
+        """The first ?key= value, as aiohttp's request.query.get("key") reads it (API keys in
+        the URL, when allowed)."""
         if not self.query:
             return None
-        return next((value for name, value in parse_qsl(self.query) if name == "key"), None)
+        pairs = parse_qsl(self.query, keep_blank_values=True)  # "?key=" is a key, and empty
+        return next((value for name, value in pairs if name == "key"), None)
 
 
 def parse_head(head: bytes) -> Head | None:
     """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
     None for any other request (it is handed to aiohttp)."""
+    # A CR or LF outside a CRLF, or a NUL: a parser that reads it otherwise sees other header
+    # lines (request smuggling behind a front proxy; an Origin echoed into the reply's head).
+    lf = head.count(b"\n")
+    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or b"\x00" in head:
+        return None
     lines = head.decode("latin-1").split("\r\n")
+    if len(lines) > MAX_HEADERS + 3:  # the request line, the headers, two empty strings
+        return None
     request_line = lines[0].split(" ")
     if len(request_line) != 3 or request_line[0] != "POST" or request_line[2] != "HTTP/1.1":
         return None
@@ -273,9 +286,18 @@ class FastLaneProtocol(asyncio.Protocol):
         if head is None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                # Too long, or lines ending in a bare LF: aiohttp's parser decides.
-                if len(buffer) > MAX_HEAD_BYTES or b"\n\n" in buffer or b"\n\r\n" in buffer:
+                # Too long, lines ending in a bare LF, or not a POST / at all: aiohttp's parser
+                # decides, now (garbage such as a TLS hello may never send a blank line).
+                if (
+                    len(buffer) > MAX_HEAD_BYTES
+                    or not buffer.startswith(_OUR_START[: len(buffer)])
+                    or b"\n\n" in buffer
+                    or b"\n\r\n" in buffer
+                ):
                     self._hand_off()
+                return
+            if end + 4 > MAX_HEAD_BYTES:  # the whole head may come in one read: judge it too
+                self._hand_off()
                 return
             head = parse_head(bytes(buffer[: end + 4]))
             if head is None or head.content_length > self._lane.max_body:
