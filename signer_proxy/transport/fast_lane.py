@@ -311,6 +311,9 @@ class FastLaneProtocol(asyncio.Protocol):
         del buffer[:total]
         self._head = None
         self.busy = True
+        # In flight from now, not from when the task first runs: a drain starting in between
+        # must wait for this request too.
+        self._lane.in_flight.enter()
         self.task = asyncio.get_running_loop().create_task(self._answer(head, body))
 
     def _hand_off(self) -> None:
@@ -332,7 +335,6 @@ class FastLaneProtocol(asyncio.Protocol):
         headers = head.headers
         request_id = request_id_from(headers.get("x-request-id"))
         REQUEST_ID.set(request_id)  # this task's context: its log lines carry the id
-        lane.in_flight.enter()
         try:
             endpoint = lane.endpoint
             caller = Caller(
