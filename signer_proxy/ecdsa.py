@@ -8,6 +8,7 @@ kept separate so each can be tested on its own: `decode_der_signature` → `norm
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import coincurve
@@ -84,8 +85,10 @@ def keccak256(data: bytes) -> bytes:
     return _keccak(data)
 
 
+@functools.lru_cache(maxsize=8192)
 def checksum_address(address: bytes) -> str:
     """EIP-55 mixed-case hex of a 20-byte address."""
+    # Cached: every request checksums its from and to, and they repeat (~7 us each).
     lower = address.hex()
     digest = keccak256(lower.encode()).hex()
     return "0x" + "".join(

@@ -115,7 +115,11 @@ class MemoryNonceManager:
         self._states: dict[str, _AddressState] = {}
 
     def _state(self, address: str) -> _AddressState:
-        return self._states.setdefault(address.lower(), _AddressState())
+        key = address.lower()
+        state = self._states.get(key)
+        if state is None:  # not setdefault: that would build a state (and a lock) every call
+            state = self._states[key] = _AddressState()
+        return state
 
     async def reserve(self, address: str) -> Lease:
         state = self._state(address)
