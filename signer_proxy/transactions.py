@@ -539,6 +539,17 @@ async def _blob_parts(
     return hashes, sidecar
 
 
+def _fees_given(req: TxRequest, tx_type: int) -> bool:
+    """Whether the request has every fee `tx_type` needs (fill asks the node for none)."""
+    if tx_type in DYNAMIC_FEE_TYPES:
+        return req.max_fee_per_gas is not None and req.max_priority_fee_per_gas is not None
+    return req.gas_price is not None
+
+
+def _needs_blob_fee(req: TxRequest, tx_type: int) -> bool:
+    return tx_type == BLOB and req.max_fee_per_blob_gas is None
+
+
 async def fill(
     req: TxRequest,
     upstream: Upstream,
@@ -610,9 +621,17 @@ async def fill(
         # Twice the current blob base fee, like the execution fee: room for a few rising blocks.
         return max(2 * await _blob_base_fee(upstream), 1)
 
-    gas_limit, (gas_price, max_fee, tip), max_blob_fee = await asyncio.gather(
-        gas(), fees(), blob_fee()
-    )
+    if req.gas is not None and _fees_given(req, tx_type) and not _needs_blob_fee(req, tx_type):
+        # Nothing to ask the node: run the three inline, without a task each for gather.
+        gas_limit, (gas_price, max_fee, tip), max_blob_fee = (
+            await gas(),
+            await fees(),
+            await blob_fee(),
+        )
+    else:
+        gas_limit, (gas_price, max_fee, tip), max_blob_fee = await asyncio.gather(
+            gas(), fees(), blob_fee()
+        )
     return UnsignedTx(
         type=tx_type,
         chain_id=NO_CHAIN_ID if req.chain_id == NO_CHAIN_ID else chain_id,

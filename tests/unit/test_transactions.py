@@ -949,6 +949,37 @@ async def test_fill_caller_gas_and_fees_only_ask_the_chain_id() -> None:
     assert node.methods == ["eth_chainId"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"gas_price": 5}, (LEGACY, 21_000, 5, 0, 0, 0), id="legacy"
+        ),
+        pytest.param(
+            {"max_fee_per_gas": 9, "max_priority_fee_per_gas": 2},
+            (DYNAMIC_FEE, 21_000, 0, 9, 2, 0),
+            id="eip-1559",
+        ),
+        pytest.param(
+            {"max_fee_per_gas": 9, "max_priority_fee_per_gas": 2, "max_fee_per_blob_gas": 4,
+             "blob_versioned_hashes": (HASH_A,)},
+            (BLOB, 21_000, 0, 9, 2, 4),
+            id="blob-with-its-fee",
+        ),
+    ],
+)  # fmt: skip
+async def test_fill_everything_given_keeps_every_value_and_asks_only_the_chain_id(
+    fields: dict[str, Any], expected: tuple[int, ...]
+) -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, gas=21_000, to=TO, **fields)
+
+    filled = (tx.type, tx.gas, tx.gas_price, tx.max_fee_per_gas, tx.max_priority_fee_per_gas)
+    assert (*filled, tx.max_fee_per_blob_gas) == expected
+    assert node.methods == ["eth_chainId"]
+
+
 async def test_fill_caller_fees_below_tip_are_refused() -> None:
     with pytest.raises(InvalidParams, match="must cover the tip"):
         await _fill(FakeNode(), gas=21_000, max_fee_per_gas=1, max_priority_fee_per_gas=2)
