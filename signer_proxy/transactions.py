@@ -784,7 +784,9 @@ def encode_network(tx: UnsignedTx, sig: Signature) -> bytes:
 
 def sign_with(tx: UnsignedTx, sig: Signature) -> SignedTx:
     canonical = encode_signed(tx, sig)
-    return SignedTx(raw=encode_network(tx, sig), hash=keccak256(canonical), nonce=tx.nonce)
+    # Without a sidecar the network form is the canonical one: not encoded a second time.
+    raw = canonical if tx.sidecar is None else encode_network(tx, sig)
+    return SignedTx(raw=raw, hash=keccak256(canonical), nonce=tx.nonce)
 
 
 def with_nonce(tx: UnsignedTx, nonce: int) -> UnsignedTx:
