@@ -8,7 +8,8 @@ kept separate so each can be tested on its own: `decode_der_signature` → `norm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import coincurve
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -60,13 +61,34 @@ class Signature:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ProvenSignature(Signature):
+    """A Signature already proven to recover to `public_key` over `digest` (by
+    `canonical_signature`'s trial recovery): `sign_checked` need not recover it again."""
+
+    digest: bytes = field(default=b"", repr=False)
+    public_key: bytes = field(default=b"", repr=False)
+
+
+def proven_for(signature: Signature, digest: bytes, address: str) -> bool:
+    """Whether `signature` carries a proof that it recovers to `address` over `digest`."""
+    return (
+        isinstance(signature, ProvenSignature)
+        and signature.digest == digest
+        and len(signature.public_key) == 65
+        and keccak256(signature.public_key[1:])[-20:] == bytes.fromhex(address[2:])
+    )
+
+
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (Ethereum's, not NIST SHA3-256)."""
     return _keccak(data)
 
 
+@functools.lru_cache(maxsize=8192)
 def checksum_address(address: bytes) -> str:
     """EIP-55 mixed-case hex of a 20-byte address."""
+    # Cached: every request checksums its from and to, and they repeat (~7 us each).
     lower = address.hex()
     digest = keccak256(lower.encode()).hex()
     return "0x" + "".join(
@@ -135,10 +157,12 @@ def recover_parity(digest: bytes, r: int, s: int, public_key: bytes) -> int:
     raise SignatureError("signature does not recover to the key's public key for this digest")
 
 
-def canonical_signature(der: bytes, digest: bytes, public_key: bytes) -> Signature:
+def canonical_signature(der: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
     """DER signature from a KMS → canonical (low-S) signature with its verified y parity."""
     if len(digest) != 32:
         raise SignatureError("digest must be 32 bytes")
     r, s = decode_der_signature(der)
     s = normalize_s(s)  # before the parity search: flipping s flips the parity
-    return Signature(r, s, recover_parity(digest, r, s, public_key))
+    # The trial recovery is the proof: it is carried along so it is not paid for twice.
+    parity = recover_parity(digest, r, s, public_key)
+    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)

@@ -184,12 +184,13 @@ class SigningGate:
         self, scopes: list[Scope], address: str, value: int
     ) -> tuple[list[tuple[str, int]], PolicyDenied | None]:
         """Charge `value` to every daily budget that applies; all or none."""
-        day = utc_day(self._clock())
+        day = ""  # worked out for the first budget only: most rule sets have none
         held: list[tuple[str, int]] = []
         for scope in scopes:
             limit = scope.rules.daily_value_budget
             if limit is None:
                 continue
+            day = day or utc_day(self._clock())
             key = budget_key(scope.label, address, day)
             if not await self._budgets.spend(key, value, limit):
                 await self._refund(held)

@@ -10,6 +10,7 @@ A refusal names the rule and where it was set (`PolicyDenied.rule`, `.scope`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -182,6 +183,13 @@ class Scope:
     rules: Rules
 
 
+@functools.lru_cache(maxsize=1024)
+def _unlisted_client(name: str) -> ClientScope:
+    """The scope of a client no policy lists: immutable, so one per name is shared (building
+    it, Rules included, cost more than the rest of a check)."""
+    return ClientScope(name)
+
+
 @dataclass(frozen=True)
 class Policy:
     """The whole policy file: default rules, rules per key, scopes per client."""
@@ -192,7 +200,7 @@ class Policy:
 
     def client(self, name: str) -> ClientScope:
         """The scope of `name`; a client the file does not list may do anything the rules allow."""
-        return self.clients.get(name) or ClientScope(name)
+        return self.clients.get(name) or _unlisted_client(name)
 
     def scopes(self, client: str, address: str) -> list[Scope]:
         """The rule sets a signature by `address` for `client` must pass, in check order."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -436,14 +438,30 @@ def apply_gas_margin(estimate: int, margin: float) -> int:
     return min(math.ceil(Decimal(estimate) * Decimal(str(margin))), MAX_UINT64)
 
 
-class ChainFacts:
-    """What the proxy learns from the node once: chain id and whether it has a base fee."""
+# How long the node's fee suggestion (next base fee, tip) is reused. The default max fee is
+# twice the base fee plus the tip, which outlasts six full blocks of base-fee rises; a
+# suggestion a second old is as good, and sparing two node round trips per transaction
+# is a quarter of the proxy's CPU on the fee-filling path.
+FEE_TTL_SECONDS = 1.0
 
-    def __init__(self, upstream: Upstream) -> None:
+
+class ChainFacts:
+    """What the proxy learns from the node once (chain id, whether it has a base fee), and
+    its fee suggestion, reused for FEE_TTL_SECONDS."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        fee_ttl_seconds: float = FEE_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._upstream = upstream
         self._chain_id: int | None = None
         self._has_base_fee: bool | None = None
         self._lock = asyncio.Lock()
+        self._fee_ttl = fee_ttl_seconds
+        self._clock = clock
+        self._fees: tuple[float, int, int] | None = None  # (asked at, base fee, tip)
 
     @property
     def known_chain_id(self) -> int | None:
@@ -462,6 +480,20 @@ class ChainFacts:
             block = await self._upstream.call("eth_getBlockByNumber", ["latest", False])
             self._has_base_fee = isinstance(block, dict) and block.get("baseFeePerGas") is not None
         return self._has_base_fee
+
+    async def fee_suggestion(self) -> tuple[int, int]:
+        """(the next block's base fee, a suggested tip) from the node, at most the TTL old."""
+        asked_at = self._clock()
+        cached = self._fees
+        if cached is not None and asked_at - cached[0] < self._fee_ttl:
+            return cached[1], cached[2]
+        # Sends that find it stale together each ask: no shared task whose failure or
+        # deadline would become another request's.
+        base_fee, tip = await asyncio.gather(
+            _next_base_fee(self._upstream), _suggested_tip(self._upstream)
+        )
+        self._fees = (asked_at, base_fee, tip)
+        return base_fee, tip
 
 
 async def pending_nonce(upstream: Upstream, address: str) -> int:
@@ -539,6 +571,17 @@ async def _blob_parts(
     return hashes, sidecar
 
 
+def _fees_given(req: TxRequest, tx_type: int) -> bool:
+    """Whether the request has every fee `tx_type` needs (fill asks the node for none)."""
+    if tx_type in DYNAMIC_FEE_TYPES:
+        return req.max_fee_per_gas is not None and req.max_priority_fee_per_gas is not None
+    return req.gas_price is not None
+
+
+def _needs_blob_fee(req: TxRequest, tx_type: int) -> bool:
+    return tx_type == BLOB and req.max_fee_per_blob_gas is None
+
+
 async def fill(
     req: TxRequest,
     upstream: Upstream,
@@ -595,7 +638,7 @@ async def fill(
             if req.max_fee_per_gas is not None and req.max_priority_fee_per_gas is not None:
                 max_fee, tip = dynamic_fees(0, 0, req.max_fee_per_gas, req.max_priority_fee_per_gas)
                 return 0, max_fee, tip
-            base_fee, tip = await asyncio.gather(_next_base_fee(upstream), _suggested_tip(upstream))
+            base_fee, tip = await facts.fee_suggestion()
             max_fee, tip = dynamic_fees(
                 base_fee, tip, req.max_fee_per_gas, req.max_priority_fee_per_gas
             )
@@ -610,9 +653,17 @@ async def fill(
         # Twice the current blob base fee, like the execution fee: room for a few rising blocks.
         return max(2 * await _blob_base_fee(upstream), 1)
 
-    gas_limit, (gas_price, max_fee, tip), max_blob_fee = await asyncio.gather(
-        gas(), fees(), blob_fee()
-    )
+    if req.gas is not None and _fees_given(req, tx_type) and not _needs_blob_fee(req, tx_type):
+        # Nothing to ask the node: run the three inline, without a task each for gather.
+        gas_limit, (gas_price, max_fee, tip), max_blob_fee = (
+            await gas(),
+            await fees(),
+            await blob_fee(),
+        )
+    else:
+        gas_limit, (gas_price, max_fee, tip), max_blob_fee = await asyncio.gather(
+            gas(), fees(), blob_fee()
+        )
     return UnsignedTx(
         type=tx_type,
         chain_id=NO_CHAIN_ID if req.chain_id == NO_CHAIN_ID else chain_id,
@@ -733,7 +784,9 @@ def encode_network(tx: UnsignedTx, sig: Signature) -> bytes:
 
 def sign_with(tx: UnsignedTx, sig: Signature) -> SignedTx:
     canonical = encode_signed(tx, sig)
-    return SignedTx(raw=encode_network(tx, sig), hash=keccak256(canonical), nonce=tx.nonce)
+    # Without a sidecar the network form is the canonical one: not encoded a second time.
+    raw = canonical if tx.sidecar is None else encode_network(tx, sig)
+    return SignedTx(raw=raw, hash=keccak256(canonical), nonce=tx.nonce)
 
 
 def with_nonce(tx: UnsignedTx, nonce: int) -> UnsignedTx:

@@ -151,8 +151,11 @@ class KmsCalls:
 
     async def _once(self, key: str, request: Callable[[], Awaitable[T]]) -> T:
         try:
-            left = remaining()
-            async with asyncio.timeout(None if left is None else max(0.0, left)):
+            if self._slots.locked():  # a free slot is taken at once: no timer for that
+                left = remaining()
+                async with asyncio.timeout(None if left is None else max(0.0, left)):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             raise KmsUnavailable(

@@ -19,8 +19,7 @@ import base64
 from typing import Any
 
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.auth import SigV4Auth, _host_from_url
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from signer_proxy.http_client import HttpError, HttpPool
@@ -29,6 +28,26 @@ _HEADERS = {
     "Content-Type": "application/x-amz-json-1.1",
     "X-Amz-Target": "TrentService.Sign",
 }
+
+
+class _SignableRequest:
+    """The attributes botocore's `SigV4Auth.add_auth` reads and writes on a request.
+
+    Why not an `AWSRequest`: building one, its email-based header object, and the prepared
+    request its `body` property rebuilds on every read cost more than the signature itself.
+    The signer only reads `method`, `url`, `body`, `params` and `context`, and tests and
+    sets the exact header names it adds (Authorization, X-Amz-Date, X-Amz-Security-Token),
+    so a plain dict serves as the header map."""
+
+    __slots__ = ("body", "context", "headers", "method", "params", "url")
+
+    def __init__(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = "POST"
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.params: dict[str, str] = {}
+        self.context: dict[str, Any] = {}
 
 
 def kms_endpoint(region: str, endpoint_url: str = "") -> str:
@@ -45,6 +64,9 @@ class LeanKmsClient:
         self._url = kms_endpoint(region, endpoint_url).rstrip("/") + "/"
         self._pool = HttpPool(self._url, connect_timeout=timeout)
         self._timeout = timeout
+        # The Host that is signed, worked out once by botocore (SigV4Auth would otherwise
+        # re-parse the URL for it twice per request); the pool sends the same Host.
+        self._headers = {**_HEADERS, "Host": _host_from_url(self._url)}
 
     @classmethod
     async def from_default_chain(
@@ -70,9 +92,9 @@ class LeanKmsClient:
 
     def signed_headers(self, body: bytes, frozen: Any) -> dict[str, str]:
         """SigV4 headers for a Sign request with `body` (botocore's own signer)."""
-        request = AWSRequest(method="POST", url=self._url, data=body, headers=dict(_HEADERS))
+        request = _SignableRequest(self._url, dict(self._headers), body)
         SigV4Auth(frozen, "kms", self._region).add_auth(request)
-        return dict(request.headers.items())
+        return request.headers
 
     async def sign(
         self, *, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str

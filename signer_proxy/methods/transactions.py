@@ -48,13 +48,17 @@ RESEND_PAUSES = (0.1, 0.5, 1.0)
 async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
     """Sign through the key and prove the result recovers to the key's address before use."""
     digest = signing_digest(tx)
-    log.info(
-        "signing transaction digest=%s from=%s key=%s",
-        to_data(digest),
-        signer.address,
-        signer.key_name,
-        extra={"digest": to_data(digest), "from": signer.address, "key": signer.key_name},
-    )
+    # debug: the tx hash in the lines that follow identifies the transaction; a line per
+    # signature at info cost more CPU than anything else the proxy does for it.
+    if log.isEnabledFor(logging.DEBUG):
+        hex_digest = to_data(digest)
+        log.debug(
+            "signing transaction digest=%s from=%s key=%s",
+            hex_digest,
+            signer.address,
+            signer.key_name,
+            extra={"digest": hex_digest, "from": signer.address, "key": signer.key_name},
+        )
     return sign_with(tx, await sign_checked(signer, digest))
 
 
@@ -134,7 +138,8 @@ class TransactionMethods:
         ) as decision:
             signed = await self._sign_and_send(request, unsigned, signer)
             decision.signed_transaction(signed.hash, signed.nonce)
-        self._log("eth_sendTransaction", signer, signed)
+        # The "sending" line at info already named the transaction, its nonce, from and key.
+        self._log("eth_sendTransaction", signer, signed, logging.DEBUG)
         return to_data(signed.hash)
 
     async def _sign_and_send(
@@ -143,7 +148,7 @@ class TransactionMethods:
         """Sign and send, with a fresh nonce after each nonce clash; the transaction sent."""
         if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are
             signed = await sign_transaction(unsigned, signer)
-            await self._send(signed)
+            await self._send(signed, signer)
             return signed
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             lease = await self._nonces.reserve(signer.address)
@@ -161,7 +166,7 @@ class TransactionMethods:
                 await lease.release()
                 raise
             try:
-                await self._deliver(signed)
+                await self._deliver(signed, signer)
             except NodeRejected as exc:
                 outcome = classify_send_error(exc.message)
                 if outcome is SendOutcome.REJECTED or attempt == MAX_SEND_ATTEMPTS:
@@ -204,7 +209,7 @@ class TransactionMethods:
             return signed
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _deliver(self, signed: SignedTx) -> None:
+    async def _deliver(self, signed: SignedTx, signer: Signer) -> None:
         """Send; after an ambiguous failure resend the same bytes (a nonce that may have been
         delivered is never signed again), within the request deadline.
 
@@ -224,7 +229,7 @@ class TransactionMethods:
                     maybe_delivered.message,
                 )
             try:
-                await self._send(signed)
+                await self._send(signed, signer)
                 return
             except UpstreamTimeout as exc:
                 maybe_delivered = exc
@@ -248,13 +253,21 @@ class TransactionMethods:
             return False
         return found is not None
 
-    async def _send(self, signed: SignedTx) -> None:
+    async def _send(self, signed: SignedTx, signer: Signer) -> None:
         # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.
+        tx_hash = to_data(signed.hash)
         log.info(
-            "sending tx=%s nonce=%d",
-            to_data(signed.hash),
+            "sending tx=%s nonce=%d from=%s key=%s",
+            tx_hash,
             signed.nonce,
-            extra={"tx_hash": to_data(signed.hash), "nonce": signed.nonce},
+            signer.address,
+            signer.key_name,
+            extra={
+                "tx_hash": tx_hash,
+                "nonce": signed.nonce,
+                "from": signer.address,
+                "key": signer.key_name,
+            },
         )
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
@@ -262,18 +275,24 @@ class TransactionMethods:
             if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
                 raise
 
-    def _log(self, method: str, signer: Signer, signed: SignedTx) -> None:
-        log.info(
+    def _log(
+        self, method: str, signer: Signer, signed: SignedTx, level: int = logging.INFO
+    ) -> None:
+        if not log.isEnabledFor(level):
+            return
+        tx_hash = to_data(signed.hash)
+        log.log(
+            level,
             "%s from=%s nonce=%d tx=%s key=%s",
             method,
             signer.address,
             signed.nonce,
-            to_data(signed.hash),
+            tx_hash,
             signer.key_name,
             extra={
                 "from": signer.address,
                 "nonce": signed.nonce,
-                "tx_hash": to_data(signed.hash),
+                "tx_hash": tx_hash,
                 "key": signer.key_name,
             },
         )

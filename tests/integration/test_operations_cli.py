@@ -171,11 +171,15 @@ def test_json_logs_trace_a_send_by_request_id_and_never_show_secrets(
     traced = [line for line in lines if line.get("request_id") == "ops-trace-1"]
     signing = [line for line in traced if "digest" in line]
     assert len(signing) == 1
-    assert signing[0]["level"] == "info"
+    assert signing[0]["level"] == "debug"
     assert signing[0]["key"] == key.arn
     assert re.fullmatch(r"0x[0-9a-f]{64}", signing[0]["digest"])
     sending, sent = [line for line in traced if line.get("tx_hash") == tx_hash]
     assert sending["message"].startswith("sending tx=")  # written before the node sees it
+    # At info, the one line per send: everything needed to find the transaction.
+    assert sending["level"] == "info" and sending["nonce"] == 0
+    assert sending["key"] == key.arn and sending["from"] == key.address
+    assert sent["level"] == "debug"
     assert sent["key"] == key.arn and sent["from"] == key.address
     assert anvil.call("eth_getTransactionReceipt", [tx_hash])["status"] == "0x1"
 

@@ -36,6 +36,7 @@ from signer_proxy.ecdsa import (
     decode_der_signature,
     keccak256,
     normalize_s,
+    proven_for,
     public_key_from_spki,
     recover_parity,
     recover_public_key,
@@ -228,6 +229,22 @@ def test_recover_parity_both_parities_seen_and_each_verified(
         assert _oracle_address(digest, sig) == address
         seen.add(sig.y_parity)
     assert seen == {0, 1}
+
+
+def test_canonical_signature_carries_its_proof_for_that_digest_and_address_only(
+    kms_like_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    public_key = _uncompressed(kms_like_key)
+    address = address_from_public_key(public_key)
+    other_address = address_from_public_key(_uncompressed(ec.derive_private_key(7, ec.SECP256K1())))
+    sig = canonical_signature(_kms_like_sign(kms_like_key, _digest(5)), _digest(5), public_key)
+
+    assert proven_for(sig, _digest(5), address)
+    assert proven_for(sig, _digest(5), address.lower())
+    assert not proven_for(sig, _digest(6), address)
+    assert not proven_for(sig, _digest(5), other_address)
+    assert not proven_for(Signature(sig.r, sig.s, sig.y_parity), _digest(5), address)
+    assert _oracle_address(_digest(5), sig) == address
 
 
 def test_canonical_signature_over_another_digest_is_refused(

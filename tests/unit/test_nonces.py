@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from signer_proxy.nonces import MemoryNonceManager
+from signer_proxy.nonces import Lease, MemoryNonceManager
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
@@ -83,35 +84,102 @@ async def test_lease_is_settled_once_release_after_commit_is_ignored() -> None:
     assert (await nonces.reserve(ALICE)).nonce == 2
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def idle_nonces(node: FakeNode, clock: Clock) -> MemoryNonceManager:
+    return MemoryNonceManager(node.pending_count, idle_trust_seconds=1.0, clock=clock)
+
+
+async def sent(lease: Lease) -> None:
+    """What eth_sendTransaction does with a lease once the node took the transaction."""
+    await lease.record(b"the signed transaction")
+    await lease.commit()
+
+
 async def test_reserve_when_idle_rereads_the_pending_count() -> None:
-    node = FakeNode(alice=5)
-    nonces = MemoryNonceManager(node.pending_count)
+    node, clock = FakeNode(alice=5), Clock()
+    nonces = idle_nonces(node, clock)
     lease = await nonces.reserve(ALICE)
     await lease.commit()
     node.set(ALICE, 9)  # sent around the proxy, or our own tx plus others
+    clock.now += 1.0
 
     assert (await nonces.reserve(ALICE)).nonce == 9
     assert len(node.asked) == 2
 
 
 async def test_reserve_when_idle_can_step_back_to_a_dropped_transaction() -> None:
-    node = FakeNode(alice=5)
-    nonces = MemoryNonceManager(node.pending_count)
+    node, clock = FakeNode(alice=5), Clock()
+    nonces = idle_nonces(node, clock)
     lease = await nonces.reserve(ALICE)
     await lease.commit()  # nonce 5 was sent ... and then the node dropped it
+    clock.now += 1.0
 
     assert (await nonces.reserve(ALICE)).nonce == 5
 
 
 async def test_release_of_every_lease_is_forgotten_once_idle() -> None:
-    node = FakeNode(alice=0)
-    nonces = MemoryNonceManager(node.pending_count)
+    node, clock = FakeNode(alice=0), Clock()
+    nonces = idle_nonces(node, clock)
     a, b = await nonces.reserve(ALICE), await nonces.reserve(ALICE)
     await b.release()
     await a.release()
     node.set(ALICE, 4)
+    clock.now += 1.0
 
     assert (await nonces.reserve(ALICE)).nonce == 4  # the node's count, not a stale release
+
+
+async def test_sends_one_after_another_keep_the_counter_without_asking_the_node() -> None:
+    node, clock = FakeNode(alice=5), Clock()
+    nonces = idle_nonces(node, clock)
+    used = []
+    for _ in range(20):  # one client, one send at a time: idle between each
+        lease = await nonces.reserve(ALICE)
+        used.append(lease.nonce)
+        await lease.record(b"the signed transaction")
+        await lease.commit()
+        clock.now += 1 / 32  # (exact in binary)
+    node.set(ALICE, 25)
+
+    assert used == list(range(5, 25))
+    assert len(node.asked) == 1  # 0.625 s: still within the trust window
+    clock.now += 0.375  # the last read is now 1 s old
+    assert (await nonces.reserve(ALICE)).nonce == 25
+    assert len(node.asked) == 2
+
+
+async def test_release_while_idle_is_handed_out_again_within_the_trust_window() -> None:
+    node, clock = FakeNode(alice=0), Clock()
+    nonces = idle_nonces(node, clock)
+    await sent(await nonces.reserve(ALICE))
+    refused = await nonces.reserve(ALICE)
+    await refused.release()  # the node refused nonce 1 outright: it is free
+    clock.now += 0.5
+
+    assert [(await nonces.reserve(ALICE)).nonce for _ in range(2)] == [1, 2]
+    assert len(node.asked) == 1
+
+
+async def test_resync_restarts_the_trust_window() -> None:
+    node, clock = FakeNode(alice=0), Clock()
+    nonces = idle_nonces(node, clock)
+    await sent(await nonces.reserve(ALICE))
+    clock.now += 0.9
+    node.set(ALICE, 7)  # "nonce too low": others used 1..6
+    await nonces.resync(ALICE)
+    clock.now += 0.9  # 1.8 s after the first read, 0.9 s after the resync
+
+    assert (await nonces.reserve(ALICE)).nonce == 7
+    assert len(node.asked) == 2
 
 
 async def test_resync_moves_the_counter_up_to_the_nodes_count() -> None:
@@ -190,3 +258,25 @@ async def test_addresses_are_case_insensitive(other_spelling: str) -> None:
 
     assert (first.nonce, second.nonce) == (0, 1)
     assert len(node.asked) == 1
+
+
+@pytest.mark.parametrize(
+    "settle",
+    [
+        # eth_signTransaction: the caller has the bytes and may never send them.
+        pytest.param(lambda lease: lease.commit(), id="signed-not-sent"),
+        # A clash: the nonce is taken by a transaction sent around the proxy.
+        pytest.param(lambda lease: lease.commit(sent=False), id="taken-by-another"),
+    ],
+)
+async def test_a_nonce_used_but_not_sent_here_makes_the_next_idle_reserve_ask_the_node(
+    settle: Any,
+) -> None:
+    node, clock = FakeNode(alice=3), Clock()
+    nonces = idle_nonces(node, clock)
+    lease = await nonces.reserve(ALICE)
+    await settle(lease)
+    clock.now += 0.1  # well within the trust window
+
+    assert (await nonces.reserve(ALICE)).nonce == 3  # the node still says 3
+    assert len(node.asked) == 2

@@ -18,7 +18,7 @@ from eth_account import Account
 
 from signer_proxy.blobs import BYTES_PER_BLOB, SidecarForm, build_sidecar
 from signer_proxy.ecdsa import SECP256K1_HALF_N, keccak256
-from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected
+from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected, UpstreamUnavailable
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.transactions import (
     ACCESS_LIST,
@@ -896,6 +896,48 @@ async def test_fill_everything_from_the_node() -> None:
     assert ("eth_feeHistory", ["0x1", "latest", []]) in node.calls
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_fill_reuses_the_fee_suggestion_for_a_second_then_asks_again() -> None:
+    node, clock = FakeNode(), Clock()
+    facts = ChainFacts(node, fee_ttl_seconds=1.0, clock=clock)
+
+    async def fees() -> tuple[int, int]:
+        tx = await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
+        return tx.max_fee_per_gas, tx.max_priority_fee_per_gas
+
+    first = await fees()
+    node.answers["eth_maxPriorityFeePerGas"] = "0x9"  # the node's suggestion moves on
+    clock.now += 0.5
+    assert await fees() == first == (2 * 0x70 + 2, 2)
+    assert node.methods.count("eth_maxPriorityFeePerGas") == 1
+    assert node.methods.count("eth_feeHistory") == 1
+    clock.now += 0.5  # a second after the node was asked
+
+    assert await fees() == (2 * 0x70 + 9, 9)
+    assert node.methods.count("eth_maxPriorityFeePerGas") == 2
+
+
+async def test_fill_fee_suggestion_that_failed_is_not_kept() -> None:
+    node, clock = FakeNode(eth_feeHistory=UpstreamUnavailable("the node is down")), Clock()
+    facts = ChainFacts(node, fee_ttl_seconds=1.0, clock=clock)
+    with pytest.raises(UpstreamUnavailable):
+        await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
+    node.answers["eth_feeHistory"] = FakeNode().answers["eth_feeHistory"]
+
+    tx = await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
+
+    assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (2 * 0x70 + 2, 2)
+
+
 async def test_fill_estimate_gets_the_transaction_and_the_margin() -> None:
     node = FakeNode(eth_estimateGas="0x186a0")  # 100,000
 
@@ -946,6 +988,37 @@ async def test_fill_caller_gas_and_fees_only_ask_the_chain_id() -> None:
 
     await _fill(node, gas=21_000, gas_price=5, to=TO)
 
+    assert node.methods == ["eth_chainId"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"gas_price": 5}, (LEGACY, 21_000, 5, 0, 0, 0), id="legacy"
+        ),
+        pytest.param(
+            {"max_fee_per_gas": 9, "max_priority_fee_per_gas": 2},
+            (DYNAMIC_FEE, 21_000, 0, 9, 2, 0),
+            id="eip-1559",
+        ),
+        pytest.param(
+            {"max_fee_per_gas": 9, "max_priority_fee_per_gas": 2, "max_fee_per_blob_gas": 4,
+             "blob_versioned_hashes": (HASH_A,)},
+            (BLOB, 21_000, 0, 9, 2, 4),
+            id="blob-with-its-fee",
+        ),
+    ],
+)  # fmt: skip
+async def test_fill_everything_given_keeps_every_value_and_asks_only_the_chain_id(
+    fields: dict[str, Any], expected: tuple[int, ...]
+) -> None:
+    node = FakeNode()
+
+    tx = await _fill(node, gas=21_000, to=TO, **fields)
+
+    filled = (tx.type, tx.gas, tx.gas_price, tx.max_fee_per_gas, tx.max_priority_fee_per_gas)
+    assert (*filled, tx.max_fee_per_blob_gas) == expected
     assert node.methods == ["eth_chainId"]
 
 
