@@ -258,8 +258,11 @@ class HttpPool:
         if parts.query:
             path += "?" + parts.query
         host_header = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        if parts.port:
+        # The scheme's default port is left out, as browsers and botocore do: KMS checks the
+        # Host its SigV4 signature covers, and botocore signs "kms.example", not ":443".
+        if parts.port and parts.port != (443 if parts.scheme == "https" else 80):
             host_header += f":{parts.port}"
+        self.host_header = host_header
         head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
         if parts.username is not None:
             userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"

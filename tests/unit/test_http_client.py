@@ -236,3 +236,23 @@ async def test_a_connection_idle_too_long_is_not_trusted(
     finally:
         await pool.close()
     assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        pytest.param(
+            "https://kms.us-east-1.amazonaws.com", "kms.us-east-1.amazonaws.com", id="https"
+        ),
+        pytest.param("https://kms.example:443/", "kms.example", id="https-default-port"),
+        pytest.param("http://node.example:80", "node.example", id="http-default-port"),
+        pytest.param("http://127.0.0.1:8545", "127.0.0.1:8545", id="other-port"),
+        pytest.param("https://node.example:80", "node.example:80", id="https-on-80"),
+        pytest.param("http://[::1]:8545", "[::1]:8545", id="v6"),
+    ],
+)
+def test_host_header_leaves_out_the_default_port_as_sigv4_signs_it(url: str, host: str) -> None:
+    from botocore.auth import _host_from_url
+
+    assert HttpPool(url).host_header == host
+    assert _host_from_url(url) == host
