@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -245,6 +246,28 @@ def direct_send_p50_ms(node: str, count: int) -> float:
     return statistics.median(asyncio.run(_direct_sends(node, count))) * 1000
 
 
+async def _direct_signs(kms: str, count: int) -> list[float]:
+    """Latencies of `count` KMS Sign calls straight to the stand-in, one at a time: the KMS
+    round trip a signed send cannot avoid (its modelled latency plus the stand-in's work)."""
+    body = json.dumps({"KeyId": alias_name(0), "Message": base64.b64encode(bytes(32)).decode(),
+                       "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"})  # fmt: skip
+    headers = {"X-Amz-Target": "TrentService.Sign", "Content-Type": "application/x-amz-json-1.1"}
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            start = time.perf_counter()
+            async with session.post(kms, data=body, headers=headers) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - start)
+            if response.status != 200:
+                raise RuntimeError(f"direct Sign failed: HTTP {response.status}")
+    return latencies
+
+
+def direct_sign_p50_ms(kms: str, count: int) -> float:
+    return statistics.median(asyncio.run(_direct_signs(kms, count))) * 1000
+
+
 def py_load(url: str, body: bytes, conns: int, seconds: float | None = None,
             total: int | None = None) -> Load:  # fmt: skip
     return asyncio.run(_py_load(url, body, conns, seconds, total))
@@ -265,7 +288,8 @@ class Bench:
         self.smoke = smoke
         self.use_wrk = use_wrk and shutil.which("wrk") is not None
         self.seconds = 1.0 if smoke else 5.0
-        self.conns = [4] if smoke else [1, 16, 64]
+        self.conns = [1, 4] if smoke else [1, 16, 64]
+        self.busy = 4 if smoke else 16  # the rows at or above this concurrency are saturated
         self.txs = 20 if smoke else 600
         self.report = Report()
         self.env = {
@@ -386,15 +410,16 @@ class Bench:
                             cpu = cpu_seconds(pid) - before
                             mined = wait_mined(anvil, address, result.requests)
                         # At concurrency 1 the proxy's own share of the latency is what is
-                        # left after the KMS wait and the node's answer to the send itself.
+                        # left after the KMS round trip and the node's answer to the send.
                         node_ms = direct_send_p50_ms(anvil, 50) if conns == 1 else None
+                        kms_ms = direct_sign_p50_ms(kms, 50) if conns == 1 else None
                     row = {
                         "kms_latency_ms": latency_ms, "path": path, "concurrency": conns,
                         **asdict(result), "mined": mined,
                         "proxy_cpu_us_per_tx": cpu / max(result.requests, 1) * 1e6,
-                        "direct_send_p50_ms": node_ms,
-                        "added_p50_ms": None if node_ms is None else
-                        result.p50_ms - latency_ms - node_ms,
+                        "direct_send_p50_ms": node_ms, "direct_sign_p50_ms": kms_ms,
+                        "added_p50_ms": None if node_ms is None or kms_ms is None else
+                        result.p50_ms - kms_ms - node_ms,
                     }  # fmt: skip
                     self.report.signing.append(row)
                     print(
@@ -424,28 +449,34 @@ class Bench:
         )
 
     def judge(self) -> None:
+        """Each target against the worst of the rows it is about (saturated rows: the highest
+        concurrency levels; the smoke run has one level)."""
         targets = self.report.targets
-        rows = [r for r in self.report.passthrough if r["method"] == "eth_blockNumber"]
+        busy = self.busy
+        rows = [r for r in self.report.passthrough if r["concurrency"] >= busy]
         if rows:
-            best = max(rows, key=lambda r: r["proxy"]["rps"])
-            targets.append({"target": "pass-through >= 2x naive forwarder",
-                            "measured": round(best["proxy_vs_naive"], 2),
-                            "met": best["proxy_vs_naive"] >= 2})  # fmt: skip
-            cpu = min(r["proxy_cpu_us_per_call"] for r in rows)
-            targets.append({"target": "pass-through <= 100 us CPU/call (saturated)",
+            ratio = min(r["proxy_vs_naive"] for r in rows)
+            targets.append({"target": f"pass-through >= 2x naive forwarder (c>={busy})",
+                            "measured": round(ratio, 2), "met": ratio >= 2})  # fmt: skip
+            cpu = max(r["proxy_cpu_us_per_call"] for r in rows)
+            targets.append({"target": f"pass-through <= 100 us CPU/call (c>={busy})",
                             "measured": round(cpu, 1), "met": cpu <= 100})  # fmt: skip
         given = [r for r in self.report.signing if r["path"] == "gas_given"]
-        if given:
-            cpu = min(r["proxy_cpu_us_per_tx"] for r in given if r["concurrency"] > 1 or
-                      len(self.conns) == 1)  # fmt: skip
-            targets.append({"target": "signing (gas given) <= 500 us CPU/tx",
+        saturated = [r for r in given if r["kms_latency_ms"] == 0 and r["concurrency"] >= busy]
+        if saturated:
+            cpu = max(r["proxy_cpu_us_per_tx"] for r in saturated)
+            targets.append({"target": f"signing (gas given) <= 500 us CPU/tx (0 ms KMS, c>={busy})",
                             "measured": round(cpu, 1), "met": cpu <= 500})  # fmt: skip
-            added = [r["added_p50_ms"] for r in given
-                     if r["added_p50_ms"] is not None and r["kms_latency_ms"] == max(
-                         x["kms_latency_ms"] for x in given)]  # fmt: skip
+        slow = [r for r in given if r["kms_latency_ms"] > 0]
+        if slow:
+            latency = max(r["kms_latency_ms"] for r in slow)
+            best = max(r["rps"] for r in slow if r["kms_latency_ms"] == latency)
+            targets.append({"target": f"1,000 signatures/s on one core ({latency:g} ms KMS)",
+                            "measured": round(best), "met": best >= 1000})  # fmt: skip
+            added = [r["added_p50_ms"] for r in slow if r["added_p50_ms"] is not None
+                     and r["kms_latency_ms"] == latency]  # fmt: skip
             if added:
                 worst = max(added)
-                latency = max(x["kms_latency_ms"] for x in given)
                 targets.append({"target": f"added latency <= 2 ms p50 ({latency:g} ms KMS, c=1)",
                                 "measured": round(worst, 2), "met": worst <= 2})  # fmt: skip
         if self.report.memory:
@@ -496,8 +527,9 @@ def markdown(report: Report) -> str:
             f"{r['proxy_cpu_us_per_tx']:.0f} | {'-' if added is None else f'{added:.2f}'} | "
             f"{r['mined']}/{r['requests']} |"
         )
-    lines += ["", "Added latency (concurrency 1): the proxy's p50 minus the modelled KMS latency "
-              "minus the p50 of the same eth_sendRawTransaction sent straight to the node."]
+    lines += ["", "Added latency (concurrency 1): the proxy's p50 minus the p50 of a KMS Sign sent "
+              "straight to the stand-in and of the same eth_sendRawTransaction sent straight to "
+              "the node (same client, one at a time)."]
     if report.memory:
         mem = report.memory
         lines += ["", f"Memory: {mem['keys_loaded']} keys loaded, peak RSS "
