@@ -64,7 +64,15 @@ async def drain(runner: web.BaseRunner, in_flight: InFlight, deadline: float) ->
         # Keep-alive connections: no new request on them; busy ones close after replying.
         # (aiohttp's pre_shutdown() would also make WebSockets drop whatever they receive.)
         for connection in runner.server.connections:
-            if connection not in in_flight.long_lived:
+            if connection in in_flight.long_lived:
+                continue
+            # close() only cancels an idle connection's wait and leaves its socket open until
+            # cleanup, so a client could still send on it; an idle one (aiohttp's own test,
+            # RequestHandler._process_keepalive) is closed now.
+            waiter = getattr(connection, "_waiter", None)
+            if waiter is not None and not waiter.done():
+                connection.force_close()
+            else:
                 connection.close()
     pending = in_flight.count
     if pending == 0:
