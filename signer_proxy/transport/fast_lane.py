@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed 
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR, LF, HTAB are checked apart
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
 _OUR_START = b"POST /"  # how every request line the lane answers begins
 # Present these and the request is aiohttp's: framing or semantics this lane does not do.
 _NOT_OURS = frozenset({"transfer-encoding", "upgrade", "expect"})
@@ -74,10 +77,11 @@ class Head:
 def parse_head(head: bytes) -> Head | None:
     """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
     None for any other request (it is handed to aiohttp)."""
-    # A CR or LF outside a CRLF, or a NUL: a parser that reads it otherwise sees other header
-    # lines (request smuggling behind a front proxy; an Origin echoed into the reply's head).
+    # A CR or LF outside a CRLF: a parser that reads it otherwise sees other header lines
+    # (request smuggling behind a front proxy; an Origin echoed into the reply's head). Other
+    # control characters (NUL ...) are refused by aiohttp's parser: its call too.
     lf = head.count(b"\n")
-    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or b"\x00" in head:
+    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or _CONTROL.search(head):
         return None
     lines = head.decode("latin-1").split("\r\n")
     if len(lines) > MAX_HEADERS + 3:  # the request line, the headers, two empty strings
@@ -93,8 +97,8 @@ def parse_head(head: bytes) -> Head | None:
         if not line:
             continue
         name, sep, value = line.partition(":")
-        # No name, whitespace around the name (forbidden) or a folded line: not ours.
-        if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+        # A name that is not an HTTP token (whitespace around it, a folded line ...): not ours.
+        if not sep or not _TOKEN.fullmatch(name):
             return None
         key = name.lower()
         value = value.strip(" \t")

@@ -185,6 +185,12 @@ def test_parse_head_ours(raw: bytes, expected: dict[str, Any]) -> None:
         pytest.param(head(BASE + "Origin: https://a\nSet-Cookie: x\r\n"), id="bare-lf-origin"),
         pytest.param(head(BASE.replace("HTTP/1.1\r\n", "HTTP/1.1\n", 1)), id="bare-lf-line"),
         pytest.param(head(BASE + "X-Foo: a\x00b\r\n"), id="nul-in-value"),
+        pytest.param(head(BASE + "X-Foo: a\x1bb\r\n"), id="escape-in-value"),
+        pytest.param(head(BASE + "X-Foo: a\x7fb\r\n"), id="del-in-value"),
+        # Header names are RFC 9110 tokens.
+        pytest.param(head(BASE + "X Foo: bar\r\n"), id="space-in-name"),
+        pytest.param(head(BASE + "X(Foo): bar\r\n"), id="paren-in-name"),
+        pytest.param(head(BASE + "X-F\xf6o: bar\r\n"), id="non-ascii-name"),
     ],
 )
 def test_parse_head_hands_the_rest_to_aiohttp(raw: bytes) -> None:
