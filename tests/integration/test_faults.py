@@ -21,7 +21,7 @@ from eth_account import Account
 
 from signer_proxy.upstream import SendOutcome
 from tests.conftest import Anvil, KmsKey, ProxyFactory, proxy_settings
-from tests.integration.test_kms_keys import start_kms_front
+from tests.integration.kms_front import KmsFront, start_kms_front
 from tests.integration.test_transactions import wait_for_receipt
 from tests.unit.test_upstream import SEND_ERROR_ROWS
 
@@ -52,9 +52,9 @@ async def test_kms_throttling_every_third_sign_is_retried_and_in_flight_is_cappe
     signs = 0
     throttled = 0
 
-    def every_third(target: str, body: dict[str, Any]) -> web.Response | None:
+    async def every_third(operation: str, body: dict[str, Any]) -> web.Response | None:
         nonlocal signs, throttled
-        if target != "TrentService.Sign":
+        if operation != "Sign":
             return None
         signs += 1
         if signs % 3 == 0:
@@ -62,9 +62,9 @@ async def test_kms_throttling_every_third_sign_is_retried_and_in_flight_is_cappe
             return throttle_error()
         return None
 
-    front = await start_kms_front(aiohttp_server, kms.url, every_third)
+    front = await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=every_third))
     settings = proxy_settings(
-        anvil.url, front, funded_key.arn, kms_max_in_flight=2, kms_backoff_base=0.01
+        anvil.url, front.url, funded_key.arn, kms_max_in_flight=2, kms_backoff_base=0.01
     )
     proxy = await start_proxy(settings)
     tx = {"from": funded_key.address, "to": SINK, "value": "0x1"}

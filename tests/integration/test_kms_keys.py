@@ -8,10 +8,8 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +30,7 @@ from tests.conftest import (
     proxy_settings,
     run_cli,
 )
+from tests.integration.kms_front import KmsFront, start_kms_front
 
 pytestmark = pytest.mark.integration
 
@@ -50,37 +49,6 @@ def serve_refused(kms_url: str, *keys: str) -> str:
     assert "listening" not in result.stdout
     assert "Traceback" not in result.stderr
     return result.stderr
-
-
-KmsAnswer = Callable[[str, dict[str, Any]], "web.Response | None"]
-
-
-async def start_kms_front(aiohttp_server: Any, kms_url: str, answer: KmsAnswer) -> str:
-    """A KMS-protocol endpoint in front of the emulator: `answer(target, body)` may reply
-    itself (e.g. AccessDenied, which moto does not enforce); None forwards the call."""
-
-    async def front(request: web.Request) -> web.Response:
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        own = answer(target, json.loads(body) if body else {})
-        if own is not None:
-            return own
-        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(kms_url, data=body, headers=headers) as upstream,
-        ):
-            return web.Response(
-                body=await upstream.read(),
-                status=upstream.status,
-                content_type="application/x-amz-json-1.1",
-            )
-
-    app = web.Application()
-    app.router.add_post("/", front)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    return f"http://127.0.0.1:{server.port}"
 
 
 # --- startup refusals ----------------------------------------------------------------------
@@ -146,11 +114,9 @@ async def test_serve_access_denied_names_the_iam_actions(
 ) -> None:
     """moto does not enforce IAM: a KMS-protocol front denies `denied`, the rest reaches moto."""
     key = make_key()
-    targets: list[str] = []
 
-    def deny(target: str, body: dict[str, Any]) -> web.Response | None:
-        targets.append(target)
-        if target != f"TrentService.{denied}":
+    async def deny(operation: str, body: dict[str, Any]) -> web.Response | None:
+        if operation != denied:
             return None
         error = {
             "__type": "AccessDeniedException",
@@ -159,9 +125,9 @@ async def test_serve_access_denied_names_the_iam_actions(
         }
         return web.json_response(error, status=400, content_type="application/x-amz-json-1.1")
 
-    front_url = await start_kms_front(aiohttp_server, kms.url, deny)
-    stderr = await asyncio.to_thread(serve_refused, front_url, key.alias)
-    assert f"TrentService.{denied}" in targets
+    front = await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=deny))
+    stderr = await asyncio.to_thread(serve_refused, front.url, key.alias)
+    assert front.operations(denied)
     assert key.alias in stderr and "AccessDeniedException" in stderr
     for action in IAM_ACTIONS:
         assert action in stderr
@@ -386,22 +352,16 @@ async def test_kms_sees_digests_by_arn_and_the_public_key_is_fetched_once(
     funded_key: KmsKey,
 ) -> None:
     """SIGNING.md 1 and 7: Sign gets DIGEST + ECDSA_SHA_256 by key ARN; GetPublicKey once."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def record(target: str, body: dict[str, Any]) -> None:
-        seen.append((target, body))
-
-    front_url = await start_kms_front(aiohttp_server, kms.url, record)
-    proxy = await start_proxy(proxy_settings(anvil.url, front_url, funded_key.alias or ""))
+    front = await start_kms_front(aiohttp_server, kms.url)
+    proxy = await start_proxy(proxy_settings(anvil.url, front.url, funded_key.alias or ""))
     for _ in range(3):
         await proxy.result(
             "eth_sendTransaction", [{"from": funded_key.address, "to": SINK, "value": "0x1"}]
         )
 
-    targets = [target for target, _ in seen]
-    assert targets.count("TrentService.DescribeKey") == 1
-    assert targets.count("TrentService.GetPublicKey") == 1
-    signs = [body for target, body in seen if target == "TrentService.Sign"]
+    assert len(front.operations("DescribeKey")) == 1
+    assert len(front.operations("GetPublicKey")) == 1
+    signs = front.operations("Sign")
     assert len(signs) == 3
     for body in signs:
         assert body["KeyId"] == funded_key.arn

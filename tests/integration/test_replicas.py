@@ -34,6 +34,7 @@ from tests.conftest import (
     start_proxy_process,
     stop,
 )
+from tests.integration.kms_front import KmsFront, start_kms_front
 
 pytestmark = pytest.mark.integration
 
@@ -283,38 +284,12 @@ async def stalling_kms(aiohttp_server: Any, kms: Any) -> AsyncIterator[StallingK
             content_type="application/x-amz-json-1.1",
         )
 
-    front.url = await start_stalling_front(aiohttp_server, kms.url, front, answer_later)
+    async def answer(operation: str, body: dict[str, Any]) -> web.Response | None:
+        return await answer_later() if front.stall and operation == "Sign" else None
+
+    front.url = (await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=answer))).url
     yield front
     front.release.set()
-
-
-async def start_stalling_front(
-    aiohttp_server: Any, kms_url: str, front: StallingKms, answer_later: Any
-) -> str:
-    """Like start_kms_front, but a Sign can wait (asynchronously) while `front.stall` is set."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        if front.stall and target == "TrentService.Sign":
-            response: web.StreamResponse = await answer_later()
-            return response
-        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-        headers = {name: request.headers[name] for name in forwarded if name in request.headers}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(kms_url, data=body, headers=headers) as upstream,
-        ):
-            return web.Response(
-                body=await upstream.read(),
-                status=upstream.status,
-                content_type="application/x-amz-json-1.1",
-            )
-
-    app = web.Application()
-    app.router.add_post("/", handle)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    return f"http://127.0.0.1:{server.port}"
 
 
 async def test_replica_killed_mid_burst_leaves_no_gap_and_loses_no_acknowledged_tx(
