@@ -84,44 +84,20 @@ async def test_kms_in_flight_cap_queues_a_burst(
     funded_key: KmsKey,
 ) -> None:
     """The cap holds across concurrent requests: the front never sees more Signs at once."""
-    in_flight = 0
-    peak = 0
 
-    async def counting(request: web.Request) -> web.StreamResponse:
-        nonlocal in_flight, peak
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        is_sign = target == "TrentService.Sign"
-        if is_sign:
-            in_flight += 1
-            peak = max(peak, in_flight)
+    async def slow_signs(operation: str, body: dict[str, Any]) -> web.Response | None:
+        if operation == "Sign":
             await asyncio.sleep(0.05)  # long enough for a burst to pile up
-        try:
-            forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-            headers = {n: request.headers[n] for n in forwarded if n in request.headers}
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(kms.url, data=body, headers=headers) as upstream,
-            ):
-                return web.Response(
-                    body=await upstream.read(),
-                    status=upstream.status,
-                    content_type="application/x-amz-json-1.1",
-                )
-        finally:
-            if is_sign:
-                in_flight -= 1
+        return None
 
-    app = web.Application()
-    app.router.add_post("/", counting)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    url = f"http://127.0.0.1:{server.port}"
-    proxy = await start_proxy(proxy_settings(anvil.url, url, funded_key.arn, kms_max_in_flight=3))
+    front = await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=slow_signs))
+    settings = proxy_settings(anvil.url, front.url, funded_key.arn, kms_max_in_flight=3)
+    proxy = await start_proxy(settings)
     tx = {"from": funded_key.address, "to": SINK}
 
     hashes = await asyncio.gather(*(proxy.result("eth_sendTransaction", [tx]) for _ in range(15)))
 
-    assert peak == 3
+    assert front.peak["Sign"] == 3
     assert len(set(hashes)) == 15
 
 
@@ -136,29 +112,15 @@ async def test_kms_that_stalls_gets_a_clear_error_before_the_deadline_and_frees_
     stall = asyncio.Event()
     stall.set()
 
-    async def stalling(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        target = request.headers.get("X-Amz-Target", "")
-        if stall.is_set() and target == "TrentService.Sign":
+    async def stalling(operation: str, body: dict[str, Any]) -> web.Response | None:
+        if stall.is_set() and operation == "Sign":
             await asyncio.sleep(30)
-        forwarded = ("Authorization", "X-Amz-Date", "X-Amz-Target", "Content-Type")
-        headers = {n: request.headers[n] for n in forwarded if n in request.headers}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(kms.url, data=body, headers=headers) as upstream,
-        ):
-            return web.Response(
-                body=await upstream.read(),
-                status=upstream.status,
-                content_type="application/x-amz-json-1.1",
-            )
+        return None
 
-    app = web.Application()
-    app.router.add_post("/", stalling)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    front = await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=stalling))
     settings = proxy_settings(
         anvil.url,
-        f"http://127.0.0.1:{server.port}",
+        front.url,
         funded_key.arn,
         request_deadline=2.0,
         kms_timeout=0.5,
