@@ -635,10 +635,8 @@ async def fill(
 
     async def fees() -> tuple[int, int, int]:
         if tx_type in DYNAMIC_FEE_TYPES:
-            if req.max_fee_per_gas is not None and req.max_priority_fee_per_gas is not None:
-                max_fee, tip = dynamic_fees(0, 0, req.max_fee_per_gas, req.max_priority_fee_per_gas)
-                return 0, max_fee, tip
-            base_fee, tip = await facts.fee_suggestion()
+            given = _fees_given(req, tx_type)
+            base_fee, tip = (0, 0) if given else await facts.fee_suggestion()
             max_fee, tip = dynamic_fees(
                 base_fee, tip, req.max_fee_per_gas, req.max_priority_fee_per_gas
             )
@@ -648,7 +646,7 @@ async def fill(
         return parse_quantity(await upstream.call("eth_gasPrice", []), "the node's gas price"), 0, 0
 
     async def blob_fee() -> int:
-        if tx_type != BLOB or req.max_fee_per_blob_gas is not None:
+        if not _needs_blob_fee(req, tx_type):
             return req.max_fee_per_blob_gas or 0
         # Twice the current blob base fee, like the execution fee: room for a few rising blocks.
         return max(2 * await _blob_base_fee(upstream), 1)
