@@ -107,15 +107,21 @@ def check_host_and_origin_of(access: Access, host: str | None, origin: str | Non
         )
 
 
+def identify(access: Access, caller: Caller) -> Identity:
+    """The caller's identity from its API key or client certificate; Unauthorized if none is
+    valid and authentication is configured (ANONYMOUS_IDENTITY when it is not)."""
+    if not access.authenticator.required:
+        return ANONYMOUS_IDENTITY
+    return access.authenticator.authenticate(
+        credentials_of(caller.authorization, caller.query_key, caller.peercert)
+    )
+
+
 def admit_caller(access: Access, caller: Caller) -> Identity:
     """Everything asked of a request before its body is read: Host, Origin, credentials."""
     check_host_and_origin_of(access, caller.host, caller.origin)
-    if not access.authenticator.required:
-        return ANONYMOUS_IDENTITY
     try:
-        return access.authenticator.authenticate(
-            credentials_of(caller.authorization, caller.query_key, caller.peercert)
-        )
+        return identify(access, caller)
     except Unauthorized as exc:
         log.info("refused an unauthenticated request from %s: %s", caller.remote, exc.message)
         raise
@@ -153,12 +159,8 @@ def credentials(request: web.Request) -> Credentials:
 
 
 def authenticate(request: web.Request) -> Identity:
-    """The caller's identity from its API key or client certificate; Unauthorized if none is
-    valid and authentication is configured (ANONYMOUS_IDENTITY when it is not)."""
-    access = _access(request)
-    if not access.authenticator.required:
-        return ANONYMOUS_IDENTITY
-    return access.authenticator.authenticate(credentials(request))
+    """identify() for an aiohttp request."""
+    return identify(_access(request), caller_of(request))
 
 
 def check_host_and_origin(request: web.Request) -> None:
