@@ -169,9 +169,6 @@ class FastLane:
             self._date = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
         return self._date
 
-    def protocol_factory(self, fallback: Callable[[], asyncio.Protocol]) -> FastLaneProtocol:
-        return FastLaneProtocol(self, fallback)
-
     def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -433,7 +430,7 @@ class RpcSite(web.BaseSite):
         lane = self._lane
 
         def protocol() -> FastLaneProtocol:
-            return lane.protocol_factory(server)
+            return FastLaneProtocol(lane, server)  # aiohttp's protocol is the fallback
 
         loop = asyncio.get_running_loop()
         if self._sock is not None:
