@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.kms_server import alias_name, make_keys  # noqa: E402
-from signer_proxy.ecdsa import address_from_public_key  # noqa: E402
+from signer_proxy.eth.ecdsa import address_from_public_key  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SINK = "0x000000000000000000000000000000000000dEaD"

@@ -1,3 +1,3 @@
-from signer_proxy.cli import main
+from signer_proxy.cli.main import main
 
 raise SystemExit(main())

@@ -14,22 +14,17 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import transport
-from signer_proxy.audit import AuditLog, FileAuditLog, open_audit_log
-from signer_proxy.auth import Authenticator, load_api_keys
-from signer_proxy.blobs import SidecarForm
-from signer_proxy.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from signer_proxy.access.audit import AuditLog, FileAuditLog, open_audit_log
+from signer_proxy.access.auth import Authenticator, load_api_keys
+from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from signer_proxy.access.gate import GuardedSigner, SigningGate
+from signer_proxy.access.policy import Policy, load_policy
+from signer_proxy.access.ratelimit import RateLimiter
+from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.gate import GuardedSigner, SigningGate
-from signer_proxy.health import (
-    READINESS_CHECKS,
-    ReadinessCheck,
-    chain_id_check,
-    keys_check,
-    shutdown_check,
-    upstream_check,
-)
-from signer_proxy.hexdata import to_data
+from signer_proxy.eth.blobs import SidecarForm
+from signer_proxy.eth.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
 from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
@@ -40,16 +35,22 @@ from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
-from signer_proxy.metrics import METRICS, Metrics, method_family
-from signer_proxy.nonces import MemoryNonceManager, NonceManager
-from signer_proxy.policy import Policy, load_policy
-from signer_proxy.ratelimit import RateLimiter
+from signer_proxy.nonces.base import NonceManager
+from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.ops.health import (
+    READINESS_CHECKS,
+    ReadinessCheck,
+    chain_id_check,
+    keys_check,
+    shutdown_check,
+    upstream_check,
+)
+from signer_proxy.ops.metrics import METRICS, Metrics, method_family
+from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.router import Handler, Router
-from signer_proxy.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.tls import SERVER_TLS, ServerTls, upstream_ssl
-from signer_proxy.transactions import ChainFacts, pending_nonce
-from signer_proxy.transport.access import ACCESS, build_access
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
+from signer_proxy.transport.door import ACCESS, build_access
 from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
 from signer_proxy.transport.http import (
     ENDPOINT,
@@ -61,7 +62,9 @@ from signer_proxy.transport.http import (
 )
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
-from signer_proxy.upstream import FailoverUpstream, HttpUpstream, Upstream
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.failover import FailoverUpstream
+from signer_proxy.upstream.http import HttpUpstream
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
 
 def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Settings) -> Any:
     """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
-    from signer_proxy.redis_nonces import RedisNonceManager
+    from signer_proxy.nonces.redis_store import RedisNonceManager
 
     async def pending_count(address: str) -> int:
         return await pending_nonce(upstream, address)
@@ -252,8 +255,8 @@ async def start_redis_nonces(
 ) -> tuple[NonceManager, Any]:
     """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
     the manager and the Redis client (budgets share it)."""
-    from signer_proxy.gap_repair import GapRepairer
-    from signer_proxy.redis_nonces import connect
+    from signer_proxy.nonces.gap_repair import GapRepairer
+    from signer_proxy.nonces.redis_store import connect
 
     redis = connect(settings.nonce_store)
     stack.push_async_callback(redis.aclose)

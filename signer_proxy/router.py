@@ -25,7 +25,7 @@ from signer_proxy.jsonrpc import (
     error_response,
     result_response,
 )
-from signer_proxy.upstream import Upstream
+from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
 

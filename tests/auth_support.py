@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from signer_proxy.auth import hash_api_key
-from signer_proxy.ecdsa import Signature
-from signer_proxy.gate import Approval, current_approval
+from signer_proxy.access.auth import hash_api_key
+from signer_proxy.access.gate import Approval, current_approval
+from signer_proxy.eth.ecdsa import Signature
 from signer_proxy.keys.local import LocalKeySigner
 
 # Fixed, obviously fake keys (long enough for hash_api_key); tests scan output for them.

@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 from signer_proxy.dev.kms_emulator import KmsEmulator, start_kms_emulator
-from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
+from signer_proxy.eth.ecdsa import address_from_public_key, public_key_from_spki
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -339,7 +339,7 @@ def eth_account_kzg(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded (the same file) so a blob oracle costs seconds, not a minute."""
     import eth_account.typed_transactions.base as eth_account_blobs
 
-    from signer_proxy.blobs import trusted_setup
+    from signer_proxy.eth.blobs import trusted_setup
 
     monkeypatch.setattr(eth_account_blobs, "load_trusted_setup", lambda *_: trusted_setup())
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signer_proxy.errors import NodeRejected, SignerProxyError
-from signer_proxy.hexdata import parse_quantity
-from signer_proxy.upstream import Upstream
+from signer_proxy.eth.hexdata import parse_quantity
+from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
 

@@ -271,8 +271,8 @@ def create_dev_keys(
     import boto3
 
     from signer_proxy.dev import kms_state
-    from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
     from signer_proxy.errors import ConfigError
+    from signer_proxy.eth.ecdsa import address_from_public_key, public_key_from_spki
 
     saved = kms_state.load_state(state_dir) if state_dir is not None else []
     for key in saved:

@@ -27,8 +27,8 @@ from signer_proxy.dev.banner import Account, BannerInfo, render_banner
 from signer_proxy.dev.chain import DEFAULT_CHAIN_ID
 from signer_proxy.dev.funding import fund_or_explain
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.hexdata import parse_quantity
-from signer_proxy.upstream import HttpUpstream
+from signer_proxy.eth.hexdata import parse_quantity
+from signer_proxy.upstream.http import HttpUpstream
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from signer_proxy.deadline import bounded, remaining
-from signer_proxy.ecdsa import (
+from signer_proxy.errors import KeyLoadFailed, KmsUnavailable, SigningFailed
+from signer_proxy.eth.ecdsa import (
     Signature,
     SignatureError,
     address_from_public_key,
     canonical_signature,
     public_key_from_spki,
 )
-from signer_proxy.errors import KeyLoadFailed, KmsUnavailable, SigningFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

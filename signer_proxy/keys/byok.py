@@ -20,8 +20,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from signer_proxy.ecdsa import SECP256K1_N, address_from_public_key, public_key_from_spki
 from signer_proxy.errors import KeyCommandFailed
+from signer_proxy.eth.ecdsa import SECP256K1_N, address_from_public_key, public_key_from_spki
 from signer_proxy.keys.aws_kms import (
     REQUIRED_KEY_SPEC,
     REQUIRED_KEY_USAGE,

@@ -25,8 +25,8 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from signer_proxy.ecdsa import SignatureError, address_from_public_key, public_key_from_spki
 from signer_proxy.errors import KeyLoadFailed, KmsUnavailable
+from signer_proxy.eth.ecdsa import SignatureError, address_from_public_key, public_key_from_spki
 from signer_proxy.keys.aws_kms import (
     STARTUP_ATTEMPTS,
     KmsCalls,

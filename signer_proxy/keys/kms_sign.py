@@ -22,7 +22,7 @@ import orjson
 from botocore.auth import SigV4Auth, _host_from_url
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from signer_proxy.http_client import HttpError, HttpPool
+from signer_proxy.upstream.http_pool import HttpError, HttpPool
 
 _HEADERS = {
     "Content-Type": "application/x-amz-json-1.1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import coincurve
 
-from signer_proxy.ecdsa import Signature, address_from_public_key
+from signer_proxy.eth.ecdsa import Signature, address_from_public_key
 
 
 class LocalKeySigner:

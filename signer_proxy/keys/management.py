@@ -6,8 +6,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from signer_proxy.ecdsa import SignatureError, address_from_public_key, public_key_from_spki
 from signer_proxy.errors import KeyCommandFailed
+from signer_proxy.eth.ecdsa import SignatureError, address_from_public_key, public_key_from_spki
 from signer_proxy.keys.aws_kms import (
     REQUIRED_KEY_SPEC,
     REQUIRED_KEY_USAGE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from signer_proxy.ecdsa import Signature, keccak256, proven_for, recover_public_key
 from signer_proxy.errors import SigningFailed
+from signer_proxy.eth.ecdsa import Signature, keccak256, proven_for, recover_public_key
 
 
 class Signer(Protocol):

@@ -15,13 +15,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from signer_proxy.ecdsa import (
+from signer_proxy.errors import SignerProxyError
+from signer_proxy.eth.ecdsa import (
     SignatureError,
     address_from_public_key,
     keccak256,
     public_key_from_spki,
 )
-from signer_proxy.errors import SignerProxyError
 from signer_proxy.keys.aws_kms import (
     IAM_ACTIONS,
     REQUIRED_KEY_SPEC,

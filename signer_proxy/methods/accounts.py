@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from signer_proxy.gate import SigningGate
+from signer_proxy.access.gate import SigningGate
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry
 

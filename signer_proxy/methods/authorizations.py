@@ -12,20 +12,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from signer_proxy.access.gate import SigningGate
+from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.errors import InvalidParams
-from signer_proxy.gate import SigningGate
-from signer_proxy.hexdata import MAX_UINT256, parse_address, parse_quantity, to_data
+from signer_proxy.eth.hexdata import MAX_UINT256, parse_address, parse_quantity, to_data
+from signer_proxy.eth.tx_encoding import authorization_digest
+from signer_proxy.eth.tx_request import MAX_UINT64, Authorization
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.signer import sign_checked
-from signer_proxy.transactions import (
-    MAX_UINT64,
-    Authorization,
-    ChainFacts,
-    authorization_digest,
-    pending_nonce,
-)
-from signer_proxy.upstream import Upstream
+from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
 

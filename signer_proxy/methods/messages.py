@@ -1,6 +1,6 @@
 """personal_sign, eth_sign and eth_signTypedData(_v3, _v4): EIP-191 / EIP-712 signatures.
 
-Every digest carries its EIP-191 prefix (see signer_proxy.messages); v is 27/28.
+Every digest carries its EIP-191 prefix (see signer_proxy.eth.messages); v is 27/28.
 """
 
 from __future__ import annotations
@@ -9,13 +9,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from signer_proxy.access.gate import SigningGate
+from signer_proxy.chain.fill import ChainFacts
 from signer_proxy.errors import ChainIdMismatch, InvalidParams
-from signer_proxy.gate import SigningGate
-from signer_proxy.hexdata import parse_address, parse_data, to_data
-from signer_proxy.jsonrpc import CallContext
-from signer_proxy.keys import KeyRegistry
-from signer_proxy.keys.signer import sign_checked
-from signer_proxy.messages import (
+from signer_proxy.eth.hexdata import parse_address, parse_data, to_data
+from signer_proxy.eth.messages import (
     load_typed_data,
     message_signature_bytes,
     personal_message_digest,
@@ -23,7 +21,9 @@ from signer_proxy.messages import (
     typed_data_chain_id,
     typed_data_digest,
 )
-from signer_proxy.transactions import ChainFacts
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.keys.signer import sign_checked
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from signer_proxy.blobs import SidecarForm
+from signer_proxy.access.gate import SigningGate
+from signer_proxy.chain.fill import ChainFacts, fill
+from signer_proxy.chain.signing import sign_transaction
 from signer_proxy.deadline import remaining
 from signer_proxy.errors import (
     DeadlineExceeded,
@@ -17,24 +19,15 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from signer_proxy.gate import SigningGate
-from signer_proxy.hexdata import to_data
+from signer_proxy.eth.blobs import SidecarForm
+from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import SignedTx, UnsignedTx, with_nonce
+from signer_proxy.eth.tx_request import TxRequest, parse_tx_request
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.signer import sign_checked
-from signer_proxy.nonces import Lease, NonceManager
-from signer_proxy.transactions import (
-    ChainFacts,
-    SignedTx,
-    TxRequest,
-    UnsignedTx,
-    fill,
-    parse_tx_request,
-    sign_with,
-    signing_digest,
-    with_nonce,
-)
-from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
+from signer_proxy.nonces.base import Lease, NonceManager
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +36,6 @@ MAX_SEND_ATTEMPTS = 4
 # After an ambiguous failure (timeout, connection lost mid-request) the same raw transaction
 # is sent again after each of these pauses, while the request deadline allows.
 RESEND_PAUSES = (0.1, 0.5, 1.0)
-
-
-async def sign_transaction(tx: UnsignedTx, signer: Signer) -> SignedTx:
-    """Sign through the key and prove the result recovers to the key's address before use."""
-    digest = signing_digest(tx)
-    # debug: the tx hash in the lines that follow identifies the transaction; a line per
-    # signature at info cost more CPU than anything else the proxy does for it.
-    if log.isEnabledFor(logging.DEBUG):
-        hex_digest = to_data(digest)
-        log.debug(
-            "signing transaction digest=%s from=%s key=%s",
-            hex_digest,
-            signer.address,
-            signer.key_name,
-            extra={"digest": hex_digest, "from": signer.address, "key": signer.key_name},
-        )
-    return sign_with(tx, await sign_checked(signer, digest))
 
 
 class TransactionMethods:

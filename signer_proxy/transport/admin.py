@@ -19,7 +19,7 @@ from aiohttp import web
 
 from signer_proxy.errors import ConfigError, Forbidden, SignerProxyError
 from signer_proxy.keys.keyring import KeyRing
-from signer_proxy.transport.access import authenticate, check_host_and_origin
+from signer_proxy.transport.door import authenticate, check_host_and_origin
 
 log = logging.getLogger(__name__)
 

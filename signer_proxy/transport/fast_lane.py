@@ -29,9 +29,9 @@ from aiohttp import web
 
 from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, SignerProxyError
 from signer_proxy.jsonrpc import dumps, error_response
-from signer_proxy.logs import REQUEST_ID, request_id_from
-from signer_proxy.shutdown import InFlight
-from signer_proxy.transport.access import Caller, cors_headers_for
+from signer_proxy.ops.logs import REQUEST_ID, request_id_from
+from signer_proxy.ops.shutdown import InFlight
+from signer_proxy.transport.door import Caller, cors_headers_for
 from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from signer_proxy.auth import Identity
+from signer_proxy.access.auth import Identity
 from signer_proxy.errors import BodyTooLarge, RateLimited, SignerProxyError, Unauthorized
 from signer_proxy.jsonrpc import dumps, error_response, parse_body
-from signer_proxy.metrics import METRICS
+from signer_proxy.ops.metrics import METRICS
 from signer_proxy.router import Router
-from signer_proxy.transport.access import (
+from signer_proxy.transport.door import (
     ACCESS,
     OPEN_ACCESS,
     Caller,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from signer_proxy.health import READINESS_CHECKS, handle_health, handle_ready
-from signer_proxy.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_from
-from signer_proxy.metrics import METRICS, handle_metrics
-from signer_proxy.shutdown import IN_FLIGHT
+from signer_proxy.ops.health import READINESS_CHECKS, handle_health, handle_ready
+from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_from
+from signer_proxy.ops.metrics import METRICS, handle_metrics
+from signer_proxy.ops.shutdown import IN_FLIGHT
 
 OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
 

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from signer_proxy.auth import Identity
+from signer_proxy.access.auth import Identity
 from signer_proxy.config import Settings
 from signer_proxy.errors import RateLimited, ResourceUnavailable, SignerProxyError
 from signer_proxy.jsonrpc import Body, Call, CallContext, error_response, parse_body
-from signer_proxy.logs import REQUEST_ID, REQUEST_ID_HEADER
-from signer_proxy.metrics import METRICS, Metrics, method_family, outcome_of_code
+from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER
+from signer_proxy.ops.metrics import METRICS, Metrics, method_family, outcome_of_code
+from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.router import Router
-from signer_proxy.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.transport.access import admit, call_context, charge
+from signer_proxy.transport.door import admit, call_context, charge
 from signer_proxy.transport.http import ROUTER, refusal_response
-from signer_proxy.upstream_ws import PING_INTERVAL, UpstreamSocket, derive_ws_url
+from signer_proxy.upstream.ws import PING_INTERVAL, UpstreamSocket, derive_ws_url
 
 log = logging.getLogger(__name__)
 

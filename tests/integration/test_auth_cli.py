@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from signer_proxy.auth import Authenticator, Credentials, generate_api_key
+from signer_proxy.access.auth import Authenticator, Credentials, generate_api_key
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from tests.auth_support import (
     API_KEYS,

@@ -30,8 +30,8 @@ from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from signer_proxy.access.policy import MESSAGE_METHODS, SIGNING_METHODS
 from signer_proxy.app import create_app
-from signer_proxy.policy import MESSAGE_METHODS, SIGNING_METHODS
 from tests.auth_support import API_KEYS, RecordingSigner, write_api_keys_file, write_policy_file
 from tests.conftest import Anvil, proxy_settings
 from tests.integration.node_front import NodeFront

@@ -23,7 +23,7 @@ import yaml
 from eth_account import Account
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
-from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
+from signer_proxy.eth.ecdsa import address_from_public_key, public_key_from_spki
 from tests.conftest import REGION, Anvil, free_port, rpc_call, run_cli, start_proxy_process, stop
 from tests.conftest import tool as foundry_tool
 

@@ -9,13 +9,13 @@ import boto3
 import pytest
 
 from signer_proxy.dev.kms_emulator import KmsEmulator, create_dev_keys
-from signer_proxy.ecdsa import (
+from signer_proxy.errors import ConfigError
+from signer_proxy.eth.ecdsa import (
     address_from_public_key,
     canonical_signature,
     keccak256,
     public_key_from_spki,
 )
-from signer_proxy.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 

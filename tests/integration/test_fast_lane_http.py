@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from signer_proxy.keys.local import LocalKeySigner
-from signer_proxy.upstream_ws import derive_ws_url
+from signer_proxy.upstream.ws import derive_ws_url
 from tests.auth_support import API_KEYS, write_api_keys_file
 from tests.conftest import (
     REGION,
@@ -720,7 +720,7 @@ async def assert_drained(busy: Connection, idle: list[Connection]) -> None:
 async def test_drain_answers_the_request_in_flight_and_closes_idle_connections(
     start_proxy: ProxyFactory, node: Node, api_keys_file: Path
 ) -> None:
-    from signer_proxy.shutdown import IN_FLIGHT, drain
+    from signer_proxy.ops.shutdown import IN_FLIGHT, drain
 
     settings = proxy_settings(
         node.front.url, "http://127.0.0.1:9", api_keys_file=str(api_keys_file)

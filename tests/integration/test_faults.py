@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from eth_account import Account
 
-from signer_proxy.upstream import SendOutcome
+from signer_proxy.upstream.node_errors import SendOutcome
 from tests.conftest import Anvil, KmsKey, ProxyFactory, proxy_settings
 from tests.integration.kms_front import KmsFront, start_kms_front
 from tests.integration.test_transactions import wait_for_receipt

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from signer_proxy.ecdsa import SECP256K1_HALF_N, keccak256
-from signer_proxy.transactions import authorization_digest
+from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, keccak256
+from signer_proxy.eth.tx_encoding import authorization_digest
 from tests.conftest import REGION, Anvil, KeyFactory, run_cli
 from tests.integration.test_transactions import RUNTIME_CODE, wait_for_receipt
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from signer_proxy.config import Settings
-from signer_proxy.ecdsa import address_from_public_key, public_key_from_spki
+from signer_proxy.eth.ecdsa import address_from_public_key, public_key_from_spki
 from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.discovery import Discovered, discover
 from signer_proxy.keys.sources import DiscoverySpec

@@ -15,7 +15,7 @@ from eth_account import Account
 from eth_keyfile import create_keyfile_json
 
 from signer_proxy.app import KEYRING
-from signer_proxy.ecdsa import address_from_public_key, keccak256, public_key_from_spki
+from signer_proxy.eth.ecdsa import address_from_public_key, keccak256, public_key_from_spki
 from tests.conftest import REGION, Anvil, KeyFactory, ProxyFactory, proxy_settings, run_cli
 from tests.integration.kms_front import KmsFront, kms_error, start_kms_front
 

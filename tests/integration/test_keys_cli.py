@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from signer_proxy.ecdsa import keccak256
+from signer_proxy.eth.ecdsa import keccak256
 from tests.conftest import REGION, KeyFactory, run_cli
 from tests.integration.kms_front import start_kms_front
 from tests.integration.test_key_sources import PASSWORD, write_keystore

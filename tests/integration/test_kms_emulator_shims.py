@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from eth_account import Account
 
-from signer_proxy.ecdsa import address_from_public_key, keccak256, public_key_from_spki
+from signer_proxy.eth.ecdsa import address_from_public_key, keccak256, public_key_from_spki
 from signer_proxy.keys.byok import pkcs8_der, wrap_key_material
 
 pytestmark = pytest.mark.integration

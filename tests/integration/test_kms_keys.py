@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from signer_proxy.ecdsa import Signature, keccak256
+from signer_proxy.eth.ecdsa import Signature, keccak256
 from signer_proxy.keys.local import LocalKeySigner
 from tests.conftest import (
     REGION,

@@ -16,7 +16,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
-from signer_proxy.ecdsa import canonical_signature, keccak256, public_key_from_spki
+from signer_proxy.eth.ecdsa import canonical_signature, keccak256, public_key_from_spki
 from signer_proxy.keys.kms_sign import LeanKmsClient, kms_endpoint
 from tests.conftest import REGION, KeyFactory, free_port
 

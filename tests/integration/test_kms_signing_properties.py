@@ -17,12 +17,11 @@ from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signer_proxy.ecdsa import SECP256K1_HALF_N, address_from_public_key, recover_public_key
-from signer_proxy.keys.aws_kms import KmsSigner, load_key
-from signer_proxy.messages import message_signature_bytes, personal_message_digest
-from signer_proxy.methods.authorizations import sign_authorization
-from signer_proxy.methods.transactions import sign_transaction
-from signer_proxy.transactions import (
+from signer_proxy.chain.signing import sign_transaction
+from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, address_from_public_key, recover_public_key
+from signer_proxy.eth.messages import message_signature_bytes, personal_message_digest
+from signer_proxy.eth.tx_encoding import UnsignedTx, authorization_digest
+from signer_proxy.eth.tx_request import (
     ACCESS_LIST,
     BLOB,
     DYNAMIC_FEE,
@@ -30,9 +29,9 @@ from signer_proxy.transactions import (
     MAX_UINT64,
     SET_CODE,
     Authorization,
-    UnsignedTx,
-    authorization_digest,
 )
+from signer_proxy.keys.aws_kms import KmsSigner, load_key
+from signer_proxy.methods.authorizations import sign_authorization
 from tests.conftest import REGION, KeyFactory
 
 pytestmark = pytest.mark.integration

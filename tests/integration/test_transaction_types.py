@@ -10,9 +10,9 @@ import pytest
 import rlp
 from eth_account import Account
 
-from signer_proxy.blobs import SidecarForm, build_sidecar
-from signer_proxy.ecdsa import SECP256K1_HALF_N
-from signer_proxy.transactions import authorization_digest
+from signer_proxy.eth.blobs import SidecarForm, build_sidecar
+from signer_proxy.eth.ecdsa import SECP256K1_HALF_N
+from signer_proxy.eth.tx_encoding import authorization_digest
 from tests.conftest import (
     Anvil,
     InProcessProxy,

@@ -17,7 +17,7 @@ import pytest
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from signer_proxy.errors import NodeRejected
 from signer_proxy.transport.ws import WEBSOCKETS
-from signer_proxy.upstream_ws import derive_ws_url
+from signer_proxy.upstream.ws import derive_ws_url
 from tests.auth_support import (
     API_KEYS,
     AUTH_CASES,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from signer_proxy.audit import (
+from signer_proxy.access.audit import (
     FileAuditLog,
     NullAuditLog,
     StreamAuditLog,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from signer_proxy.auth import (
+from signer_proxy.access.auth import (
     ANONYMOUS_IDENTITY,
     MIN_API_KEY_LENGTH,
     Authenticator,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from signer_proxy.budgets import MemoryBudgetStore, budget_key, utc_day
+from signer_proxy.access.budgets import MemoryBudgetStore, budget_key, utc_day
 
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from signer_proxy.budgets import GWEI, RedisBudgetStore, budget_key
+from signer_proxy.access.budgets import GWEI, RedisBudgetStore, budget_key
 
 KEY = budget_key("defaults", "0x00000000000000000000000000000000000000aa", "2026-11-22")
 

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from signer_proxy.cli_keys import _valid_to, table
+from signer_proxy.cli.keys import _valid_to, table
 from signer_proxy.errors import ConfigError
 
 

@@ -429,7 +429,7 @@ def test_validate_auth_and_tls_settings(changes: dict[str, Any], fragment: str) 
 
 
 def test_bool_flag_alone_means_true_and_lists_repeat() -> None:
-    from signer_proxy.cli import build_parser
+    from signer_proxy.cli.main import build_parser
 
     args = build_parser().parse_args(
         ["serve", "--insecure-no-auth", "--cors-origin", "https://a.example",

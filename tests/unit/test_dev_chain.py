@@ -17,7 +17,7 @@ from signer_proxy.dev.chain import (
     to_json_rpc,
 )
 from signer_proxy.errors import InvalidParams, MethodNotFound, NodeRejected
-from signer_proxy.upstream import SendOutcome, classify_send_error
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 TOPIC = "0x" + "ab" * 32

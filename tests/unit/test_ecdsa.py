@@ -24,7 +24,7 @@ from eth_keys import KeyAPI
 from eth_keys.backends import NativeECCBackend
 from eth_utils import to_checksum_address
 
-from signer_proxy.ecdsa import (
+from signer_proxy.eth.ecdsa import (
     SECP256K1_HALF_N,
     SECP256K1_N,
     Signature,

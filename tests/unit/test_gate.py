@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from signer_proxy.budgets import MemoryBudgetStore
+from signer_proxy.access.budgets import MemoryBudgetStore
+from signer_proxy.access.gate import GuardedSigner, SigningGate, current_approval
+from signer_proxy.access.policy import ClientScope, Policy, Rules
 from signer_proxy.errors import (
     AuditUnavailable,
     NodeRejected,
@@ -19,11 +21,9 @@ from signer_proxy.errors import (
     SigningFailed,
     UpstreamTimeout,
 )
-from signer_proxy.gate import GuardedSigner, SigningGate, current_approval
+from signer_proxy.eth.tx_encoding import UnsignedTx
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys.signer import sign_checked
-from signer_proxy.policy import ClientScope, Policy, Rules
-from signer_proxy.transactions import UnsignedTx
 from tests.auth_support import RecordingSigner
 
 ETHER = 10**18
@@ -258,7 +258,7 @@ async def test_a_failed_audit_write_after_sending_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     s = Setup(audit=ListAudit(fail_writes=True))
-    with caplog.at_level(logging.ERROR, logger="signer_proxy.gate"):
+    with caplog.at_level(logging.ERROR, logger="signer_proxy.access.gate"):
         async with s.gate.transaction(CI, "eth_sendTransaction", s.signer, TX) as decision:
             decision.signed_transaction(b"\xee" * 32, 1)
     assert "0x" + "ee" * 32 in caplog.text  # the decision survives in the server log

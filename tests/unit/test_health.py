@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from signer_proxy.chain.fill import ChainFacts
 from signer_proxy.errors import UpstreamUnavailable
-from signer_proxy.health import (
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.keys.local import LocalKeySigner
+from signer_proxy.ops.health import (
     CheckResult,
     NotReady,
     ReadinessCheck,
@@ -20,9 +23,6 @@ from signer_proxy.health import (
     shutdown_check,
     upstream_check,
 )
-from signer_proxy.keys import KeyRegistry
-from signer_proxy.keys.local import LocalKeySigner
-from signer_proxy.transactions import ChainFacts
 
 
 def check(name: str, outcome: Any) -> ReadinessCheck:

@@ -21,21 +21,21 @@ from eth_account.typed_transactions import TypedTransaction
 from eth_keys import keys
 from hexbytes import HexBytes
 
-from signer_proxy.ecdsa import SECP256K1_HALF_N, Signature, keccak256
+from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected, SigningFailed
-from signer_proxy.hedera import (
+from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, Signature, keccak256
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.keys.hedera import (
     HEDERA_CHAIN_IDS,
     hedera_digest,
     raw_signature,
     sign_hedera,
 )
-from signer_proxy.jsonrpc import CallContext
-from signer_proxy.keys import KeyRegistry
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
-from signer_proxy.nonces import MemoryNonceManager
-from signer_proxy.transactions import ChainFacts, pending_nonce
+from signer_proxy.nonces.memory import MemoryNonceManager
 from tests.unit.test_messages import MAIL
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -32,7 +32,7 @@ from yamllint.config import YamlLintConfig
 
 from signer_proxy import __version__
 from signer_proxy.config import FIELDS, Settings, field_type, load_settings
-from signer_proxy.metrics import Metrics
+from signer_proxy.ops.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "signer-proxy"
@@ -416,7 +416,7 @@ def test_tls_secret_serves_https_with_client_certificates(renderer: Path, tmp_pa
 
 
 def test_policy_value_renders_a_policy_file_that_loads(renderer: Path, tmp_path: Path) -> None:
-    from signer_proxy.policy import load_policy
+    from signer_proxy.access.policy import load_policy
 
     policy = {
         "defaults": {"chain_ids": [1], "max_value": "1.5 ether"},

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from signer_proxy.errors import InvalidParams
-from signer_proxy.hexdata import (
+from signer_proxy.eth.hexdata import (
     MAX_UINT256,
     parse_address,
     parse_data,

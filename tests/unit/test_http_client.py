@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from signer_proxy.http_client import ConnectFailed, HttpPool, ResponseFailed
+from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Starter = Callable[[Serve], Awaitable[tuple["RawServer", str]]]
@@ -217,7 +217,7 @@ async def test_an_http_1_0_answer_without_keep_alive_closes_the_connection(start
 async def test_a_connection_idle_too_long_is_not_trusted(
     start: Starter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import signer_proxy.http_client as http_client
+    import signer_proxy.upstream.http_pool as http_client
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from eth_account import Account
 
-from signer_proxy.ecdsa import SECP256K1_N
 from signer_proxy.errors import KeyCommandFailed
+from signer_proxy.eth.ecdsa import SECP256K1_N
 from signer_proxy.keys.byok import (
     key_address,
     pkcs8_der,

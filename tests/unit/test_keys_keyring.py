@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from signer_proxy.ecdsa import Signature, keccak256
 from signer_proxy.errors import ConfigError, UnknownAccount
+from signer_proxy.eth.ecdsa import Signature, keccak256
 from signer_proxy.keys.keyring import KeyRing, describe_failures
 from signer_proxy.keys.loading import KeyLoad, KeyStatus
 from signer_proxy.keys.local import LocalKeySigner

@@ -9,8 +9,8 @@ import pytest
 from eth_account import Account
 from eth_keyfile import create_keyfile_json
 
-from signer_proxy.ecdsa import keccak256
 from signer_proxy.errors import KeyLoadFailed
+from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys.keystore import (
     decrypt_keystore,
     fingerprint,

@@ -11,8 +11,8 @@ from eth_account import Account
 from eth_keyfile import create_keyfile_json
 
 from signer_proxy.config import Settings
-from signer_proxy.ecdsa import keccak256
 from signer_proxy.errors import ConfigError
+from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.sources import KeySources, KeystoreSpec

@@ -8,8 +8,8 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from signer_proxy.ecdsa import keccak256
 from signer_proxy.errors import InvalidParams, UnknownAccount
+from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys import KeyRegistry
 from signer_proxy.keys.local import LocalKeySigner
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import coincurve
 import pytest
 
-from signer_proxy.ecdsa import (
+from signer_proxy.errors import SigningFailed
+from signer_proxy.eth.ecdsa import (
     ProvenSignature,
     Signature,
     canonical_signature,
     keccak256,
 )
-from signer_proxy.errors import SigningFailed
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.keys.signer import sign_checked
 

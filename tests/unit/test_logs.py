@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from signer_proxy.logs import (
+from signer_proxy.ops.logs import (
     REDACTED,
     REQUEST_ID,
     Scrubber,

@@ -10,10 +10,9 @@ import pytest
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_defunct, encode_typed_data
 
-from signer_proxy.ecdsa import keccak256
 from signer_proxy.errors import InvalidParams
-from signer_proxy.keys.local import LocalKeySigner
-from signer_proxy.messages import (
+from signer_proxy.eth.ecdsa import keccak256
+from signer_proxy.eth.messages import (
     load_typed_data,
     message_signature_bytes,
     personal_message_digest,
@@ -21,6 +20,7 @@ from signer_proxy.messages import (
     typed_data_chain_id,
     typed_data_digest,
 )
+from signer_proxy.keys.local import LocalKeySigner
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 SIGNER = LocalKeySigner(PRIVATE_KEY)

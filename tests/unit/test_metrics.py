@@ -26,7 +26,8 @@ from signer_proxy.errors import (
 )
 from signer_proxy.jsonrpc import parse_body
 from signer_proxy.keys.local import LocalKeySigner
-from signer_proxy.metrics import (
+from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.ops.metrics import (
     FAMILIES,
     OUTCOMES,
     Metrics,
@@ -36,7 +37,6 @@ from signer_proxy.metrics import (
     outcome_of_reply,
     upstream_error_label,
 )
-from signer_proxy.nonces import MemoryNonceManager
 from signer_proxy.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from signer_proxy.nonces import Lease, MemoryNonceManager
+from signer_proxy.nonces.base import Lease
+from signer_proxy.nonces.memory import MemoryNonceManager
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"

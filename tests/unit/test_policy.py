@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from signer_proxy.ecdsa import keccak256
-from signer_proxy.errors import ConfigError
-from signer_proxy.policy import (
+from signer_proxy.access.policy import (
     ClientScope,
     Policy,
     RateLimit,
@@ -28,7 +26,9 @@ from signer_proxy.policy import (
     parse_selector,
     transaction_denial,
 )
-from signer_proxy.transactions import UnsignedTx
+from signer_proxy.errors import ConfigError
+from signer_proxy.eth.ecdsa import keccak256
+from signer_proxy.eth.tx_encoding import UnsignedTx
 
 ROOT = Path(__file__).resolve().parents[2]
 TO = "0x000000000000000000000000000000000000dEaD"
@@ -443,7 +443,7 @@ def test_policy_example_loads(path: Path) -> None:
 
 
 def test_api_keys_example_loads() -> None:
-    from signer_proxy.auth import load_api_keys
+    from signer_proxy.access.auth import load_api_keys
 
     keys = load_api_keys(str(ROOT / "config" / "auth" / "api-keys.yaml"))
     assert set(keys) == {"payouts", "monitoring"}

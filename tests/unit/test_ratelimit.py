@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from signer_proxy.access.policy import RateLimit
+from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.errors import RateLimited
-from signer_proxy.policy import RateLimit
-from signer_proxy.ratelimit import RateLimiter
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from signer_proxy.errors import NodeRejected, NonceLeaseExpired, NonceStoreUnavailable
-from signer_proxy.redis_nonces import RedisNonceManager, connect
+from signer_proxy.nonces.redis_store import RedisNonceManager, connect
 from tests.conftest import free_port
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"

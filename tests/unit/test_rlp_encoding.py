@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import rlp
 
-from signer_proxy.rlp_encoding import encode
+from signer_proxy.eth.rlp_encoding import encode
 
 CASES = [
     pytest.param(0, id="zero-is-empty-string"),

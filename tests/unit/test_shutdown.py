@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from signer_proxy.shutdown import InFlight
+from signer_proxy.ops.shutdown import InFlight
 
 
 async def test_in_flight_idle_waits_for_the_last_request() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from signer_proxy.errors import ConfigError
-from signer_proxy.tls import ServerTls, upstream_ssl
+from signer_proxy.ops.tls import ServerTls, upstream_ssl
 from tests.auth_support import TestCa
 
 

@@ -16,11 +16,21 @@ import pytest
 import rlp
 from eth_account import Account
 
-from signer_proxy.blobs import BYTES_PER_BLOB, SidecarForm, build_sidecar
-from signer_proxy.ecdsa import SECP256K1_HALF_N, keccak256
+from signer_proxy.chain.fill import ChainFacts, apply_gas_margin, dynamic_fees, fill
 from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected, UpstreamUnavailable
-from signer_proxy.keys.local import LocalKeySigner
-from signer_proxy.transactions import (
+from signer_proxy.eth.blobs import BYTES_PER_BLOB, SidecarForm, build_sidecar
+from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, keccak256
+from signer_proxy.eth.tx_encoding import (
+    UnsignedTx,
+    authorization_digest,
+    encode_network,
+    encode_signed,
+    sign_with,
+    signing_digest,
+    signing_payload,
+    with_nonce,
+)
+from signer_proxy.eth.tx_request import (
     ACCESS_LIST,
     BLOB,
     DYNAMIC_FEE,
@@ -28,23 +38,12 @@ from signer_proxy.transactions import (
     MAX_UINT64,
     SET_CODE,
     Authorization,
-    ChainFacts,
     TxRequest,
-    UnsignedTx,
-    apply_gas_margin,
-    authorization_digest,
     choose_type,
-    dynamic_fees,
-    encode_network,
-    encode_signed,
-    fill,
     parse_authorization,
     parse_tx_request,
-    sign_with,
-    signing_digest,
-    signing_payload,
-    with_nonce,
 )
+from signer_proxy.keys.local import LocalKeySigner
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 SENDER = Account.from_key(PRIVATE_KEY).address
@@ -421,7 +420,7 @@ async def test_blob_transaction_with_sidecar_matches_eth_account_byte_for_byte()
 async def test_blob_transaction_eip4844_sidecar_form_has_one_proof_per_blob() -> None:
     import ckzg
 
-    from signer_proxy.blobs import trusted_setup
+    from signer_proxy.eth.blobs import trusted_setup
 
     blob = b"\x00\x05" * (BYTES_PER_BLOB // 2)
     sidecar = build_sidecar((blob,), SidecarForm.EIP4844)

@@ -8,10 +8,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from signer_proxy.auth import Authenticator, Credentials, Identity, hash_api_key
+from signer_proxy.access.auth import Authenticator, Credentials, Identity, hash_api_key
+from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.errors import Forbidden, Unauthorized
-from signer_proxy.ratelimit import RateLimiter
-from signer_proxy.transport.access import (
+from signer_proxy.transport.door import (
     ACCESS,
     Access,
     authenticate,

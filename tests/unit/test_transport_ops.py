@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from signer_proxy.logs import REQUEST_ID
-from signer_proxy.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.ops.logs import REQUEST_ID
+from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.transport.ops import request_context
 
 

@@ -26,14 +26,10 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from signer_proxy.upstream import (
-    SEND_ERROR_PATTERNS,
-    FailoverUpstream,
-    HttpUpstream,
-    SendOutcome,
-    classify_send_error,
-    redact_url,
-)
+from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.failover import FailoverUpstream
+from signer_proxy.upstream.http import HttpUpstream
+from signer_proxy.upstream.node_errors import SEND_ERROR_PATTERNS, SendOutcome, classify_send_error
 
 ALREADY_KNOWN = SendOutcome.ALREADY_KNOWN
 TOO_LOW = SendOutcome.NONCE_TOO_LOW

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from signer_proxy.transport.ws import MAX_CLOSE_REASON
-from signer_proxy.upstream_ws import derive_ws_url, lost_reason, read_node_message, with_client_id
+from signer_proxy.upstream.ws import derive_ws_url, lost_reason, read_node_message, with_client_id
 
 
 @pytest.mark.parametrize(

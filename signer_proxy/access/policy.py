@@ -1,6 +1,6 @@
 """The signing policy: rules per key, per client and for everyone, and each client's scope.
 Pure: parsing the operator's YAML file and checking a filled transaction or a message
-against it. The gate (signer_proxy.gate) runs these checks before any signature, keeps the
+against it. The gate (signer_proxy.access.gate) runs these checks before any signature, keeps the
 daily budgets and writes the audit log.
 
 Every applicable rule set must allow a signature: the defaults, the key's, and the client's.
@@ -20,11 +20,12 @@ from typing import Any
 
 import yaml
 
-from signer_proxy.auth import CLIENT_NAME_RE
-from signer_proxy.ecdsa import keccak256
+from signer_proxy.access.auth import CLIENT_NAME_RE
 from signer_proxy.errors import ConfigError, PolicyDenied
-from signer_proxy.hexdata import to_data
-from signer_proxy.transactions import DYNAMIC_FEE_TYPES, UnsignedTx
+from signer_proxy.eth.ecdsa import keccak256
+from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import UnsignedTx
+from signer_proxy.eth.tx_request import DYNAMIC_FEE_TYPES
 
 _UNITS = {"wei": 1, "gwei": 10**9, "ether": 10**18, "eth": 10**18}
 _AMOUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")

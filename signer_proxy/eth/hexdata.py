@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from signer_proxy.ecdsa import checksum_address
 from signer_proxy.errors import InvalidParams
+from signer_proxy.eth.ecdsa import checksum_address
 
 _HEX_RE = re.compile(r"^0[xX][0-9a-fA-F]*$")
 _ADDRESS_RE = re.compile(r"^0[xX][0-9a-fA-F]{40}$")

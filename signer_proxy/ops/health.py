@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
+from signer_proxy.chain.fill import ChainFacts
 from signer_proxy.errors import SignerProxyError
-from signer_proxy.hexdata import parse_quantity
+from signer_proxy.eth.hexdata import parse_quantity
 from signer_proxy.keys import KeyRegistry
-from signer_proxy.transactions import ChainFacts
-from signer_proxy.upstream import Upstream
+from signer_proxy.upstream.base import Upstream
 
 # Seconds one check may take; Kubernetes probes default to a 1 s timeout, the chart sets 5 s.
 CHECK_TIMEOUT = 2.0

@@ -28,7 +28,6 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from signer_proxy import __version__
-from signer_proxy.ecdsa import Signature
 from signer_proxy.errors import (
     AuditUnavailable,
     Forbidden,
@@ -45,6 +44,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.eth.ecdsa import Signature
 from signer_proxy.jsonrpc import Body, Call
 from signer_proxy.keys.aws_kms import KmsSigner
 from signer_proxy.keys.discovery import SKIP_REASONS
@@ -52,8 +52,9 @@ from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
 from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
 from signer_proxy.keys.loading import KeyLoad
 from signer_proxy.keys.signer import Signer, SignerWrapper
-from signer_proxy.nonces import Lease, NonceManager
-from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
+from signer_proxy.nonces.base import Lease, NonceManager
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 # --- Fixed label sets and the pure functions that fold values into them ----------------------
 

@@ -19,21 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from signer_proxy.audit import AuditLog, NullAuditLog
-from signer_proxy.budgets import BudgetStore, MemoryBudgetStore, budget_key, utc_day
-from signer_proxy.ecdsa import Signature
-from signer_proxy.errors import (
-    AuditUnavailable,
-    PolicyDenied,
-    SignerProxyError,
-    SigningFailed,
-    UpstreamTimeout,
-)
-from signer_proxy.hexdata import to_data
-from signer_proxy.jsonrpc import CallContext
-from signer_proxy.keys.signer import Signer, SignerWrapper
-from signer_proxy.logs import REQUEST_ID
-from signer_proxy.policy import (
+from signer_proxy.access.audit import AuditLog, NullAuditLog
+from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, budget_key, utc_day
+from signer_proxy.access.policy import (
     SIGNING_METHODS,
     ClientScope,
     Policy,
@@ -44,7 +32,19 @@ from signer_proxy.policy import (
     message_denial,
     transaction_denial,
 )
-from signer_proxy.transactions import UnsignedTx
+from signer_proxy.errors import (
+    AuditUnavailable,
+    PolicyDenied,
+    SignerProxyError,
+    SigningFailed,
+    UpstreamTimeout,
+)
+from signer_proxy.eth.ecdsa import Signature
+from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import UnsignedTx
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys.signer import Signer, SignerWrapper
+from signer_proxy.ops.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-PendingCount = Callable[[str], Awaitable[int]]
+from signer_proxy.nonces.base import Lease, PendingCount
 
 # How long after the node's pending count was last read an idle address keeps its counter.
 # Sends one after another (one client, one at a time) would otherwise each pay a node round
@@ -26,36 +25,6 @@ PendingCount = Callable[[str], Awaitable[int]]
 # is caught by the node ("nonce too low" → resync and a fresh nonce), and a gap left by a
 # dropped transaction heals at the next read, at most this long after the address rests.
 IDLE_TRUST_SECONDS = 1.0
-
-
-class Lease(Protocol):
-    """One reserved nonce: commit it once used (or possibly used), release it if surely not."""
-
-    @property
-    def nonce(self) -> int: ...
-
-    async def record(self, raw: bytes) -> None:
-        """Keep the signed transaction about to be sent for this nonce; raises
-        NonceLeaseExpired (send nothing) when the nonce may already be someone else's."""
-        ...
-
-    async def commit(self, *, sent: bool = True) -> None:
-        """The nonce is used; sent=False: by something else, so forget the recorded bytes."""
-        ...
-
-    async def release(self) -> None: ...
-
-
-class NonceManager(Protocol):
-    """Hands out nonces per address."""
-
-    async def reserve(self, address: str) -> Lease:
-        """A nonce no other live lease holds, and no lower than the node's pending count."""
-        ...
-
-    async def resync(self, address: str) -> None:
-        """Re-read the node after it said a nonce was wrong; leases out stay valid."""
-        ...
 
 
 @dataclass

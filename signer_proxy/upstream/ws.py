@@ -28,7 +28,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from signer_proxy.upstream import redact_url
+from signer_proxy.upstream.base import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from signer_proxy.auth import ANONYMOUS_IDENTITY, Authenticator, Credentials, Identity, cert_names
+from signer_proxy.access.auth import (
+    ANONYMOUS_IDENTITY,
+    Authenticator,
+    Credentials,
+    Identity,
+    cert_names,
+)
+from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.errors import Forbidden, RateLimited, Unauthorized
 from signer_proxy.jsonrpc import CallContext
-from signer_proxy.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

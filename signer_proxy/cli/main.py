@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import __version__
-from signer_proxy.cli_keys import add_keys_commands
+from signer_proxy.cli.keys import add_keys_commands
 from signer_proxy.config import (
     FIELDS,
     Settings,
@@ -36,8 +36,8 @@ from signer_proxy.config import (
     require_serve_settings,
 )
 from signer_proxy.errors import ConfigError, InvalidParams, SignerProxyError
-from signer_proxy.logs import configure as configure_logs
-from signer_proxy.logs import secrets_in_environment, secrets_in_url
+from signer_proxy.ops.logs import configure as configure_logs
+from signer_proxy.ops.logs import secrets_in_environment, secrets_in_url
 
 log = logging.getLogger("signer_proxy")
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def hash_api_key_command(args: argparse.Namespace) -> int:
     """`signer-proxy hash-api-key`: 0 with the hash on stdout, 2 for an unusable key."""
-    from signer_proxy.auth import CLIENT_NAME_RE, generate_api_key, hash_api_key
+    from signer_proxy.access.auth import CLIENT_NAME_RE, generate_api_key, hash_api_key
 
     if args.client is not None and not CLIENT_NAME_RE.match(args.client):
         print(
@@ -197,8 +197,8 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
     """Run until SIGINT or SIGTERM (SIGHUP reloads the keys); startup problems raise
     ConfigError before listening."""
     from signer_proxy.app import KEYRING, create_app
-    from signer_proxy.shutdown import IN_FLIGHT, drain
-    from signer_proxy.tls import SERVER_TLS
+    from signer_proxy.ops.shutdown import IN_FLIGHT, drain
+    from signer_proxy.ops.tls import SERVER_TLS
     from signer_proxy.transport.fast_lane import RpcSite
     from signer_proxy.transport.ops import start_ops_listener
 
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_dev_command(args, started)
     if args.command in KEY_COMMANDS:
         return _run_key_command(args)
-    if hasattr(args, "run_keys_command"):  # keys …, address: signer_proxy/cli_keys.py
+    if hasattr(args, "run_keys_command"):  # keys …, address: signer_proxy/cli/keys.py
         return int(args.run_keys_command(args))
     if args.command == "hash-api-key":
         return hash_api_key_command(args)
@@ -383,7 +383,7 @@ async def _kms_signer(settings: Settings, key_ref: str) -> AsyncIterator[Any]:
 
 
 async def _sign_authorization(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from signer_proxy.hexdata import parse_address
+    from signer_proxy.eth.hexdata import parse_address
     from signer_proxy.methods.authorizations import sign_authorization
 
     address = parse_address(args.address, "--address")
@@ -394,8 +394,8 @@ async def _sign_authorization(args: argparse.Namespace, settings: Settings) -> d
 
 
 def _hedera_key_json(public_key: bytes) -> dict[str, str]:
-    from signer_proxy.ecdsa import address_from_public_key, compressed_public_key
-    from signer_proxy.hedera import HEDERA_ECDSA_DER_PREFIX
+    from signer_proxy.eth.ecdsa import address_from_public_key, compressed_public_key
+    from signer_proxy.keys.hedera import HEDERA_ECDSA_DER_PREFIX
 
     compressed = compressed_public_key(public_key)
     return {
@@ -426,7 +426,7 @@ def _transaction_bytes(args: argparse.Namespace) -> bytes:
 
 
 async def _hedera_sign(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from signer_proxy.hedera import sign_hedera
+    from signer_proxy.keys.hedera import sign_hedera
 
     body = _transaction_bytes(args)
     async with _kms_signer(settings, args.kms_key) as signer:

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from signer_proxy.chain.fill import ChainFacts, fill
+from signer_proxy.chain.signing import sign_transaction
 from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
     NodeRejected,
@@ -20,13 +22,14 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from signer_proxy.hexdata import to_data
+from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import with_nonce
+from signer_proxy.eth.tx_request import TxRequest
 from signer_proxy.keys import KeyRegistry
-from signer_proxy.methods.transactions import sign_transaction
-from signer_proxy.nonces import Lease
-from signer_proxy.redis_nonces import RedisNonceManager
-from signer_proxy.transactions import ChainFacts, TxRequest, fill, with_nonce
-from signer_proxy.upstream import SendOutcome, Upstream, classify_send_error
+from signer_proxy.nonces.base import Lease
+from signer_proxy.nonces.redis_store import RedisNonceManager
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from signer_proxy.ecdsa import (
+from signer_proxy.errors import SigningFailed
+from signer_proxy.eth.ecdsa import (
     Signature,
     address_from_public_key,
     compressed_public_key,
     keccak256,
     recover_public_key,
 )
-from signer_proxy.errors import SigningFailed
 from signer_proxy.keys.signer import Signer
 
 HEDERA_CHAIN_IDS = {295: "mainnet", 296: "testnet", 297: "previewnet"}

@@ -44,8 +44,9 @@ from signer_proxy.errors import (
     SignerProxyError,
     UpstreamTimeout,
 )
-from signer_proxy.nonces import Lease, PendingCount
-from signer_proxy.upstream import SendOutcome, classify_send_error, redact_url
+from signer_proxy.nonces.base import Lease, PendingCount
+from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from signer_proxy.access.policy import RateLimit
 from signer_proxy.errors import RateLimited
-from signer_proxy.policy import RateLimit
 
 
 class RateLimiter:

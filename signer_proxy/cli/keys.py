@@ -173,7 +173,7 @@ def _runner(command: Command, *, full_settings: bool = False) -> Callable[[Any],
 
 
 def _configure_logging(settings: Settings) -> None:
-    from signer_proxy.logs import configure, secrets_in_environment
+    from signer_proxy.ops.logs import configure, secrets_in_environment
 
     # Tables go to stdout; the log (warnings and up unless asked) to stderr.
     level = settings.log_level if settings.log_level != "info" else "warning"

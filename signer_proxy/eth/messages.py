@@ -12,9 +12,9 @@ from typing import Any
 
 from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_struct
 
-from signer_proxy.ecdsa import Signature, keccak256
 from signer_proxy.errors import InvalidParams
-from signer_proxy.hexdata import parse_quantity
+from signer_proxy.eth.ecdsa import Signature, keccak256
+from signer_proxy.eth.hexdata import parse_quantity
 
 PERSONAL_MESSAGE_PREFIX = b"\x19Ethereum Signed Message:\n"
 EIP712_PREFIX = b"\x19\x01"

@@ -1,0 +1,1 @@
+"""Pure Ethereum: hex data, ECDSA, RLP, typed data, blobs, transaction requests, encoding."""

@@ -1,0 +1,1 @@
+"""Nonces: the seam, the in-process and Redis managers, gap repair."""

@@ -1,0 +1,39 @@
+"""The `NonceManager` seam and its `Lease`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+PendingCount = Callable[[str], Awaitable[int]]
+
+
+class Lease(Protocol):
+    """One reserved nonce: commit it once used (or possibly used), release it if surely not."""
+
+    @property
+    def nonce(self) -> int: ...
+
+    async def record(self, raw: bytes) -> None:
+        """Keep the signed transaction about to be sent for this nonce; raises
+        NonceLeaseExpired (send nothing) when the nonce may already be someone else's."""
+        ...
+
+    async def commit(self, *, sent: bool = True) -> None:
+        """The nonce is used; sent=False: by something else, so forget the recorded bytes."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+class NonceManager(Protocol):
+    """Hands out nonces per address."""
+
+    async def reserve(self, address: str) -> Lease:
+        """A nonce no other live lease holds, and no lower than the node's pending count."""
+        ...
+
+    async def resync(self, address: str) -> None:
+        """Re-read the node after it said a nonce was wrong; leases out stay valid."""
+        ...

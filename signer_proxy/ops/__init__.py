@@ -1,0 +1,1 @@
+"""Operating the proxy: metrics, health, logs, shutdown, TLS."""

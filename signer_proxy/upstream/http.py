@@ -1,0 +1,109 @@
+"""JSON-RPC over HTTP(S) to one node.
+
+`call` is for the proxy's own requests (it decodes results and raises NodeRejected on a
+JSON-RPC error); `forward` relays a client's request body untouched and returns the node's
+bytes, so pass-through calls are never re-serialised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from typing import Any
+
+import orjson
+
+from signer_proxy.deadline import bounded
+from signer_proxy.errors import (
+    NodeRejected,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
+
+
+class HttpUpstream:
+    """JSON-RPC over HTTP(S): a keep-alive connection pool of its own (`aclose` when done)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        connect_timeout: float = 5.0,
+        max_connections: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._pool = HttpPool(
+            url,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            ssl_context=ssl_context,
+        )
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self.display_url = redact_url(url)
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+    async def _post(self, body: bytes) -> tuple[int, str, bytes]:
+        configured = self._timeout
+        timeout = bounded(configured)  # the request deadline may leave less
+        try:
+            response = await self._pool.post(body, max(timeout, 0.001))
+        except TimeoutError as exc:
+            flag = "--upstream-timeout" if timeout >= configured else "--request-deadline"
+            raise UpstreamTimeout(
+                f"the node at {self.display_url} did not answer within "
+                f"{timeout:.3g} s; check the node or raise {flag}"
+            ) from exc
+        except ConnectFailed as exc:
+            raise UpstreamUnavailable(
+                f"the node at {self.display_url} could not be reached ({exc}); "
+                "check that it is running and that --upstream points at it"
+            ) from exc
+        except ResponseFailed as exc:  # connected, then lost: the request may have arrived
+            raise UpstreamTimeout(
+                f"the connection to the node at {self.display_url} failed mid-request "
+                f"({exc}); check the node"
+            ) from exc
+        return response.status, response.content_type, response.body
+
+    async def forward(self, body: bytes) -> bytes:
+        status, content_type, payload = await self._post(body)
+        if status == 200 and content_type == "application/json":
+            return payload
+        try:
+            orjson.loads(payload)
+        except ValueError:
+            raise UpstreamBadResponse(
+                f"the node at {self.display_url} answered HTTP {status} with a body that is not "
+                "JSON-RPC; check --upstream"
+            ) from None
+        return payload
+
+    async def call(self, method: str, params: Any) -> Any:
+        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        status, _, payload = await self._post(orjson.dumps(request))
+        try:
+            response = orjson.loads(payload)
+        except ValueError:
+            response = None
+        if not isinstance(response, dict) or ("result" not in response and "error" not in response):
+            raise UpstreamBadResponse(
+                f"the node at {self.display_url} answered {method} with HTTP {status} and no "
+                "JSON-RPC response; check --upstream"
+            )
+        error = response.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
+            raise NodeRejected(
+                int(error.get("code", -32000)),
+                str(error.get("message", "the node returned an error")),
+                error.get("data"),
+            )
+        return response["result"]
