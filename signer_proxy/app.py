@@ -37,6 +37,7 @@ from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.ops import tracing
 from signer_proxy.ops.health import (
     READINESS_CHECKS,
     ReadinessCheck,
@@ -45,7 +46,7 @@ from signer_proxy.ops.health import (
     shutdown_check,
     upstream_check,
 )
-from signer_proxy.ops.metrics import METRICS, Metrics, method_family
+from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.router import Handler, Router
@@ -189,10 +190,14 @@ def build_router(
 
     accounts = AccountMethods(current, gate)
     nonces = nonces or MemoryNonceManager(pending_count)
+    if metrics is not None:
+        nonces = metrics.nonces(nonces)
+    if tracing.TRACER is not None:
+        nonces = tracing.TracedNonces(nonces)
     txs = TransactionMethods(
         current,
         upstream,
-        metrics.nonces(nonces) if metrics else nonces,
+        nonces,
         facts,
         settings.gas_margin,
         allow_pre_eip155=settings.allow_pre_eip155,
@@ -222,6 +227,11 @@ def build_router(
         deadline=settings.request_deadline,
         gate=gate.call_denial if gate else None,
     )
+
+
+def traced(wrap: Callable[[Signer], Signer]) -> Callable[[Signer], Signer]:
+    """`wrap` around a span for each signature (tracing on)."""
+    return lambda signer: wrap(tracing.traced_signer(signer))
 
 
 def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
@@ -402,7 +412,7 @@ def create_app(
 
     # Every key signs only inside a gate approval (gate.GuardedSigner).
     keyring = app[KEYRING] = KeyRing(
-        metrics.signer,
+        metrics.signer if tracing.TRACER is None else traced(metrics.signer),
         observe=after_load,
         count_reload=metrics.count_reload,
         guard=GuardedSigner,
@@ -422,7 +432,9 @@ def create_app(
             stack.push_async_callback(node.aclose)
             if isinstance(node, FailoverUpstream):
                 background(stack, node.watch(settings.upstream_health_interval))
-            upstream = metrics.upstream(node)
+            upstream: MeteredUpstream | tracing.TracedUpstream = metrics.upstream(node)
+            if tracing.TRACER is not None:
+                upstream = tracing.TracedUpstream(upstream)
             if signers is None:
                 calls = KmsCalls(
                     settings.kms_max_in_flight,
