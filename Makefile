@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve dev docs env tools redis-server clean bench-keys
+.PHONY: test unit lint serve dev docs env tools redis-server chromium clean bench-keys
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -49,11 +49,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # anvil and cast (the real node and client the tests use) and ethers.js (a client test);
 # Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here);
 # redis-server (the replicas' nonce store) from Debian when it is missing (needs root).
-tools: .tools/.installed .tools/.chart-render redis-server
+tools: .tools/.installed .tools/.chart-render redis-server chromium
 
 redis-server:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# Headless Chromium (Debian's package) for the operator page's browser tests.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
