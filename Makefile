@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve dev docs env tools redis-server clean bench-keys
+.PHONY: test unit lint serve dev docs env tools redis-server chromium nginx bench clean bench-keys
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -49,11 +49,28 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # anvil and cast (the real node and client the tests use) and ethers.js (a client test);
 # Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here);
 # redis-server (the replicas' nonce store) from Debian when it is missing (needs root).
-tools: .tools/.installed .tools/.chart-render redis-server
+tools: .tools/.installed .tools/.chart-render redis-server chromium nginx
 
 redis-server:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# nginx (Debian's nginx-light): the reference hop the benchmark judges the proxy against.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+
+# The full benchmark (bench/run.py; ~15 min): wrk for the load, py-spy for --profile.
+bench: env tools
+	@command -v wrk >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	$(BIN)/pip install --quiet -c constraints.txt py-spy
+	$(BIN)/python bench/run.py $(ARGS)
+
+# Headless Chromium (Debian's package) for the operator page's browser tests.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \

@@ -37,6 +37,7 @@ from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.ops import tracing
 from signer_proxy.ops.health import (
     READINESS_CHECKS,
     ReadinessCheck,
@@ -45,8 +46,10 @@ from signer_proxy.ops.health import (
     shutdown_check,
     upstream_check,
 )
-from signer_proxy.ops.metrics import METRICS, Metrics, method_family
+from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
+from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
+from signer_proxy.ops.status import Node, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.router import Handler, Router
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
@@ -59,6 +62,11 @@ from signer_proxy.transport.http import (
     ROUTER,
     RpcEndpoint,
     add_routes,
+)
+from signer_proxy.transport.operator import (
+    STATUS_BOARD,
+    add_operator_routes,
+    configure_operator,
 )
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
@@ -189,10 +197,14 @@ def build_router(
 
     accounts = AccountMethods(current, gate)
     nonces = nonces or MemoryNonceManager(pending_count)
+    if metrics is not None:
+        nonces = metrics.nonces(nonces)
+    if tracing.TRACER is not None:
+        nonces = tracing.TracedNonces(nonces)
     txs = TransactionMethods(
         current,
         upstream,
-        metrics.nonces(nonces) if metrics else nonces,
+        nonces,
         facts,
         settings.gas_margin,
         allow_pre_eip155=settings.allow_pre_eip155,
@@ -222,6 +234,37 @@ def build_router(
         deadline=settings.request_deadline,
         gate=gate.call_denial if gate else None,
     )
+
+
+def latency_history(metrics: Metrics) -> LatencyHistory:
+    """KMS signatures and node requests over the last minutes, from their histograms."""
+    return LatencyHistory(
+        {
+            "kms_sign": lambda: totals(metrics.sign_duration, every_label),
+            "node": lambda: totals(metrics.upstream_duration, every_label),
+        }
+    )
+
+
+async def sample_every(history: LatencyHistory) -> None:
+    while True:
+        await asyncio.sleep(history.interval)
+        history.sample()
+
+
+def status_nodes(node: HttpUpstream | FailoverUpstream) -> list[Node]:
+    """Each configured node, reached on its own (not through failover or the metrics)."""
+    nodes = node.nodes if isinstance(node, FailoverUpstream) else [node]
+    return [Node(n.display_url, n) for n in nodes]
+
+
+def signers_of(registry: KeyRegistry) -> list[Signer]:
+    return [registry.get(address) for address in registry.addresses]
+
+
+def traced(wrap: Callable[[Signer], Signer]) -> Callable[[Signer], Signer]:
+    """`wrap` around a span for each signature (tracing on)."""
+    return lambda signer: wrap(tracing.traced_signer(signer))
 
 
 def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
@@ -378,6 +421,7 @@ def create_app(
         raise ConfigError(
             f"--audit-log {settings.audit_log} cannot be opened for appending: {exc.strerror}"
         ) from None
+    decisions = RecentDecisions(audit)  # the operator page shows the latest
     app[BUDGETS] = MemoryBudgetStore()
     if settings.tls_cert_file:
         app[SERVER_TLS] = ServerTls(
@@ -402,7 +446,7 @@ def create_app(
 
     # Every key signs only inside a gate approval (gate.GuardedSigner).
     keyring = app[KEYRING] = KeyRing(
-        metrics.signer,
+        metrics.signer if tracing.TRACER is None else traced(metrics.signer),
         observe=after_load,
         count_reload=metrics.count_reload,
         guard=GuardedSigner,
@@ -422,7 +466,9 @@ def create_app(
             stack.push_async_callback(node.aclose)
             if isinstance(node, FailoverUpstream):
                 background(stack, node.watch(settings.upstream_health_interval))
-            upstream = metrics.upstream(node)
+            upstream: MeteredUpstream | tracing.TracedUpstream = metrics.upstream(node)
+            if tracing.TRACER is not None:
+                upstream = tracing.TracedUpstream(upstream)
             if signers is None:
                 calls = KmsCalls(
                     settings.kms_max_in_flight,
@@ -448,11 +494,24 @@ def create_app(
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
                 app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
                 nonces = redis_nonces
-            gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], audit, metrics)
+            gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], decisions, metrics)
             app[ROUTER] = build_router(
                 keyring.current, upstream, facts, settings, metrics, gate, nonces
             )
             app[ENDPOINT] = RpcEndpoint(app)
+            if settings.operator_page:
+                history = latency_history(metrics)
+                background(stack, sample_every(history))
+                app[STATUS_BOARD] = StatusBoard(
+                    chain_name="default",
+                    nodes=status_nodes(node),
+                    signers=lambda: signers_of(keyring.current()),
+                    decisions=decisions,
+                    latency=history,
+                    policy=lambda: gate.policy,
+                    budget_used=app[BUDGETS].used,
+                    in_flight=lambda: in_flight.count,
+                )
             checks.extend(
                 [
                     keys_check(keyring.current, lambda: describe_failures(keyring.last)),
@@ -471,9 +530,13 @@ def create_app(
     add_routes(app)
     setup_websocket(app, settings)
     add_ops_routes(app, metrics=not settings.metrics_listen)
+    token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else b""
     if settings.admin_token_file or settings.admin_clients:
-        token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else b""
         add_admin_routes(app, token, frozenset(settings.admin_clients), keyring)
+    if settings.operator_page:
+        configure_operator(app, token, frozenset(settings.admin_clients))
+        if not settings.metrics_listen:
+            add_operator_routes(app, app)
     return app
 
 

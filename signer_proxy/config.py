@@ -183,6 +183,13 @@ class Settings:
         "/metrics is served on the main listener.",
         example="127.0.0.1:9090",
     )
+    operator_page: bool = _setting(
+        True,
+        "Serve the read-only operator page at /operator (and its data at "
+        "/operator/status.json) on --metrics-listen if set, else on the main listener. It "
+        "takes the admin credentials (--admin-token-file, --admin-clients); with neither, it "
+        "is served to loopback clients only, and not at all when client authentication is on.",
+    )
     shutdown_timeout: float = _setting(
         30.0,
         "Seconds a SIGTERM waits for in-flight requests (signing, sends) to finish before "

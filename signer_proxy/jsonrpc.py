@@ -35,6 +35,8 @@ class CallContext:
     transport: str = "http"
     # How the client proved who it is: api_key, api_key_query, client_cert, none (no auth).
     auth: str = "none"
+    # The client's W3C trace context (the traceparent header), read only when tracing is on.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

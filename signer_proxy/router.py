@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -25,9 +26,15 @@ from signer_proxy.jsonrpc import (
     error_response,
     result_response,
 )
+from signer_proxy.ops import tracing
 from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
+
+# Method names spans show as they are (others fold to _OTHER): the usual node namespaces.
+_NAMESPACED_METHOD = re.compile(
+    r"(eth|net|web3|debug|trace|txpool|admin|engine|anvil|evm|hardhat|signer)_[A-Za-z0-9]{1,48}"
+)
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
 ANONYMOUS = CallContext()
@@ -69,6 +76,13 @@ class Router:
         self, body: Body, raw_body: bytes, context: CallContext = ANONYMOUS
     ) -> bytes | Reply | list[Reply] | None:
         """The reply to a whole body: encoded bytes (pass-through), object(s), or None."""
+        if tracing.TRACER is not None:
+            return await self._traced_handle(body, raw_body, context)
+        return await self._handle(body, raw_body, context)
+
+    async def _handle(
+        self, body: Body, raw_body: bytes, context: CallContext
+    ) -> bytes | Reply | list[Reply] | None:
         with deadline_scope(self._deadline):
             if self._observer is None:
                 return await self._route(body, raw_body, context)
@@ -76,6 +90,41 @@ class Router:
             reply = await self._route(body, raw_body, context)
             self._observer(body, reply, time.perf_counter() - started, self.is_local)
             return reply
+
+    async def _traced_handle(
+        self, body: Body, raw_body: bytes, context: CallContext
+    ) -> bytes | Reply | list[Reply] | None:
+        """handle() inside a SERVER span for the body (see ops/tracing.py)."""
+        attributes: dict[str, Any] = {
+            "rpc.system": "jsonrpc",
+            "rpc.jsonrpc.version": "2.0",
+            "network.transport": "tcp",
+            "signer_proxy.transport": context.transport,
+            "signer_proxy.client": context.client,
+        }
+        first = body.calls[0] if body.calls else None
+        if body.is_batch:
+            name = "jsonrpc batch"
+            attributes["rpc.batch.size"] = len(body.calls)
+        elif isinstance(first, Call):
+            method = self.traced_method(first.method)
+            name = method
+            attributes["rpc.method"] = method
+            if first.id is not None:
+                attributes["rpc.jsonrpc.request_id"] = str(first.id)[:64]
+        else:
+            name = "jsonrpc"
+        with tracing.server_span(name, context.traceparent, attributes) as current:
+            reply = await self._handle(body, raw_body, context)
+            if not body.is_batch:
+                tracing.set_reply(current, reply)
+            return reply
+
+    def traced_method(self, method: str) -> str:
+        """A method name as spans show it: the local methods and the common node methods as
+        they are, anything else folded (clients choose method names; spans must not)."""
+        known = self.is_local(method) or _NAMESPACED_METHOD.fullmatch(method) is not None
+        return method if known else "_OTHER"
 
     async def _route(
         self, body: Body, raw_body: bytes, context: CallContext

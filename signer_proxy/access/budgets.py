@@ -32,6 +32,10 @@ class BudgetStore(Protocol):
         """Take back an amount `spend` added (a signature that was never used)."""
         ...
 
+    async def used(self, key: str) -> int:
+        """`key`'s total now, in wei (the operator page)."""
+        ...
+
 
 class MemoryBudgetStore:
     """Totals in process memory; a new day's key drops the days before it."""
@@ -57,6 +61,10 @@ class MemoryBudgetStore:
     async def refund(self, key: str, amount: int) -> None:
         if key in self._totals:
             self._totals[key] = max(0, self._totals[key] - amount)
+
+    async def used(self, key: str) -> int:
+        self._roll(key)
+        return self.total(key)
 
     def total(self, key: str) -> int:
         return self._totals.get(key, 0)
@@ -90,6 +98,7 @@ class RedisBudgetStore:
     through (2^63 gwei is over nine billion ether)."""
 
     def __init__(self, redis: Any) -> None:
+        self._redis = redis
         self._spend = redis.register_script(_SPEND)
         self._refund = redis.register_script(_REFUND)
 
@@ -99,3 +108,6 @@ class RedisBudgetStore:
 
     async def refund(self, key: str, amount: int) -> None:
         await self._refund(keys=[key], args=[-(-amount // GWEI)])
+
+    async def used(self, key: str) -> int:
+        return int(await self._redis.get(key) or 0) * GWEI

@@ -44,6 +44,7 @@ from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import UnsignedTx
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys.signer import Signer, SignerWrapper
+from signer_proxy.ops import tracing
 from signer_proxy.ops.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -219,15 +220,20 @@ class SigningGate:
         value: int = 0,
     ) -> AsyncIterator[Decision]:
         held: list[tuple[str, int]] = []
-        scope = self.client_scope(context.client)
-        # The router refuses a method outside the client's scope before it runs; asked again
-        # here so that no path to a signature (a transport, a new method) can skip it.
-        denial = scope.method_denial(entry["method"]) or denial
-        if denial is None:
-            denial = key_denial(scope, signer.address)
-        if denial is None:
-            self._audit.check()  # AuditUnavailable: refuse before anything is spent or signed
-            held, denial = await self._spend(scopes, signer.address, value)
+        with tracing.span("policy gate", {"signer.address": signer.address}) as span:
+            scope = self.client_scope(context.client)
+            # The router refuses a method outside the client's scope before it runs; asked
+            # again here so that no path to a signature (a transport, a new method) skips it.
+            denial = scope.method_denial(entry["method"]) or denial
+            if denial is None:
+                denial = key_denial(scope, signer.address)
+            if denial is None:
+                self._audit.check()  # AuditUnavailable: refuse before anything is spent
+                held, denial = await self._spend(scopes, signer.address, value)
+            if span is not None:
+                span.set_attribute("policy.outcome", "refused" if denial else "allowed")
+                if denial is not None:
+                    span.set_attribute("policy.rule", denial.rule)
         if denial is not None:
             self._refused(entry, denial)
             raise denial

@@ -484,12 +484,32 @@ def parse_policy(value: Any, where: str = "policy file") -> Policy:
     return Policy(parse_rules(raw.get("defaults"), f"{where}: defaults"), keys, clients)
 
 
+class _PolicyLoader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted 0x... as an integer, so an address written as a key or in
+    an allowlist would arrive as a number (its leading zeros and form lost), and a selector
+    would be refused. In a policy file 0x-hex stays text; amounts accept 0x text."""
+
+
+_PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PolicyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(  # PyYAML's YAML 1.1 int, without its 0x alternative
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+        r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
+    ),
+    list("-+0123456789"),
+)
+
+
 def load_policy(path: str) -> Policy:
     """The policy file at `path` (empty path: no rules, every client unrestricted)."""
     if not path:
         return Policy()
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = yaml.load(Path(path).read_text(), Loader=_PolicyLoader)
     except OSError as exc:
         raise ConfigError(f"policy file {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -197,11 +197,14 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
     """Run until SIGINT or SIGTERM (SIGHUP reloads the keys); startup problems raise
     ConfigError before listening."""
     from signer_proxy.app import KEYRING, create_app
+    from signer_proxy.ops import tracing
     from signer_proxy.ops.shutdown import IN_FLIGHT, drain
     from signer_proxy.ops.tls import SERVER_TLS
     from signer_proxy.transport.fast_lane import RpcSite
     from signer_proxy.transport.ops import start_ops_listener
 
+    if tracing.configure():  # OTEL_* in the environment (docs/operations.md, "Traces")
+        log.info("traces on: OpenTelemetry, exported as OTEL_* says")
     app = create_app(settings, reload_settings=reload_settings)
     # From the start: SIGHUP's default action would end the process while keys still load.
     asyncio.get_running_loop().add_signal_handler(
@@ -238,6 +241,7 @@ async def serve(settings: Settings, reload_settings: Callable[[], Settings] | No
         await drain(runner, app[IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+        await asyncio.to_thread(tracing.shutdown)  # flush the spans still buffered
         if ops_runner is not None:
             await ops_runner.cleanup()
         log.info("stopped")

@@ -26,6 +26,7 @@ from signer_proxy.eth.ecdsa import (
     canonical_signature,
     public_key_from_spki,
 )
+from signer_proxy.ops import tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,6 +146,10 @@ class KmsCalls:
                     raise
                 log.warning(
                     "KMS key %s: %s; retry %d in %.3f s", key, _error_name(exc), attempt + 1, delay
+                )
+                tracing.event(
+                    "kms.retry",
+                    {"kms.error": _error_name(exc), "kms.attempt": attempt + 1, "delay_s": delay},
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises

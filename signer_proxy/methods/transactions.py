@@ -26,6 +26,7 @@ from signer_proxy.eth.tx_request import TxRequest, parse_tx_request
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.nonces.base import Lease, NonceManager
+from signer_proxy.ops import tracing
 from signer_proxy.upstream.base import Upstream
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
@@ -66,14 +67,15 @@ class TransactionMethods:
     ) -> tuple[Signer, UnsignedTx]:
         signer = self._registry().get(request.sender)
         self._gate.check_key(context, method, signer)  # before any node query
-        unsigned = await fill(
-            request,
-            self._upstream,
-            self._facts,
-            self._gas_margin,
-            allow_pre_eip155=self._allow_pre_eip155,
-            sidecar_form=self._sidecar_form,
-        )
+        with tracing.span("fill", {"eth.from": signer.address}):
+            unsigned = await fill(
+                request,
+                self._upstream,
+                self._facts,
+                self._gas_margin,
+                allow_pre_eip155=self._allow_pre_eip155,
+                sidecar_form=self._sidecar_form,
+            )
         return signer, unsigned
 
     async def _sign_leased(self, unsigned: UnsignedTx, signer: Signer, lease: Lease) -> SignedTx:

@@ -143,6 +143,7 @@ class Caller:
     query_key: str | None  # ?key=, the first one
     peercert: Mapping[str, Any] | None  # mTLS: ssl's getpeercert() dict
     remote: str | None  # for the log line of a refusal
+    traceparent: str | None = None  # W3C trace context, continued when tracing is on
 
 
 def caller_of(request: web.Request) -> Caller:
@@ -155,6 +156,7 @@ def caller_of(request: web.Request) -> Caller:
         request.query.get("key"),
         transport.get_extra_info("peercert") if transport is not None else None,
         request.remote,
+        headers.get("traceparent"),
     )
 
 
@@ -185,9 +187,13 @@ def charge(app: web.Application, identity: Identity, calls: int) -> None:
     (app.get(ACCESS) or OPEN_ACCESS).limiter.charge(identity.client, calls)
 
 
-def call_context(identity: Identity, transport: str) -> CallContext:
+def call_context(
+    identity: Identity, transport: str, traceparent: str | None = None
+) -> CallContext:
     """The context every local method of this request is called with."""
-    return CallContext(client=identity.client, transport=transport, auth=identity.method)
+    return CallContext(
+        client=identity.client, transport=transport, auth=identity.method, traceparent=traceparent
+    )
 
 
 def retry_after_header(exc: RateLimited) -> dict[str, str]:

@@ -345,13 +345,14 @@ class FastLaneProtocol(asyncio.Protocol):
                 head.query_key,
                 self._peercert,
                 self._remote,
+                headers.get("traceparent"),
             )
             try:
                 identity = endpoint.admit(caller)
             except SignerProxyError as exc:
                 answer = endpoint.refusal(exc)
             else:
-                answer = await endpoint.answer(identity, body)
+                answer = await endpoint.answer(identity, body, caller.traceparent)
         except Exception:
             log.exception("unexpected error answering a request")
             answer = _INTERNAL_ERROR

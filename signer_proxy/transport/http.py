@@ -79,14 +79,16 @@ class RpcEndpoint:
             )
         )
 
-    async def answer(self, identity: Identity, raw: bytes) -> HttpAnswer:
+    async def answer(
+        self, identity: Identity, raw: bytes, traceparent: str | None = None
+    ) -> HttpAnswer:
         """Parse, charge and route an admitted caller's body."""
         try:
             body = parse_body(raw, self.max_batch)
             self.access.limiter.charge(identity.client, len(body.calls))
         except SignerProxyError as exc:
             return self.refusal(exc)
-        reply = await self.router.handle(body, raw, call_context(identity, "http"))
+        reply = await self.router.handle(body, raw, call_context(identity, "http", traceparent))
         if reply is None:  # notifications only: JSON-RPC says reply with nothing
             return NO_CONTENT
         return HttpAnswer(200, reply if isinstance(reply, bytes) else dumps(reply))
@@ -114,15 +116,16 @@ def refusal_response(request: web.Request, exc: SignerProxyError) -> web.Respons
 async def handle_post(request: web.Request) -> web.StreamResponse:
     """POST / for the requests the fast lane hands to aiohttp."""
     endpoint = request.app[ENDPOINT]
+    caller = caller_of(request)
     try:
-        identity = endpoint.admit(caller_of(request))
+        identity = endpoint.admit(caller)
     except SignerProxyError as exc:
         return _response(endpoint.refusal(exc))
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _response(endpoint.too_large())
-    return _response(await endpoint.answer(identity, raw))
+    return _response(await endpoint.answer(identity, raw, caller.traceparent))
 
 
 def add_routes(app: web.Application) -> None:

@@ -19,7 +19,7 @@ OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each JSON-RPC request an id (the caller's X-Request-Id, else a new one) for its
     log lines and response header, and count it as in flight while it is handled."""
-    if request.path in OPS_PATHS:
+    if request.path in OPS_PATHS or request.path.startswith("/operator"):
         return await handler(request)
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
     token = REQUEST_ID.set(request_id)
@@ -50,11 +50,16 @@ def add_ops_routes(app: web.Application, *, metrics: bool) -> None:
 
 
 def create_ops_app(main: web.Application) -> web.Application:
-    """The app for --metrics-listen: /metrics, /health and /ready of the main app."""
+    """The app for --metrics-listen: /metrics, /health and /ready of the main app, and the
+    operator page when it is on."""
+    from signer_proxy.transport.operator import OPERATOR_TOKEN, add_operator_routes
+
     ops = web.Application()
     ops[METRICS] = main[METRICS]
     ops[READINESS_CHECKS] = main[READINESS_CHECKS]  # the same list: checks added later count
     add_ops_routes(ops, metrics=True)
+    if OPERATOR_TOKEN in main:  # the page is on (--operator-page): here, not on the main port
+        add_operator_routes(ops, main)
     return ops
 
 

@@ -40,6 +40,11 @@ class FailoverUpstream:
         self._chain_id: str | None = None
         self.display_url = ", ".join(node.display_url for node in nodes)
 
+    @property
+    def nodes(self) -> list[HttpUpstream]:
+        """The nodes, in the configured order."""
+        return list(self._nodes)
+
     async def aclose(self) -> None:
         for node in self._nodes:
             await node.aclose()

@@ -20,8 +20,11 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.ops.tracing import OUTGOING_HEADERS
 from signer_proxy.upstream.base import redact_url
 from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class HttpUpstream:
@@ -53,7 +56,9 @@ class HttpUpstream:
         configured = self._timeout
         timeout = bounded(configured)  # the request deadline may leave less
         try:
-            response = await self._pool.post(body, max(timeout, 0.001))
+            extra = OUTGOING_HEADERS.get()  # traceparent, when tracing is on
+            headers = {**_JSON, **extra} if extra else None
+            response = await self._pool.post(body, max(timeout, 0.001), headers)
         except TimeoutError as exc:
             flag = "--upstream-timeout" if timeout >= configured else "--request-deadline"
             raise UpstreamTimeout(

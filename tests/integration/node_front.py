@@ -26,6 +26,7 @@ class NodeFront:
         self.paths: list[str] = []
         self.bodies: list[bytes] = []
         self.authorizations: list[str | None] = []
+        self.traceparents: list[str | None] = []
         self._release = threading.Event()
         front = self
 
@@ -35,6 +36,7 @@ class NodeFront:
                 front.paths.append(self.path)
                 front.bodies.append(body)
                 front.authorizations.append(self.headers.get("Authorization"))
+                front.traceparents.append(self.headers.get("traceparent"))
                 front.hold(body)
                 request = urllib.request.Request(
                     front.upstream, data=body, headers={"Content-Type": "application/json"}

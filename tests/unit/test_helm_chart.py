@@ -367,6 +367,18 @@ def test_metrics_port_follows_metrics_listen(renderer: Path, tmp_path: Path) -> 
     assert docs["ServiceMonitor/signer-proxy"]["spec"]["endpoints"][0]["port"] == "metrics"
 
 
+def test_tracing_values_set_the_otel_environment(renderer: Path, tmp_path: Path) -> None:
+    env_off = {e["name"] for e in container(manifests(render(renderer, tmp_path)))["env"]}
+    assert not any(name.startswith("OTEL_") for name in env_off)
+    values = {"tracing": {"otlpEndpoint": "http://collector:4318", "serviceName": "signer-eu"}}
+    env = {
+        e["name"]: e.get("value")
+        for e in container(manifests(render(renderer, tmp_path, values)))["env"]
+    }
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert env["OTEL_SERVICE_NAME"] == "signer-eu"
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
