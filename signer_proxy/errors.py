@@ -205,6 +205,7 @@ KEY_LOAD_REASONS = (
     "invalid",
     "keystore",
     "listing",
+    "duplicate",
     "other",
 )
 

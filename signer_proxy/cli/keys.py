@@ -110,8 +110,8 @@ def add_keys_commands(
         "key_refs",
         nargs="*",
         metavar="KEY",
-        help="KMS keys to check (KEY?region=…&role_arn=… allowed); default: every key the "
-        "configuration names",
+        help="KMS keys (KEY?region=…&role_arn=… allowed) or other backends' sources "
+        "(pkcs11:…) to check; default: every key the configuration names",
     )
     _json_flag(verify)
     verify.set_defaults(run_keys_command=_runner(_verify, full_settings=True))
@@ -220,8 +220,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]
     sources = from_settings(settings)
     if sources.empty:
         raise ConfigError(
-            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix or --keystore "
-            "(or --config with the serve configuration)"
+            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore or "
+            "--key (or --config with the serve configuration)"
         )
     async with KmsClients(settings) as clients:
         load = await load_keys(sources, clients, concurrency=settings.kms_load_concurrency)
@@ -377,12 +377,19 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
     from signer_proxy.keys.aws_clients import KmsClients
+    from signer_proxy.keys.backends import BACKENDS, parse_key_source
     from signer_proxy.keys.loading import load_keys
     from signer_proxy.keys.sources import KeySources, from_settings, parse_kms_key
     from signer_proxy.keys.verify import Check, KeyReport, signature_check, verify_kms_key
 
     if args.key_refs:
-        sources = KeySources(kms=tuple(parse_kms_key(k) for k in args.key_refs))
+        schemes = tuple(b.scheme for b in BACKENDS)
+        sources = KeySources(
+            kms=tuple(parse_kms_key(k) for k in args.key_refs if not k.startswith(schemes)),
+            others=tuple(
+                parse_key_source(k, settings) for k in args.key_refs if k.startswith(schemes)
+            ),
+        )
     else:
         sources = from_settings(settings)
         if sources.empty:
@@ -401,13 +408,13 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
             report = await verify_kms_key(client, spec.ref, location.region)
             report.key = spec.label
             reports.append(report)
-        rest = KeySources(discovery=sources.discovery, keystores=sources.keystores)
+        rest = KeySources(
+            discovery=sources.discovery, keystores=sources.keystores, others=sources.others
+        )
         if not rest.empty:
             load = await load_keys(rest, clients, concurrency=settings.kms_load_concurrency)
             client = await clients.get(clients.location()) if rest.discovery.enabled else None
             for status in load.statuses:
-                if status.state == "duplicate":
-                    continue
                 if not status.ok:
                     report = KeyReport(status.ref, status.source, status.region, status.key)
                     report.checks.append(
@@ -417,8 +424,14 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
                     report = await verify_kms_key(client, status.key, status.region, "discovery")
                     report.key = status.ref
                 else:
-                    report = KeyReport(status.ref, status.source, "", status.key, status.address)
-                    report.checks.append(Check("decrypt", True, "the password opens it"))
+                    report = KeyReport(
+                        status.ref, status.source, status.region, status.key, status.address
+                    )
+                    report.checks.append(
+                        Check("decrypt", True, "the password opens it")
+                        if status.source == "keystore"
+                        else Check("found", True, f"{status.key} holds {status.address}")
+                    )
                     report.checks.append(
                         await signature_check(load.by_origin[(status.source, status.ref)])
                     )
