@@ -20,7 +20,10 @@ from signer_proxy.config import FIELDS, Settings, env_name, flag_name, load_sett
 from signer_proxy.errors import ConfigError, KeyCommandFailed, KeyLoadFailed
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, tuple[Any, str]]]
-KMS_FLAGS = ("aws_region", "aws_endpoint_url", "aws_sts_endpoint_url", "kms_timeout", "log_level")
+KMS_FLAGS = (
+    "aws_region", "aws_endpoint_url", "aws_sts_endpoint_url", "kms_timeout", "log_level",
+    "pkcs11_module", "pkcs11_pin_file", "pkcs11_pin_env",
+)  # fmt: skip
 MAX_VALID_DAYS = 365  # AWS's limit for ValidTo
 
 
@@ -48,10 +51,14 @@ def add_keys_commands(
 
     create = sub.add_parser(
         "create",
-        help="create an ECC_SECG_P256K1 SIGN_VERIFY key with an alias; print its address",
+        help="create an ECC_SECG_P256K1 SIGN_VERIFY key with an alias (or, --backend pkcs11, "
+        "a non-extractable secp256k1 pair on a token); print its address",
     )
     _kms_flags(create)
-    create.add_argument("--alias", required=True, help="the key's alias, e.g. alias/treasury")
+    _backend_flags(create)
+    create.add_argument(
+        "--alias", default="", help="the KMS key's alias, e.g. alias/treasury (kms: required)"
+    )
     _tag_flag(create)
     create.add_argument("--description", default="", help="the key's description in KMS")
     create.set_defaults(run_keys_command=_runner(_create))
@@ -64,6 +71,7 @@ def add_keys_commands(
         "it holds that key (same address, a test signature that recovers to it).",
     )
     _kms_flags(importing)
+    _backend_flags(importing)
     importing.add_argument(
         "--key-id", help="an existing EXTERNAL-origin key (id, ARN or alias); else one is created"
     )
@@ -122,6 +130,35 @@ def add_keys_commands(
     address.add_argument("key_ref", metavar="KEY", help="key id, ARN, alias (options allowed)")
     _kms_flags(address)
     address.set_defaults(run_keys_command=_runner(_address))
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=("kms", "pkcs11"), default="kms", help="where the key lives"
+    )
+    parser.add_argument("--token", default="", help="pkcs11: the token's label (or serial=SERIAL)")
+    parser.add_argument("--label", default="", help="pkcs11: the key's CKA_LABEL")
+
+
+def _pkcs11_spec(args: argparse.Namespace, settings: Settings) -> Any:
+    from signer_proxy.keys.pkcs11_keys import parse_uri
+
+    if not args.token or not args.label:
+        raise ConfigError("--backend pkcs11 needs --token and --label")
+    token = args.token if args.token.startswith("serial=") else f"token={args.token}"
+    return parse_uri(f"pkcs11:{token}", settings)
+
+
+async def _make_on_token(
+    args: argparse.Namespace, settings: Settings, private_key: bytes | None
+) -> tuple[Any, str]:
+    from signer_proxy.keys.pkcs11_manage import make_key
+
+    made = await make_key(_pkcs11_spec(args, settings), args.label, private_key)
+    payload = {"address": made.address, "key": made.uri, "label": made.label, "id": made.id}
+    text = table(["ADDRESS", "KEY"], [[made.address, made.uri]])
+    verb = "imported" if private_key else "generated (non-extractable)"
+    return payload, f"{text}\n\n{verb}; the token signs for {made.address} (test signature checked)"
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +299,10 @@ async def _create(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     from signer_proxy.keys.aws_clients import KmsClients
     from signer_proxy.keys.management import DEFAULT_DESCRIPTION, create_signing_key
 
+    if args.backend == "pkcs11":
+        return await _make_on_token(args, settings, None)
+    if not args.alias:
+        raise ConfigError("keys create needs --alias (e.g. alias/treasury)")
     alias = _alias(args.alias)
     tags = _tags(args.tag)
     async with KmsClients(settings) as clients:
@@ -323,6 +364,8 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     from signer_proxy.keys.aws_clients import KmsClients
     from signer_proxy.keys.byok import create_external_key, import_private_key
 
+    if args.backend == "pkcs11":
+        return await _make_on_token(args, settings, await asyncio.to_thread(_private_key, args))
     if args.key_id and (args.alias or args.tag):
         raise ConfigError("--alias and --tag name a key to create: leave them out with --key-id")
     alias = _alias(args.alias)

@@ -66,7 +66,7 @@ class Backend:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("pkcs11:", "pkcs11", "PKCS#11", "signer_proxy.keys.pkcs11"),
+    Backend("pkcs11:", "pkcs11", "PKCS#11", "signer_proxy.keys.pkcs11_keys"),
 )
 
 
