@@ -85,13 +85,17 @@ _ADVICE = {
 def ckr_name(exc: BaseException) -> str:
     """`TokenNotPresent` → `CKR_TOKEN_NOT_PRESENT`: the name operators find in vendor docs."""
     name = type(exc).__name__
+    if name == "PKCS11Error":
+        return "CKR_CRYPTOKI_NOT_INITIALIZED" if "not initiali" in str(exc) else "PKCS#11 error"
     if name in ("NoSuchKey", "NoSuchToken", "MultipleObjectsReturned", "MultipleTokensReturned"):
         return name
     return "CKR_" + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
 def is_lost(exc: BaseException) -> bool:
-    return type(exc).__name__ in _LOST
+    """A session, login or module state the token lost: reopening may get past it (a bare
+    PKCS11Error is the module left uninitialised by a C_Initialize that failed)."""
+    return type(exc).__name__ in _LOST or type(exc).__name__ == "PKCS11Error"
 
 
 # --- the URI ------------------------------------------------------------------------------
@@ -228,11 +232,23 @@ class Module:
         self.generation = 0
         self.lock = threading.Lock()
 
+    def ensure(self) -> None:
+        """C_Initialize again if a re-initialisation left the module uninitialised (SoftHSM2
+        refuses to initialise while its token directory is gone)."""
+        if not self.lib.initialized:
+            with self.lock:
+                if not self.lib.initialized:
+                    self.lib.initialize()
+                    self.generation += 1
+
     def reinitialize(self, seen: int) -> None:
+        """C_Finalize + C_Initialize, once for everyone who saw generation `seen`."""
         with self.lock:
             if self.generation == seen:  # nobody did it meanwhile
-                self.lib.reinitialize()
                 self.generation += 1
+                with contextlib.suppress(Exception):
+                    self.lib.finalize()
+                self.lib.initialize()
 
 
 _MODULES: dict[str, Module] = {}
@@ -308,6 +324,7 @@ class TokenPool:
         import pkcs11
 
         spec = self.spec
+        mod.ensure()
         try:
             if spec.token:
                 return mod.lib.get_token(token_label=spec.token)
