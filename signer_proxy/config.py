@@ -125,8 +125,9 @@ class Settings:
     )
     pkcs11_sessions: int = _setting(
         4,
-        "PKCS#11 sessions per token (each sign holds one, in a worker thread): the most "
-        "signatures one token computes at a time.",
+        "PKCS#11 sessions (and worker threads) kept per token. Calls into one PKCS#11 "
+        "module are made one at a time (python-pkcs11 initialises modules without "
+        "CKF_OS_LOCKING_OK), so more sessions do not sign faster.",
     )
     aws_sts_endpoint_url: str = _setting(
         "",

@@ -11,8 +11,10 @@ public key comes from the CKO_PUBLIC_KEY of the same CKA_ID (else label). Signin
 CKM_ECDSA over the 32-byte digest: the token returns raw r‖s, made low-S and given its
 recovery bit by trial against the public key, as for KMS.
 
-python-pkcs11 calls block (they release the GIL): they run on a small thread pool per token,
-one pooled session per thread, so the event loop never waits on the HSM. A session the
+python-pkcs11 calls block (they release the GIL): they run on worker threads with pooled
+sessions, so the event loop never waits on the HSM. python-pkcs11 initialises a module
+without CKF_OS_LOCKING_OK (C_Initialize(NULL)), which by the standard promises the module no
+concurrent calls, so calls into one module are made one at a time. A session the
 token no longer knows (device removed, token re-inserted, logged out, handles invalidated)
 makes the pool drop every session, log in again (re-initialising the module when the token
 cannot be found any more), find the key again and retry, with backoff, inside the request
@@ -231,6 +233,10 @@ class Module:
         self.lib = pkcs11.lib(path)
         self.generation = 0
         self.lock = threading.Lock()
+        # python-pkcs11 calls C_Initialize(NULL): by the standard that promises the module
+        # no concurrent calls (no CKF_OS_LOCKING_OK), and SoftHSM2 then takes no locks and
+        # corrupts its heap under concurrent signing. So one call at a time per module.
+        self.calls = threading.Lock()
 
     def ensure(self) -> None:
         """C_Initialize again if a re-initialisation left the module uninitialised (SoftHSM2
@@ -288,6 +294,10 @@ class TokenPool:
 
     def _call(self, work: Callable[[_Session], T]) -> T:
         mod = module(self.spec.module)
+        with mod.calls:
+            return self._call_serialised(mod, work)
+
+    def _call_serialised(self, mod: Module, work: Callable[[_Session], T]) -> T:
         for attempt in range(2):
             held = self._take(mod)
             try:
