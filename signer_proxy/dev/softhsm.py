@@ -81,3 +81,29 @@ def make_token(directory: Path, label: str = "signer", pin: str | None = None) -
             env={**os.environ, "SOFTHSM2_CONF": str(conf)},
         )  # fmt: skip
     return SoftHsmToken(directory, conf, label, pin_file, softhsm_module())
+
+
+async def dev_token_keys(directory: Path, count: int) -> tuple[SoftHsmToken, list[tuple[str, str]]]:
+    """A token `dev` in `directory` holding keys dev-0 … dev-(count-1) (made when missing):
+    the token and (key URI, address) of each, for `signer-proxy dev --backend softhsm`."""
+    import asyncio
+
+    from signer_proxy.keys.pkcs11_keys import Pkcs11KeyInfo, find_keys, parse_uri, token_pool
+    from signer_proxy.keys.pkcs11_manage import make_key
+
+    token = await asyncio.to_thread(make_token, directory, "dev")
+    os.environ.update(token.env)  # the module reads SOFTHSM2_CONF when it is initialised
+    uri = f"pkcs11:token=dev?module-path={token.module}&pin-source=file:{token.pin_file}"
+    spec = parse_uri(uri)
+    pool = token_pool(spec)
+    found = await pool.run(lambda held: find_keys(held.session, spec))
+    have = {item.label: item for item in found if isinstance(item, Pkcs11KeyInfo)}
+    keys: list[tuple[str, str]] = []
+    for index in range(count):
+        label = f"dev-{index}"
+        if label in have:
+            keys.append((have[label].ref, have[label].address))
+        else:
+            made = await make_key(spec, label)
+            keys.append((made.uri, made.address))
+    return token, keys

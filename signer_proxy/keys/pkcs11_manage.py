@@ -53,11 +53,21 @@ def _token(spec: Pkcs11Spec) -> Any:
 
 
 def _make(spec: Pkcs11Spec, label: str, private_key: bytes | None) -> MadeKey:
+    with module(spec.module).calls:  # one call at a time per module (see pkcs11_keys)
+        return _make_serialised(spec, label, private_key)
+
+
+def _make_serialised(spec: Pkcs11Spec, label: str, private_key: bytes | None) -> MadeKey:
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+    from pkcs11.exceptions import UserAlreadyLoggedIn
 
     key_id = os.urandom(8)
     pin = read_pin(spec)
-    session = _token(spec).open(rw=True, user_pin=pin)
+    token = _token(spec)
+    try:
+        session = token.open(rw=True, user_pin=pin)
+    except UserAlreadyLoggedIn:  # this process signs with the token too: its login serves
+        session = token.open(rw=True)
     del pin
     try:
         if list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,

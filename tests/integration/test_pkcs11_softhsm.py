@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from re import compile as re_compile
 
 import pytest
 from eth_account import Account
@@ -169,3 +170,34 @@ def test_a_token_removed_mid_run_fails_clearly_and_comes_back(
     raw = anvil.call("eth_getRawTransactionByHash", [again["result"]])
     assert Account.recover_transaction(raw) == key["address"]
     assert pin_of(token) not in ready
+
+
+def test_dev_backend_softhsm_serves_token_keys_that_survive_a_restart(tmp_path: Path) -> None:
+    from tests.integration.test_dev import start_dev
+
+    line = re_compile(r"^\s+(pkcs11:token=dev;object=dev-\d+;id=\S+)\s+(0x[0-9a-fA-F]{40})\s")
+    state = tmp_path / "state"
+    dev = start_dev("--backend", "softhsm", "--port", "0", "--keys", "2", "--state-dir", str(state))
+    try:
+        keys = [m.groups() for m in map(line.match, dev.banner.splitlines()) if m]
+        assert len(keys) == 2, dev.banner
+        assert "signed by SoftHSM2 (PKCS#11)" in dev.banner
+        sent = subprocess.run(
+            [tool("cast"), "send", "--unlocked", "--from", keys[0][1], "--rpc-url",
+             dev.proxy_url, RECIPIENT, "--value", "1", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "0x1"
+    finally:
+        assert dev.interrupt() == 0
+        stop(dev.process)  # closes its pipes
+    again = start_dev("--backend", "softhsm", "--port", "0", "--keys", "2", "--state-dir",
+                      str(state))  # fmt: skip
+    try:
+        assert [m.groups() for m in map(line.match, again.banner.splitlines()) if m] == keys
+    finally:
+        assert again.interrupt() == 0
+        stop(again.process)
+    pin = (state / "softhsm" / "pin").read_text().strip()
+    assert pin not in dev.banner + again.banner + "".join(dev.stderr_lines + again.stderr_lines)
