@@ -330,30 +330,29 @@ class TokenPool:
             if held.generation == (mod.generation, self._epoch):
                 self._idle.append(held)
 
+    def find_token(self, mod: Module | None = None) -> Any:
+        """The token `spec` names, asking the module now (C_GetSlotList, C_GetTokenInfo):
+        NoSuchToken or the module's error when it is not there."""
+        import pkcs11
+
+        lib = (mod or module(self.spec.module)).lib
+        if self.spec.token:
+            return lib.get_token(token_label=self.spec.token)
+        for slot in lib.get_slots(token_present=True):
+            token = slot.get_token()
+            if token.serial.rstrip(b"\0 ") == self.spec.serial.encode():
+                return token
+        raise pkcs11.exceptions.NoSuchToken()
+
     def _token(self, mod: Module) -> Any:
         import pkcs11
 
-        spec = self.spec
         mod.ensure()
         try:
-            if spec.token:
-                return mod.lib.get_token(token_label=spec.token)
-            serial = spec.serial.encode()
-            for slot in mod.lib.get_slots(token_present=True):
-                token = slot.get_token()
-                if token.serial.rstrip(b"\0 ") == serial:
-                    return token
-            raise pkcs11.exceptions.NoSuchToken()
+            return self.find_token(mod)
         except (pkcs11.exceptions.NoSuchToken, pkcs11.exceptions.GeneralError):
-            seen = mod.generation  # a module that lost sight of a token: initialise again
-            mod.reinitialize(seen)
-            if spec.token:
-                return mod.lib.get_token(token_label=spec.token)
-            for slot in mod.lib.get_slots(token_present=True):
-                token = slot.get_token()
-                if token.serial.rstrip(b"\0 ") == serial:
-                    return token
-            raise
+            mod.reinitialize(mod.generation)  # a module that lost sight of a token
+            return self.find_token(mod)
 
     def _open(self, mod: Module) -> _Session:
         """A new session (the lock held); the first one logs the token in."""
@@ -651,7 +650,7 @@ class Pkcs11Source:
         if module_error is not None:
             raise load_failure(module_error, what) from None
         try:
-            found = await pool.run(lambda held: find_keys(held.session, spec))
+            found = await pool.run(lambda held: _listed(pool, held, spec))
         except Exception as exc:
             failure = load_failure(exc, what)
             if spec.lists:
@@ -673,6 +672,17 @@ class Pkcs11Source:
             )
             keys.append(LoadedKey(ref, item.ref, spec.token_name, signer, required=not spec.lists))
         return keys
+
+
+def _listed(
+    pool: TokenPool, held: _Session, spec: Pkcs11Spec
+) -> list[Pkcs11KeyInfo | KeyLoadFailed]:
+    """find_keys, then proof the token was there all along: a token pulled out mid-run can
+    leave a session that lists nothing, which must not read as "no keys" (a reload would
+    drop them) but as the token being away."""
+    found = find_keys(held.session, spec)
+    pool.find_token()
+    return found
 
 
 def _ref_of(failure: KeyLoadFailed, spec: Pkcs11Spec) -> str:

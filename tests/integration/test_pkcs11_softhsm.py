@@ -201,3 +201,48 @@ def test_dev_backend_softhsm_serves_token_keys_that_survive_a_restart(tmp_path: 
         stop(again.process)
     pin = (state / "softhsm" / "pin").read_text().strip()
     assert pin not in dev.banner + again.banner + "".join(dev.stderr_lines + again.stderr_lines)
+
+
+async def test_a_reload_reuses_token_signers_and_keeps_them_while_the_token_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signer_proxy.config import Settings
+    from signer_proxy.keys.aws_clients import KmsClients
+    from signer_proxy.keys.loading import KeyLoad, load_keys
+    from signer_proxy.keys.pkcs11_keys import module
+    from signer_proxy.keys.sources import KeySources, key_sources
+
+    token = make_token(tmp_path / "softhsm", "reload")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    loaded_module = module(token.module)  # this process may have met SoftHSM2 under another
+    loaded_module.reinitialize(loaded_module.generation)  # conf: read this one
+    created = create(token, "r1")
+    settings = Settings(pkcs11_module=token.module, pkcs11_pin_file=str(token.pin_file))
+    sources = key_sources((), others=("pkcs11:token=reload",), settings=settings)
+
+    async def load(sources: KeySources, previous: KeyLoad | None = None) -> KeyLoad:
+        async with KmsClients(settings) as clients:
+            return await load_keys(sources, clients, previous)
+
+    first = await load(sources)
+    assert [s.address for s in first.signers] == [created["address"]]
+    second = await load(sources, first)
+    assert second.signers[0] is first.signers[0]  # the same key: the same signer
+
+    away = token.tokens.with_name("tokens.away")
+    token.tokens.rename(away)
+    try:
+        third = await load(sources, second)
+    finally:
+        away.rename(token.tokens)
+    assert [(s.state, s.reason) for s in third.statuses] == [
+        ("failed", "unreachable"), ("kept", "unreachable"),
+    ]  # fmt: skip
+    assert third.signers == second.signers
+    assert "CKR_" in third.statuses[0].message and pin_of(token) not in third.statuses[0].message
+
+    fourth = await load(sources, third)
+    assert [s.state for s in fourth.statuses] == ["loaded"]
+    from signer_proxy.keys.verify import signature_check
+
+    assert (await signature_check(fourth.signers[0])).ok  # signs again once it is back
