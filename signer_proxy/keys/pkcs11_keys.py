@@ -526,15 +526,26 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
     name = type(exc).__name__
     if name == "PinIncorrect" or name.startswith("Pin") or name == "UserPinNotInitialized":
         return KeyLoadFailed(f"{what}: {ckr_name(exc)}: {_ADVICE.get(name, '')}", "access_denied")
-    if name in ("NoSuchToken",) or is_lost(exc):
+    if isinstance(exc, OSError) or "while loading" in str(exc):  # dlopen: path, arch, deps
+        return KeyLoadFailed(
+            f"{what}: the PKCS#11 module cannot be loaded ({exc}): check --pkcs11-module or "
+            "module-path",
+            "invalid",
+        )
+    if name == "NoSuchToken":
+        return KeyLoadFailed(
+            f"{what}: no such token in the module: check token= / serial= (the token may also "
+            "be absent or the HSM down)",
+            "unreachable",
+            transient=True,
+        )
+    if is_lost(exc):
         return KeyLoadFailed(
             f"{what}: {ckr_name(exc)}: the token cannot be reached (not present, removed, or "
             "the HSM is down); check the token label or serial and the HSM",
             "unreachable",
             transient=True,
         )
-    if isinstance(exc, OSError) or "loading" in str(exc):
-        return KeyLoadFailed(f"{what}: the PKCS#11 module cannot be loaded: {exc}", "invalid")
     return KeyLoadFailed(f"{what}: {ckr_name(exc)} {_ADVICE.get(name, '')}".rstrip(), "other")
 
 

@@ -109,3 +109,20 @@ def test_a_high_s_raw_signature_becomes_low_s_with_the_right_recovery_bit() -> N
     assert public_key_from_ec_point(b"\x04\x41" + public_key) == public_key
     with pytest.raises(ValueError, match="not r‖s of 64"):
         signature_from_raw(high[:63], digest, public_key)
+
+
+async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transient(
+    tmp_path: Path,
+) -> None:
+    from signer_proxy.keys.pkcs11_keys import parse_source
+
+    (tmp_path / "pin").write_text("1234\n")
+    source = parse_source(
+        f"pkcs11:token=t;object=k?module-path={tmp_path}/missing.so&pin-source=file:{tmp_path}/pin",
+        None,
+    )
+    [key] = await source.load({})
+    assert key.signer is None and key.failure is not None and key.required
+    assert (key.failure.reason, key.failure.transient) == ("invalid", False)
+    assert "the PKCS#11 module cannot be loaded" in str(key.failure)
+    assert "missing.so" in str(key.failure) and "1234" not in str(key.failure)
