@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve dev docs env tools redis-server chromium nginx bench clean bench-keys
+.PHONY: test unit lint serve dev docs env tools redis-server softhsm2 chromium nginx bench clean \
+	bench-keys
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -49,7 +50,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # anvil and cast (the real node and client the tests use) and ethers.js (a client test);
 # Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here);
 # redis-server (the replicas' nonce store) from Debian when it is missing (needs root).
-tools: .tools/.installed .tools/.chart-render redis-server chromium nginx
+tools: .tools/.installed .tools/.chart-render redis-server softhsm2 chromium nginx
 
 redis-server:
 	@command -v redis-server >/dev/null || \
@@ -71,6 +72,11 @@ bench: env tools
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+# SoftHSM2: the real PKCS#11 token of the PKCS#11 key tests (needs root).
+softhsm2:
+	@command -v softhsm2-util >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \

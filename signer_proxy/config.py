@@ -94,6 +94,41 @@ class Settings:
         "password_file of its own.",
         example="/etc/signer-proxy/keystore-password",
     )
+    key_sources: tuple[str, ...] = _setting(
+        (),
+        "Keys of the other backends, one source string each, told apart by its scheme: "
+        "pkcs11:token=T;object=LABEL (an RFC 7512 PKCS#11 URI; id=%01 instead of object, or "
+        "neither for every secp256k1 key of the token; ?x-label-prefix=P selects by label "
+        "prefix; ?module-path=SO and ?pin-source=file:PATH override the pkcs11_* settings). "
+        "Repeat the flag; comma-separated in the environment; a list in the file.",
+        flag="--key",
+        example="pkcs11:token=signer;object=treasury",
+    )
+    pkcs11_module: str = _setting(
+        "",
+        "Path of the PKCS#11 module (.so) of the pkcs11: keys that name no module-path, e.g. "
+        "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so, /usr/lib/libyubihsm_pkcs11.so, "
+        "/usr/safenet/lavasecclient/libs/64/libCryptoki2.so, libsofthsm2.so.",
+        example="/usr/lib/softhsm/libsofthsm2.so",
+    )
+    pkcs11_pin_file: str = _setting(
+        "",
+        "File whose first line is the PKCS#11 user PIN (CloudHSM: CRYPTO_USER:password) of "
+        "the pkcs11: keys that name no pin-source. Never logged or shown.",
+        example="/etc/signer-proxy/pkcs11-pin",
+    )
+    pkcs11_pin_env: str = _setting(
+        "",
+        "Name of an environment variable holding the PKCS#11 user PIN, when there is no "
+        "--pkcs11-pin-file (the variable's value is never logged or shown).",
+        example="SIGNER_PROXY_HSM_PIN",
+    )
+    pkcs11_sessions: int = _setting(
+        4,
+        "PKCS#11 sessions (and worker threads) kept per token. Calls into one PKCS#11 "
+        "module are made one at a time (python-pkcs11 initialises modules without "
+        "CKF_OS_LOCKING_OK), so more sessions do not sign faster.",
+    )
     aws_sts_endpoint_url: str = _setting(
         "",
         "STS endpoint used to assume the role_arn of a --kms-key (another account's keys). "
@@ -520,6 +555,8 @@ def validate(settings: Settings) -> None:
         )
     if not 1 <= settings.kms_load_concurrency <= 256:
         raise ConfigError("--kms-load-concurrency must be between 1 and 256")
+    if not 1 <= settings.pkcs11_sessions <= 64:
+        raise ConfigError("--pkcs11-sessions must be between 1 and 64")
     from signer_proxy.keys.sources import from_settings
 
     from_settings(settings)  # a malformed key, tag, prefix or keystore names itself here
@@ -562,10 +599,12 @@ def require_serve_settings(settings: Settings) -> None:
         or settings.kms_discover_tags
         or settings.kms_discover_alias_prefixes
         or settings.keystores
+        or settings.key_sources
     ):
         raise ConfigError(
             f"no keys: give at least one --kms-key (or {env_name('kms_keys')}), a discovery "
-            "filter (--kms-tag, --kms-alias-prefix) or a --keystore to sign with"
+            "filter (--kms-tag, --kms-alias-prefix), a --keystore or a --key (pkcs11:…) "
+            "to sign with"
         )
     host, _ = settings.listen_host_port()
     if not (settings.auth_configured or is_loopback(host) or settings.insecure_no_auth):

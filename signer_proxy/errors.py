@@ -11,7 +11,9 @@
     │   └── ChainIdMismatch          -32602  request chainId differs from the node's
     ├── ResourceUnavailable          -32002  shutting down: no new work is taken
     ├── SigningFailed                -32010  KMS answered but no usable signature came back
+    │   └── HsmRefused               -32010  a PKCS#11 token refused to sign (CKR_*, PIN)
     ├── KmsUnavailable               -32011  KMS throttled, timed out or could not be reached
+    │   └── HsmUnavailable           -32011  a PKCS#11 token is away, logged out or down
     ├── UpstreamUnavailable          -32020  the node could not be reached: nothing was delivered
     │   └── UpstreamTimeout          -32020  no answer in time: the request may have been delivered
     ├── UpstreamBadResponse          -32021  the node answered something that is not JSON-RPC
@@ -102,6 +104,14 @@ class SigningFailed(SignerProxyError):
 
 class KmsUnavailable(SignerProxyError):
     code = -32011
+
+
+class HsmRefused(SigningFailed):
+    """A PKCS#11 token refused to sign with a key (CKR_* error, PIN): the message names both."""
+
+
+class HsmUnavailable(KmsUnavailable):
+    """A PKCS#11 token cannot be reached (removed, logged out, HSM down) after reconnecting."""
 
 
 class UpstreamUnavailable(SignerProxyError):
@@ -205,6 +215,7 @@ KEY_LOAD_REASONS = (
     "invalid",
     "keystore",
     "listing",
+    "duplicate",
     "other",
 )
 

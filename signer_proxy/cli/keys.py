@@ -20,7 +20,10 @@ from signer_proxy.config import FIELDS, Settings, env_name, flag_name, load_sett
 from signer_proxy.errors import ConfigError, KeyCommandFailed, KeyLoadFailed
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, tuple[Any, str]]]
-KMS_FLAGS = ("aws_region", "aws_endpoint_url", "aws_sts_endpoint_url", "kms_timeout", "log_level")
+KMS_FLAGS = (
+    "aws_region", "aws_endpoint_url", "aws_sts_endpoint_url", "kms_timeout", "log_level",
+    "pkcs11_module", "pkcs11_pin_file", "pkcs11_pin_env",
+)  # fmt: skip
 MAX_VALID_DAYS = 365  # AWS's limit for ValidTo
 
 
@@ -48,10 +51,14 @@ def add_keys_commands(
 
     create = sub.add_parser(
         "create",
-        help="create an ECC_SECG_P256K1 SIGN_VERIFY key with an alias; print its address",
+        help="create an ECC_SECG_P256K1 SIGN_VERIFY key with an alias (or, --backend pkcs11, "
+        "a non-extractable secp256k1 pair on a token); print its address",
     )
     _kms_flags(create)
-    create.add_argument("--alias", required=True, help="the key's alias, e.g. alias/treasury")
+    _backend_flags(create)
+    create.add_argument(
+        "--alias", default="", help="the KMS key's alias, e.g. alias/treasury (kms: required)"
+    )
     _tag_flag(create)
     create.add_argument("--description", default="", help="the key's description in KMS")
     create.set_defaults(run_keys_command=_runner(_create))
@@ -64,6 +71,7 @@ def add_keys_commands(
         "it holds that key (same address, a test signature that recovers to it).",
     )
     _kms_flags(importing)
+    _backend_flags(importing)
     importing.add_argument(
         "--key-id", help="an existing EXTERNAL-origin key (id, ARN or alias); else one is created"
     )
@@ -110,8 +118,8 @@ def add_keys_commands(
         "key_refs",
         nargs="*",
         metavar="KEY",
-        help="KMS keys to check (KEY?region=…&role_arn=… allowed); default: every key the "
-        "configuration names",
+        help="KMS keys (KEY?region=…&role_arn=… allowed) or other backends' sources "
+        "(pkcs11:…) to check; default: every key the configuration names",
     )
     _json_flag(verify)
     verify.set_defaults(run_keys_command=_runner(_verify, full_settings=True))
@@ -122,6 +130,35 @@ def add_keys_commands(
     address.add_argument("key_ref", metavar="KEY", help="key id, ARN, alias (options allowed)")
     _kms_flags(address)
     address.set_defaults(run_keys_command=_runner(_address))
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=("kms", "pkcs11"), default="kms", help="where the key lives"
+    )
+    parser.add_argument("--token", default="", help="pkcs11: the token's label (or serial=SERIAL)")
+    parser.add_argument("--label", default="", help="pkcs11: the key's CKA_LABEL")
+
+
+def _pkcs11_spec(args: argparse.Namespace, settings: Settings) -> Any:
+    from signer_proxy.keys.pkcs11_keys import parse_uri
+
+    if not args.token or not args.label:
+        raise ConfigError("--backend pkcs11 needs --token and --label")
+    token = args.token if args.token.startswith("serial=") else f"token={args.token}"
+    return parse_uri(f"pkcs11:{token}", settings)
+
+
+async def _make_on_token(
+    args: argparse.Namespace, settings: Settings, private_key: bytes | None
+) -> tuple[Any, str]:
+    from signer_proxy.keys.pkcs11_manage import make_key
+
+    made = await make_key(_pkcs11_spec(args, settings), args.label, private_key)
+    payload = {"address": made.address, "key": made.uri, "label": made.label, "id": made.id}
+    text = table(["ADDRESS", "KEY"], [[made.address, made.uri]])
+    verb = "imported" if private_key else "generated (non-extractable)"
+    return payload, f"{text}\n\n{verb}; the token signs for {made.address} (test signature checked)"
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -220,8 +257,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]
     sources = from_settings(settings)
     if sources.empty:
         raise ConfigError(
-            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix or --keystore "
-            "(or --config with the serve configuration)"
+            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore or "
+            "--key (or --config with the serve configuration)"
         )
     async with KmsClients(settings) as clients:
         load = await load_keys(sources, clients, concurrency=settings.kms_load_concurrency)
@@ -262,6 +299,10 @@ async def _create(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     from signer_proxy.keys.aws_clients import KmsClients
     from signer_proxy.keys.management import DEFAULT_DESCRIPTION, create_signing_key
 
+    if args.backend == "pkcs11":
+        return await _make_on_token(args, settings, None)
+    if not args.alias:
+        raise ConfigError("keys create needs --alias (e.g. alias/treasury)")
     alias = _alias(args.alias)
     tags = _tags(args.tag)
     async with KmsClients(settings) as clients:
@@ -323,6 +364,8 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     from signer_proxy.keys.aws_clients import KmsClients
     from signer_proxy.keys.byok import create_external_key, import_private_key
 
+    if args.backend == "pkcs11":
+        return await _make_on_token(args, settings, await asyncio.to_thread(_private_key, args))
     if args.key_id and (args.alias or args.tag):
         raise ConfigError("--alias and --tag name a key to create: leave them out with --key-id")
     alias = _alias(args.alias)
@@ -377,12 +420,19 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
     from signer_proxy.keys.aws_clients import KmsClients
+    from signer_proxy.keys.backends import BACKENDS, parse_key_source
     from signer_proxy.keys.loading import load_keys
     from signer_proxy.keys.sources import KeySources, from_settings, parse_kms_key
     from signer_proxy.keys.verify import Check, KeyReport, signature_check, verify_kms_key
 
     if args.key_refs:
-        sources = KeySources(kms=tuple(parse_kms_key(k) for k in args.key_refs))
+        schemes = tuple(b.scheme for b in BACKENDS)
+        sources = KeySources(
+            kms=tuple(parse_kms_key(k) for k in args.key_refs if not k.startswith(schemes)),
+            others=tuple(
+                parse_key_source(k, settings) for k in args.key_refs if k.startswith(schemes)
+            ),
+        )
     else:
         sources = from_settings(settings)
         if sources.empty:
@@ -401,13 +451,13 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
             report = await verify_kms_key(client, spec.ref, location.region)
             report.key = spec.label
             reports.append(report)
-        rest = KeySources(discovery=sources.discovery, keystores=sources.keystores)
+        rest = KeySources(
+            discovery=sources.discovery, keystores=sources.keystores, others=sources.others
+        )
         if not rest.empty:
             load = await load_keys(rest, clients, concurrency=settings.kms_load_concurrency)
             client = await clients.get(clients.location()) if rest.discovery.enabled else None
             for status in load.statuses:
-                if status.state == "duplicate":
-                    continue
                 if not status.ok:
                     report = KeyReport(status.ref, status.source, status.region, status.key)
                     report.checks.append(
@@ -417,8 +467,14 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
                     report = await verify_kms_key(client, status.key, status.region, "discovery")
                     report.key = status.ref
                 else:
-                    report = KeyReport(status.ref, status.source, "", status.key, status.address)
-                    report.checks.append(Check("decrypt", True, "the password opens it"))
+                    report = KeyReport(
+                        status.ref, status.source, status.region, status.key, status.address
+                    )
+                    report.checks.append(
+                        Check("decrypt", True, "the password opens it")
+                        if status.source == "keystore"
+                        else Check("found", True, f"{status.key} holds {status.address}")
+                    )
                     report.checks.append(
                         await signature_check(load.by_origin[(status.source, status.ref)])
                     )

@@ -136,6 +136,13 @@ def _add_dev_parser(commands: Any) -> None:
         type=Path,
         help="keep the KMS keys in DIR so addresses survive a restart (default: memory only)",
     )
+    dev.add_argument(
+        "--backend",
+        choices=("kms", "softhsm"),
+        default="kms",
+        help="where the keys live: kms (the emulator, default) or softhsm (a SoftHSM2 token "
+        "in --state-dir/softhsm or a temporary directory, served through PKCS#11)",
+    )
     dev.add_argument("--chain-id", type=int, default=1337, help="embedded chain id (1337)")
     dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")
     dev.add_argument("--kms-port", type=int, default=0, help="KMS emulator port (0: free)")
@@ -155,6 +162,7 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
         chain_port=args.chain_port,
         kms_port=args.kms_port,
         log_level=args.log_level,
+        backend=args.backend,
     )
     try:
         if args.log_level.lower() not in ("debug", "info", "warning", "error"):

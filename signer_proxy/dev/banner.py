@@ -31,6 +31,7 @@ class BannerInfo:
     funding: str
     state_dir: str
     ready_seconds: float
+    signed_by: str = "KMS"  # or "SoftHSM2 (PKCS#11)" with dev --backend softhsm
 
 
 def format_ether(wei: int) -> str:
@@ -66,7 +67,7 @@ def render_banner(info: BannerInfo) -> str:
         f"  Keys                        {keys}",
         f"  Funding                     {info.funding}",
         "",
-        "  Accounts (signed by KMS through the proxy):",
+        f"  Accounts (signed by {info.signed_by} through the proxy):",
         *(
             f"    {a.alias:<{width}}  {a.address}  {format_ether(a.balance_wei)} ETH"
             for a in info.accounts

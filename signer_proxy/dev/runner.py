@@ -18,7 +18,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -58,6 +58,7 @@ class DevOptions:
     chain_port: int = 0
     kms_port: int = 0
     log_level: str = "info"
+    backend: str = "kms"  # kms (the emulator) | softhsm (a SoftHSM2 token)
 
 
 def check_options(options: DevOptions) -> None:
@@ -113,6 +114,28 @@ def use_dev_credentials() -> None:
     os.environ.update(DEV_AWS_ENVIRONMENT)
 
 
+async def _softhsm_keys(
+    stack: AsyncExitStack, options: DevOptions
+) -> tuple[list[Any], dict[str, object]]:
+    """Keys on a SoftHSM2 token in --state-dir/softhsm (kept) or a temporary directory."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from signer_proxy.dev.softhsm import dev_token_keys
+
+    if options.state_dir is not None:
+        directory = options.state_dir / "softhsm"
+    else:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="softhsm-")))
+    token, made = await dev_token_keys(directory, options.keys)
+    keys = [SimpleNamespace(alias=uri, address=address) for uri, address in made]
+    return keys, {
+        "key_sources": ("pkcs11:token=dev",),
+        "pkcs11_module": token.module,
+        "pkcs11_pin_file": str(token.pin_file),
+    }
+
+
 async def run_dev(
     options: DevOptions,
     stop: asyncio.Event | None = None,
@@ -152,6 +175,9 @@ async def run_dev(
             ) from None
         stack.callback(kms.stop)
         keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
+        token_settings: dict[str, object] = {}
+        if options.backend == "softhsm":  # the keys live on a SoftHSM2 token instead
+            keys, token_settings = await _softhsm_keys(stack, options)
 
         chain_url = ""
         if not options.upstream:
@@ -176,8 +202,9 @@ async def run_dev(
             upstream=options.upstream or chain_url,
             aws_region=REGION,
             aws_endpoint_url=kms.url,
-            kms_keys=tuple(key.alias for key in keys),
+            kms_keys=() if token_settings else tuple(key.alias for key in keys),
             log_level=options.log_level,
+            **token_settings,  # type: ignore[arg-type]
         )
         validate(settings)
         try:
@@ -214,6 +241,7 @@ async def run_dev(
             funding=funding,
             state_dir=str(options.state_dir) if options.state_dir else "",
             ready_seconds=time.monotonic() - started,
+            signed_by="SoftHSM2 (PKCS#11)" if token_settings else "KMS",
         )
         out.write(render_banner(info))
         out.flush()

@@ -1,9 +1,11 @@
 """Load every key source of a configuration into signers, with a report of each key.
 
-One load runs the three sources concurrently (explicit KMS keys, discovery, keystores) under
-one bound on KMS calls in flight. It never raises for a key that fails, unless `strict`
-(startup without --allow-key-failures): then every explicit key, keystore and discovery
-listing must load. A later load (reload) is given the previous one, and from it:
+One load runs every source concurrently (explicit KMS keys, discovery, keystores, and the
+`--key` sources of the other backends, keys/backends.py) under one bound on KMS calls in
+flight. One address held by two different keys is refused, naming both. It never raises for
+a key that fails, unless `strict` (startup without --allow-key-failures): then every explicit
+key, keystore, `--key` source and discovery listing must load, and no address be held twice.
+A later load (reload) is given the previous one, and from it:
 
 - reuses public keys by key ARN (an asymmetric KMS key's material never changes) and
   keystores whose file and password are unchanged (scrypt costs ~1 s per file);
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from signer_proxy.errors import ConfigError, KeyLoadFailed
 from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.aws_kms import KmsSigner, load_key
+from signer_proxy.keys.backends import BACKENDS, BackendSource
 from signer_proxy.keys.discovery import discover
 from signer_proxy.keys.keystore import decrypt_keystore, fingerprint, keystore_files, read_password
 from signer_proxy.keys.signer import Signer
@@ -31,7 +34,7 @@ from signer_proxy.keys.sources import KeySources, KeystoreSpec, KmsKeySpec
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("kms", "discovery", "keystore")
+SOURCES = ("kms", "discovery", "keystore", *(backend.source for backend in BACKENDS))
 # Keystore decryption is scrypt: ~1 s of CPU and 256 MiB per file at geth's default cost.
 KEYSTORE_CONCURRENCY = 2
 
@@ -66,6 +69,8 @@ class KeyLoad:
     by_origin: Mapping[tuple[str, str], Signer] = field(default_factory=dict, repr=False)
     public_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     keystores: Mapping[str, tuple[bytes, Signer]] = field(default_factory=dict, repr=False)
+    # The refs each `--key` source produced (by its label): kept together when it cannot list.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def failures(self) -> list[KeyStatus]:
         return [s for s in self.statuses if not s.ok]
@@ -79,6 +84,8 @@ class _Entry:
     status: KeyStatus
     signer: Signer | None = None
     fingerprint: bytes = b""
+    required: bool = True  # a failure refuses a strict load
+    group: str = ""  # the `--key` source it came from
 
 
 def _failed(source: str, ref: str, exc: KeyLoadFailed, **fields: str) -> _Entry:
@@ -211,6 +218,33 @@ def _read(path: str) -> bytes:
         ) from None
 
 
+async def _other(name: str, source: BackendSource, previous: KeyLoad | None) -> list[_Entry]:
+    """The keys of one `--key` source (a PKCS#11 token, a vault …)."""
+    mine = {ref: s for (src, ref), s in (previous.by_origin if previous else {}).items()
+            if src == name}  # fmt: skip
+    try:
+        found = await source.load(mine)
+    except KeyLoadFailed as exc:
+        entries = [_failed(name, source.label, exc)]
+        if previous is not None and exc.transient:  # keep what it gave before
+            for ref in previous.groups.get(source.label, ()):
+                kept = _kept_or_failed(name, ref, exc, previous)
+                kept.required, kept.group = False, source.label
+                entries.append(kept)
+        return entries
+    entries = []
+    for key in found:
+        if key.signer is not None:
+            status = KeyStatus(name, key.ref, key.key, key.location, key.signer.address)
+            entry = _Entry(status, key.signer)
+        else:
+            failure = key.failure or KeyLoadFailed(f"{key.ref}: not loaded")
+            entry = _kept_or_failed(name, key.ref, failure, previous, region=key.location)
+        entry.required, entry.group = key.required, source.label
+        entries.append(entry)
+    return entries
+
+
 async def load_keys(
     sources: KeySources,
     clients: KmsClients,
@@ -231,30 +265,39 @@ async def load_keys(
         else None
     )
     keystores = [_keystore(spec, keystore_limit, previous) for spec in sources.keystores]
-    explicit_entries, discovered, keystore_lists = await asyncio.gather(
+    others = [_other(name, source, previous) for name, source in sources.others]
+    explicit_entries, discovered, keystore_lists, other_lists = await asyncio.gather(
         asyncio.gather(*explicit),
         discovery if discovery is not None else _nothing(),
         asyncio.gather(*keystores),
+        asyncio.gather(*others),
     )
     discovered_entries, skipped, listing_failure = discovered
     keystore_entries = [entry for group in keystore_lists for entry in group]
+    other_entries = [entry for group in other_lists for entry in group]
 
+    loaded = _assemble(
+        [*explicit_entries, *discovered_entries, *keystore_entries, *other_entries],
+        skipped,
+        time.perf_counter() - started,
+    )
     if strict:
-        refused = [e.status for e in [*explicit_entries, *keystore_entries] if not e.status.ok]
+        refused = [
+            e.status
+            for e in [*explicit_entries, *keystore_entries, *other_entries]
+            if e.required and not e.status.ok
+        ]
         messages = [s.message for s in refused]
         if listing_failure is not None:
             messages.append(str(listing_failure))
+        messages += [s.message for s in loaded.statuses if s.reason == "duplicate"]
         if messages:
             raise ConfigError(
                 messages[0]
                 if len(messages) == 1
                 else f"{len(messages)} keys cannot be used:\n  " + "\n  ".join(messages)
             )
-    return _assemble(
-        [*explicit_entries, *discovered_entries, *keystore_entries],
-        skipped,
-        time.perf_counter() - started,
-    )
+    return loaded
 
 
 async def _nothing() -> tuple[list[_Entry], Counter[str], None]:
@@ -264,6 +307,8 @@ async def _nothing() -> tuple[list[_Entry], Counter[str], None]:
 def _assemble(entries: Sequence[_Entry], skipped: Counter[str], seconds: float) -> KeyLoad:
     signers: dict[str, Signer] = {}
     arns: dict[str, str] = {}
+    first: dict[str, KeyStatus] = {}
+    groups: dict[str, list[str]] = {}
     statuses: list[KeyStatus] = []
     by_origin: dict[tuple[str, str], Signer] = {}
     public_keys: dict[str, bytes] = {}
@@ -276,17 +321,23 @@ def _assemble(entries: Sequence[_Entry], skipped: Counter[str], seconds: float) 
         address = signer.address.lower()
         if address in signers:
             if arns.get(address) != signer.key_name:  # the same KMS key twice is no news
-                log.warning(
-                    "%s signs for %s, as %s does: only %s is used",
-                    signer.key_name, signer.address, arns[address], arns[address],
-                )  # fmt: skip
+                held = first[address]
                 duplicate = replace(
-                    status, state="duplicate", message=f"same address as {arns[address]}"
+                    status,
+                    state="failed",
+                    reason="duplicate",
+                    message=f"{signer.address} is held by both {held.key or held.ref} "
+                    f"({held.source}) and {signer.key_name} ({status.source}): only the first "
+                    "signs; remove one of them from the configuration",
                 )
+                log.warning("%s", duplicate.message)
                 statuses.append(duplicate)
             continue
         signers[address] = signer
         arns[address] = signer.key_name
+        first[address] = status
+        if entry.group:
+            groups.setdefault(entry.group, []).append(status.ref)
         statuses.append(status)
         by_origin[(status.source, status.ref)] = signer
         if isinstance(signer, KmsSigner):
@@ -301,4 +352,5 @@ def _assemble(entries: Sequence[_Entry], skipped: Counter[str], seconds: float) 
         by_origin,
         public_keys,
         keystores,
+        {label: tuple(refs) for label, refs in groups.items()},
     )

@@ -7,7 +7,9 @@ Three sources, combinable in one config:
   &endpoint_url=https://…`, so one proxy serves keys of several Regions and accounts;
 - discovery in the default Region and account: tag filters (`--kms-tag K=V`, all must
   match) and/or alias prefixes (`--kms-alias-prefix alias/signer/`);
-- local V3 keystores (`--keystore FILE|DIR[?password_file=PW]`).
+- local V3 keystores (`--keystore FILE|DIR[?password_file=PW]`);
+- keys of the other backends (`--key SOURCE`, e.g. an RFC 7512 `pkcs11:` URI), each parsed by
+  the backend its scheme names (keys/backends.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from signer_proxy.errors import ConfigError
+from signer_proxy.keys.backends import BackendSource, parse_key_source
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -80,10 +83,12 @@ class KeySources:
     kms: tuple[KmsKeySpec, ...] = ()
     discovery: DiscoverySpec = DiscoverySpec()
     keystores: tuple[KeystoreSpec, ...] = ()
+    # (backend source name, parsed source) of every --key
+    others: tuple[tuple[str, BackendSource], ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.kms or self.discovery.enabled or self.keystores)
+        return not (self.kms or self.discovery.enabled or self.keystores or self.others)
 
 
 def _split_options(text: str, what: str, known: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -175,6 +180,8 @@ def key_sources(
     alias_prefixes: tuple[str, ...] = (),
     keystores: tuple[str, ...] = (),
     keystore_password_file: str = "",
+    others: tuple[str, ...] = (),
+    settings: Settings | None = None,
 ) -> KeySources:
     """All sources of a configuration, parsed and checked; ConfigError names the bad entry."""
     parsed_tags = tuple(parse_tag(t) for t in tags)
@@ -189,6 +196,7 @@ def key_sources(
         kms=tuple(parse_kms_key(k) for k in kms_keys),
         discovery=DiscoverySpec(parsed_tags, tuple(parse_alias_prefix(p) for p in alias_prefixes)),
         keystores=tuple(parse_keystore(k, keystore_password_file) for k in keystores),
+        others=tuple(parse_key_source(text, settings) for text in others),
     )
 
 
@@ -200,4 +208,6 @@ def from_settings(settings: Settings) -> KeySources:
         settings.kms_discover_alias_prefixes,
         settings.keystores,
         settings.keystore_password_file,
+        settings.key_sources,
+        settings,
     )

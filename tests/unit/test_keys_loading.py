@@ -1,5 +1,5 @@
 """keys.loading with keystores (no KMS needed): a reload reuses what did not change, the same
-key from two sources signs once, and `strict` names every failure."""
+key from two files is refused, and `strict` names every failure."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def test_a_reload_decrypts_only_what_changed(setup: tuple[Path, Path]) -> 
     assert second.signers[1].address == Account.from_key(keccak256(b"replaced")).address
 
 
-async def test_one_key_from_two_sources_signs_once(
+async def test_one_address_from_two_files_is_refused_naming_both(
     setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
     directory, password = setup
@@ -73,14 +73,21 @@ async def test_one_key_from_two_sources_signs_once(
     )
 
     assert len(loaded.signers) == 2
-    states = [(s.ref, s.state) for s in loaded.statuses]
+    states = [(s.ref, s.state, s.reason) for s in loaded.statuses]
     assert states == [  # the same file twice is no news; the same key in another file is
-        (str(directory / "a"), "loaded"),
-        (str(directory / "b"), "loaded"),
-        (str(copy), "duplicate"),
+        (str(directory / "a"), "loaded", ""),
+        (str(directory / "b"), "loaded", ""),
+        (str(copy), "failed", "duplicate"),
     ]
-    assert loaded.statuses[2].message == f"same address as {directory / 'a'}"
-    assert loaded.failures() == []
+    address = Account.from_key(KEYS[0]).address
+    assert loaded.statuses[2].message == (
+        f"{address} is held by both {directory / 'a'} (keystore) and {copy} (keystore): only "
+        "the first signs; remove one of them from the configuration"
+    )
+    assert loaded.failures_by_source() == {"keystore": 1}
+    with pytest.raises(ConfigError, match=f"{address} is held by both .*a .keystore. and"):
+        await load(KeySources(keystores=(named_twice, KeystoreSpec(str(copy), str(password)))),
+                   strict=True)  # fmt: skip
 
 
 async def test_failures_are_reported_or_refused_with_strict(
