@@ -201,6 +201,8 @@ class KmsKeyInfo:
 class KmsSigner:
     """Signs digests with one KMS key through a shared aioboto3 client."""
 
+    backend = "aws_kms"  # the metrics and the operator page name keys by this
+
     def __init__(self, client: Any, info: KmsKeyInfo, calls: KmsCalls | None = None) -> None:
         self._client = client
         self.info = info

@@ -563,6 +563,8 @@ def signature_from_raw(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSi
 class Pkcs11Signer:
     """Signs digests with one key of a token, through the token's session pool."""
 
+    backend = "pkcs11"
+
     def __init__(self, pool: TokenPool, info: Pkcs11KeyInfo) -> None:
         self._pool = pool
         self.info = info

@@ -46,7 +46,6 @@ from signer_proxy.errors import (
 )
 from signer_proxy.eth.ecdsa import Signature
 from signer_proxy.jsonrpc import Body, Call
-from signer_proxy.keys.aws_kms import KmsSigner
 from signer_proxy.keys.discovery import SKIP_REASONS
 from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
 from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
@@ -195,8 +194,9 @@ def upstream_error_label(exc: BaseException) -> str:
 
 
 def signer_backend(signer: Signer) -> str:
-    """ "aws_kms" for KMS keys, "local" for anything else (keystores, test keys)."""
-    return "aws_kms" if isinstance(signer, KmsSigner) else "local"
+    """The key's backend as a label: the signer class's `backend` ("aws_kms", "pkcs11", …),
+    "local" for keys in process memory (keystores, test keys)."""
+    return str(getattr(signer, "backend", "local"))
 
 
 # --- The metrics -------------------------------------------------------------------------------
