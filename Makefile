@@ -4,8 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FOUNDRY_VERSION := 1.7.1
 
-.PHONY: test unit lint serve dev docs env tools redis-server softhsm2 chromium nginx bench clean \
-	bench-keys
+.PHONY: test unit lint serve dev docs env tools system-packages bench clean bench-keys
 
 # Everything the tests need: the Python environment, anvil and cast, then lint and pytest.
 test: env tools lint
@@ -49,17 +48,25 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # anvil and cast (the real node and client the tests use) and ethers.js (a client test);
 # Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here);
-# redis-server (the replicas' nonce store) from Debian when it is missing (needs root).
-tools: .tools/.installed .tools/.chart-render redis-server softhsm2 chromium nginx
+# and from Debian when missing (needs root): redis-server (the replicas' nonce store),
+# SoftHSM2 (the PKCS#11 token), Chromium (the operator page's browser tests), nginx-light
+# (the benchmark's reference hop). One apt-get for all of them.
+tools: .tools/.installed .tools/.chart-render system-packages
 
-redis-server:
-	@command -v redis-server >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+# command to look for : Debian package that provides it
+SYSTEM_PACKAGES := redis-server:redis-server softhsm2-util:softhsm2 chromium:chromium \
+	/usr/sbin/nginx:nginx-light
 
-# nginx (Debian's nginx-light): the reference hop the benchmark judges the proxy against.
-nginx:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+		cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+		command -v $$cmd >/dev/null 2>&1 || test -x "$$cmd" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing from Debian:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # The full benchmark (bench/run.py; ~15 min): wrk for the load, py-spy for --profile.
 bench: env tools
@@ -67,16 +74,6 @@ bench: env tools
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	$(BIN)/pip install --quiet -c constraints.txt py-spy
 	$(BIN)/python bench/run.py $(ARGS)
-
-# Headless Chromium (Debian's package) for the operator page's browser tests.
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
-
-# SoftHSM2: the real PKCS#11 token of the PKCS#11 key tests (needs root).
-softhsm2:
-	@command -v softhsm2-util >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
