@@ -48,6 +48,7 @@ from signer_proxy.ops.health import (
 )
 from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
+from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.ops.status import Node, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
@@ -404,6 +405,7 @@ def create_app(
     A reload (SIGHUP, POST /admin/keys/reload) reads the key settings from
     `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
     aliases and re-reads keystores)."""
+    restore_recursion_limit()  # py_ecc raised it at import (ops/recursion_limit.py)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.
@@ -519,6 +521,7 @@ def create_app(
                     chain_id_check(facts),
                 ]
             )
+            restore_recursion_limit()  # again: anything imported since create_app
             try:
                 chain_id = await facts.chain_id()
                 log.info("upstream %s: chain id %d", upstream.display_url, chain_id)

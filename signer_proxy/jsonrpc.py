@@ -75,10 +75,17 @@ def parse_call(item: Any) -> Call:
     return Call(method=method, params=params, id=call_id, raw=item)
 
 
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """JSON to Python: the one parser for everything the proxy reads (client bodies, typed
+    data given as a string, the node's replies). orjson's C parser refuses nesting past 1,024
+    levels with an error rather than recursing on the stack; ValueError when not JSON."""
+    return orjson.loads(data)
+
+
 def parse_body(body: bytes, max_batch: int) -> Body:
     """Parse a request body; ParseError / InvalidRequest / BatchTooLarge for the whole body."""
     try:
-        decoded = orjson.loads(body)
+        decoded = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParseError(f"the request body is not valid JSON: {exc}") from None
     if isinstance(decoded, list):

@@ -9,8 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
-
 from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
     INTERNAL_ERROR_MESSAGE,
@@ -24,6 +22,7 @@ from signer_proxy.jsonrpc import (
     CallContext,
     dumps,
     error_response,
+    loads,
     result_response,
 )
 from signer_proxy.ops import tracing
@@ -197,7 +196,7 @@ class Router:
         try:
             payload = await self._upstream.forward(dumps(batch))
             try:
-                decoded = orjson.loads(payload)
+                decoded = loads(payload)
             except ValueError:
                 raise UpstreamBadResponse(
                     "the node answered a batch with a body that is not JSON; check --upstream"

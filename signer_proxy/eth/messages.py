@@ -6,7 +6,6 @@ hash a caller hands it, so a signed "message" can never be a transaction or an a
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -15,6 +14,7 @@ from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_struc
 from signer_proxy.errors import InvalidParams
 from signer_proxy.eth.ecdsa import Signature, keccak256
 from signer_proxy.eth.hexdata import parse_quantity
+from signer_proxy.jsonrpc import loads
 
 PERSONAL_MESSAGE_PREFIX = b"\x19Ethereum Signed Message:\n"
 EIP712_PREFIX = b"\x19\x01"
@@ -59,11 +59,55 @@ def message_signature_bytes(signature: Signature) -> bytes:
     return signature.to_bytes65(MESSAGE_V_OFFSET)
 
 
+# Bounds on typed data, checked before any of it is encoded (docs/security.md, "Limits"):
+# real EIP-712 messages (permits, orders, votes) are a few levels deep with a handful of
+# types; these leave room for far larger ones and keep the encoder's work small.
+MAX_TYPED_DATA_DEPTH = 32  # nesting of objects and arrays in domain and message
+MAX_TYPED_DATA_VALUES = 10_000  # objects, arrays and scalars in domain and message
+MAX_TYPED_DATA_TYPES = 256
+MAX_TYPED_DATA_FIELDS = 1_024  # fields over all types
+
+
+def check_typed_data_bounds(value: dict[str, Any]) -> None:
+    """InvalidParams when typed data is deeper or larger than the bounds above; walks the data
+    without recursion, so the check itself cannot be made to recurse."""
+    types = value["types"]
+    if len(types) > MAX_TYPED_DATA_TYPES:
+        raise InvalidParams(
+            f"typed data defines {len(types)} types, over the limit of {MAX_TYPED_DATA_TYPES}"
+        )
+    fields = sum(len(f) for f in types.values())
+    if fields > MAX_TYPED_DATA_FIELDS:
+        raise InvalidParams(
+            f"typed data types have {fields} fields in all, over the limit of "
+            f"{MAX_TYPED_DATA_FIELDS}"
+        )
+    count = 0
+    stack: list[tuple[Any, int, str]] = [(value["domain"], 1, "domain"), (value["message"], 1,
+                                          "message")]  # fmt: skip
+    while stack:
+        item, depth, where = stack.pop()
+        count += 1
+        if count > MAX_TYPED_DATA_VALUES:
+            raise InvalidParams(
+                f"typed data holds over {MAX_TYPED_DATA_VALUES} values; it is too large to sign"
+            )
+        if depth > MAX_TYPED_DATA_DEPTH:
+            raise InvalidParams(
+                f"typed data {where} is nested over {MAX_TYPED_DATA_DEPTH} levels deep; it is "
+                "too deep to sign"
+            )
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1, where) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1, where) for v in item)
+
+
 def load_typed_data(value: Any) -> dict[str, Any]:
     """The typed data object, given as a JSON object or as a string holding one."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads(value)
         except ValueError as exc:
             raise InvalidParams(f"the typed data string is not valid JSON: {exc}") from None
     if isinstance(value, list):
@@ -88,6 +132,7 @@ def load_typed_data(value: Any) -> dict[str, Any]:
         raise InvalidParams("typed data domain and message must be objects")
     if not isinstance(value["primaryType"], str):
         raise InvalidParams("typed data primaryType must be a type name")
+    check_typed_data_bounds(value)
     return value
 
 

@@ -8,10 +8,10 @@ decryption library's own exception text.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from signer_proxy.errors import KeyLoadFailed
+from signer_proxy.jsonrpc import loads
 from signer_proxy.keys.local import LocalKeySigner
 
 
@@ -65,7 +65,7 @@ def private_key_from_keystore(data: bytes, password: bytes, path: str) -> bytes:
     from eth_keyfile.keyfile import decode_keyfile_json
 
     try:
-        keyfile = json.loads(data)
+        keyfile = loads(data)
         if not isinstance(keyfile, dict):
             raise ValueError
     except (ValueError, UnicodeDecodeError):

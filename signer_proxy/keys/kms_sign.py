@@ -22,6 +22,7 @@ import orjson
 from botocore.auth import SigV4Auth, _host_from_url
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+from signer_proxy.jsonrpc import loads
 from signer_proxy.upstream.http_pool import HttpError, HttpPool
 
 _HEADERS = {
@@ -114,7 +115,7 @@ class LeanKmsClient:
         except HttpError as exc:
             raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
         try:
-            answer = orjson.loads(response.body) if response.body else {}
+            answer = loads(response.body) if response.body else {}
         except ValueError:
             answer = {}
         if response.status != 200:

@@ -23,7 +23,7 @@ from signer_proxy.eth.messages import (
 )
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry
-from signer_proxy.keys.signer import sign_checked
+from signer_proxy.keys.signer import Signer, sign_checked
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,22 @@ class MessageMethods:
         self._facts = facts
         self._gate = gate or SigningGate()
 
+    def _signer(self, method: str, address: Any, context: CallContext) -> Signer:
+        """The key for `address`, once the client may use it (PolicyDenied, audited, if not):
+        checked before the payload is parsed, so a client out of scope costs no parsing."""
+        signer = self._registry().get(parse_address(address, "address"))
+        self._gate.check_key(context, method, signer)
+        return signer
+
     async def _sign(
         self,
         method: str,
-        address: Any,
+        signer: Signer,
         digest: bytes,
         context: CallContext,
         chain_id: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> str:
-        signer = self._registry().get(parse_address(address, "address"))
         async with self._gate.message(context, method, signer, digest, chain_id, details):
             signature = await sign_checked(signer, digest)
         log.info(
@@ -78,25 +84,28 @@ class MessageMethods:
         """EIP-191 signature of [message, address]; message as 0x-hex bytes or UTF-8 text."""
         # A third param (geth's password) is accepted and ignored: the keys are in KMS.
         data, address, *_ = _params(params, "personal_sign", "[message, address]", (2, 3))
+        signer = self._signer("personal_sign", address, context)
         message = personal_sign_bytes(data)
         digest = personal_message_digest(message)
         return await self._sign(
-            "personal_sign", address, digest, context, details={"message_bytes": len(message)}
+            "personal_sign", signer, digest, context, details={"message_bytes": len(message)}
         )
 
     async def eth_sign(self, params: Any, context: CallContext) -> str:
         """geth's eth_sign: [address, 0x-hex data], signed with the EIP-191 prefix, never bare."""
         address, data = _params(params, "eth_sign", "[address, 0x-hex data]", (2,))
+        signer = self._signer("eth_sign", address, context)
         message = parse_data(data, "eth_sign data")
         digest = personal_message_digest(message)
         return await self._sign(
-            "eth_sign", address, digest, context, details={"message_bytes": len(message)}
+            "eth_sign", signer, digest, context, details={"message_bytes": len(message)}
         )
 
     async def _typed(
         self, method: str, params: Any, context: CallContext, *, allow_arrays: bool
     ) -> str:
         address, raw = _params(params, method, "[address, typedData]", (2,))
+        signer = self._signer(method, address, context)
         data = load_typed_data(raw)
         chain_id = typed_data_chain_id(data)
         if chain_id is not None:
@@ -108,7 +117,7 @@ class MessageMethods:
                 )
         digest = typed_data_digest(data, allow_arrays=allow_arrays)
         return await self._sign(
-            method, address, digest, context, chain_id, {"typed_data": _typed_data_summary(data)}
+            method, signer, digest, context, chain_id, {"typed_data": _typed_data_summary(data)}
         )
 
     async def eth_signTypedData_v4(self, params: Any, context: CallContext) -> str:

@@ -8,7 +8,6 @@ the number of time series. `docs/operations.md` lists every metric (a test keeps
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,7 +44,7 @@ from signer_proxy.errors import (
     UpstreamUnavailable,
 )
 from signer_proxy.eth.ecdsa import Signature
-from signer_proxy.jsonrpc import Body, Call
+from signer_proxy.jsonrpc import Body, Call, loads
 from signer_proxy.keys.discovery import SKIP_REASONS
 from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
 from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
@@ -157,7 +156,7 @@ def outcome_of_reply(reply: Any) -> str:
         elif b'"error"' not in reply:
             return "ok"
         try:
-            reply = json.loads(reply)
+            reply = loads(reply)
         except ValueError:
             return "upstream_bad_response"
     if isinstance(reply, dict):

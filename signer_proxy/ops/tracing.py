@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from signer_proxy import __version__
 from signer_proxy.errors import ConfigError, SignerProxyError
 
@@ -289,9 +287,11 @@ def set_reply(current: Span, reply: Any) -> None:
     """The JSON-RPC outcome on a call's span: its error code, if the reply is an error (a
     node's reply passed through is read only while small)."""
     if isinstance(reply, bytes) and len(reply) <= 65536:
+        from signer_proxy.jsonrpc import loads
+
         try:
-            reply = orjson.loads(reply)
-        except orjson.JSONDecodeError:
+            reply = loads(reply)
+        except ValueError:
             return
     error = reply.get("error") if isinstance(reply, dict) else None
     if isinstance(error, dict) and "code" in error:

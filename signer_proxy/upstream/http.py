@@ -20,6 +20,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.jsonrpc import loads
 from signer_proxy.ops.tracing import OUTGOING_HEADERS
 from signer_proxy.upstream.base import redact_url
 from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
@@ -82,7 +83,7 @@ class HttpUpstream:
         if status == 200 and content_type == "application/json":
             return payload
         try:
-            orjson.loads(payload)
+            loads(payload)
         except ValueError:
             raise UpstreamBadResponse(
                 f"the node at {self.display_url} answered HTTP {status} with a body that is not "
@@ -94,7 +95,7 @@ class HttpUpstream:
         request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         status, _, payload = await self._post(orjson.dumps(request))
         try:
-            response = orjson.loads(payload)
+            response = loads(payload)
         except ValueError:
             response = None
         if not isinstance(response, dict) or ("result" not in response and "error" not in response):

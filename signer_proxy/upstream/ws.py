@@ -28,6 +28,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from signer_proxy.jsonrpc import loads
 from signer_proxy.upstream.base import redact_url
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def read_node_message(raw: bytes) -> NodeMessage:
     if _NOTIFICATION_HEAD.match(head):
         return NodeMessage("notification")
     try:
-        decoded = json.loads(raw)
+        decoded = loads(raw)
     except (ValueError, UnicodeDecodeError):
         return NodeMessage("unknown")
     if isinstance(decoded, list):
@@ -98,7 +99,7 @@ def with_client_id(raw: bytes, ours: int, theirs: Any) -> bytes:
     if match and int(match.group(1)) == ours:
         start, end = match.span(1)
         return raw[:start] + json.dumps(theirs).encode() + raw[end:]
-    decoded = json.loads(raw)
+    decoded = loads(raw)
     decoded["id"] = theirs
     return json.dumps(decoded).encode()
 
@@ -193,7 +194,7 @@ class UpstreamSocket:
     async def forward(self, body: bytes, delivered: asyncio.Event | None = None) -> bytes:
         """Relay a JSON-RPC body (a call or a batch) and return the node's reply with the
         body's own ids; b"" when the body held only notifications."""
-        request = json.loads(body)
+        request = loads(body)
         items = request if isinstance(request, list) else [request]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = _Pending(future, {}, delivered=delivered)
@@ -234,7 +235,7 @@ class UpstreamSocket:
             ((ours, theirs),) = pending.ids.items()
             return with_client_id(answer, ours, theirs)
         if isinstance(answer, bytes):  # one error for a whole batch (no batch support)
-            return json.dumps({**json.loads(answer), "id": None}).encode()
+            return json.dumps({**loads(answer), "id": None}).encode()
         for reply in answer:  # every member of a batch gets back the id it was sent with
             if isinstance(reply, dict) and reply.get("id") in pending.ids:
                 reply["id"] = pending.ids[reply["id"]]
@@ -252,7 +253,7 @@ class UpstreamSocket:
     async def call(self, method: str, params: Any) -> Any:
         """The `result` of one call over this connection; NodeRejected on the node's error."""
         body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
-        response = json.loads(await self.forward(body.encode()))
+        response = loads(await self.forward(body.encode()))
         if not isinstance(response, dict) or ("result" not in response and "error" not in response):
             raise UpstreamBadResponse(
                 f"the node at {self.display_url} answered {method} with no JSON-RPC response"
@@ -323,7 +324,7 @@ class UpstreamSocket:
             if not pending.future.done():
                 pending.future.set_result(answer)
             return
-        replies = answer if isinstance(answer, list) else [json.loads(answer)]
+        replies = answer if isinstance(answer, list) else [loads(answer)]
         for reply in replies:
             if not isinstance(reply, dict) or reply.get("id") not in pending.subscriptions:
                 continue
