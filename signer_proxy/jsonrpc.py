@@ -59,6 +59,12 @@ def parse_call(item: Any) -> Call:
     """Validate one request object."""
     if not isinstance(item, dict):
         raise InvalidRequest("each JSON-RPC request must be an object")
+    if not item.keys() <= REQUEST_MEMBERS:
+        unknown = ", ".join(sorted(repr(k)[:40] for k in item.keys() - REQUEST_MEMBERS)[:5])
+        raise InvalidRequest(
+            f"a JSON-RPC request has only the members jsonrpc, id, method and params (exactly "
+            f"so spelled); remove {unknown}"
+        )
     if item.get("jsonrpc") != "2.0":
         raise InvalidRequest('"jsonrpc" must be "2.0"')
     method = item.get("method")
@@ -73,6 +79,26 @@ def parse_call(item: Any) -> Call:
     ):
         raise InvalidRequest('"id" must be a string, a number or null')
     return Call(method=method, params=params, id=call_id, raw=item)
+
+
+# What a request object may hold. Anything else is refused, case variants included: nodes
+# written in Go (geth, erigon …) match JSON keys case-insensitively with the last one
+# winning, so {"method": "eth_blockNumber", "Method": "eth_sendRawTransaction"} would pass our
+# scope check as one method and run on the node as the other (docs/security.md).
+REQUEST_MEMBERS = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def may_hide_members(raw: bytes, calls: int) -> bool:
+    """Whether a body's bytes could say more than its decoded calls show: a member named twice
+    (the decoder kept the last; some parsers keep the first) or spelled with escapes. Such a
+    body is not forwarded as it is: the node gets the calls as the proxy read them."""
+    return (
+        b"\\" in raw
+        or raw.count(b'"method"') != calls
+        or raw.count(b'"params"') > calls
+        or raw.count(b'"id"') > calls
+        or raw.count(b'"jsonrpc"') > calls
+    )
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

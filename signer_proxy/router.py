@@ -23,6 +23,7 @@ from signer_proxy.jsonrpc import (
     dumps,
     error_response,
     loads,
+    may_hide_members,
     result_response,
 )
 from signer_proxy.ops import tracing
@@ -137,6 +138,8 @@ class Router:
             if self.is_local(call.method):
                 reply = await self._local(call, context)
                 return None if call.is_notification else reply
+            if may_hide_members(raw_body, 1):  # the node gets the call as the gate saw it
+                raw_body = dumps(call.raw)
             try:
                 payload = await self._upstream.forward(raw_body)
             except SignerProxyError as exc:

@@ -17,6 +17,7 @@ from signer_proxy.jsonrpc import (
     BadCall,
     Call,
     error_response,
+    may_hide_members,
     parse_body,
     parse_call,
     result_response,
@@ -169,9 +170,32 @@ def test_parse_call_accepts_every_json_rpc_id_type(call_id: Any) -> None:
 
 
 def test_parse_call_keeps_the_raw_object() -> None:
-    raw = _req(id=9, params=[1], extra="kept")
+    raw = _req(id=9, params=[1])
 
     assert parse_call(raw).raw is raw
+
+
+@pytest.mark.parametrize("member", ["extra", "Method", "METHOD", "Params", "ID", "Jsonrpc"])
+def test_parse_call_refuses_members_a_request_does_not_have(member: str) -> None:
+    # Go nodes match keys case-insensitively: "Method" would be a second method (security.md).
+    with pytest.raises(InvalidRequest, match="only the members jsonrpc, id, method and params"):
+        parse_call({**_req(id=1), member: "eth_sendRawTransaction"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "calls", "hides"),
+    [
+        pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"m","params":[]}', 1, False, id="plain"),
+        pytest.param(b'{"jsonrpc":"2.0","method":"m"}', 1, False, id="no-id-no-params"),
+        pytest.param(b'{"method":"a","method":"b"}', 1, True, id="duplicate-method"),
+        pytest.param(b'{"method":"a","params":[],"params":[1]}', 1, True, id="duplicate-params"),
+        pytest.param(b'{"\\u006dethod":"a","method":"b"}', 1, True, id="escaped-key"),
+        pytest.param(b'{"method":"a","params":["\\n"]}', 1, True, id="any-escape"),
+        pytest.param(b'{"id":1,"id":2,"method":"a"}', 1, True, id="duplicate-id"),
+    ],
+)
+def test_may_hide_members(raw: bytes, calls: int, hides: bool) -> None:
+    assert may_hide_members(raw, calls) is hides
 
 
 def test_result_and_error_response_shapes() -> None:
