@@ -46,6 +46,7 @@ from signer_proxy.ops.health import (
     shutdown_check,
     upstream_check,
 )
+from signer_proxy.ops.logs import quiet_malformed_requests
 from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
@@ -432,6 +433,7 @@ def create_app(
     app[MAX_BATCH] = settings.max_batch
     app[MAX_BODY] = settings.max_body_bytes
     metrics = app[METRICS] = Metrics()
+    quiet_malformed_requests(metrics.malformed_requests.inc)
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)

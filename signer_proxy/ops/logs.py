@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +32,9 @@ SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY
 _MIN_SECRET_LENGTH = 6  # shorter strings ("/", "1") would shred ordinary text
 _BEARER_RE = re.compile(r"([Bb]earer\s+)(?!<|realm=)[^\s\"',;]+")
 _QUERY_KEY_RE = re.compile(r"([?&]key=)[^&\s\"']+")
+# aiohttp's warning when a WebSocket client offers subprotocols the server does not speak
+# names them; browsers' clients put API keys there (new WebSocket(url, [key])).
+_SUBPROTOCOLS_RE = re.compile(r"(Client protocols ).*?(?= don)")
 
 
 def request_id_from(header: str | None) -> str:
@@ -84,7 +87,43 @@ class Scrubber:
         if "earer" in line or "key=" in line:
             line = _BEARER_RE.sub(r"\1" + REDACTED, line)
             line = _QUERY_KEY_RE.sub(r"\1" + REDACTED, line)
+        if "Client protocols" in line:
+            line = _SUBPROTOCOLS_RE.sub(r"\1" + REDACTED, line)
         return line
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each malformed HTTP request (which anyone can send) at error level with a
+    traceback: a flood of them would bury the log. This makes each one line at debug, without
+    the traceback, and counts it (`count`, the metric signer_proxy_malformed_requests_total)."""
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        super().__init__()
+        self._count = count
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            self._count()
+            reason = str(exc.message).strip().splitlines()[0][:120] if exc.message else ""
+            original = record.getMessage()
+            record.msg = "%s: refused with HTTP %s (%s)"
+            record.args = (original, exc.code, reason)
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            # The logger let it through at error: handlers see it only if debug is on.
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_malformed_requests(count: Callable[[], None]) -> None:
+    """Install MalformedRequestFilter on aiohttp's server logger (once: a new app replaces it)."""
+    server = logging.getLogger("aiohttp.server")
+    for old in [f for f in server.filters if isinstance(f, MalformedRequestFilter)]:
+        server.removeFilter(old)
+    server.addFilter(MalformedRequestFilter(count))
 
 
 class RequestIdFilter(logging.Filter):

@@ -319,6 +319,12 @@ class Metrics:
             ["family"],
             registry=r,
         )
+        self.malformed_requests = Counter(
+            "signer_proxy_malformed_requests_total",
+            "HTTP requests aiohttp refused as malformed (a bad head or body framing) before "
+            "any handler; each is one debug log line instead of a traceback.",
+            registry=r,
+        )
         self.websocket_connections = Gauge(
             "signer_proxy_websocket_connections",
             "Open WebSocket client connections.",

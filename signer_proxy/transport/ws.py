@@ -471,14 +471,16 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         decode_text=False,
     )
     socket.too_big_reason = close_reason(too_big_reason(node.limits.max_message_bytes))
+    # The HTTP door first, before aiohttp looks at the upgrade (it logs the subprotocols a
+    # client offers, where browsers put API keys): a refusal is a plain 401/403.
+    try:
+        identity = admit(request)
+    except SignerProxyError as exc:
+        return refusal_response(request, exc)
     if not socket.can_prepare(request).ok:
         return web.Response(
             status=400, text="signer-proxy: POST JSON-RPC to this URL, or open a WebSocket on it\n"
         )
-    try:  # the HTTP door, before the upgrade: a refusal is a plain 401/403
-        identity = admit(request)
-    except SignerProxyError as exc:
-        return refusal_response(request, exc)
     context = call_context(identity, "ws")
     socket.headers[REQUEST_ID_HEADER] = REQUEST_ID.get()
     in_flight = app[IN_FLIGHT]
