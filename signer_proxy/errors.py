@@ -15,7 +15,7 @@
     ├── KmsUnavailable               -32011  KMS throttled, timed out or could not be reached
     │   └── HsmUnavailable           -32011  a PKCS#11 token is away, logged out or down
     ├── UpstreamUnavailable          -32020  the node could not be reached: nothing was delivered
-    │   └── UpstreamTimeout          -32020  no answer in time: the request may have been delivered
+    ├── UpstreamTimeout              -32020  no answer in time: the request may have been delivered
     ├── UpstreamBadResponse          -32021  the node answered something that is not JSON-RPC
     ├── DeadlineExceeded             -32030  --request-deadline ran out before anything was sent
     ├── NonceStoreUnavailable        -32050  the Redis nonce store could not be used
@@ -115,11 +115,19 @@ class HsmUnavailable(KmsUnavailable):
 
 
 class UpstreamUnavailable(SignerProxyError):
+    """The node could not be reached: nothing was delivered (safe to try elsewhere)."""
+
     code = -32020
 
 
-class UpstreamTimeout(UpstreamUnavailable):
-    """The node did not answer in time; unlike its parent, the request may have arrived."""
+class UpstreamTimeout(SignerProxyError):
+    """No answer in time, or the connection broke mid-request: the request may have arrived.
+
+    A sibling of UpstreamUnavailable, not a kind of it: the class alone says whether bytes may
+    have left, so no `except UpstreamUnavailable` can mistake a maybe for a no (as httpx
+    separates ConnectError from ReadTimeout)."""
+
+    code = -32020
 
 
 class UpstreamBadResponse(SignerProxyError):

@@ -15,9 +15,8 @@ from signer_proxy.errors import (
     DeadlineExceeded,
     InvalidParams,
     NodeRejected,
-    UpstreamBadResponse,
+    SignerProxyError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from signer_proxy.eth.blobs import SidecarForm
 from signer_proxy.eth.hexdata import to_data
@@ -26,6 +25,14 @@ from signer_proxy.eth.tx_request import TxRequest, parse_tx_request
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.nonces.base import Lease, NonceManager
+from signer_proxy.nonces.outcome import (
+    DECISIONS,
+    Delivery,
+    Presence,
+    after_lookup,
+    delivery_of,
+    settle,
+)
 from signer_proxy.ops import tracing
 from signer_proxy.upstream.base import Upstream
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
@@ -144,58 +151,45 @@ class TransactionMethods:
                 await lease.release()
                 raise
             try:
-                await self._deliver(signed, signer)
-            except NodeRejected as exc:
-                outcome = classify_send_error(exc.message)
-                if outcome is SendOutcome.REJECTED or attempt == MAX_SEND_ATTEMPTS:
-                    await lease.release()
-                    raise
-                if outcome is SendOutcome.NONCE_TOO_HIGH:
-                    await lease.release()
-                else:
-                    # The nonce is taken on chain or in the pool: never sign it again (a
-                    # second signature could replace whatever holds it), and never resend
-                    # these refused bytes either (the request moves on to a new nonce).
-                    await lease.commit(sent=False)
-                log.warning(
-                    "eth_sendTransaction from %s: nonce %d refused (%s); resyncing, attempt %d",
-                    signer.address,
-                    signed.nonce,
-                    outcome.value,
-                    attempt + 1,
-                )
-                await self._nonces.resync(signer.address)
-                continue
-            except UpstreamTimeout as exc:
-                # The node may have the transaction: its nonce is spent until the node says
-                # otherwise (an idle address re-reads the node's pending count).
-                await lease.commit()
-                raise UpstreamTimeout(
-                    f"{exc.message}; transaction {to_data(signed.hash)} may still be mined: "
-                    "check it with eth_getTransactionByHash before sending again",
-                    {"txHash": to_data(signed.hash), "nonce": hex(signed.nonce)},
-                ) from exc
-            except UpstreamUnavailable:  # never reached the node: the nonce is unused
-                await lease.release()
-                raise
+                delivery, error = await self._deliver(signed, signer)
             except BaseException:
                 # Anything else after the bytes may have left: the nonce counts as used
                 # (replicas resend the recorded transaction if the node lacks it).
                 await lease.commit()
                 raise
-            await lease.commit()
-            return signed
+            decision = DECISIONS[delivery]  # what it does to the nonce: nonces/outcome.py
+            await settle(lease, decision.nonce)
+            if delivery is Delivery.ACCEPTED:
+                return signed
+            if delivery is Delivery.MAYBE_DELIVERED:
+                message = error.message if error is not None else "the send was cut short"
+                raise UpstreamTimeout(
+                    f"{message}; transaction {to_data(signed.hash)} may still be mined: "
+                    "check it with eth_getTransactionByHash before sending again",
+                    {"txHash": to_data(signed.hash), "nonce": hex(signed.nonce)},
+                ) from error
+            assert error is not None
+            if not decision.resign or attempt == MAX_SEND_ATTEMPTS:
+                raise error
+            log.warning(
+                "eth_sendTransaction from %s: nonce %d refused (%s); resyncing, attempt %d",
+                signer.address,
+                signed.nonce,
+                delivery.value,
+                attempt + 1,
+            )
+            await self._nonces.resync(signer.address)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _deliver(self, signed: SignedTx, signer: Signer) -> None:
+    async def _deliver(
+        self, signed: SignedTx, signer: Signer
+    ) -> tuple[Delivery, SignerProxyError | None]:
         """Send; after an ambiguous failure resend the same bytes (a nonce that may have been
-        delivered is never signed again), within the request deadline.
-
-        Raises UpstreamTimeout if it stays ambiguous, UpstreamUnavailable if surely nothing
-        arrived, NodeRejected with the node's refusal."""
-        maybe_delivered: UpstreamTimeout | None = None
+        delivered is never signed again), within the request deadline. How it ended, and the
+        error that says so (None when accepted)."""
+        maybe: SignerProxyError | None = None
         for pause in (0.0, *RESEND_PAUSES):
-            if maybe_delivered is not None:
+            if maybe is not None:
                 left = remaining()
                 if left is not None and left <= pause:
                     break
@@ -204,32 +198,33 @@ class TransactionMethods:
                     "resending transaction %s (nonce %d) after: %s",
                     to_data(signed.hash),
                     signed.nonce,
-                    maybe_delivered.message,
+                    maybe.message,
                 )
             try:
                 await self._send(signed, signer)
-                return
-            except UpstreamTimeout as exc:
-                maybe_delivered = exc
-            except UpstreamBadResponse as exc:  # e.g. a gateway's 502: it may have passed it on
-                maybe_delivered = UpstreamTimeout(exc.message)
-            except UpstreamUnavailable as exc:
-                if maybe_delivered is None:
-                    raise
-                maybe_delivered = UpstreamTimeout(exc.message)  # the first try may have arrived
-            except NodeRejected:
-                if maybe_delivered is not None and await self._node_has(signed):
-                    return  # "nonce too low" for our own, already mined, transaction
-                raise
-        assert maybe_delivered is not None
-        raise maybe_delivered
+                return Delivery.ACCEPTED, None
+            except SignerProxyError as exc:
+                delivery = delivery_of(exc)
+                if delivery is Delivery.MAYBE_DELIVERED:
+                    maybe = exc
+                    continue
+                if maybe is None:
+                    return delivery, exc  # the first try: what the node said is the answer
+                if delivery is Delivery.NOT_DELIVERED:
+                    continue  # this resend never arrived; the first may have
+                # The node refused the resend: is that because it has the first one?
+                found = after_lookup(delivery, await self._presence(signed))
+                return found, (None if found is Delivery.ACCEPTED else
+                               maybe if found is Delivery.MAYBE_DELIVERED else exc)  # fmt: skip
+        return Delivery.MAYBE_DELIVERED, maybe
 
-    async def _node_has(self, signed: SignedTx) -> bool:
+    async def _presence(self, signed: SignedTx) -> Presence:
+        """Whether the node has the transaction; UNKNOWN when the lookup fails too."""
         try:
             found = await self._upstream.call("eth_getTransactionByHash", [to_data(signed.hash)])
-        except (NodeRejected, UpstreamUnavailable):
-            return False
-        return found is not None
+        except SignerProxyError:
+            return Presence.UNKNOWN
+        return Presence.NO if found is None else Presence.YES
 
     async def _send(self, signed: SignedTx, signer: Signer) -> None:
         # Logged before the send: if it is cut short (timeout, shutdown), the hash to look up.

@@ -16,20 +16,16 @@ from signer_proxy.chain.fill import ChainFacts, fill
 from signer_proxy.chain.signing import sign_transaction
 from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
-    NodeRejected,
     SignerProxyError,
-    UpstreamBadResponse,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import with_nonce
 from signer_proxy.eth.tx_request import TxRequest
 from signer_proxy.keys import KeyRegistry
 from signer_proxy.nonces.base import Lease
+from signer_proxy.nonces.outcome import DECISIONS, Delivery, delivery_of, settle
 from signer_proxy.nonces.redis_store import RedisNonceManager
 from signer_proxy.upstream.base import Upstream
-from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +86,15 @@ class GapRepairer:
             raise
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
-        except NodeRejected as exc:
-            outcome = classify_send_error(exc.message)
-            if outcome in (SendOutcome.REJECTED, SendOutcome.NONCE_TOO_HIGH):
-                await lease.release()
-            elif outcome is SendOutcome.ALREADY_KNOWN:
-                await lease.commit()
-            else:
-                await lease.commit(sent=False)  # taken meanwhile: never resend the filler
+        except SignerProxyError as exc:
+            delivery = delivery_of(exc)
+            # A filler is never signed again at another nonce (it only closes this gap); a
+            # maybe-delivered one stays recorded and the next sync resends it if need be.
+            await settle(lease, DECISIONS[delivery].nonce)
+            if delivery in (Delivery.NOT_DELIVERED, Delivery.MAYBE_DELIVERED):
+                raise
             log.warning("gap filler for nonce %d of %s: %s", lease.nonce, address, exc.message)
             return
-        except (UpstreamTimeout, UpstreamBadResponse):
-            await lease.commit()  # recorded: a later sync resends it if the node lacks it
-            raise
-        except UpstreamUnavailable:
-            await lease.release()  # never arrived
-            raise
         except BaseException:
             await lease.commit()
             raise

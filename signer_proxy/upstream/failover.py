@@ -73,7 +73,7 @@ class FailoverUpstream:
                 return await self._nodes[index].call(method, params)
             except NodeRejected:
                 raise  # the node works; it refused the call
-            except (UpstreamUnavailable, UpstreamBadResponse) as exc:
+            except (UpstreamUnavailable, UpstreamTimeout, UpstreamBadResponse) as exc:
                 self._mark_down(index, exc)
                 last = exc
                 maybe_arrived = isinstance(exc, UpstreamTimeout | UpstreamBadResponse)
@@ -89,7 +89,7 @@ class FailoverUpstream:
         for index in self._order():
             try:
                 return await self._nodes[index].forward(body)
-            except (UpstreamUnavailable, UpstreamBadResponse) as exc:
+            except (UpstreamUnavailable, UpstreamTimeout, UpstreamBadResponse) as exc:
                 self._mark_down(index, exc)
                 last = exc
                 if isinstance(exc, UpstreamTimeout | UpstreamBadResponse) or _deadline_spent():

@@ -48,7 +48,7 @@ from signer_proxy.errors import (
         pytest.param(SigningFailed, -32010, 200, SignerProxyError, id="SigningFailed"),
         pytest.param(KmsUnavailable, -32011, 200, SignerProxyError, id="KmsUnavailable"),
         pytest.param(UpstreamUnavailable, -32020, 200, SignerProxyError, id="UpstreamUnavailable"),
-        pytest.param(UpstreamTimeout, -32020, 200, UpstreamUnavailable, id="UpstreamTimeout"),
+        pytest.param(UpstreamTimeout, -32020, 200, SignerProxyError, id="UpstreamTimeout"),
         pytest.param(UpstreamBadResponse, -32021, 200, SignerProxyError, id="UpstreamBadResponse"),
         pytest.param(DeadlineExceeded, -32030, 200, SignerProxyError, id="DeadlineExceeded"),
         pytest.param(
