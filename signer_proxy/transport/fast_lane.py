@@ -31,9 +31,9 @@ from aiohttp import web
 from signer_proxy.access.auth import Identity
 from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, RequestTimeout, SignerProxyError
 from signer_proxy.jsonrpc import dumps, error_response
-from signer_proxy.ops.logs import REQUEST_ID, request_id_from
 from signer_proxy.ops.shutdown import InFlight
-from signer_proxy.transport.door import Caller, cors_headers_for
+from signer_proxy.transport.door import Caller
+from signer_proxy.transport.exchange import open_request, reply_headers
 from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,8 @@ class FastLaneProtocol(asyncio.Protocol):
         head = self._head or _NO_HEAD
         self._head = None
         self._buffer.clear()
-        self._reply(head, self._lane.endpoint.refusal(exc), request_id_from(None), close=True)
+        request_id, _ = open_request(None)
+        self._reply(head, self._lane.endpoint.refusal(exc), request_id, close=True)
 
     def _next(self) -> None:
         """Start on the next complete request in the buffer, if there is one."""
@@ -431,9 +432,7 @@ class FastLaneProtocol(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._answer(head, body, admitted))
 
     def _request_id(self, head: Head) -> str:
-        request_id = request_id_from(head.headers.get("x-request-id"))
-        REQUEST_ID.set(request_id)  # the refusal's log line carries it
-        return request_id
+        return open_request(head.headers.get("x-request-id"))[0]  # the refusal's log line
 
     def _admit(self, head: Head) -> Identity | HttpAnswer:
         headers = head.headers
@@ -469,8 +468,8 @@ class FastLaneProtocol(asyncio.Protocol):
 
     async def _answer(self, head: Head, body: bytes, identity: Identity) -> None:
         lane = self._lane
-        request_id = request_id_from(head.headers.get("x-request-id"))
-        REQUEST_ID.set(request_id)  # this task's context: its log lines carry the id
+        # This task's context (no reset needed): its log lines carry the id.
+        request_id, _ = open_request(head.headers.get("x-request-id"))
         try:
             answer = await lane.endpoint.answer(identity, body)
         except Exception:
@@ -484,21 +483,16 @@ class FastLaneProtocol(asyncio.Protocol):
         lane = self._lane
         close = close or head.close or self._close_after or lane.in_flight.draining
         if not self._closed:
-            out = b"%s%sX-Request-Id: %s\r\n" % (
-                status_line(answer.status),
-                lane.date_header(),
-                request_id.encode("latin-1"),
-            )
+            out = status_line(answer.status) + lane.date_header()
             if answer.body is not None:
                 out += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(
                     answer.body
                 )
             for name, value in answer.headers:
                 out += f"{name}: {value}\r\n".encode("latin-1")
-            origin = head.headers.get("origin")
-            if origin is not None:
-                for name, value in cors_headers_for(lane.endpoint.access, origin).items():
-                    out += f"{name}: {value}\r\n".encode("latin-1")
+            access = lane.endpoint.access
+            for name, value in reply_headers(access, head.headers.get("origin"), request_id):
+                out += f"{name}: {value}\r\n".encode("latin-1")
             out += b"Connection: close\r\n\r\n" if close else b"\r\n"
             if answer.body:
                 self._transport.writelines((out, answer.body))
