@@ -46,7 +46,6 @@ KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed 
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR, LF, HTAB are checked apart
 # While a request is answered, pipelined bytes past this are left in the kernel (reading
 # paused); so are all bytes while the client does not read its replies (writing paused).
 READ_AHEAD = 64 * 1024
@@ -84,41 +83,26 @@ class Head:
 def parse_head(head: bytes) -> Head | None:
     """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
     None for any other request (it is handed to aiohttp)."""
-    # A CR or LF outside a CRLF: a parser that reads it otherwise sees other header lines
-    # (request smuggling behind a front proxy; an Origin echoed into the reply's head). Other
-    # control characters (NUL ...) are refused by aiohttp's parser: its call too.
-    lf = head.count(b"\n")
-    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or _CONTROL.search(head):
-        return None
     if not head.startswith(_OUR_START):
         return None
-    # llhttp (httptools) reads the request line and header lines: what it refuses (a name
-    # that is not a token, a folded line, a bad version ...) aiohttp's llhttp refuses too.
+    # llhttp (httptools) reads the request line and the header lines, strictly: a CR or LF
+    # outside a CRLF, a control character, a name that is not a token, a folded line, two
+    # Content-Lengths, Content-Length beside Transfer-Encoding ... are refused, so handed to
+    # aiohttp, whose parser is llhttp too and answers 400.
     collected = _HeadCollector()
     parser = httptools.HttpRequestParser(collected)
     try:
-        parser.feed_data(head)
-    except httptools.HttpParserError as exc:
-        if not isinstance(exc.__context__, _HeadDone):
-            return None
-    except httptools.HttpParserUpgrade:
+        parser.feed_data(head)  # the head only: the parser then waits for a body, never fed
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None
-    if not collected.done or collected.fields > MAX_HEADERS:
+    if not collected.done or collected.ambiguous or collected.fields > MAX_HEADERS:
         return None
     if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
         return None
     path, _, query = collected.url.partition("?")
     if path != "/":
         return None
-    headers: dict[str, str] = {}
-    for name, value in collected.headers:
-        key = name.lower()
-        if key in headers:
-            if key in _SINGLE_VALUED:
-                return None
-            headers[key] = f"{headers[key]}, {value}"
-        else:
-            headers[key] = value
+    headers = collected.headers
     if not _NOT_OURS.isdisjoint(headers):
         return None
     length = headers.get("content-length")
@@ -134,31 +118,36 @@ def parse_head(head: bytes) -> Head | None:
     return Head(headers, query, int(length), close)
 
 
-class _HeadDone(Exception):
-    """Raised when the head is in: the body is not the parser's to read."""
-
-
 class _HeadCollector:
-    """httptools' callbacks for one request head."""
+    """httptools' callbacks for one request head: lower-case names, repeated values joined
+    with ", " (a repeated single-valued header makes the head ambiguous: aiohttp's)."""
 
-    __slots__ = ("done", "fields", "headers", "url")
+    __slots__ = ("ambiguous", "done", "fields", "headers", "url")
 
     def __init__(self) -> None:
         self.url = ""
-        self.headers: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
         self.fields = 0
         self.done = False
+        self.ambiguous = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fields += 1
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1").strip(" \t")))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip(" \t")
+        headers = self.headers
+        if key in headers:
+            if key in _SINGLE_VALUED:
+                self.ambiguous = True
+            headers[key] = f"{headers[key]}, {text}"
+        else:
+            headers[key] = text
 
     def on_headers_complete(self) -> None:
         self.done = True
-        raise _HeadDone
 
 
 _STATUS_LINES: dict[int, bytes] = {}
