@@ -10,6 +10,7 @@ nothing of it is forwarded to the node.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import math
 import re
@@ -106,6 +107,7 @@ def credentials_of(
     return Credentials(bearer, query_key, cert_names(peercert))
 
 
+@functools.lru_cache(maxsize=MAX_HOSTS_REMEMBERED)  # clients send the same Host every time
 def host_well_formed(host: str) -> bool:
     """A Host header value is `name[:port]` or `[IPv6][:port]` (RFC 9110 section 7.2)."""
     return _HOST.fullmatch(host) is not None

@@ -33,7 +33,7 @@ from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, RequestTimeout, SignerPr
 from signer_proxy.jsonrpc import dumps, error_response
 from signer_proxy.ops.shutdown import InFlight
 from signer_proxy.transport.door import Caller
-from signer_proxy.transport.exchange import open_request, reply_headers
+from signer_proxy.transport.exchange import open_request, reply_header_lines
 from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)
@@ -401,7 +401,10 @@ class FastLaneProtocol(asyncio.Protocol):
                     buffer.clear()
                     self._reply(head, self._admitted, self._request_id(head), close=True)
                     return
-            self._arm(self._lane.body_timeout)
+            if len(buffer) < self._head_end + head.content_length:
+                self._arm(self._lane.body_timeout)  # the body is still on its way
+            else:
+                self._disarm()  # the head's deadline, if it came in pieces
         total = self._head_end + head.content_length
         if len(buffer) < total:
             return  # the body is still on its way
@@ -479,9 +482,7 @@ class FastLaneProtocol(asyncio.Protocol):
                 )
             for name, value in answer.headers:
                 out += f"{name}: {value}\r\n".encode("latin-1")
-            access = lane.endpoint.access
-            for name, value in reply_headers(access, head.headers.get("origin"), request_id):
-                out += f"{name}: {value}\r\n".encode("latin-1")
+            out += reply_header_lines(lane.endpoint.access, head.headers.get("origin"), request_id)
             out += b"Connection: close\r\n\r\n" if close else b"\r\n"
             if answer.body:
                 self._transport.writelines((out, answer.body))
