@@ -9,7 +9,11 @@ head we would have to be lenient about ...) hands the connection, with every byt
 far, to aiohttp's protocol, which serves it from then on. Anything unusual is aiohttp's to
 judge, with its full parser.
 
-Requests on one connection are answered one at a time, in order (HTTP/1.1 pipelining).
+Heads are read by llhttp (httptools), the parser aiohttp itself uses. The door (Host, Origin,
+credentials) is checked on the head, before the body is read. Requests on one connection are
+answered one at a time, in order (HTTP/1.1 pipelining); reading pauses while the client does
+not read its replies, and while a request is answered once READ_AHEAD bytes wait. A head must
+arrive within --head-timeout and its body within --body-timeout, else 408 and close.
 """
 
 from __future__ import annotations
