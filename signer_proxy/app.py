@@ -58,6 +58,7 @@ from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.door import ACCESS, build_access
 from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
 from signer_proxy.transport.http import (
+    BODY_TIMEOUT,
     ENDPOINT,
     MAX_BATCH,
     MAX_BODY,
@@ -437,7 +438,10 @@ def create_app(
     in_flight = app[IN_FLIGHT] = InFlight()
     checks = app[READINESS_CHECKS] = [shutdown_check(lambda: in_flight.draining)]
     metrics.in_flight.set_function(lambda: in_flight.count)
-    lane = app[FAST_LANE] = FastLane(in_flight, settings.max_body_bytes, app)
+    lane = app[FAST_LANE] = FastLane(
+        in_flight, settings.max_body_bytes, app, settings.head_timeout, settings.body_timeout
+    )
+    app[BODY_TIMEOUT] = settings.body_timeout
     app.on_shutdown.append(lane.on_shutdown)
     names = KeyNames()  # the gate binds the policy with it, at startup and on every reload
 

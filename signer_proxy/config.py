@@ -207,6 +207,18 @@ class Settings:
         "message: a larger one closes the connection with 1009.",
     )
     max_batch: int = _setting(1000, "Most calls accepted in one JSON-RPC batch.")
+    head_timeout: float = _setting(
+        60.0,
+        "Seconds a client may take to send a request's head (request line and headers), from "
+        "its first byte; then the connection gets HTTP 408 and is closed (nginx's "
+        "client_header_timeout). A slow client dripping bytes holds a connection no longer.",
+    )
+    body_timeout: float = _setting(
+        60.0,
+        "Seconds a client may take to send a request's body once its head is in; then HTTP 408 "
+        "and the connection is closed. A whole deadline, not one per read as nginx's "
+        "client_body_timeout: a byte a minute does not keep it alive.",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     log_format: str = _setting(
         "text",
@@ -485,6 +497,8 @@ def validate(settings: Settings) -> None:
         "kms_backoff_max",
         "nonce_lease_seconds",
         "upstream_health_interval",
+        "head_timeout",
+        "body_timeout",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{flag_name(name)} must be positive")

@@ -76,6 +76,18 @@ class BodyTooLarge(InvalidRequest):
     http_status = 413
 
 
+class BadHost(InvalidRequest):
+    """An HTTP/1.1 request without a Host header, or with one that is not a host[:port]."""
+
+    http_status = 400
+
+
+class RequestTimeout(InvalidRequest):
+    """The client took longer than --head-timeout / --body-timeout to send its request."""
+
+    http_status = 408
+
+
 class MethodNotFound(SignerProxyError):
     code = -32601
 

@@ -10,13 +10,15 @@ nothing of it is forwarded to the node.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 
 from signer_proxy.access.auth import (
@@ -27,7 +29,7 @@ from signer_proxy.access.auth import (
     cert_names,
 )
 from signer_proxy.access.ratelimit import RateLimiter
-from signer_proxy.errors import Forbidden, RateLimited, Unauthorized
+from signer_proxy.errors import BadHost, Forbidden, RateLimited, Unauthorized
 from signer_proxy.jsonrpc import CallContext
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,13 @@ log = logging.getLogger(__name__)
 ANY = "*"
 MAX_HOSTS_REMEMBERED = 64
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
+# RFC 9110 Host: uri-host [":" port]; uri-host is an IP-literal in brackets or a reg-name.
+# Anything else ("[::1]evil.com", "a b", "x@y") is refused rather than read one way here and
+# another by a front proxy or a browser.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+\]"
+    r"|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
+)
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,34 @@ def credentials_of(
     return Credentials(bearer, query_key, cert_names(peercert))
 
 
-def check_host_and_origin_of(access: Access, host: str | None, origin: str | None) -> None:
-    """Forbidden for a Host not served (DNS rebinding) or a web page Origin not allowed
-    (a page posting to the proxy behind its user's back)."""
+@functools.lru_cache(maxsize=MAX_HOSTS_REMEMBERED)  # clients send the same Host every time
+def host_well_formed(host: str) -> bool:
+    """A Host header value is `name[:port]` or `[IPv6][:port]` (RFC 9110 section 7.2)."""
+    return _HOST.fullmatch(host) is not None
+
+
+def check_host(host: str | None, required: bool) -> None:
+    """BadHost for a Host that is not host[:port], or none when HTTP/1.1 requires one."""
+    if host is None:
+        if required:
+            raise BadHost(
+                "an HTTP/1.1 request needs a Host header (RFC 9112); send the proxy's name or "
+                "address as Host"
+            )
+    elif not host_well_formed(host):
+        raise BadHost(
+            f"the Host header {host[:100]!r} is not a host name or [IPv6 address] with an "
+            "optional :port; send the proxy's name or address as Host"
+        )
+
+
+def check_host_and_origin_of(
+    access: Access, host: str | None, origin: str | None, host_required: bool = False
+) -> None:
+    """BadHost for a missing (HTTP/1.1) or malformed Host; Forbidden for a Host not served
+    (DNS rebinding) or a web page Origin not allowed (a page posting to the proxy behind its
+    user's back)."""
+    check_host(host, host_required)
     if not access.host_allowed(host):
         raise Forbidden(
             f"Host {host_name(host or '')!r} is not served by this proxy; add it to "
@@ -125,7 +159,7 @@ def identify(access: Access, caller: Caller) -> Identity:
 
 def admit_caller(access: Access, caller: Caller) -> Identity:
     """Everything asked of a request before its body is read: Host, Origin, credentials."""
-    check_host_and_origin_of(access, caller.host, caller.origin)
+    check_host_and_origin_of(access, caller.host, caller.origin, caller.http11)
     try:
         return identify(access, caller)
     except Unauthorized as exc:
@@ -143,6 +177,7 @@ class Caller:
     query_key: str | None  # ?key=, the first one
     peercert: Mapping[str, Any] | None  # mTLS: ssl's getpeercert() dict
     remote: str | None  # for the log line of a refusal
+    http11: bool = False  # HTTP/1.1 or later: a Host header is required
     traceparent: str | None = None  # W3C trace context, continued when tracing is on
 
 
@@ -156,6 +191,7 @@ def caller_of(request: web.Request) -> Caller:
         request.query.get("key"),
         transport.get_extra_info("peercert") if transport is not None else None,
         request.remote,
+        request.version >= HttpVersion11,
         headers.get("traceparent"),
     )
 
@@ -174,7 +210,12 @@ def authenticate(request: web.Request) -> Identity:
 def check_host_and_origin(request: web.Request) -> None:
     """check_host_and_origin_of for an aiohttp request."""
     headers = request.headers
-    check_host_and_origin_of(_access(request), headers.get("Host"), headers.get("Origin"))
+    check_host_and_origin_of(
+        _access(request),
+        headers.get("Host"),
+        headers.get("Origin"),
+        request.version >= HttpVersion11,
+    )
 
 
 def admit(request: web.Request) -> Identity:

@@ -9,7 +9,11 @@ head we would have to be lenient about ...) hands the connection, with every byt
 far, to aiohttp's protocol, which serves it from then on. Anything unusual is aiohttp's to
 judge, with its full parser.
 
-Requests on one connection are answered one at a time, in order (HTTP/1.1 pipelining).
+Heads are read by llhttp (httptools), the parser aiohttp itself uses. The door (Host, Origin,
+credentials) is checked on the head, before the body is read. Requests on one connection are
+answered one at a time, in order (HTTP/1.1 pipelining); reading pauses while the client does
+not read its replies, and while a request is answered once READ_AHEAD bytes wait. A head must
+arrive within --head-timeout and its body within --body-timeout, else 408 and close.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httptools
 from aiohttp import web
 
-from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, SignerProxyError
+from signer_proxy.access.auth import Identity
+from signer_proxy.errors import INTERNAL_ERROR_MESSAGE, RequestTimeout, SignerProxyError
 from signer_proxy.jsonrpc import dumps, error_response
-from signer_proxy.ops.logs import REQUEST_ID, request_id_from
 from signer_proxy.ops.shutdown import InFlight
-from signer_proxy.transport.door import Caller, cors_headers_for
+from signer_proxy.transport.door import Caller
+from signer_proxy.transport.exchange import open_request, reply_header_lines
 from signer_proxy.transport.http import ENDPOINT, HttpAnswer, RpcEndpoint
 
 log = logging.getLogger(__name__)
@@ -44,8 +50,12 @@ KEEPALIVE_SECONDS = 75.0  # as aiohttp: an idle keep-alive connection is closed 
 SWEEP_SECONDS = 15.0
 SHUTDOWN_GRACE = 1.0  # after drain(): how long requests still running get before cancellation
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR, LF, HTAB are checked apart
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
+# While a request is answered, pipelined bytes past this are left in the kernel (reading
+# paused); so are all bytes while the client does not read its replies (writing paused).
+READ_AHEAD = 64 * 1024
+# A request refused on its head (401/403/400) whose body has more than this still to come
+# gets its reply and the connection closed: the body is never read.
+DISCARD_LIMIT = 64 * 1024
 _OUR_START = b"POST /"  # how every request line the lane answers begins
 # Present these and the request is aiohttp's: framing or semantics this lane does not do.
 _NOT_OURS = frozenset({"transfer-encoding", "upgrade", "expect"})
@@ -77,37 +87,26 @@ class Head:
 def parse_head(head: bytes) -> Head | None:
     """The head of a `POST /` HTTP/1.1 request with a Content-Length body, ending in CRLF CRLF;
     None for any other request (it is handed to aiohttp)."""
-    # A CR or LF outside a CRLF: a parser that reads it otherwise sees other header lines
-    # (request smuggling behind a front proxy; an Origin echoed into the reply's head). Other
-    # control characters (NUL ...) are refused by aiohttp's parser: its call too.
-    lf = head.count(b"\n")
-    if head.count(b"\r\n") != lf or head.count(b"\r") != lf or _CONTROL.search(head):
+    if not head.startswith(_OUR_START):
         return None
-    lines = head.decode("latin-1").split("\r\n")
-    if len(lines) > MAX_HEADERS + 3:  # the request line, the headers, two empty strings
+    # llhttp (httptools) reads the request line and the header lines, strictly: a CR or LF
+    # outside a CRLF, a control character, a name that is not a token, a folded line, two
+    # Content-Lengths, Content-Length beside Transfer-Encoding ... are refused, so handed to
+    # aiohttp, whose parser is llhttp too and answers 400.
+    collected = _HeadCollector()
+    parser = httptools.HttpRequestParser(collected)
+    try:
+        parser.feed_data(head)  # the head only: the parser then waits for a body, never fed
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None
-    request_line = lines[0].split(" ")
-    if len(request_line) != 3 or request_line[0] != "POST" or request_line[2] != "HTTP/1.1":
+    if not collected.done or collected.ambiguous or collected.fields > MAX_HEADERS:
         return None
-    path, _, query = request_line[1].partition("?")
+    if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+        return None
+    path, _, query = collected.url.partition("?")
     if path != "/":
         return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        # A name that is not an HTTP token (whitespace around it, a folded line ...): not ours.
-        if not sep or not _TOKEN.fullmatch(name):
-            return None
-        key = name.lower()
-        value = value.strip(" \t")
-        if key in headers:
-            if key in _SINGLE_VALUED:
-                return None
-            headers[key] = f"{headers[key]}, {value}"
-        else:
-            headers[key] = value
+    headers = collected.headers
     if not _NOT_OURS.isdisjoint(headers):
         return None
     length = headers.get("content-length")
@@ -121,6 +120,38 @@ def parse_head(head: bytes) -> Head | None:
             return None
         close = "close" in tokens
     return Head(headers, query, int(length), close)
+
+
+class _HeadCollector:
+    """httptools' callbacks for one request head: lower-case names, repeated values joined
+    with ", " (a repeated single-valued header makes the head ambiguous: aiohttp's)."""
+
+    __slots__ = ("ambiguous", "done", "fields", "headers", "url")
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.headers: dict[str, str] = {}
+        self.fields = 0
+        self.done = False
+        self.ambiguous = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields += 1
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip(" \t")
+        headers = self.headers
+        if key in headers:
+            if key in _SINGLE_VALUED:
+                self.ambiguous = True
+            headers[key] = f"{headers[key]}, {text}"
+        else:
+            headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        self.done = True
 
 
 _STATUS_LINES: dict[int, bytes] = {}
@@ -137,6 +168,9 @@ def status_line(status: int) -> bytes:
     return line
 
 
+_NO_HEAD = Head({}, "", 0, True)  # for a reply to a request whose head never came whole
+_METHOD = re.compile(rb"[A-Z]+(?: |$)")  # the start of a request line: wait for its head
+
 _INTERNAL_ERROR = HttpAnswer(
     500, dumps(error_response(None, SignerProxyError(INTERNAL_ERROR_MESSAGE)))
 )
@@ -145,9 +179,18 @@ _INTERNAL_ERROR = HttpAnswer(
 class FastLane:
     """The app's fast-lane connections, and what they answer with."""
 
-    def __init__(self, in_flight: InFlight, max_body: int, app: web.Application) -> None:
+    def __init__(
+        self,
+        in_flight: InFlight,
+        max_body: int,
+        app: web.Application,
+        head_timeout: float = 60.0,
+        body_timeout: float = 60.0,
+    ) -> None:
         self.in_flight = in_flight
         self.max_body = max_body
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
         self.connections: set[FastLaneProtocol] = set()
         self._app = app
         self._endpoint: RpcEndpoint | None = None
@@ -222,6 +265,8 @@ class FastLaneProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None  # the head's or the body's deadline
+        self._admitted: Identity | HttpAnswer | None = None  # the door's word on self._head
         self.busy = False
         self.task: asyncio.Task[None] | None = None
         self.last_active = 0.0
@@ -241,8 +286,10 @@ class FastLaneProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         if not self.busy:
             self._next()
-        elif len(self._buffer) > self._lane.max_body + MAX_HEAD_BYTES:
-            # Pipelined requests pile up while one is answered: stop reading for now.
+        # Bounded: what is not answered yet stays in the kernel once the client is ahead of
+        # us (pipelining while we answer, or not reading its replies).
+        ahead = self._writing_paused or (self.busy and len(self._buffer) > READ_AHEAD)
+        if ahead and not self._reading_paused and not self._closed:
             self._reading_paused = True
             self._transport.pause_reading()
 
@@ -254,20 +301,33 @@ class FastLaneProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._disarm()
         if not self.busy:
             self._lane.connections.discard(self)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        if not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if not self.busy and self._buffer:
+        if self.busy or self._closed:
+            return  # the reply resumes reading
+        self._resume_reading()
+        if self._buffer:
             self._next()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     # -- the lane's own --
 
     def close(self) -> None:
+        self._disarm()
         self._lane.connections.discard(self)
         if self._transport is not None and not self._closed:
             self._transport.close()
@@ -278,6 +338,32 @@ class FastLaneProtocol(asyncio.Protocol):
         else:
             self.close()
 
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        """The head or the body took too long: 408 and close (a slow-drip client)."""
+        self._timer = None
+        if self._closed or self.busy:
+            return
+        waited = "body" if self._head is not None else "head"
+        seconds = self._lane.body_timeout if self._head is not None else self._lane.head_timeout
+        exc = RequestTimeout(
+            f"the request's {waited} did not arrive within {seconds:g} s; send the whole "
+            f"request at once (the operator sets --{waited}-timeout)"
+        )
+        head = self._head or _NO_HEAD
+        self._head = None
+        self._buffer.clear()
+        request_id, _ = open_request(None)
+        self._reply(head, self._lane.endpoint.refusal(exc), request_id, close=True)
+
     def _next(self) -> None:
         """Start on the next complete request in the buffer, if there is one."""
         if self._closed or self._writing_paused:
@@ -285,17 +371,22 @@ class FastLaneProtocol(asyncio.Protocol):
         buffer = self._buffer
         head = self._head
         if head is None:
+            if not buffer:
+                return
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                # Too long, lines ending in a bare LF, or not a POST / at all: aiohttp's parser
-                # decides, now (garbage such as a TLS hello may never send a blank line).
+                # Too long, lines ending in a bare LF, or not a request line at all (a TLS
+                # hello ...): aiohttp's parser decides, now. Any other head is waited for,
+                # under the head deadline, also one the lane will hand off once it is in.
                 if (
                     len(buffer) > MAX_HEAD_BYTES
-                    or not buffer.startswith(_OUR_START[: len(buffer)])
+                    or not (buffer.startswith(_OUR_START[: len(buffer)]) or _METHOD.match(buffer))
                     or b"\n\n" in buffer
                     or b"\n\r\n" in buffer
                 ):
                     self._hand_off()
+                elif self._timer is None:
+                    self._arm(self._lane.head_timeout)
                 return
             if end + 4 > MAX_HEAD_BYTES:  # the whole head may come in one read: judge it too
                 self._hand_off()
@@ -305,20 +396,60 @@ class FastLaneProtocol(asyncio.Protocol):
                 self._hand_off()  # not ours, or too large: aiohttp answers 413
                 return
             self._head, self._head_end = head, end + 4
+            # The door on the head: credentials, Host and Origin before any body is read.
+            self._admitted = self._admit(head)
+            if isinstance(self._admitted, HttpAnswer):
+                missing = self._head_end + head.content_length - len(buffer)
+                if missing > DISCARD_LIMIT:  # reply now; the body is never read
+                    self._head = None
+                    buffer.clear()
+                    self._reply(head, self._admitted, self._request_id(head), close=True)
+                    return
+            if len(buffer) < self._head_end + head.content_length:
+                self._arm(self._lane.body_timeout)  # the body is still on its way
+            else:
+                self._disarm()  # the head's deadline, if it came in pieces
         total = self._head_end + head.content_length
         if len(buffer) < total:
             return  # the body is still on its way
+        self._disarm()
         body = bytes(buffer[self._head_end : total])
         del buffer[:total]
         self._head = None
+        admitted, self._admitted = self._admitted, None
         self.busy = True
+        if isinstance(admitted, HttpAnswer):  # refused on the head; its body is dropped
+            self._reply(head, admitted, self._request_id(head))
+            return
+        assert admitted is not None
         # In flight from now, not from when the task first runs: a drain starting in between
         # must wait for this request too.
         self._lane.in_flight.enter()
-        self.task = asyncio.get_running_loop().create_task(self._answer(head, body))
+        self.task = asyncio.get_running_loop().create_task(self._answer(head, body, admitted))
+
+    def _request_id(self, head: Head) -> str:
+        return open_request(head.headers.get("x-request-id"))[0]  # the refusal's log line
+
+    def _admit(self, head: Head) -> Identity | HttpAnswer:
+        headers = head.headers
+        endpoint = self._lane.endpoint
+        caller = Caller(
+            headers.get("host"),
+            headers.get("origin"),
+            headers.get("authorization"),
+            head.query_key,
+            self._peercert,
+            self._remote,
+            http11=True,  # the lane serves HTTP/1.1 only
+        )
+        try:
+            return endpoint.admit(caller)
+        except SignerProxyError as exc:
+            return endpoint.refusal(exc)
 
     def _hand_off(self) -> None:
         """From now on this connection is aiohttp's, starting with the bytes read so far."""
+        self._disarm()
         self._lane.connections.discard(self)
         protocol = self._fallback()
         transport = self._transport
@@ -331,28 +462,13 @@ class FastLaneProtocol(asyncio.Protocol):
         if data:
             protocol.data_received(data)
 
-    async def _answer(self, head: Head, body: bytes) -> None:
+    async def _answer(self, head: Head, body: bytes, identity: Identity) -> None:
         lane = self._lane
-        headers = head.headers
-        request_id = request_id_from(headers.get("x-request-id"))
-        REQUEST_ID.set(request_id)  # this task's context: its log lines carry the id
+        # This task's context (no reset needed): its log lines carry the id.
+        request_id, _ = open_request(head.headers.get("x-request-id"))
         try:
-            endpoint = lane.endpoint
-            caller = Caller(
-                headers.get("host"),
-                headers.get("origin"),
-                headers.get("authorization"),
-                head.query_key,
-                self._peercert,
-                self._remote,
-                headers.get("traceparent"),
-            )
-            try:
-                identity = endpoint.admit(caller)
-            except SignerProxyError as exc:
-                answer = endpoint.refusal(exc)
-            else:
-                answer = await endpoint.answer(identity, body, caller.traceparent)
+            traceparent = head.headers.get("traceparent")  # read only when tracing is on
+            answer = await lane.endpoint.answer(identity, body, traceparent)
         except Exception:
             log.exception("unexpected error answering a request")
             answer = _INTERNAL_ERROR
@@ -360,25 +476,18 @@ class FastLaneProtocol(asyncio.Protocol):
             lane.in_flight.leave()
         self._reply(head, answer, request_id)
 
-    def _reply(self, head: Head, answer: HttpAnswer, request_id: str) -> None:
+    def _reply(self, head: Head, answer: HttpAnswer, request_id: str, close: bool = False) -> None:
         lane = self._lane
-        close = head.close or self._close_after or lane.in_flight.draining
+        close = close or head.close or self._close_after or lane.in_flight.draining
         if not self._closed:
-            out = b"%s%sX-Request-Id: %s\r\n" % (
-                status_line(answer.status),
-                lane.date_header(),
-                request_id.encode("latin-1"),
-            )
+            out = status_line(answer.status) + lane.date_header()
             if answer.body is not None:
                 out += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(
                     answer.body
                 )
             for name, value in answer.headers:
                 out += f"{name}: {value}\r\n".encode("latin-1")
-            origin = head.headers.get("origin")
-            if origin is not None:
-                for name, value in cors_headers_for(lane.endpoint.access, origin).items():
-                    out += f"{name}: {value}\r\n".encode("latin-1")
+            out += reply_header_lines(lane.endpoint.access, head.headers.get("origin"), request_id)
             out += b"Connection: close\r\n\r\n" if close else b"\r\n"
             if answer.body:
                 self._transport.writelines((out, answer.body))
@@ -390,9 +499,8 @@ class FastLaneProtocol(asyncio.Protocol):
         if close or self._closed:
             self.close()
             return
-        if self._reading_paused:
-            self._reading_paused = False
-            self._transport.resume_reading()
+        if not self._writing_paused:
+            self._resume_reading()
         if self._buffer:
             self._next()
 

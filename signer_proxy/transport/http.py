@@ -9,12 +9,19 @@ answer alike.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from signer_proxy.access.auth import Identity
-from signer_proxy.errors import BodyTooLarge, RateLimited, SignerProxyError, Unauthorized
+from signer_proxy.errors import (
+    BodyTooLarge,
+    RateLimited,
+    RequestTimeout,
+    SignerProxyError,
+    Unauthorized,
+)
 from signer_proxy.jsonrpc import dumps, error_response, parse_body
 from signer_proxy.ops.metrics import METRICS
 from signer_proxy.router import Router
@@ -33,6 +40,7 @@ from signer_proxy.transport.door import (
 ROUTER = web.AppKey("router", Router)
 MAX_BATCH = web.AppKey("max_batch", int)
 MAX_BODY = web.AppKey("max_body", int)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # --body-timeout, for aiohttp's requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +129,24 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         identity = endpoint.admit(caller)
     except SignerProxyError as exc:
         return _response(endpoint.refusal(exc))
+    seconds = request.app.get(BODY_TIMEOUT, 60.0)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(seconds):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _response(endpoint.too_large())
+    except TimeoutError:
+        # A body dripped slowly: 408, and the connection is not kept (its rest is unread).
+        response = _response(
+            endpoint.refusal(
+                RequestTimeout(
+                    f"the request's body did not arrive within {seconds:g} s; send the whole "
+                    "request at once (the operator sets --body-timeout)"
+                )
+            )
+        )
+        response.force_close()
+        return response
     return _response(await endpoint.answer(identity, raw, caller.traceparent))
 
 

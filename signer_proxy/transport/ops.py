@@ -8,9 +8,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from signer_proxy.ops.health import READINESS_CHECKS, handle_health, handle_ready
-from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_from
+from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER
 from signer_proxy.ops.metrics import METRICS, handle_metrics
 from signer_proxy.ops.shutdown import IN_FLIGHT
+from signer_proxy.transport.door import ACCESS, OPEN_ACCESS
+from signer_proxy.transport.exchange import open_request, reply_headers
 
 OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
@@ -21,8 +23,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     log lines and response header, and count it as in flight while it is handled."""
     if request.path in OPS_PATHS or request.path.startswith("/operator"):
         return await handler(request)
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-    token = REQUEST_ID.set(request_id)
+    headers = request.headers
+    request_id, token = open_request(headers.get(REQUEST_ID_HEADER))
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             # A WebSocket lives as long as its client: the WS transport counts each message
@@ -37,7 +39,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 in_flight.leave()
     finally:
         REQUEST_ID.reset(token)
-    response.headers[REQUEST_ID_HEADER] = request_id
+    access = request.app.get(ACCESS) or OPEN_ACCESS
+    response.headers.update(reply_headers(access, headers.get("Origin"), request_id))
     return response
 
 

@@ -3,9 +3,9 @@
 Why not aiohttp's client: on the pass-through path its request machinery (ClientRequest,
 header multidicts, tracing hooks, timeout objects) costs more CPU than everything else the
 proxy does for a call. A JSON-RPC node needs one verb, one path and keep-alive connections;
-this pool writes the request in one buffer and parses the answer with no per-call objects
-beyond the response. It speaks Content-Length and chunked bodies, TLS, and HTTP basic auth
-from the URL's userinfo.
+this pool writes the request in one buffer and parses the answer with llhttp (httptools), no
+per-call objects beyond the response. It speaks Content-Length and chunked bodies, skips 1xx
+interim answers, TLS, and HTTP basic auth from the URL's userinfo.
 
 Errors say whether the request can have reached the server: `ConnectFailed` (it did not)
 versus `ResponseFailed` and `TimeoutError` (it may have) — the send path keeps a nonce spent
@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote, urlsplit
+
+import httptools
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # eth_getLogs answers can be large; this is a backstop
 MAX_HEADER_BYTES = 64 * 1024
@@ -54,8 +56,11 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: the answer to the request in flight is parsed as its bytes
-    arrive and handed over through one future (no stream reader, no task per read)."""
+    """One keep-alive connection: the answer to the request in flight is parsed by llhttp
+    (httptools) as its bytes arrive and handed over through one future (no stream reader, no
+    task per read). llhttp refuses what a hand parser gets wrong: a repeated Content-Length,
+    Content-Length with chunked, a Transfer-Encoding that only contains "chunked"; 1xx
+    interim answers are skipped."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -63,14 +68,43 @@ class _Connection(asyncio.Protocol):
         self.broken = False  # closed, or the server said something while we were idle
         self.reusable = False  # the last answer allows another request on this connection
         self._waiter: asyncio.Future[Response] | None = None
-        self._buffer = bytearray()
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0  # bytes read before the (final) head was complete
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._body_at = -1  # where the body starts in the buffer; -1 while the head is unread
-        self._chunk_at = 0  # chunked bodies: the offset of the next chunk's size line
+        self._headers_done = False
         self._chunks: list[bytes] = []
-        self._chunked_size = 0
+        self._size = 0
         self._keep = False
+        self._answered: Response | None = None
+
+    # -- httptools' callbacks --
+
+    def on_message_begin(self) -> None:
+        if self._answered is not None:  # bytes after the answer: the stream is out of step
+            self._keep = False
+            raise _Done
+        self._headers = {}
+        self._headers_done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._headers_done = self._status >= 200  # 1xx: an interim answer, skipped
+        self._keep = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_RESPONSE_BYTES:
+            raise ResponseFailed("the answer is larger than the client accepts")
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._headers_done:
+            return  # the end of a 1xx answer: the real one follows
+        self._answered = Response(self._status, self._headers, b"".join(self._chunks))
 
     # -- asyncio.Protocol --
 
@@ -83,25 +117,46 @@ class _Connection(asyncio.Protocol):
             self.broken = True
             self.close()
             return
-        self._buffer += data
+        if not self._headers_done:
+            self._head_bytes += len(data)
         try:
-            response = self._parse(eof=False)
-        except ResponseFailed as exc:
-            self._fail(exc)
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ResponseFailed("the server switched protocols instead of answering"))
             return
-        if response is not None:
-            self._finish(response)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a callback raised
+            if isinstance(cause, ResponseFailed):
+                self._fail(cause)
+                return
+            if isinstance(cause, _Done):
+                pass
+            elif self._answered is None:
+                self._fail(ResponseFailed(f"the answer is not valid HTTP/1.1 ({_reason(exc)})"))
+                return
+            self._keep = False  # garbage after a whole answer: answer it, never reuse
+        if self._answered is not None:
+            self._finish()
+        elif not self._headers_done and self._head_bytes > MAX_HEADER_BYTES:
+            self._fail(ResponseFailed("the answer's headers are too large"))
 
     def eof_received(self) -> bool:
         self.broken = True
-        if self._waiter is not None:
-            try:
-                response = self._parse(eof=True)
-            except ResponseFailed as exc:
-                self._fail(exc)
+        if self._waiter is not None and self._answered is None:
+            headers = self._headers
+            if self._headers_done and "content-length" not in headers and not _chunked(headers):
+                # No framing: the body runs to the end of the connection.
+                self._answered = Response(self._status, headers, b"".join(self._chunks))
+                self._keep = False
+                self._finish()
             else:
-                if response is not None:
-                    self._finish(response)
+                self._fail(
+                    ResponseFailed(
+                        "the connection closed in the middle of the answer"
+                        if self._headers_done
+                        else "the server closed the connection without an answer"
+                    )
+                )
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,9 +164,9 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None:
             self._fail(
                 ResponseFailed(
-                    "the server closed the connection without an answer"
-                    if self._body_at < 0
-                    else "the connection closed in the middle of the answer"
+                    "the connection closed in the middle of the answer"
+                    if self._headers_done
+                    else "the server closed the connection without an answer"
                 )
             )
 
@@ -120,11 +175,12 @@ class _Connection(asyncio.Protocol):
     def send(self, request: bytes, waiter: asyncio.Future[Response]) -> None:
         assert self.transport is not None
         self._waiter = waiter
-        self._buffer.clear()
-        self._body_at = -1
-        self._chunk_at = 0
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0
+        self._headers_done = False
         self._chunks = []
-        self._chunked_size = 0
+        self._size = 0
+        self._answered = None
         self.reusable = False
         self.transport.write(request)
 
@@ -137,7 +193,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _finish(self, response: Response) -> None:
+    def _finish(self) -> None:
+        response = self._answered
+        assert response is not None
+        self.reusable = self._keep
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
@@ -149,85 +208,19 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    def _parse(self, eof: bool) -> Response | None:
-        """The whole answer once it is in the buffer; None while more is to come."""
-        buffer = self._buffer
-        if self._body_at < 0:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEADER_BYTES:
-                    raise ResponseFailed("the answer's headers are too large")
-                if eof:
-                    raise ResponseFailed("the server closed the connection without an answer")
-                return None
-            head = bytes(buffer[: end + 4])
-            self._status, self._headers = _parse_head(head)
-            keep = self._headers.get("connection", "").lower()
-            # HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told.
-            self._keep = keep == "keep-alive" if head.startswith(b"HTTP/1.0") else keep != "close"
-            self._body_at = self._chunk_at = end + 4
-        headers = self._headers
-        end_at = -1  # where the answer ends in the buffer, when that is known
-        if self._status in (204, 304):
-            body: bytes | None = b""
-            end_at = self._body_at
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._parse_chunks(eof)
-        elif (length := headers.get("content-length")) is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise ResponseFailed("the answer's body framing is malformed") from None
-            if size < 0 or size > MAX_RESPONSE_BYTES:
-                raise ResponseFailed("the answer's Content-Length is out of range")
-            if len(buffer) - self._body_at < size:
-                if eof:
-                    raise ResponseFailed("the connection closed in the middle of the answer")
-                return None
-            end_at = self._body_at + size
-            body = bytes(buffer[self._body_at : end_at])
-        else:  # the body runs to the end of the connection
-            if len(buffer) - self._body_at > MAX_RESPONSE_BYTES:
-                raise ResponseFailed("the answer is larger than the client accepts")
-            if not eof:
-                return None
-            self._keep = False
-            body = bytes(buffer[self._body_at :])
-        if body is None:
-            return None
-        if end_at >= 0 and len(buffer) > end_at:
-            self._keep = False  # bytes after the answer: the stream is out of step
-        self.reusable = self._keep
-        return Response(self._status, headers, body)
 
-    def _parse_chunks(self, eof: bool) -> bytes | None:
-        buffer = self._buffer
-        while True:
-            line_end = buffer.find(b"\r\n", self._chunk_at)
-            if line_end < 0:
-                break
-            try:
-                size = int(bytes(buffer[self._chunk_at : line_end]).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise ResponseFailed("the answer's body framing is malformed") from None
-            if size == 0:  # the last chunk; its trailers, if any, end with an empty line
-                end = buffer.find(b"\r\n\r\n", line_end)
-                if end >= 0:
-                    if len(buffer) > end + 4:
-                        self._keep = False  # bytes after the answer: out of step
-                    return b"".join(self._chunks)
-                break
-            chunk_end = line_end + 2 + size
-            if len(buffer) < chunk_end + 2:
-                break
-            self._chunks.append(bytes(buffer[line_end + 2 : chunk_end]))
-            self._chunk_at = chunk_end + 2
-            self._chunked_size += size
-            if self._chunked_size > MAX_RESPONSE_BYTES:
-                raise ResponseFailed("the answer is larger than the client accepts")
-        if eof:
-            raise ResponseFailed("the connection closed in the middle of the answer")
-        return None
+class _Done(Exception):
+    """Raised from a parser callback: the answer is whole, stop parsing."""
+
+
+def _chunked(headers: Mapping[str, str]) -> bool:
+    encoding = headers.get("transfer-encoding", "")
+    return encoding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
+def _reason(exc: Exception) -> str:
+    # llhttp's reasons name the framing fault ("Duplicate Content-Length"); never any data.
+    return str(exc)[:80] or type(exc).__name__
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:
@@ -370,23 +363,3 @@ class HttpPool:
         while self._idle:
             self._idle.pop().close()
         await asyncio.sleep(0)  # let the transports finish closing
-
-
-def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
-        raise ResponseFailed("the answer is not HTTP/1.x")
-    try:
-        status = int(status_line[1])
-    except ValueError:
-        raise ResponseFailed("the answer has no valid status code") from None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ResponseFailed("the answer has a malformed header line")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers

@@ -195,6 +195,93 @@ async def test_malformed_answers_are_response_failed(start: Starter, reply: byte
         await pool.close()
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk",
+            id="conflicting-content-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            id="repeated-content-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n",
+            id="chunked-and-content-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+            id="bad-chunk-size",
+        ),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", id="101"),
+    ],
+)
+async def test_ambiguous_framing_is_refused_not_guessed(start: Starter, reply: bytes) -> None:
+    """A node (or what sits in front of it) whose answer two parsers could read differently:
+    ResponseFailed, never one of the readings (the old hand parser kept the last length)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    _, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        with pytest.raises(ResponseFailed):
+            await pool.post(b"{}", 5)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "body"),
+    [
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+            + answer(b'{"ok":1}'),
+            b'{"ok":1}',
+            id="1xx-skipped",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b'3;ext=1\r\n{"o\r\n5\r\nk":1}\r\n0\r\nTrailer: x\r\n\r\n',
+            b'{"ok":1}',
+            id="chunked-last-with-extension-and-trailer",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunkedx\r\nConnection: close\r\n\r\n2\r\nok",
+            b"2\r\nok",
+            id="chunked-as-a-substring-is-not-chunked",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end",
+            b"to the end",
+            id="body-to-eof",
+        ),
+    ],
+)
+async def test_framing_table(start: Starter, reply: bytes, body: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for i in range(0, len(reply), 7):  # in small pieces: the parser keeps state across reads
+            writer.write(reply[i : i + 7])
+            await writer.drain()
+        if b"close" in reply:
+            writer.close()
+
+    _, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        response = await pool.post(b"{}", 5)
+        assert (response.status, response.body) == (200, body)
+    finally:
+        await pool.close()
+
+
 async def test_an_http_1_0_answer_without_keep_alive_closes_the_connection(start: Starter) -> None:
     """Python's http.server answers HTTP/1.0 and hangs up: never reuse such a connection."""
 

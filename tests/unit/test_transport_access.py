@@ -10,16 +10,18 @@ from aiohttp.test_utils import make_mocked_request
 
 from signer_proxy.access.auth import Authenticator, Credentials, Identity, hash_api_key
 from signer_proxy.access.ratelimit import RateLimiter
-from signer_proxy.errors import Forbidden, Unauthorized
+from signer_proxy.errors import BadHost, Forbidden, Unauthorized
 from signer_proxy.transport.door import (
     ACCESS,
     Access,
     authenticate,
     call_context,
     check_host_and_origin,
+    check_host_and_origin_of,
     cors_headers,
     credentials,
     host_name,
+    host_well_formed,
 )
 from tests.auth_support import API_KEYS
 
@@ -145,3 +147,35 @@ def test_authenticate_through_the_apps_authenticator() -> None:
 def test_call_context_carries_client_transport_and_how() -> None:
     context = call_context(Identity("ci", "client_cert"), "ws")
     assert (context.client, context.transport, context.auth) == ("ci", "ws", "client_cert")
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        pytest.param("127.0.0.1:8545", True, id="v4-port"),
+        pytest.param("[::1]:8545", True, id="v6-port"),
+        pytest.param("[::1]", True, id="v6"),
+        pytest.param("proxy.example.com.", True, id="trailing-dot"),
+        pytest.param("", True, id="empty"),  # RFC 9112 allows an empty Host
+        pytest.param("[::1]evil.com", False, id="after-bracket"),
+        pytest.param("[::1", False, id="unclosed"),
+        pytest.param("evil.com]:80", False, id="stray-bracket"),
+        pytest.param("user@proxy", False, id="userinfo"),
+        pytest.param("a b", False, id="space"),
+        pytest.param("proxy:80:81", False, id="two-ports"),
+    ],
+)
+def test_host_well_formed(host: str, ok: bool) -> None:
+    assert host_well_formed(host) is ok
+
+
+def test_bad_host_is_400_before_the_allowed_hosts_check() -> None:
+    """Even with every host allowed, a malformed one is refused; a missing one only when
+    HTTP/1.1 requires it."""
+    open_access = Access(Authenticator({}, required=False), RateLimiter({}))
+    with pytest.raises(BadHost) as refused:
+        check_host_and_origin_of(open_access, "[::1]evil.com", None)
+    assert refused.value.http_status == 400
+    with pytest.raises(BadHost, match="needs a Host header"):
+        check_host_and_origin_of(open_access, None, None, host_required=True)
+    check_host_and_origin_of(open_access, None, None)  # HTTP/1.0: no Host is allowed

@@ -1,0 +1,252 @@
+"""What one client can hold of the proxy (issue 22): memory while it does not read its replies,
+a body before its credentials are checked, a connection while it drips bytes; and the Host a
+request must carry. Raw sockets against an in-process proxy (asyncio) and `signer-proxy
+serve` (uvloop), both with short deadlines, in front of a real anvil.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signer_proxy.keys.local import LocalKeySigner
+from tests.conftest import (
+    KeyFactory,
+    ProxyFactory,
+    ProxyProcess,
+    proxy_settings,
+    start_proxy_process,
+    stop,
+)
+from tests.integration.test_fast_lane_http import (
+    AUTH,
+    CHAIN_ID,
+    Node,
+    Server,
+    api_keys_file,  # noqa: F401  (a fixture)
+    assert_result,
+    call,
+    chunked_post,
+    node,  # noqa: F401  (a fixture)
+    post,
+    serve_args,
+)
+
+pytestmark = pytest.mark.integration
+
+BIG_BODY = 1024 * 1024  # --max-body-bytes here: a refused head must not wait for this much
+SECONDS = 1.0  # --head-timeout and --body-timeout here
+
+
+@pytest.fixture(scope="module")
+def limits_process(
+    node: Node,  # noqa: F811
+    kms: Any,
+    make_key: KeyFactory,
+    api_keys_file: Path,  # noqa: F811
+) -> Iterator[ProxyProcess]:
+    key = make_key()
+    args = serve_args(node, kms.url, key.arn, api_keys_file)
+    args[args.index("--max-body-bytes") + 1] = str(BIG_BODY)
+    proxy = start_proxy_process(
+        *args, "--head-timeout", str(SECONDS), "--body-timeout", str(SECONDS)
+    )
+    yield proxy
+    stop(proxy.process)
+    assert proxy.process.returncode == 0
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+async def limited(
+    request: pytest.FixtureRequest,
+    start_proxy: ProxyFactory,
+    node: Node,  # noqa: F811
+    api_keys_file: Path,  # noqa: F811
+) -> Server:
+    if request.param == "uvloop":
+        proxy = request.getfixturevalue("limits_process")
+        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+        return Server("uvloop", host, int(port), proxy)
+    settings = proxy_settings(
+        node.front.url,
+        "http://127.0.0.1:9",  # never used: the key is local
+        api_keys_file=str(api_keys_file),
+        max_body_bytes=BIG_BODY,
+        head_timeout=SECONDS,
+        body_timeout=SECONDS,
+    )
+    proxy = await start_proxy(settings, signers=[LocalKeySigner(b"\x0a" * 32, "key-a")])
+    return Server("asyncio", proxy.client.host, proxy.client.port)
+
+
+def head_only(length: int, headers: dict[str, str]) -> bytes:
+    fields = {"Host": "127.0.0.1", "Content-Type": "application/json", **headers}
+    fields["Content-Length"] = str(length)
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return f"POST / HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
+
+
+# --- #22 item 3: the door on the head -----------------------------------------------------------
+
+
+async def test_unauthenticated_head_is_refused_before_its_body(limited: Server) -> None:
+    """A head announcing a 1 MB body without credentials gets its 401 at once, and the
+    connection closed: the body is never waited for (before: no reply until 1 MB came)."""
+    connection = await limited.connect()
+    try:
+        await connection.send(head_only(BIG_BODY, {}))
+        reply = await connection.reply(within=SECONDS / 2)  # before any deadline
+        assert reply.status == 401, reply.body
+        assert reply.json["error"]["code"] == -32040
+        assert reply.headers["connection"] == "close"
+        assert await connection.closed_by_server()
+    finally:
+        await connection.close()
+
+
+async def test_a_refused_small_request_keeps_its_connection(limited: Server) -> None:
+    """Refused on its head, a request whose body is on its way is answered after the body is
+    dropped, and the connection serves the next request."""
+    connection = await limited.connect()
+    try:
+        await connection.send(post(call("eth_chainId"), auth=False))
+        assert (await connection.reply()).status == 401
+        await connection.send(post(call("eth_chainId", call_id=2)))
+        assert_result(await connection.reply(), 2)
+    finally:
+        await connection.close()
+
+
+# --- #22 item 7: slow clients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "drip"),
+    [
+        pytest.param(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Drip: 1\r\n", id="lane-head"),
+        pytest.param(
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Drip: 1\r\n", id="get-head"
+        ),
+        pytest.param(head_only(1000, AUTH) + b"[", b" ", id="lane-body"),
+        pytest.param(
+            chunked_post(call("eth_chainId")).split(b"\r\n\r\n")[0] + b"\r\n\r\n1000\r\n[",
+            b" ",
+            id="aiohttp-body",
+        ),
+    ],
+)
+async def test_a_client_dripping_bytes_is_cut_off(
+    limited: Server, start: bytes, drip: bytes
+) -> None:
+    """A byte every 0.2 s keeps no connection past the deadline (1 s here): 408 and close
+    (before: the connection was held as long as the client dripped)."""
+    connection = await limited.connect()
+    began = time.monotonic()
+    got = None
+    try:
+        await connection.send(start)
+        for _ in range(50):  # 10 s of dripping, far past the deadline
+            try:
+                got = await asyncio.wait_for(connection.reader.read(65536), 0.2)
+                break
+            except TimeoutError:
+                try:
+                    await connection.send(drip)
+                except (ConnectionError, OSError):
+                    got = b""
+                    break
+        elapsed = time.monotonic() - began
+    finally:
+        await connection.close()
+    assert got is not None, "still open after 10 s of dripping"
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert b"timeout" in got
+    assert elapsed < SECONDS + 2, elapsed
+
+
+# --- #22 item 8: Host ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", [pytest.param(None, id="missing"), pytest.param("[::1]evil.com", id="bracketed")]
+)
+@pytest.mark.parametrize("framing", ["lane", "aiohttp"])
+async def test_missing_or_malformed_host_is_400(
+    limited: Server, host: str | None, framing: str
+) -> None:
+    headers = {**AUTH, "Host": host or ""}  # an empty value: the header is left out
+    request = (post if framing == "lane" else chunked_post)(call("eth_chainId"), headers)
+    connection = await limited.connect()
+    try:
+        await connection.send(request)
+        reply = await connection.reply()
+        assert reply.status == 400, reply.body
+        assert reply.by_aiohttp == (framing == "aiohttp")
+        if framing == "aiohttp" and host is None:
+            assert b"Host" in reply.body  # aiohttp's own parser refuses it, in plain text
+        else:
+            assert "Host" in reply.json["error"]["message"]
+    finally:
+        await connection.close()
+
+
+async def test_http_1_0_without_host_is_still_served(limited: Server) -> None:
+    connection = await limited.connect()
+    try:
+        await connection.send(post(call("eth_chainId"), {**AUTH, "Host": ""}, version="HTTP/1.0"))
+        reply = await connection.reply()
+        assert reply.status == 200, reply.body
+        assert reply.json["result"] == CHAIN_ID
+    finally:
+        await connection.close()
+
+
+# --- #22 item 2: a client that does not read its replies ----------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_pipelining_without_reading_replies_keeps_memory_flat(limits_process: ProxyProcess) -> None:
+    """150 MB of pipelined POSTs on one connection whose replies are never read: the proxy
+    stops reading once its replies back up, so the client cannot push the 150 MB and the
+    proxy's RSS stays flat (before: every byte was buffered, RSS grew by ~170 MB)."""
+    # Each request is a batch of 1000 non-objects: 2 kB in, ~80 kB of errors out, so the
+    # replies back up fast.
+    body = b"[" + b",".join([b"1"] * 1000) + b"]"
+    request = post(body, AUTH)
+    chunk = request * 64
+    host, port = limits_process.url.removeprefix("http://").rsplit(":", 1)
+    pid = limits_process.process.pid
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)  # one request first: the proxy's memory after warming up
+        time.sleep(0.5)
+        before = rss_bytes(pid)
+        sock.setblocking(False)
+        sent = 0
+        began = time.monotonic()
+        settled = None  # RSS 2 s in: the requests answered until the replies backed up
+        while sent < 150 * 1024 * 1024 and time.monotonic() - began < 8.0:
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.05)
+            if settled is None and time.monotonic() - began > 2.0:
+                settled = rss_bytes(pid)
+        time.sleep(0.5)
+        after = rss_bytes(pid)
+    grown = after - before
+    print(f"sent {sent} bytes; RSS grew {grown} bytes, {after - (settled or after)} after 2 s")
+    assert grown < 40 * 1024 * 1024, (sent, grown)
+    assert sent < 100 * 1024 * 1024, sent  # the kernel's buffers, not the proxy's, hold the rest
+    assert settled is not None and after - settled < 4 * 1024 * 1024, (settled, after)
