@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -149,8 +150,26 @@ def _add_dev_parser(commands: Any) -> None:
     dev.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 
+# What `signer-proxy dev` runs beside the proxy, from the `dev` extra (not in the image).
+DEV_MODULES = ("moto", "eth_tester", "web3", "boto3")
+DEV_INSTALL = "pip install 'signer-proxy[dev]'"
+
+
+def missing_dev_modules() -> list[str]:
+    """The dev extra's modules this environment lacks."""
+    return [name for name in DEV_MODULES if importlib.util.find_spec(name) is None]
+
+
 def run_dev_command(args: argparse.Namespace, started: float) -> int:
     """`signer-proxy dev`: 0 after Ctrl-C, 2 when something cannot start."""
+    missing = missing_dev_modules()
+    if missing:
+        print(
+            f"signer-proxy: error: `signer-proxy dev` needs its emulators and dev chain "
+            f"({', '.join(missing)} are not installed): {DEV_INSTALL}",
+            file=sys.stderr,
+        )
+        return 2
     from signer_proxy.dev.runner import DevOptions, run_dev, use_dev_credentials
 
     options = DevOptions(
