@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from signer_proxy.config import FIELDS, Settings, env_name, flag_name, load_settings
+from signer_proxy.config import FIELDS, Settings, env_name, flag_name
 from signer_proxy.errors import ConfigError, KeyCommandFailed, KeyLoadFailed
+from signer_proxy.keys.sources import load_checked
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, tuple[Any, str]]]
 KMS_FLAGS = (
@@ -191,7 +192,7 @@ def _runner(command: Command, *, full_settings: bool = False) -> Callable[[Any],
     def run(args: argparse.Namespace) -> int:
         names = FIELDS if full_settings else KMS_FLAGS
         try:
-            settings = load_settings(
+            settings = load_checked(
                 {name: getattr(args, name, None) for name in names}, config_file=args.config
             )
             _configure_logging(settings)

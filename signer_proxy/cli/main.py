@@ -37,6 +37,7 @@ from signer_proxy.config import (
     require_serve_settings,
 )
 from signer_proxy.errors import ConfigError, InvalidParams, SignerProxyError
+from signer_proxy.keys.sources import load_checked
 from signer_proxy.ops.logs import configure as configure_logs
 from signer_proxy.ops.logs import secrets_in_environment, secrets_in_url
 
@@ -292,12 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "healthcheck":
         return healthcheck(flags, args.config)
     try:
-        settings = load_settings(flags, config_file=args.config)
+        settings = load_checked(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(
             settings.log_level, settings.log_format, settings.upstream, settings.upstream_ws
         )
-        run_event_loop(serve(settings, lambda: load_settings(flags, config_file=args.config)))
+        run_event_loop(serve(settings, lambda: load_checked(flags, config_file=args.config)))
     except ConfigError as exc:
         print(f"signer-proxy: error: {exc}", file=sys.stderr)
         return 2
@@ -400,7 +401,7 @@ def _key_settings(args: argparse.Namespace) -> Settings:
         name: getattr(args, name) for name in ("aws_region", "aws_endpoint_url", "kms_timeout")
     }
     flags["log_level"] = args.log_level
-    return load_settings({**flags, "kms_keys": [args.kms_key]}, config_file=args.config)
+    return load_checked({**flags, "kms_keys": [args.kms_key]}, config_file=args.config)
 
 
 @asynccontextmanager

@@ -26,6 +26,12 @@ class Signer(Protocol):
         ...
 
 
+def signer_backend(signer: Signer) -> str:
+    """The key's backend as a label: the signer class's `backend` ("aws_kms", "pkcs11", …),
+    "local" for keys in process memory (keystores, test keys)."""
+    return str(getattr(signer, "backend", "local"))
+
+
 async def sign_checked(signer: Signer, digest: bytes) -> Signature:
     """`signer`'s signature over `digest`, proven to recover to `signer.address` before use."""
     signature = await signer.sign_digest(digest)

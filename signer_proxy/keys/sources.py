@@ -15,15 +15,14 @@ Three sources, combinable in one config:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import parse_qsl
 
+from signer_proxy.config import Settings, load_settings
 from signer_proxy.errors import ConfigError
 from signer_proxy.keys.backends import BackendSource, parse_key_source
-
-if TYPE_CHECKING:
-    from signer_proxy.config import Settings
 
 KMS_KEY_OPTIONS = ("region", "endpoint_url", "role_arn")
 KEYSTORE_OPTIONS = ("password_file",)
@@ -211,3 +210,15 @@ def from_settings(settings: Settings) -> KeySources:
         settings.key_sources,
         settings,
     )
+
+
+def load_checked(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """`config.load_settings`, then every key source parsed, so that a malformed key, tag,
+    prefix or keystore names its flag at load time, before anything starts."""
+    settings = load_settings(flags, environ, config_file)
+    from_settings(settings)
+    return settings

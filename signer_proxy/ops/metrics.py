@@ -49,7 +49,7 @@ from signer_proxy.keys.discovery import SKIP_REASONS
 from signer_proxy.keys.keyring import RELOAD_OUTCOMES, RELOAD_TRIGGERS
 from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
 from signer_proxy.keys.loading import KeyLoad
-from signer_proxy.keys.signer import Signer, SignerWrapper
+from signer_proxy.keys.signer import Signer, SignerWrapper, signer_backend
 from signer_proxy.nonces.base import Lease, NonceManager
 from signer_proxy.upstream.base import Upstream
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
@@ -190,12 +190,6 @@ def upstream_error_label(exc: BaseException) -> str:
     if isinstance(exc, NodeRejected):
         return "node_error"
     return "other"
-
-
-def signer_backend(signer: Signer) -> str:
-    """The key's backend as a label: the signer class's `backend` ("aws_kms", "pkcs11", …),
-    "local" for keys in process memory (keystores, test keys)."""
-    return str(getattr(signer, "backend", "local"))
 
 
 # --- The metrics -------------------------------------------------------------------------------

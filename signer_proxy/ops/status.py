@@ -19,7 +19,7 @@ from signer_proxy import __version__
 from signer_proxy.access.budgets import budget_key, utc_day
 from signer_proxy.access.policy import Policy
 from signer_proxy.errors import SignerProxyError
-from signer_proxy.keys.signer import Signer
+from signer_proxy.keys.signer import Signer, signer_backend
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions
 from signer_proxy.upstream.base import Upstream
 
@@ -41,8 +41,6 @@ def innermost(signer: Signer) -> Signer:
 
 def backend_of(signer: Signer) -> str:
     """The key's backend as the page names it (the class of the key behind the wrappers)."""
-    from signer_proxy.ops.metrics import signer_backend
-
     return signer_backend(innermost(signer))
 
 

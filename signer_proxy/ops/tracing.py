@@ -213,8 +213,7 @@ class TracedUpstream:
 
 def traced_signer(inner: Signer) -> Signer:
     """`inner` with a span around each signature: the backend, the key, how long."""
-    from signer_proxy.keys.signer import SignerWrapper
-    from signer_proxy.ops.metrics import signer_backend
+    from signer_proxy.keys.signer import SignerWrapper, signer_backend
 
     backend = signer_backend(inner)
 

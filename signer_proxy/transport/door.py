@@ -196,12 +196,6 @@ def caller_of(request: web.Request) -> Caller:
     )
 
 
-def credentials(request: web.Request) -> Credentials:
-    """The credentials `request` offers (see credentials_of)."""
-    caller = caller_of(request)
-    return credentials_of(caller.authorization, caller.query_key, caller.peercert)
-
-
 def authenticate(request: web.Request) -> Identity:
     """identify() for an aiohttp request."""
     return identify(_access(request), caller_of(request))

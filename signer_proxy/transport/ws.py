@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from signer_proxy.access.auth import Identity
+from signer_proxy.access.ratelimit import TokenBucket
 from signer_proxy.config import Settings
 from signer_proxy.errors import RateLimited, ResourceUnavailable, SignerProxyError
 from signer_proxy.jsonrpc import Body, Call, CallContext, error_response, parse_body
@@ -75,25 +76,6 @@ def too_big_reason(limit: int) -> str:
 
 def full_reason(limit: int) -> str:
     return f"signer-proxy has its maximum of {limit} WebSocket connections; try again later"
-
-
-class TokenBucket:
-    """`rate` tokens a second, holding at most one second's worth: the allowed burst."""
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0)
-        self.tokens = self.capacity
-        self._stamp = now
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
-        self.tokens = min(self.capacity, self.tokens + max(now - self._stamp, 0.0) * self.rate)
-        self._stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class ClientGone(Exception):
@@ -227,7 +209,8 @@ class ClientConnection:
         self._limits = limits = node.limits
         self._queue = SendQueue(limits.send_queue_bytes)
         rate = limits.messages_per_second
-        self._bucket = TokenBucket(rate, time.monotonic()) if rate > 0 else None
+        # Bursts of up to one second's worth of messages (at least one message).
+        self._bucket = TokenBucket(rate, max(rate, 1.0), time.monotonic()) if rate > 0 else None
         self._slots = asyncio.Semaphore(MAX_PENDING)
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -314,11 +297,12 @@ class ClientConnection:
     async def _take(self, raw: bytes) -> None:
         """Route one message from the client, or answer it with why it was refused."""
         refusal: SignerProxyError | None = None
-        if self._bucket is not None and not self._bucket.take(time.monotonic()):
+        wait = 0.0 if self._bucket is None else self._bucket.take(1.0, time.monotonic())
+        if wait:
             refusal = RateLimited(
                 f"over the limit of {self._limits.messages_per_second:g} messages per second on "
                 "this WebSocket; slow down, or raise --ws-messages-per-second",
-                retry_after=1.0 / self._limits.messages_per_second,
+                retry_after=wait,
             )
         elif self._in_flight.draining:
             refusal = ResourceUnavailable(

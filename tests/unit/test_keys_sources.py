@@ -14,6 +14,7 @@ from signer_proxy.keys.sources import (
     KmsKeySpec,
     from_settings,
     key_sources,
+    load_checked,
     parse_alias_prefix,
     parse_keystore,
     parse_kms_key,
@@ -166,11 +167,11 @@ def test_from_settings_combines_every_source() -> None:
     assert not DiscoverySpec().enabled
 
 
-def test_load_settings_refuses_a_malformed_source_by_its_flag() -> None:
+def test_load_checked_refuses_a_malformed_source_by_its_flag() -> None:
     with pytest.raises(ConfigError, match="--kms-tag 'env' must be KEY=VALUE"):
-        load_settings({"kms_discover_tags": ["env"]}, environ={})
+        load_checked({"kms_discover_tags": ["env"]}, environ={})
     with pytest.raises(ConfigError, match="unknown option 'regoin'"):
-        load_settings({}, environ={"SIGNER_PROXY_KMS_KEYS": "alias/a?regoin=eu-west-1"})
+        load_checked({}, environ={"SIGNER_PROXY_KMS_KEYS": "alias/a?regoin=eu-west-1"})
 
 
 def test_load_settings_reads_sources_from_the_environment() -> None:

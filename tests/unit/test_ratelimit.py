@@ -1,11 +1,11 @@
-"""ratelimit: a token bucket per client, refilled by a clock we control."""
+"""ratelimit: the one token bucket, per client and per WebSocket, on a clock we control."""
 
 from __future__ import annotations
 
 import pytest
 
 from signer_proxy.access.policy import RateLimit
-from signer_proxy.access.ratelimit import RateLimiter
+from signer_proxy.access.ratelimit import RateLimiter, TokenBucket
 from signer_proxy.errors import RateLimited
 
 
@@ -69,3 +69,29 @@ def test_idle_time_refills_only_up_to_the_burst() -> None:
     limiter.charge("ci", 3)
     with pytest.raises(RateLimited):
         limiter.charge("ci", 1)
+
+
+@pytest.mark.parametrize(
+    ("rate", "takes", "expected"),
+    [
+        pytest.param(5.0, [0.0] * 7, [True] * 5 + [False] * 2, id="burst-of-one-second"),
+        pytest.param(5.0, [0.0] * 5 + [0.2, 0.2, 0.4], [True] * 6 + [False, True], id="refill"),
+        pytest.param(5.0, [0.0] * 5 + [100.0] * 7, [True] * 10 + [False] * 2, id="capped"),
+        pytest.param(0.5, [0.0, 0.0, 1.0, 2.0], [True, False, False, True], id="slow-rate"),
+    ],
+)
+def test_token_bucket_as_the_websocket_uses_it(
+    rate: float, takes: list[float], expected: list[bool]
+) -> None:
+    # One second's worth of messages as the burst, at least one (transport/ws.py).
+    bucket = TokenBucket(rate, max(rate, 1.0), 0.0)
+    assert [bucket.take(1.0, now) == 0.0 for now in takes] == expected
+
+
+def test_token_bucket_says_how_long_until_it_holds_enough() -> None:
+    bucket = TokenBucket(per_second=2.0, burst=4.0, now=10.0)
+    assert bucket.take(3.0, 10.0) == 0.0
+    assert bucket.take(3.0, 10.0) == pytest.approx(1.0)  # holds 1 of 3: 2 more at 2 a second
+    assert bucket.tokens == pytest.approx(1.0)  # a refusal spends nothing
+    assert bucket.take(3.0, 11.0) == 0.0
+    assert bucket.take(1.0, 5.0) > 0  # a clock that steps back refills nothing

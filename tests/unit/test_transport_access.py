@@ -16,10 +16,11 @@ from signer_proxy.transport.door import (
     Access,
     authenticate,
     call_context,
+    caller_of,
     check_host_and_origin,
     check_host_and_origin_of,
     cors_headers,
-    credentials,
+    credentials_of,
     host_name,
     host_well_formed,
 )
@@ -128,7 +129,9 @@ def test_cors_headers_only_for_allowed_origins() -> None:
 def test_credentials(
     headers: dict[str, str], path: str, peercert: Any, expected: Credentials
 ) -> None:
-    assert credentials(request(headers, path, peercert)) == expected
+    # As identify() reads them: the Caller of the request, then its credentials.
+    caller = caller_of(request(headers, path, peercert))
+    assert credentials_of(caller.authorization, caller.query_key, caller.peercert) == expected
 
 
 def test_authenticate_through_the_apps_authenticator() -> None:

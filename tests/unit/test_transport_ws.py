@@ -12,7 +12,6 @@ from signer_proxy.transport.ws import (
     SHUTDOWN_REASON,
     ClientGone,
     SendQueue,
-    TokenBucket,
     close_reason,
     full_reason,
     idle_reason,
@@ -40,20 +39,6 @@ def test_close_reason_cuts_on_a_character_boundary() -> None:
     cut = close_reason("é" * 100)  # 200 bytes
     assert len(cut) <= MAX_CLOSE_REASON
     assert cut.decode() == "é" * 61
-
-
-@pytest.mark.parametrize(
-    ("rate", "takes", "expected"),
-    [
-        pytest.param(5.0, [0.0] * 7, [True] * 5 + [False] * 2, id="burst-of-one-second"),
-        pytest.param(5.0, [0.0] * 5 + [0.2, 0.2, 0.4], [True] * 6 + [False, True], id="refill"),
-        pytest.param(5.0, [0.0] * 5 + [100.0] * 7, [True] * 10 + [False] * 2, id="capped"),
-        pytest.param(0.5, [0.0, 0.0, 1.0, 2.0], [True, False, False, True], id="slow-rate"),
-    ],
-)
-def test_token_bucket(rate: float, takes: list[float], expected: list[bool]) -> None:
-    bucket = TokenBucket(rate, 0.0)
-    assert [bucket.take(now) for now in takes] == expected
 
 
 async def test_send_queue_put_waits_for_room_then_passes() -> None:

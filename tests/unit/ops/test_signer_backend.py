@@ -1,11 +1,11 @@
-"""ops/metrics.signer_backend: each key class names its backend for metrics and the page."""
+"""keys/signer.signer_backend: each key class names its backend for metrics and the page."""
 
 from __future__ import annotations
 
 from signer_proxy.keys.aws_kms import KmsSigner
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.keys.pkcs11_keys import Pkcs11Signer
-from signer_proxy.ops.metrics import signer_backend
+from signer_proxy.keys.signer import signer_backend
 from signer_proxy.ops.status import backend_of
 
 
