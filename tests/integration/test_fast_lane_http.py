@@ -350,6 +350,35 @@ async def test_http_1_0_post_is_answered_by_aiohttp(connection: Connection) -> N
     assert await connection.closed_by_server()  # HTTP/1.0 without keep-alive
 
 
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+async def test_a_request_then_half_close_is_answered_by_aiohttp(
+    connection: Connection, version: str
+) -> None:
+    """The client sends its request, then shuts its sending side (as `curl -0` / HTTP/1.0
+    clients that read until close do): the node call is made, so the reply must come back.
+    aiohttp alone closes the socket on the EOF and the answer is lost (issue 22, item 6)."""
+    request = post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=11), version=version)
+    if version == "HTTP/1.1":  # chunked: aiohttp's, as HTTP/1.0 is
+        request = chunked_post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=11))
+    await connection.send(request)
+    await asyncio.sleep(0.1)  # aiohttp has the request; the node holds it for SLOW_SECONDS
+    connection.writer.write_eof()
+    reply = await connection.reply()
+    assert reply.status == 200, (reply.status, reply.body)
+    assert reply.json["id"] == 11 and reply.json["result"].startswith("0x")
+    assert reply.by_aiohttp
+    assert await connection.closed_by_server()
+
+
+async def test_a_half_close_on_an_idle_aiohttp_connection_closes_it(
+    connection: Connection,
+) -> None:
+    await connection.send(chunked_post(call("eth_chainId", call_id=12)))
+    assert_result(await connection.reply(), 12)
+    connection.writer.write_eof()
+    assert await connection.closed_by_server()
+
+
 async def test_expect_100_continue_post_is_answered_by_aiohttp(connection: Connection) -> None:
     request = post(call("eth_chainId", call_id=9), {"Expect": "100-continue"})
     head, _, body = request.partition(b"\r\n\r\n")
