@@ -18,7 +18,9 @@ import http.client
 import io
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,76 @@ def call(draw: st.DrawFn) -> Any:
     return obj
 
 
+# --- hostile shapes (issue 22): deep nesting, duplicate and case-variant keys ---------------
+
+# Nesting far past the parser's limit: in a string parameter (typed data given as a JSON
+# string, a message) or as the params themselves.
+deep_json_text = st.sampled_from(["[", "{\"a\":"]).flatmap(
+    lambda opener: st.integers(65, 120_000).map(
+        lambda depth: opener * depth + "1" + ("]" if opener == "[" else "}") * depth
+    )
+)
+STRING_PARAM_METHODS = [
+    "eth_signTypedData_v4", "eth_signTypedData_v3", "eth_signTypedData", "personal_sign",
+    "eth_sign", "eth_sendTransaction", "eth_getBalance", "eth_sendRawTransaction",
+]  # fmt: skip
+
+
+@st.composite
+def deep_call(draw: st.DrawFn) -> bytes:
+    """A call with deep JSON in each string position of its params, or as its params."""
+    name = draw(st.sampled_from(STRING_PARAM_METHODS))
+    text = draw(deep_json_text)
+    where = draw(st.sampled_from(["first", "second", "both", "params"]))
+    if where == "params":  # the nesting is the body's own, not inside a string
+        depth = draw(st.integers(65, 120_000))
+        params = "[" * depth + "]" * depth
+    else:
+        first = text if where in ("first", "both") else ADDRESS_A
+        second = text if where in ("second", "both") else ADDRESS_A
+        params = json.dumps([first, second])
+    return f'{{"jsonrpc":"2.0","id":1,"method":"{name}","params":{params}}}'.encode()
+
+
+# Members a Go node (case-insensitive, last wins) or a first-wins node would read differently
+# from the proxy: a second method, spelled the same, in another case, or with an escape.
+ALIASES = ["method", "Method", "METHOD", "m\\u0065thod", "meth\\u006fd", "\\u006dethod"]
+
+
+@st.composite
+def aliased_call(draw: st.DrawFn) -> bytes:
+    seen = draw(st.sampled_from(["eth_blockNumber", "eth_chainId", "eth_accounts"]))
+    hidden = draw(st.sampled_from(["eth_sendTransaction", "eth_sign", "personal_sign",
+                                   "eth_sendRawTransaction"]))  # fmt: skip
+    alias = draw(st.sampled_from(ALIASES))
+    members = [
+        '"jsonrpc":"2.0"',
+        '"id":7',
+        f'"method":"{seen}"',
+        f'"{alias}":"{hidden}"',
+        f'"params":[{{"from":"{ADDRESS_A}","to":"{TO}","value":"0x1"}}]',
+    ]
+    if draw(st.booleans()):
+        members[2], members[3] = members[3], members[2]  # hidden first: first-wins nodes
+    if draw(st.booleans()):
+        members.append(f'"{draw(st.sampled_from(["Params", "ID", "Jsonrpc"]))}":[]')
+    one = "{" + ",".join(members) + "}"
+    return (one if draw(st.booleans()) else f"[{one}]").encode()
+
+
+def forwarded_members(raw: bytes) -> list[list[str]]:
+    """The member names of each request object in a body the node received, duplicates kept."""
+    objects: list[list[str]] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if any(k.lower() in ("jsonrpc", "method") for k, _ in pairs):
+            objects.append([k for k, _ in pairs])
+        return dict(pairs)
+
+    json.loads(raw, object_pairs_hook=hook)
+    return objects
+
+
 body = st.one_of(
     call().map(lambda c: json.dumps(c).encode()),
     st.lists(st.one_of(call(), call(), json_values), min_size=1, max_size=6).map(
@@ -229,6 +301,8 @@ body = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=80),
     st.just(b"[]"),
+    deep_call(),
+    aliased_call(),
 )
 
 
@@ -309,6 +383,12 @@ def test_fuzz_nothing_reaches_node_or_key_without_auth_and_policy(
             for item in decoded if isinstance(decoded, list) else [decoded]:
                 error = item.get("error") if isinstance(item, dict) else None
                 assert error is None or isinstance(error.get("code"), int), item
+        # What the node received names each member once, spelled exactly: no Go node can
+        # read a method other than the one the proxy checked.
+        for forwarded in world.front.bodies[forwards:]:
+            for members in forwarded_members(forwarded):
+                assert len(members) == len(set(members)), forwarded[:300]
+                assert set(members) <= {"jsonrpc", "id", "method", "params"}, forwarded[:300]
         for signer, before in zip(world.signers, records_before, strict=True):
             for record in signer.records[before:]:
                 approval = record.approval
@@ -340,3 +420,55 @@ def test_fuzz_nothing_reaches_node_or_key_without_auth_and_policy(
     assert "refused an unauthenticated request" in logged
     for secret in API_KEYS.values():
         assert secret not in logged
+
+
+def test_pipelining_without_reading_does_not_stall_other_clients(world: World) -> None:
+    """A client writes hundreds of requests back to back (hostile shapes among them) and
+    never reads a reply: the others are still answered, and the node only ever receives
+    unambiguous request objects (issue 22)."""
+    port = world.server.port
+    shapes = [
+        b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","Method":"eth_sendRawTransaction",'
+        b'"params":["0x00"]}',  # Go would run the second
+        b'{"jsonrpc":"2.0","id":2,"method":"eth_sendRawTransaction","method":"eth_blockNumber",'
+        b'"params":["0x00"]}',  # a first-wins node would run the first
+        b'{"jsonrpc":"2.0","id":3,"m\\u0065thod":"eth_sendRawTransaction","method":'
+        b'"eth_blockNumber","params":["0x00"]}',
+        b'{"jsonrpc":"2.0","id":4,"method":"eth_signTypedData_v4","params":["'
+        + ADDRESS_A.encode() + b'","' + b"[" * 100_000 + b"]" * 100_000 + b'"]}',
+        b'{"jsonrpc":"2.0","id":5,"method":"eth_blockNumber","params":[]}',
+    ]
+    head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    head += f"Authorization: Bearer {API_KEYS['reader']}\r\n"
+    requests = b"".join(
+        head.encode() + f"Content-Length: {len(b)}\r\n\r\n".encode() + b for b in shapes * 60
+    )
+    forwards = len(world.front.bodies)
+    hog = socket.create_connection(("127.0.0.1", port))
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.settimeout(5)
+    written = 0
+    try:
+        while written < len(requests):
+            written += hog.send(requests[written : written + 65536])
+    except (TimeoutError, OSError):
+        pass  # the server stopped reading us: what it should do to a non-reader
+    try:
+        started = time.monotonic()
+        status, reply = post(
+            port,
+            {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+             "Authorization": f"Bearer {API_KEYS['ci']}"},
+            "/",
+            b'{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[]}',
+        )  # fmt: skip
+        assert status == 200 and json.loads(reply)["result"] == hex(31337), reply
+        assert time.monotonic() - started < 5
+    finally:
+        hog.close()
+    assert world.signatures() == 0  # a read-only client signs nothing, however it asks
+    for forwarded in world.front.bodies[forwards:]:
+        for members in forwarded_members(forwarded):
+            assert sorted(members) == sorted(set(members)), forwarded[:300]
+            assert set(members) <= {"jsonrpc", "id", "method", "params"}, forwarded[:300]
+            assert b"eth_send" not in forwarded, forwarded[:300]
