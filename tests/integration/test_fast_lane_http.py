@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -714,6 +715,33 @@ async def test_client_gone_mid_request_does_not_break_the_server(
     if cut(request) == request:
         await asyncio.sleep(SLOW_SECONDS + 0.2)  # the orphaned reply has nowhere to go
         await assert_still_serving(server)
+
+
+async def test_a_client_gone_before_its_answer_on_the_aiohttp_path_is_logged(
+    start_proxy: ProxyFactory, node: Node, api_keys_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTP/1.0 (aiohttp's), the node holds the call, the client hangs up: the call still
+    runs, and the log says its answer was lost, with the answer (issue 22, item 6)."""
+    settings = proxy_settings(
+        node.front.url, "http://127.0.0.1:9", api_keys_file=str(api_keys_file)
+    )
+    proxy = await start_proxy(settings, signers=[LocalKeySigner(b"\x0a" * 32, "key-a")])
+    server = Server("asyncio", proxy.client.host, proxy.client.port)
+    before = len(node.front.bodies)
+    connection = await server.connect()
+    await connection.send(
+        post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=21), version="HTTP/1.0")
+    )
+    await node_has_a_new_call(node, before)
+    # A reset, not a FIN: a FIN alone is a half-close, and the answer is written.
+    sock = connection.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.writer.transport.abort()
+    with caplog.at_level(logging.WARNING, "signer_proxy.transport.http"):
+        await asyncio.sleep(SLOW_SECONDS + 0.3)
+    lines = [r.getMessage() for r in caplog.records if "delivery ambiguous" in r.getMessage()]
+    assert len(lines) == 1 and '"id":21' in lines[0], lines
+    await assert_still_serving(server)
 
 
 async def start_slow_call(server: Server, node: Node) -> Connection:
