@@ -451,7 +451,7 @@ class FastLaneProtocol(asyncio.Protocol):
         """From now on this connection is aiohttp's, starting with the bytes read so far."""
         self._disarm()
         self._lane.connections.discard(self)
-        protocol = self._fallback()
+        protocol = _AnswerBeforeEof(self._fallback())
         transport = self._transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -503,6 +503,49 @@ class FastLaneProtocol(asyncio.Protocol):
             self._resume_reading()
         if self._buffer:
             self._next()
+
+
+class _AnswerBeforeEof(asyncio.Protocol):
+    """aiohttp's protocol for a handed-off connection, except at the client's EOF.
+
+    aiohttp closes the socket as soon as the client shuts its sending side, so a request it
+    is still answering (an HTTP/1.0 eth_sendTransaction already sent to the node) got no
+    reply. Here a half-closed connection with a request in hand stays open for writing;
+    aiohttp answers it, then closes. An idle one closes at once, as before.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        inner = self.inner
+        # aiohttp's own state (as ops/shutdown.py reads it): a parsed request waiting, or one
+        # being handled or its reply written.
+        busy = bool(getattr(inner, "_messages", ())) or getattr(
+            inner, "_request_in_progress", False
+        )
+        upgraded = getattr(inner, "_upgraded", False) or (
+            getattr(inner, "_payload_parser", None) is not None
+        )  # a WebSocket: its reader learns of the EOF from the close, as aiohttp does it
+        if not busy or upgraded or getattr(inner, "transport", None) is None:
+            return inner.eof_received()  # type: ignore[no-any-return]
+        inner.close()  # no further request; the transport closes after this answer
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 class RpcSite(web.BaseSite):

@@ -10,6 +10,7 @@ answer alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,6 +37,8 @@ from signer_proxy.transport.door import (
     handle_preflight,
     retry_after_header,
 )
+
+log = logging.getLogger(__name__)
 
 ROUTER = web.AppKey("router", Router)
 MAX_BATCH = web.AppKey("max_batch", int)
@@ -147,7 +150,16 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         )
         response.force_close()
         return response
-    return _response(await endpoint.answer(identity, raw, caller.traceparent))
+    answer = await endpoint.answer(identity, raw, caller.traceparent)
+    if request.transport is None or request.transport.is_closing():
+        # The call ran (a transaction may be on its way) but its answer has nowhere to go.
+        log.warning(
+            "client gone before its answer, delivery ambiguous: the request ran; status=%d "
+            "answer=%s",
+            answer.status,
+            (answer.body or b"")[:300].decode("utf-8", "replace"),
+        )
+    return _response(answer)
 
 
 def add_routes(app: web.Application) -> None:

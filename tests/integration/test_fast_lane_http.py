@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -348,6 +349,35 @@ async def test_http_1_0_post_is_answered_by_aiohttp(connection: Connection) -> N
     assert_result(reply, 8)
     assert reply.by_aiohttp
     assert await connection.closed_by_server()  # HTTP/1.0 without keep-alive
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+async def test_a_request_then_half_close_is_answered_by_aiohttp(
+    connection: Connection, version: str
+) -> None:
+    """The client sends its request, then shuts its sending side (as `curl -0` / HTTP/1.0
+    clients that read until close do): the node call is made, so the reply must come back.
+    aiohttp alone closes the socket on the EOF and the answer is lost (issue 22, item 6)."""
+    request = post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=11), version=version)
+    if version == "HTTP/1.1":  # chunked: aiohttp's, as HTTP/1.0 is
+        request = chunked_post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=11))
+    await connection.send(request)
+    await asyncio.sleep(0.1)  # aiohttp has the request; the node holds it for SLOW_SECONDS
+    connection.writer.write_eof()
+    reply = await connection.reply()
+    assert reply.status == 200, (reply.status, reply.body)
+    assert reply.json["id"] == 11 and reply.json["result"].startswith("0x")
+    assert reply.by_aiohttp
+    assert await connection.closed_by_server()
+
+
+async def test_a_half_close_on_an_idle_aiohttp_connection_closes_it(
+    connection: Connection,
+) -> None:
+    await connection.send(chunked_post(call("eth_chainId", call_id=12)))
+    assert_result(await connection.reply(), 12)
+    connection.writer.write_eof()
+    assert await connection.closed_by_server()
 
 
 async def test_expect_100_continue_post_is_answered_by_aiohttp(connection: Connection) -> None:
@@ -685,6 +715,33 @@ async def test_client_gone_mid_request_does_not_break_the_server(
     if cut(request) == request:
         await asyncio.sleep(SLOW_SECONDS + 0.2)  # the orphaned reply has nowhere to go
         await assert_still_serving(server)
+
+
+async def test_a_client_gone_before_its_answer_on_the_aiohttp_path_is_logged(
+    start_proxy: ProxyFactory, node: Node, api_keys_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTP/1.0 (aiohttp's), the node holds the call, the client hangs up: the call still
+    runs, and the log says its answer was lost, with the answer (issue 22, item 6)."""
+    settings = proxy_settings(
+        node.front.url, "http://127.0.0.1:9", api_keys_file=str(api_keys_file)
+    )
+    proxy = await start_proxy(settings, signers=[LocalKeySigner(b"\x0a" * 32, "key-a")])
+    server = Server("asyncio", proxy.client.host, proxy.client.port)
+    before = len(node.front.bodies)
+    connection = await server.connect()
+    await connection.send(
+        post(call(SLOW, [IDLE_ACCOUNT, "latest"], call_id=21), version="HTTP/1.0")
+    )
+    await node_has_a_new_call(node, before)
+    # A reset, not a FIN: a FIN alone is a half-close, and the answer is written.
+    sock = connection.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.writer.transport.abort()
+    with caplog.at_level(logging.WARNING, "signer_proxy.transport.http"):
+        await asyncio.sleep(SLOW_SECONDS + 0.3)
+    lines = [r.getMessage() for r in caplog.records if "delivery ambiguous" in r.getMessage()]
+    assert len(lines) == 1 and '"id":21' in lines[0], lines
+    await assert_still_serving(server)
 
 
 async def start_slow_call(server: Server, node: Node) -> Connection:
