@@ -2,7 +2,7 @@
 
 The `rlp` package infers a serializer for every item on every call, which costs more than the
 rest of building a transaction; this encoder does only what Ethereum's typed payloads need and
-is checked against `rlp` item by item in tests/unit/test_rlp_encoding.py.
+is checked against `rlp` item by item in tests/unit/eth/test_rlp_encoding.py.
 """
 
 from __future__ import annotations

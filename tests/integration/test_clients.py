@@ -91,7 +91,7 @@ def test_web3py_sign_and_sign_typed_data_through_the_proxy(
     from eth_account.messages import encode_defunct, encode_typed_data
     from web3 import Web3
 
-    from tests.unit.test_messages import MAIL
+    from tests.unit.eth.test_messages import MAIL
 
     key = make_key()
     typed = {**MAIL, "domain": {**MAIL["domain"], "chainId": 31337}}

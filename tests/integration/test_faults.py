@@ -23,7 +23,7 @@ from signer_proxy.upstream.node_errors import SendOutcome
 from tests.conftest import Anvil, KmsKey, ProxyFactory, proxy_settings
 from tests.integration.kms_front import KmsFront, start_kms_front
 from tests.integration.test_transactions import wait_for_receipt
-from tests.unit.test_upstream import SEND_ERROR_ROWS
+from tests.unit.upstream.test_failover import SEND_ERROR_ROWS
 
 pytestmark = pytest.mark.integration
 
@@ -318,7 +318,7 @@ async def test_several_upstreams_fail_over_from_a_dead_node(
     start_proxy: ProxyFactory, anvil: Anvil, kms: Any, funded_key: KmsKey
 ) -> None:
     """--upstream DEAD,ANVIL: reads and sends go to the node that answers."""
-    from tests.unit.test_upstream import closed_port_url
+    from tests.unit.upstream.test_failover import closed_port_url
 
     upstream = f"{closed_port_url()},{anvil.url}"
     proxy = await start_proxy(proxy_settings(upstream, kms.url, funded_key.arn))

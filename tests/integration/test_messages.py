@@ -17,7 +17,7 @@ from eth_account.messages import encode_defunct, encode_typed_data
 
 from signer_proxy.keys.local import LocalKeySigner
 from tests.conftest import Anvil, InProcessProxy, KmsKey, ProxyFactory, proxy_settings, tool
-from tests.unit.test_messages import GROUP, MAIL
+from tests.unit.eth.test_messages import GROUP, MAIL
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from signer_proxy.ops.metrics import (
 )
 from signer_proxy.router import Router
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

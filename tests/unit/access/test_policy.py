@@ -30,7 +30,7 @@ from signer_proxy.errors import ConfigError
 from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.eth.tx_encoding import UnsignedTx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TO = "0x000000000000000000000000000000000000dEaD"
 OTHER = "0x1111111111111111111111111111111111111111"
 TRANSFER = bytes.fromhex("a9059cbb")

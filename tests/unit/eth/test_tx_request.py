@@ -1,34 +1,19 @@
-"""transactions: parsing, type choice, fee arithmetic, `fill` against a fake node, and encoding.
-
-The encoding tests are oracle tests: the same fields signed by LocalKeySigner (RFC 6979,
-low-S) through signing_digest + encode_signed must give byte-for-byte the raw transaction
-eth_account produces, and eth_account must recover our address from it.
-"""
+"""eth/tx_request.py: parsing and validating transaction requests, choosing the type."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
-import rlp
 from eth_account import Account
 
-from signer_proxy.chain.fill import ChainFacts, apply_gas_margin, dynamic_fees, fill
-from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected, UpstreamUnavailable
+from signer_proxy.chain.fill import ChainFacts, fill
+from signer_proxy.errors import ChainIdMismatch, InvalidParams, NodeRejected
 from signer_proxy.eth.blobs import BYTES_PER_BLOB, SidecarForm, build_sidecar
 from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, keccak256
 from signer_proxy.eth.tx_encoding import (
     UnsignedTx,
-    authorization_digest,
-    encode_network,
-    encode_signed,
-    sign_with,
-    signing_digest,
-    signing_payload,
-    with_nonce,
 )
 from signer_proxy.eth.tx_request import (
     ACCESS_LIST,
@@ -43,402 +28,86 @@ from signer_proxy.eth.tx_request import (
     parse_authorization,
     parse_tx_request,
 )
-from signer_proxy.keys.local import LocalKeySigner
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+
+
 SENDER = Account.from_key(PRIVATE_KEY).address
+
+
 TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+
+
 OTHER = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+
+
 GWEI = 10**9
+
+
 SLOT_0 = bytes(32)
-SLOT_1 = (1).to_bytes(32, "big")
-SLOT_X = keccak256(b"slot")
+
+
 HASH_A = bytes([1]) + keccak256(b"a")[1:]
-HASH_B = bytes([1]) + keccak256(b"b")[1:]
+
+
 # Two authorizations as a type 0x4 carries them (signatures need not be valid to be encoded).
 AUTH_ANY_CHAIN = Authorization(0, OTHER, 0, 0, 1, 2)
+
+
 AUTH_BIG = Authorization(2**256 - 1, TO, MAX_UINT64 - 1, 1, 2**255, SECP256K1_HALF_N)
 
 
-# --- Oracle: our encoding and signature vs eth_account ------------------------------
+def _req(**fields: Any) -> TxRequest:
+    return TxRequest(sender=SENDER, **fields)
 
 
-def _eth_account_dict(tx: UnsignedTx) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "nonce": tx.nonce,
-        "gas": tx.gas,
-        "value": tx.value,
-        "data": "0x" + tx.data.hex(),
-        "chainId": tx.chain_id,
-    }
-    if tx.to is not None:
-        fields["to"] = tx.to
-    if tx.type == LEGACY:
-        fields["gasPrice"] = tx.gas_price
-        if tx.chain_id == 0:  # eth-account's spelling of pre-EIP-155: no chainId at all
-            del fields["chainId"]
-        return fields
-    fields["type"] = tx.type
-    fields["accessList"] = [
-        {"address": address, "storageKeys": ["0x" + key.hex() for key in keys]}
-        for address, keys in tx.access_list
-    ]
-    if tx.type == ACCESS_LIST:
-        fields["gasPrice"] = tx.gas_price
-    else:
-        fields["maxFeePerGas"] = tx.max_fee_per_gas
-        fields["maxPriorityFeePerGas"] = tx.max_priority_fee_per_gas
-    if tx.type == BLOB:
-        fields["maxFeePerBlobGas"] = tx.max_fee_per_blob_gas
-        if tx.sidecar is None:  # with blobs, eth-account computes the hashes itself
-            fields["blobVersionedHashes"] = ["0x" + h.hex() for h in tx.blob_versioned_hashes]
-    if tx.type == SET_CODE:
-        fields["authorizationList"] = [
-            {
-                "chainId": a.chain_id,
-                "address": a.address,
-                "nonce": a.nonce,
-                "yParity": a.y_parity,
-                "r": a.r,
-                "s": a.s,
+AL = ((TO, (SLOT_0,)),)
+
+
+Answer = Any | Callable[[Any], Any]
+
+
+class FakeNode:
+    """An `Upstream` with scripted answers per method; records every call in order."""
+
+    def __init__(self, **answers: Answer) -> None:
+        self.answers: dict[str, Answer] = {
+            "eth_chainId": "0x1",
+            "eth_getBlockByNumber": {"number": "0x10", "baseFeePerGas": "0x64"},
+            "eth_estimateGas": "0x5208",
+            "eth_feeHistory": self._fee_history,
+            "eth_maxPriorityFeePerGas": "0x2",
+            "eth_gasPrice": "0x3b9aca00",
+            **answers,
+        }
+        self.calls: list[tuple[str, Any]] = []
+
+    @staticmethod
+    def _fee_history(params: Any) -> Any:
+        if params[2]:  # reward percentiles asked: the tip fallback
+            return {
+                "baseFeePerGas": ["0x64"] * 6,
+                "reward": [["0x5"], ["0x1"], ["0x9"], ["0x3"], ["0x7"]],
             }
-            for a in tx.authorization_list
-        ]
-    return fields
+        return {"oldestBlock": "0x10", "baseFeePerGas": ["0x64", "0x70"]}
+
+    @property
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+    async def call(self, method: str, params: Any) -> Any:
+        self.calls.append((method, params))
+        answer = self.answers[method]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(params) if callable(answer) else answer
+
+    async def forward(self, body: bytes) -> bytes:
+        raise AssertionError("fill never forwards")
 
 
-ORACLE_CASES = [
-    pytest.param(
-        UnsignedTx(LEGACY, 1, 0, 21_000, TO, 10**18, b"", gas_price=20 * GWEI),
-        id="legacy-eip155-mainnet-transfer",
-    ),
-    pytest.param(
-        UnsignedTx(
-            LEGACY, 1337, 7, 300_000, None, 0, bytes.fromhex("6080604052348015"), gas_price=1
-        ),
-        id="legacy-eip155-1337-contract-creation",
-    ),
-    pytest.param(
-        UnsignedTx(
-            LEGACY, 296, 2**40, 15_000_000, OTHER, 2**200, b"\x00" * 100, gas_price=530 * GWEI
-        ),
-        id="legacy-eip155-hedera-testnet-big-values",
-    ),
-    pytest.param(
-        UnsignedTx(
-            ACCESS_LIST,
-            1,
-            3,
-            60_000,
-            TO,
-            5,
-            bytes.fromhex("a9059cbb"),
-            gas_price=3 * GWEI,
-            access_list=((OTHER, (SLOT_0, SLOT_1)), (TO, ())),
-        ),
-        id="type1-access-list-two-entries",
-    ),
-    pytest.param(
-        UnsignedTx(
-            ACCESS_LIST,
-            296,
-            0,
-            500_000,
-            None,
-            0,
-            bytes.fromhex("60006000f3"),
-            gas_price=GWEI,
-            access_list=((TO, (SLOT_X,)),),
-        ),
-        id="type1-hedera-contract-creation",
-    ),
-    pytest.param(
-        UnsignedTx(ACCESS_LIST, 1337, 1, 21_000, TO, 1, b"", gas_price=GWEI),
-        id="type1-empty-access-list",
-    ),
-    pytest.param(
-        UnsignedTx(
-            DYNAMIC_FEE,
-            1,
-            42,
-            21_000,
-            TO,
-            123_456_789,
-            b"",
-            max_fee_per_gas=100 * GWEI,
-            max_priority_fee_per_gas=2 * GWEI,
-        ),
-        id="type2-mainnet-transfer",
-    ),
-    pytest.param(
-        UnsignedTx(
-            DYNAMIC_FEE,
-            1337,
-            0,
-            1_000_000,
-            None,
-            10**17,
-            bytes(range(256)),
-            max_fee_per_gas=7,
-            max_priority_fee_per_gas=0,
-            access_list=((OTHER, (SLOT_1, SLOT_X)),),
-        ),
-        id="type2-1337-creation-with-value-data-access-list",
-    ),
-    pytest.param(
-        UnsignedTx(
-            DYNAMIC_FEE,
-            296,
-            MAX_UINT64 - 1,
-            2**63,
-            OTHER,
-            0,
-            b"\xff",
-            max_fee_per_gas=2**255,
-            max_priority_fee_per_gas=2**255,
-        ),
-        id="type2-hedera-extreme-fields",
-    ),
-    pytest.param(
-        UnsignedTx(LEGACY, 0, 0, 21_000, TO, 1, b"", gas_price=GWEI),
-        id="legacy-pre-eip155-transfer",
-    ),
-    pytest.param(
-        UnsignedTx(
-            LEGACY, 0, 9, 100_000, None, 0, bytes.fromhex("600060005560016000f3"), gas_price=1
-        ),
-        id="legacy-pre-eip155-contract-creation",
-    ),
-    pytest.param(
-        UnsignedTx(
-            BLOB,
-            1,
-            0,
-            21_000,
-            TO,
-            0,
-            b"",
-            max_fee_per_gas=30 * GWEI,
-            max_priority_fee_per_gas=GWEI,
-            max_fee_per_blob_gas=1,
-            blob_versioned_hashes=(HASH_A,),
-        ),
-        id="type3-one-versioned-hash-zero-value",
-    ),
-    pytest.param(
-        UnsignedTx(
-            BLOB,
-            31337,
-            2**32,
-            2**40,
-            OTHER,
-            2**256 - 1,
-            bytes(range(256)) * 4,
-            max_fee_per_gas=2**255,
-            max_priority_fee_per_gas=0,
-            access_list=((TO, (SLOT_0, SLOT_X)),),
-            max_fee_per_blob_gas=2**256 - 1,
-            blob_versioned_hashes=(HASH_A, HASH_B, HASH_A),
-        ),
-        id="type3-three-hashes-access-list-max-fields",
-    ),
-    pytest.param(
-        UnsignedTx(
-            SET_CODE,
-            1,
-            5,
-            80_000,
-            TO,
-            0,
-            b"",
-            max_fee_per_gas=GWEI,
-            max_priority_fee_per_gas=GWEI,
-            authorization_list=(AUTH_ANY_CHAIN,),
-        ),
-        id="type4-one-authorization-any-chain",
-    ),
-    pytest.param(
-        UnsignedTx(
-            SET_CODE,
-            31337,
-            0,
-            2**63,
-            OTHER,
-            10**30,
-            b"\x00" * 33,
-            max_fee_per_gas=2**200,
-            max_priority_fee_per_gas=2**100,
-            access_list=((OTHER, ()),),
-            authorization_list=(AUTH_ANY_CHAIN, AUTH_BIG),
-        ),
-        id="type4-two-authorizations-big-values-access-list",
-    ),
-]
-
-
-@pytest.mark.parametrize("tx", ORACLE_CASES)
-async def test_encode_signed_matches_eth_account_byte_for_byte(tx: UnsignedTx) -> None:
-    signer = LocalKeySigner(PRIVATE_KEY)
-    digest = signing_digest(tx)
-
-    signature = await signer.sign_digest(digest)
-    signed = sign_with(tx, signature)
-    expected = Account.sign_transaction(_eth_account_dict(tx), PRIVATE_KEY)
-
-    assert signed.raw == encode_signed(tx, signature)
-    assert signed.raw.hex() == expected.raw_transaction.hex()
-    assert signed.hash == bytes(expected.hash) == keccak256(signed.raw)
-    assert signed.nonce == tx.nonce
-    assert Account.recover_transaction(signed.raw) == signer.address == SENDER
-    assert signature.s <= SECP256K1_HALF_N
-
-
-@pytest.mark.parametrize("chain_id", [1, 1337, 296])
-async def test_encode_signed_legacy_v_is_eip155(chain_id: int) -> None:
-    tx = UnsignedTx(LEGACY, chain_id, 0, 21_000, TO, 0, b"", gas_price=GWEI)
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
-
-    fields = rlp.decode(encode_signed(tx, signature))
-
-    assert int.from_bytes(fields[6], "big") == chain_id * 2 + 35 + signature.y_parity
-    # The signed payload is EIP-155's: the six fields, then chainId, 0, 0.
-    assert rlp.decode(signing_payload(tx))[6:] == [
-        chain_id.to_bytes((chain_id.bit_length() + 7) // 8, "big"),
-        b"",
-        b"",
-    ]
-
-
-@pytest.mark.parametrize("tx_type", [ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE])
-async def test_encode_signed_typed_uses_y_parity_and_the_type_byte(tx_type: int) -> None:
-    # SIGNING.md item 5: typed transactions carry yParity 0/1, never 27/28 or EIP-155's v.
-    tx = UnsignedTx(
-        tx_type, 1, 0, 21_000, TO, 0, b"", gas_price=GWEI, max_fee_per_gas=GWEI,
-        blob_versioned_hashes=(HASH_A,) if tx_type == BLOB else (),
-        authorization_list=(AUTH_ANY_CHAIN,) if tx_type == SET_CODE else (),
-    )  # fmt: skip
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
-
-    raw = encode_signed(tx, signature)
-    fields = rlp.decode(raw[1:])
-
-    assert raw[0] == tx_type
-    assert signing_payload(tx)[0] == tx_type
-    assert fields[-3] == (b"\x01" if signature.y_parity else b"")
-
-
-def test_signing_payload_refuses_unsupported_type() -> None:
-    with pytest.raises(InvalidParams, match="not supported"):
-        signing_payload(UnsignedTx(5, 1, 0, 21_000, TO, 0, b""))
-
-
-async def test_encode_signed_pre_eip155_legacy_v_is_27_or_28() -> None:
-    tx = UnsignedTx(LEGACY, 0, 0, 21_000, TO, 0, b"", gas_price=GWEI)
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
-
-    fields = rlp.decode(encode_signed(tx, signature))
-
-    assert int.from_bytes(fields[6], "big") == 27 + signature.y_parity
-    assert len(rlp.decode(signing_payload(tx))) == 6  # no chainId, 0, 0: pre-EIP-155
-
-
-@pytest.mark.parametrize(
-    ("chain_id", "address", "nonce", "payload_hex"),
-    [
-        # rlp([0, address, 0]): both zeros encode as the empty string 0x80, not 0x00.
-        pytest.param(0, OTHER, 0, "d780" + "94" + OTHER[2:].lower() + "80", id="zeros-are-0x80"),
-        pytest.param(1, TO, 1, "d701" + "94" + TO[2:].lower() + "01", id="one-byte-values"),
-        pytest.param(
-            31337, TO, 256, "db827a69" + "94" + TO[2:].lower() + "820100", id="two-byte-values"
-        ),
-    ],
-)
-def test_authorization_digest_is_keccak_of_magic_and_rlp(
-    chain_id: int, address: str, nonce: int, payload_hex: str
-) -> None:
-    assert authorization_digest(chain_id, address, nonce) == keccak256(
-        b"\x05" + bytes.fromhex(payload_hex)
-    )
-
-
-@pytest.mark.parametrize(
-    ("chain_id", "nonce"),
-    [
-        pytest.param(0, 0, id="any-chain-nonce-0"),
-        pytest.param(1, 7, id="mainnet"),
-        pytest.param(31337, 2**64 - 2, id="anvil-max-nonce"),
-        pytest.param(2**256 - 1, 1, id="max-chain-id"),
-    ],
-)
-async def test_authorization_signature_matches_eth_account(chain_id: int, nonce: int) -> None:
-    digest = authorization_digest(chain_id, OTHER, nonce)
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(digest)
-
-    expected = Account.sign_authorization(
-        {"chainId": chain_id, "address": OTHER, "nonce": nonce}, PRIVATE_KEY
-    )
-
-    assert digest == bytes(expected.authorization_hash)
-    assert (signature.y_parity, signature.r, signature.s) == (
-        expected.y_parity,
-        expected.r,
-        expected.s,
-    )
-    assert expected.authority == bytes.fromhex(SENDER[2:])
-
-
-@pytest.mark.usefixtures("eth_account_kzg")
-async def test_blob_transaction_with_sidecar_matches_eth_account_byte_for_byte() -> None:
-    blobs = (bytes(BYTES_PER_BLOB), b"\x00\x01" * (BYTES_PER_BLOB // 2))
-    sidecar = build_sidecar(blobs, SidecarForm.EIP7594)
-    tx = UnsignedTx(
-        BLOB,
-        31337,
-        3,
-        21_000,
-        TO,
-        1,
-        b"",
-        max_fee_per_gas=GWEI,
-        max_priority_fee_per_gas=1,
-        max_fee_per_blob_gas=7,
-        blob_versioned_hashes=sidecar.versioned_hashes,
-        sidecar=sidecar,
-    )
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
-
-    signed = sign_with(tx, signature)
-    expected = Account.sign_transaction(_eth_account_dict(tx), PRIVATE_KEY, blobs=list(blobs))
-
-    assert signed.raw == bytes(expected.raw_transaction)
-    # eth-account's `hash` covers the sidecar too; the transaction hash nodes use does not.
-    assert signed.hash == keccak256(encode_signed(tx, signature)) != bytes(expected.hash)
-    assert Account.recover_transaction(signed.raw) == SENDER
-
-
-@pytest.mark.usefixtures("eth_account_kzg")
-async def test_blob_transaction_eip4844_sidecar_form_has_one_proof_per_blob() -> None:
-    import ckzg
-
-    from signer_proxy.eth.blobs import trusted_setup
-
-    blob = b"\x00\x05" * (BYTES_PER_BLOB // 2)
-    sidecar = build_sidecar((blob,), SidecarForm.EIP4844)
-    tx = UnsignedTx(
-        BLOB, 1, 0, 21_000, TO, 0, b"", max_fee_per_gas=2, max_priority_fee_per_gas=1,
-        max_fee_per_blob_gas=1, blob_versioned_hashes=sidecar.versioned_hashes, sidecar=sidecar,
-    )  # fmt: skip
-    signature = await LocalKeySigner(PRIVATE_KEY).sign_digest(signing_digest(tx))
-
-    raw = encode_network(tx, signature)
-    body, blobs, commitments, proofs = rlp.decode(raw[1:])
-
-    assert raw[0] == BLOB
-    assert b"\x03" + rlp.encode(body) == encode_signed(tx, signature)
-    assert (blobs, commitments) == ([blob], list(sidecar.commitments))
-    assert len(proofs) == 1
-    assert ckzg.verify_blob_kzg_proof(blob, commitments[0], proofs[0], trusted_setup())
-    assert Account.recover_transaction(raw) == SENDER
+async def _fill(node: FakeNode, margin: float = 1.2, **fields: Any) -> UnsignedTx:
+    return await fill(_req(**fields), node, ChainFacts(node), margin)
 
 
 def test_build_sidecar_eip7594_has_128_cell_proofs_per_blob_and_kzg_hashes() -> None:
@@ -462,23 +131,6 @@ def test_build_sidecar_refuses_invalid_blobs(blob: bytes, fragment: str) -> None
         build_sidecar((blob,), SidecarForm.EIP4844)
 
     assert fragment in info.value.message
-
-
-def test_with_nonce_replaces_only_the_nonce() -> None:
-    tx = UnsignedTx(DYNAMIC_FEE, 1, 0, 21_000, TO, 5, b"\x01", max_fee_per_gas=9)
-
-    assert with_nonce(tx, 12) == replace(tx, nonce=12)
-    assert tx.nonce == 0  # frozen: the original is untouched
-
-
-# --- choose_type ------------------------------------------------------------------------
-
-
-def _req(**fields: Any) -> TxRequest:
-    return TxRequest(sender=SENDER, **fields)
-
-
-AL = ((TO, (SLOT_0,)),)
 
 
 @pytest.mark.parametrize(
@@ -586,64 +238,6 @@ def test_choose_type_refuses_contradictions_naming_the_fields(
     assert info.value.code == -32602
     for fragment in fragments:
         assert fragment in info.value.message
-
-
-# --- fee and gas arithmetic -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("base_fee", "suggested", "max_fee", "max_tip", "expected"),
-    [
-        pytest.param(100, 2, None, None, (202, 2), id="defaults-2-base-plus-tip"),
-        pytest.param(0, 3, None, None, (3, 3), id="zero-base-fee"),
-        pytest.param(100, 2, 50, None, (50, 2), id="only-max-fee-tip-suggested"),
-        pytest.param(100, 20, 5, None, (5, 5), id="only-max-fee-below-suggested-tip"),
-        pytest.param(100, 2, None, 7, (207, 7), id="only-tip-given"),
-        pytest.param(100, 2, 1000, 0, (1000, 0), id="both-given-kept"),
-        pytest.param(100, 2, 9, 9, (9, 9), id="max-fee-equal-tip"),
-    ],
-)
-def test_dynamic_fees(
-    base_fee: int,
-    suggested: int,
-    max_fee: int | None,
-    max_tip: int | None,
-    expected: tuple[int, int],
-) -> None:
-    assert dynamic_fees(base_fee, suggested, max_fee, max_tip) == expected
-
-
-def test_dynamic_fees_max_fee_below_tip_is_refused() -> None:
-    with pytest.raises(InvalidParams) as info:
-        dynamic_fees(100, 2, 10, 20)
-
-    assert "maxFeePerGas (10)" in info.value.message
-    assert "maxPriorityFeePerGas (20)" in info.value.message
-
-
-@pytest.mark.parametrize(
-    ("estimate", "margin", "expected"),
-    [
-        pytest.param(21_000, 1.0, 21_000, id="no-margin"),
-        pytest.param(21_000, 1.5, 31_500, id="exact"),
-        pytest.param(21_001, 1.5, 31_502, id="rounds-up"),
-        pytest.param(100_000, 1.25, 125_000, id="quarter"),
-        pytest.param(MAX_UINT64, 2.0, MAX_UINT64, id="capped-at-uint64"),
-    ],
-)
-def test_apply_gas_margin(estimate: int, margin: float, expected: int) -> None:
-    assert apply_gas_margin(estimate, margin) == expected
-
-
-@pytest.mark.parametrize("estimate", [21_000, 53_001, 1_234_567])
-def test_apply_gas_margin_never_below_the_margin(estimate: int) -> None:
-    result = apply_gas_margin(estimate, 1.2)
-
-    assert result * 10 >= estimate * 12
-    assert result <= math.ceil(estimate * 12 / 10) + 1
-
-
-# --- parse_tx_request -------------------------------------------------------------------
 
 
 def test_parse_tx_request_full_object() -> None:
@@ -817,124 +411,6 @@ def test_parse_tx_request_rejects_with_a_helpful_message(params: Any, fragment: 
 
     assert info.value.code == -32602
     assert fragment in info.value.message
-
-
-# --- fill, against a fake node ----------------------------------------------------------
-
-Answer = Any | Callable[[Any], Any]
-
-
-class FakeNode:
-    """An `Upstream` with scripted answers per method; records every call in order."""
-
-    def __init__(self, **answers: Answer) -> None:
-        self.answers: dict[str, Answer] = {
-            "eth_chainId": "0x1",
-            "eth_getBlockByNumber": {"number": "0x10", "baseFeePerGas": "0x64"},
-            "eth_estimateGas": "0x5208",
-            "eth_feeHistory": self._fee_history,
-            "eth_maxPriorityFeePerGas": "0x2",
-            "eth_gasPrice": "0x3b9aca00",
-            **answers,
-        }
-        self.calls: list[tuple[str, Any]] = []
-
-    @staticmethod
-    def _fee_history(params: Any) -> Any:
-        if params[2]:  # reward percentiles asked: the tip fallback
-            return {
-                "baseFeePerGas": ["0x64"] * 6,
-                "reward": [["0x5"], ["0x1"], ["0x9"], ["0x3"], ["0x7"]],
-            }
-        return {"oldestBlock": "0x10", "baseFeePerGas": ["0x64", "0x70"]}
-
-    @property
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.calls]
-
-    async def call(self, method: str, params: Any) -> Any:
-        self.calls.append((method, params))
-        answer = self.answers[method]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer(params) if callable(answer) else answer
-
-    async def forward(self, body: bytes) -> bytes:
-        raise AssertionError("fill never forwards")
-
-
-async def _fill(node: FakeNode, margin: float = 1.2, **fields: Any) -> UnsignedTx:
-    return await fill(_req(**fields), node, ChainFacts(node), margin)
-
-
-async def test_fill_everything_from_the_node() -> None:
-    node = FakeNode()
-
-    tx = await _fill(node, to=TO, value=5, data=b"\x01\x02")
-
-    assert tx == UnsignedTx(
-        type=DYNAMIC_FEE,
-        chain_id=1,
-        nonce=0,
-        gas=apply_gas_margin(21_000, 1.2),
-        to=TO,
-        value=5,
-        data=b"\x01\x02",
-        max_fee_per_gas=2 * 0x70 + 2,  # the next block's base fee, doubled, plus the tip
-        max_priority_fee_per_gas=2,
-    )
-    assert sorted(node.methods) == sorted(
-        [
-            "eth_chainId",
-            "eth_getBlockByNumber",
-            "eth_estimateGas",
-            "eth_feeHistory",
-            "eth_maxPriorityFeePerGas",
-        ]
-    )
-    assert ("eth_feeHistory", ["0x1", "latest", []]) in node.calls
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_fill_reuses_the_fee_suggestion_for_a_second_then_asks_again() -> None:
-    node, clock = FakeNode(), Clock()
-    facts = ChainFacts(node, fee_ttl_seconds=1.0, clock=clock)
-
-    async def fees() -> tuple[int, int]:
-        tx = await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
-        return tx.max_fee_per_gas, tx.max_priority_fee_per_gas
-
-    first = await fees()
-    node.answers["eth_maxPriorityFeePerGas"] = "0x9"  # the node's suggestion moves on
-    clock.now += 0.5
-    assert await fees() == first == (2 * 0x70 + 2, 2)
-    assert node.methods.count("eth_maxPriorityFeePerGas") == 1
-    assert node.methods.count("eth_feeHistory") == 1
-    clock.now += 0.5  # a second after the node was asked
-
-    assert await fees() == (2 * 0x70 + 9, 9)
-    assert node.methods.count("eth_maxPriorityFeePerGas") == 2
-
-
-async def test_fill_fee_suggestion_that_failed_is_not_kept() -> None:
-    node, clock = FakeNode(eth_feeHistory=UpstreamUnavailable("the node is down")), Clock()
-    facts = ChainFacts(node, fee_ttl_seconds=1.0, clock=clock)
-    with pytest.raises(UpstreamUnavailable):
-        await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
-    node.answers["eth_feeHistory"] = FakeNode().answers["eth_feeHistory"]
-
-    tx = await fill(_req(to=TO, gas=21_000), node, facts, 1.2)
-
-    assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (2 * 0x70 + 2, 2)
 
 
 async def test_fill_estimate_gets_the_transaction_and_the_margin() -> None:
@@ -1112,25 +588,6 @@ async def test_fill_matching_chain_id_and_caller_nonce_pass_through() -> None:
     assert (tx.chain_id, tx.nonce) == (296, 12)
 
 
-async def test_chain_facts_asks_the_node_once() -> None:
-    node = FakeNode()
-    facts = ChainFacts(node)
-
-    for _ in range(3):
-        await fill(_req(to=TO), node, facts, 1.2)
-
-    assert node.methods.count("eth_chainId") == 1
-    assert node.methods.count("eth_getBlockByNumber") == 1
-    assert facts.known_chain_id == 1
-
-
-def test_apply_gas_margin_is_exact_for_decimal_margins() -> None:
-    assert apply_gas_margin(21_000, 1.1) == 23_100
-
-
-# --- blob, set-code and pre-EIP-155 requests ----------------------------------------------
-
-
 def test_parse_tx_request_blob_and_set_code_fields() -> None:
     blob = "0x" + "00" * BYTES_PER_BLOB
     auth = {"chainId": "0x0", "address": OTHER.lower(), "nonce": "0x1", "yParity": "0x1",
@@ -1222,15 +679,6 @@ async def test_fill_pre_eip155_is_refused_without_the_setting() -> None:
     assert "eth_estimateGas" not in node.methods
 
 
-async def test_fill_pre_eip155_with_the_setting_is_legacy_with_chain_id_0() -> None:
-    node = FakeNode(eth_getBlockByNumber=AssertionError("no base-fee question for chainId 0"))
-
-    tx = await fill(_req(to=TO, chain_id=0), node, ChainFacts(node), 1.0, allow_pre_eip155=True)
-
-    assert (tx.type, tx.chain_id, tx.gas_price) == (LEGACY, 0, 0x3B9ACA00)
-    assert signing_payload(tx) == rlp.encode([0, 0x3B9ACA00, 21_000, bytes.fromhex(TO[2:]), 0, b""])
-
-
 async def test_fill_blob_with_hashes_asks_blob_fee_and_estimates_with_the_hashes() -> None:
     node = FakeNode(eth_blobBaseFee="0x10")
 
@@ -1258,22 +706,6 @@ async def test_fill_blob_without_any_blob_fee_from_the_node_says_what_to_give() 
 
     with pytest.raises(InvalidParams, match="give maxFeePerBlobGas"):
         await _fill(node, to=TO, blob_versioned_hashes=(HASH_A,))
-
-
-async def test_fill_blobs_compute_hashes_and_the_configured_sidecar_form() -> None:
-    blob = bytes(BYTES_PER_BLOB)
-    node = FakeNode()
-
-    tx = await fill(
-        _req(to=TO, blobs=(blob,), max_fee_per_blob_gas=5, max_fee_per_gas=9,
-             max_priority_fee_per_gas=1, gas=21_000),
-        node, ChainFacts(node), 1.0, sidecar_form=SidecarForm.EIP4844,
-    )  # fmt: skip
-
-    expected = build_sidecar((blob,), SidecarForm.EIP4844)
-    assert tx.sidecar == expected
-    assert tx.blob_versioned_hashes == expected.versioned_hashes
-    assert node.methods == ["eth_chainId"]
 
 
 async def test_fill_blobs_with_wrong_versioned_hashes_are_refused() -> None:

@@ -36,7 +36,7 @@ from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.methods.messages import MessageMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.nonces.memory import MemoryNonceManager
-from tests.unit.test_messages import MAIL
+from tests.unit.eth.test_messages import MAIL
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
