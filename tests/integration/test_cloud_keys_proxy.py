@@ -1,0 +1,71 @@
+"""Azure Key Vault and Google Cloud KMS keys behind the proxy: eth_sendTransaction from each,
+signed through the official clients against the emulators, mined on real anvil, and the
+raw transaction recovers to the key's address."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signer_proxy.dev.azure_kv_emulator import AzureKeyVaultEmulator
+from signer_proxy.dev.gcp_kms_emulator import GcpKmsEmulator, emulator_client
+from signer_proxy.keys.azure_kv import AzureKvSigner, AzureVault, parse_azure_key
+from signer_proxy.keys.gcp_kms import GcpKms, GcpKmsSigner, parse_gcp_key
+from tests.conftest import Anvil, ProxyFactory, proxy_settings
+from tests.integration.test_transactions import SINK, mined, send
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cloud_keys_send_transactions_mined_on_anvil(
+    start_proxy: ProxyFactory, anvil: Anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import google.auth
+    from azure.identity.aio import ManagedIdentityCredential
+
+    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
+    await azure.start()
+    await gcp.start()
+    closers: list[Any] = [azure.stop, gcp.stop]
+    try:
+        for name, value in azure.credential_env().items():
+            monkeypatch.setenv(name, value)
+        credential = ManagedIdentityCredential()
+        vault = AzureVault(
+            azure.vault_url, credential, connection_verify=azure.ca_file,
+            verify_challenge_resource=False,
+        )  # fmt: skip
+        closers[:0] = [vault.aclose, credential.close]
+        azure.create_key("treasury")
+        host = azure.vault_url.removeprefix("https://")
+        az = AzureKvSigner(
+            vault, await vault.load(parse_azure_key(f"azurekv://{host}/keys/treasury"))
+        )
+
+        adc = tmp_path / "adc.json"
+        adc.write_text(json.dumps(gcp.adc()))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+        creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloudkms"])
+        kms = GcpKms(emulator_client(gcp.target, creds.with_token_uri(gcp.token_uri)))
+        closers[:0] = [kms.aclose]
+        version = gcp.create_key("treasury")
+        gc = GcpKmsSigner(kms, await kms.load(parse_gcp_key("gcpkms://" + version.name)))
+
+        for signer in (az, gc):
+            anvil.fund(signer.address)
+        proxy = await start_proxy(proxy_settings(anvil.url, "http://127.0.0.1:9"), signers=[az, gc])
+        assert {a.lower() for a in await proxy.result("eth_accounts")} == {
+            az.address.lower(),
+            gc.address.lower(),
+        }
+        for signer in (az, gc):
+            for value in ("0x1", "0x2"):  # two in a row: consecutive nonces
+                tx_hash = await send(proxy, {"from": signer.address, "to": SINK, "value": value})
+                mined(anvil, tx_hash, signer.address)
+        assert azure.sign_calls == 2 and gcp.sign_calls == 2
+    finally:
+        for close in closers:
+            await close()
