@@ -17,6 +17,8 @@ the checksum is computed, to prove the client checks. `unavailable_next` answers
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +29,15 @@ import coincurve
 import google_crc32c
 import grpc
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from google.cloud import kms_v1
 
 SERVICE = "google.cloud.kms.v1.KeyManagementService"
@@ -67,6 +76,8 @@ class GcpKmsEmulator:
         self.client_secret = secrets.token_urlsafe(16)
         self.refresh_token = secrets.token_urlsafe(16)
         self.tokens: set[str] = set()
+        self.client_email = f"signer@{project}.iam.gserviceaccount.com"
+        self._sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.sign_calls = 0
         self.corrupt_next = 0
         self.unavailable_next = 0
@@ -118,6 +129,45 @@ class GcpKmsEmulator:
             "refresh_token": self.refresh_token,
             "token_uri": self.token_uri,
         }
+
+    def service_account_adc(self) -> dict[str, str]:
+        """A "service_account" ADC file's content: google-auth honours its token_uri, so a
+        process given only GOOGLE_APPLICATION_CREDENTIALS fetches its tokens here (JWT grant)."""
+        pem = self._sa_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+        return {
+            "type": "service_account",
+            "project_id": self.project,
+            "private_key_id": "emulator-key",
+            "private_key": pem,
+            "client_email": self.client_email,
+            "client_id": "1",
+            "token_uri": self.token_uri,
+        }
+
+    @staticmethod
+    def _unpad(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    def _valid_assertion(self, assertion: str) -> bool:
+        """A JWT-bearer grant: RS256 by the service account's key, for our token_uri, fresh."""
+        try:
+            head, body, sig = assertion.split(".")
+            header, claims = json.loads(self._unpad(head)), json.loads(self._unpad(body))
+            if header.get("alg") != "RS256":
+                return False
+            self._sa_key.public_key().verify(
+                self._unpad(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (ValueError, InvalidSignature):
+            return False
+        now = time.time()
+        return bool(
+            claims.get("iss") == self.client_email
+            # google-auth addresses the assertion to Google's token endpoint whatever the
+            # token_uri it posts it to.
+            and claims.get("aud") in (self.token_uri, "https://oauth2.googleapis.com/token")
+            and claims.get("iat", 0) - 300 <= now <= claims.get("exp", 0) + 300
+        )
 
     # -- gRPC -------------------------------------------------------------------------
     async def _authorized(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -277,9 +327,12 @@ class GcpKmsEmulator:
     # -- OAuth ------------------------------------------------------------------------
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
-        if form.get("grant_type") != "refresh_token":
+        if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            if not self._valid_assertion(str(form.get("assertion", ""))):
+                return web.json_response({"error": "invalid_grant"}, status=400)
+        elif form.get("grant_type") != "refresh_token":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        if (
+        elif (
             form.get("client_id") != self.client_id
             or form.get("client_secret") != self.client_secret
             or form.get("refresh_token") != self.refresh_token

@@ -69,3 +69,48 @@ async def test_cloud_keys_send_transactions_mined_on_anvil(
     finally:
         for close in closers:
             await close()
+
+
+async def test_kms_key_names_cloud_keys_by_scheme_at_startup(
+    start_proxy: ProxyFactory, anvil: Anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configuration path: --kms-key azurekv://… gcpkms://… loaded at startup with the
+    default credential chains (Azure managed identity, a Google service-account ADC file)."""
+    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
+    await azure.start()
+    await gcp.start()
+    try:
+        for name, value in azure.credential_env().items():
+            monkeypatch.setenv(name, value)
+        adc = tmp_path / "sa.json"
+        adc.write_text(json.dumps(gcp.service_account_adc()))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+        az_key = azure.create_key("hot")
+        version = gcp.create_key("hot")
+        host = azure.vault_url.removeprefix("https://")
+        settings = proxy_settings(
+            anvil.url,
+            "http://127.0.0.1:9",
+            f"azurekv://{host}/keys/hot",
+            "gcpkms://" + version.name,
+            azure_ca_file=azure.ca_file,
+            gcp_kms_endpoint=gcp.target,
+        )
+        from signer_proxy.eth.ecdsa import address_from_public_key
+
+        addresses = [
+            address_from_public_key(azure.public_key(az_key)),
+            address_from_public_key(gcp.public_key(version)),
+        ]
+        for address in addresses:
+            anvil.fund(address)
+        proxy = await start_proxy(settings)
+        accounts = {a.lower() for a in await proxy.result("eth_accounts")}
+        assert accounts == {a.lower() for a in addresses}
+        for address in addresses:
+            mined(anvil, await send(proxy, {"from": address, "to": SINK, "value": "0x1"}), address)
+        assert azure.sign_calls == 1 and gcp.sign_calls == 1
+        assert gcp.tokens  # the service-account JWT grant ran against the emulator
+    finally:
+        await azure.stop()
+        await gcp.stop()
