@@ -138,3 +138,21 @@ def cloud_clients(kms_clients: Any) -> CloudClients:
 async def load_cloud_key(ref: str, kms_clients: Any) -> Signer:
     """Load `ref` (is_cloud_ref) with the clients of this load; KeyLoadFailed on failure."""
     return await cloud_clients(kms_clients).load(ref)
+
+
+async def verify_cloud_key(ref: str, kms_clients: Any) -> Any:
+    """`keys verify` for one azurekv:// or gcpkms:// key: it loads (reachable, right curve and
+    algorithm, enabled) and a test signature recovers to its address (keys/verify.KeyReport)."""
+    from signer_proxy.keys.verify import Check, KeyReport, signature_check
+
+    source = "azure" if ref.startswith(AZURE_SCHEME) else "gcp"
+    try:
+        signer = await load_cloud_key(ref, kms_clients)
+    except KeyLoadFailed as exc:
+        report = KeyReport(ref, source)
+        report.checks.append(Check("load", False, str(exc), "fix what the message names"))
+        return report
+    report = KeyReport(ref, source, "", signer.key_name, signer.address)
+    report.checks.append(Check("load", True, "found, enabled, secp256k1 signing key"))
+    report.checks.append(await signature_check(signer))
+    return report

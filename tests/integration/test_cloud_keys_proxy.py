@@ -114,3 +114,59 @@ async def test_kms_key_names_cloud_keys_by_scheme_at_startup(
     finally:
         await azure.stop()
         await gcp.stop()
+
+
+async def cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`signer-proxy ARGS` as a subprocess, awaited (the emulators serve from this loop)."""
+    import asyncio
+    import os
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signer_proxy", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_keys_list_and_verify_cli_with_cloud_keys(tmp_path: Path) -> None:
+    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
+    await azure.start()
+    await gcp.start()
+    try:
+        adc = tmp_path / "sa.json"
+        adc.write_text(json.dumps(gcp.service_account_adc()))
+        env = {
+            **azure.credential_env(),
+            "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
+            "SIGNER_PROXY_AZURE_CA_FILE": azure.ca_file,
+            "SIGNER_PROXY_GCP_KMS_ENDPOINT": gcp.target,
+        }
+        azure.create_key("good")
+        azure.create_key("p256", curve="P-256", kty="EC")
+        version = gcp.create_key("good")
+        host = azure.vault_url.removeprefix("https://")
+        refs = [
+            f"azurekv://{host}/keys/good",
+            f"azurekv://{host}/keys/p256",
+            "gcpkms://" + version.name,
+        ]
+        code, out, err = await cli("keys", "verify", *refs, "--json", env=env)
+        assert code != 0, (out, err)  # the P-256 key fails
+        verdicts = {k["key"]: k["ok"] for k in json.loads(out)["keys"]}
+        assert verdicts == {refs[0]: True, refs[1]: False, refs[2]: True}
+        assert azure.sign_calls == 1 and gcp.sign_calls == 1  # one test signature each
+        flags = [f"--kms-key={refs[0]}", f"--kms-key={refs[2]}"]
+        code, out, err = await cli("keys", "list", *flags, "--json", env=env)
+        assert code == 0, (out, err)
+        from signer_proxy.eth.ecdsa import address_from_public_key
+
+        listed = json.dumps(json.loads(out))
+        assert address_from_public_key(gcp.public_key(version)) in listed
+        for secret in [*azure.tokens, *gcp.tokens, azure.identity_header]:
+            assert secret not in out + err
+    finally:
+        await azure.stop()
+        await gcp.stop()
