@@ -276,6 +276,8 @@ class AzureVault:
 class AzureKvSigner:
     """Signs with one Key Vault key version (ES256K); every signature proven before return."""
 
+    metrics_backend = "azure_kv"  # the `backend` label of the signing metrics
+
     def __init__(self, vault: AzureVault, info: AzureKeyInfo) -> None:
         self._vault = vault
         self.info = info

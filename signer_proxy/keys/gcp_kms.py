@@ -262,6 +262,8 @@ class GcpKms:
 class GcpKmsSigner:
     """Signs with one Cloud KMS key version; every answer's CRC32C and signature checked."""
 
+    metrics_backend = "gcp_kms"  # the `backend` label of the signing metrics
+
     def __init__(self, kms: GcpKms, info: GcpKeyInfo) -> None:
         self._kms = kms
         self.info = info

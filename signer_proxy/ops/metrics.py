@@ -195,8 +195,11 @@ def upstream_error_label(exc: BaseException) -> str:
 
 
 def signer_backend(signer: Signer) -> str:
-    """ "aws_kms" for KMS keys, "local" for anything else (keystores, test keys)."""
-    return "aws_kms" if isinstance(signer, KmsSigner) else "local"
+    """ "aws_kms" for KMS keys, a signer's own `metrics_backend` ("azure_kv", "gcp_kms"),
+    else "local" (keystores, test keys)."""
+    if isinstance(signer, KmsSigner):
+        return "aws_kms"
+    return str(getattr(signer, "metrics_backend", "local"))
 
 
 # --- The metrics -------------------------------------------------------------------------------

@@ -170,3 +170,10 @@ async def test_keys_list_and_verify_cli_with_cloud_keys(tmp_path: Path) -> None:
     finally:
         await azure.stop()
         await gcp.stop()
+
+
+def test_signing_metrics_name_the_cloud_backend() -> None:
+    from signer_proxy.ops.metrics import signer_backend
+
+    assert signer_backend(AzureKvSigner.__new__(AzureKvSigner)) == "azure_kv"
+    assert signer_backend(GcpKmsSigner.__new__(GcpKmsSigner)) == "gcp_kms"
