@@ -278,9 +278,12 @@ class AzureKvSigner:
 
     metrics_backend = "azure_kv"  # the `backend` label of the signing metrics
 
-    def __init__(self, vault: AzureVault, info: AzureKeyInfo) -> None:
+    def __init__(self, vault: AzureVault, info: AzureKeyInfo, calls: Any = None) -> None:
         self._vault = vault
         self.info = info
+        # keys/aws_kms.KmsCalls: the process-wide cap on key-service requests in flight, the
+        # attempt timeout and the request deadline (azure-core does the retries).
+        self._calls = calls
 
     @property
     def address(self) -> str:
@@ -299,10 +302,16 @@ class AzureKvSigner:
 
         if len(digest) != 32:
             raise SigningFailed("the digest to sign must be 32 bytes")
+        client = self._vault.crypto(self.info.key_id)
+
+        async def request() -> Any:
+            return await client.sign(SignatureAlgorithm.es256_k, digest)
+
         try:
-            result = await self._vault.crypto(self.info.key_id).sign(
-                SignatureAlgorithm.es256_k, digest
-            )
+            if self._calls is None:
+                result = await request()
+            else:
+                result = await self._calls.run(self.info.ref, request, max_attempts=1)
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:

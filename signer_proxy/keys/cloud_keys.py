@@ -88,16 +88,16 @@ class CloudClients:
             )
         return self._gcp
 
-    async def load(self, ref: str) -> Signer:
+    async def load(self, ref: str, calls: Any = None) -> Signer:
         """The signer of one azurekv:// or gcpkms:// key; KeyLoadFailed when it cannot sign."""
         try:
             if ref.startswith(AZURE_SCHEME):
                 spec = parse_azure_key(ref)
                 vault = self.vault(spec.vault_url)
-                return AzureKvSigner(vault, await vault.load(spec))
+                return AzureKvSigner(vault, await vault.load(spec), calls)
             gcp_spec = parse_gcp_key(ref)
             kms = self.gcp()
-            return GcpKmsSigner(kms, await kms.load(gcp_spec))
+            return GcpKmsSigner(kms, await kms.load(gcp_spec), calls)
         except KeyLoadFailed:
             raise
         except ConfigError as exc:
@@ -137,7 +137,7 @@ def cloud_clients(kms_clients: Any) -> CloudClients:
 
 async def load_cloud_key(ref: str, kms_clients: Any) -> Signer:
     """Load `ref` (is_cloud_ref) with the clients of this load; KeyLoadFailed on failure."""
-    return await cloud_clients(kms_clients).load(ref)
+    return await cloud_clients(kms_clients).load(ref, getattr(kms_clients, "calls", None))
 
 
 async def verify_cloud_key(ref: str, kms_clients: Any) -> Any:

@@ -264,9 +264,12 @@ class GcpKmsSigner:
 
     metrics_backend = "gcp_kms"  # the `backend` label of the signing metrics
 
-    def __init__(self, kms: GcpKms, info: GcpKeyInfo) -> None:
+    def __init__(self, kms: GcpKms, info: GcpKeyInfo, calls: Any = None) -> None:
         self._kms = kms
         self.info = info
+        # keys/aws_kms.KmsCalls: the process-wide cap on key-service requests in flight, the
+        # attempt timeout and the request deadline (GcpKms._call does the retries).
+        self._calls = calls
 
     @property
     def address(self) -> str:
@@ -289,8 +292,17 @@ class GcpKmsSigner:
             digest=kms_v1.Digest(sha256=digest),
             digest_crc32c=crc32c(digest),
         )
+
+        async def call() -> Any:
+            return await self._kms._call("asymmetric_sign", request)
+
         try:
-            answer = await self._kms._call("asymmetric_sign", request)
+            if self._calls is None:
+                answer = await call()
+            else:
+                answer = await self._calls.run(self.info.ref, call, max_attempts=1)
+        except KmsUnavailable:  # every request slot stayed busy (KmsCalls)
+            raise
         except Exception as exc:
             status = _status(exc)
             if status in RETRYABLE or isinstance(exc, OSError | TimeoutError):

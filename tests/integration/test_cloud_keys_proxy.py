@@ -177,3 +177,36 @@ def test_signing_metrics_name_the_cloud_backend() -> None:
 
     assert signer_backend(AzureKvSigner.__new__(AzureKvSigner)) == "azure_kv"
     assert signer_backend(GcpKmsSigner.__new__(GcpKmsSigner)) == "gcp_kms"
+
+
+async def test_cloud_signers_share_the_kms_request_slots(tmp_path: Path) -> None:
+    """Given the process's KmsCalls, a cloud signature waits for a request slot like a KMS
+    one, and fails as unavailable when none frees up before the request deadline."""
+    from google.oauth2 import service_account
+
+    from signer_proxy.deadline import deadline_scope
+    from signer_proxy.errors import KmsUnavailable
+    from signer_proxy.eth.ecdsa import keccak256
+    from signer_proxy.keys.aws_kms import KmsCalls
+    from signer_proxy.keys.signer import sign_checked
+
+    gcp = GcpKmsEmulator()
+    await gcp.start()
+    creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+        gcp.service_account_adc(), scopes=["https://www.googleapis.com/auth/cloudkms"]
+    )
+    kms = GcpKms(emulator_client(gcp.target, creds))
+    try:
+        version = gcp.create_key("slots")
+        calls = KmsCalls(max_in_flight=1)
+        signer = GcpKmsSigner(kms, await kms.load(parse_gcp_key("gcpkms://" + version.name)), calls)
+        await sign_checked(signer, keccak256(b"a free slot"))
+        await calls._slots.acquire()  # another request holds the only slot
+        with deadline_scope(0.2), pytest.raises(KmsUnavailable, match="slots stayed busy"):
+            await signer.sign_digest(keccak256(b"no slot"))
+        calls._slots.release()
+        await sign_checked(signer, keccak256(b"free again"))
+        assert gcp.sign_calls == 2
+    finally:
+        await kms.aclose()
+        await gcp.stop()
