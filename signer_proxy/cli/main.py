@@ -140,6 +140,13 @@ def _add_dev_parser(commands: Any) -> None:
     dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")
     dev.add_argument("--kms-port", type=int, default=0, help="KMS emulator port (0: free)")
     dev.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    dev.add_argument(
+        "--backend",
+        choices=("aws", "azure", "gcp"),
+        default="aws",
+        help="where the keys live: the AWS KMS emulator (default), a local Azure Key Vault or "
+        "Google Cloud KMS emulator",
+    )
 
 
 def run_dev_command(args: argparse.Namespace, started: float) -> int:
@@ -155,6 +162,7 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
         chain_port=args.chain_port,
         kms_port=args.kms_port,
         log_level=args.log_level,
+        backend=args.backend,
     )
     try:
         if args.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -18,7 +18,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -58,6 +58,7 @@ class DevOptions:
     chain_port: int = 0
     kms_port: int = 0
     log_level: str = "info"
+    backend: str = "aws"  # where the keys live: aws | azure | gcp (dev/cloud_dev.py)
 
 
 def check_options(options: DevOptions) -> None:
@@ -151,7 +152,17 @@ async def run_dev(
                 "choose another --kms-port"
             ) from None
         stack.callback(kms.stop)
-        keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
+        if options.backend == "aws":
+            keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
+            overrides: dict[str, Any] = {}
+        else:  # the keys live in the Azure Key Vault / Cloud KMS emulator (dev/cloud_dev.py)
+            from signer_proxy.dev.cloud_dev import start_cloud_keys
+            from signer_proxy.dev.kms_emulator import DevKey
+
+            cloud = await start_cloud_keys(options.backend, options.keys, stack)
+            keys = [DevKey(r, "", a) for r, a in zip(cloud.refs, cloud.addresses, strict=True)]
+            overrides = cloud.settings
+        key_refs = tuple(key.alias for key in keys)
 
         chain_url = ""
         if not options.upstream:
@@ -176,8 +187,9 @@ async def run_dev(
             upstream=options.upstream or chain_url,
             aws_region=REGION,
             aws_endpoint_url=kms.url,
-            kms_keys=tuple(key.alias for key in keys),
+            kms_keys=key_refs,
             log_level=options.log_level,
+            **overrides,
         )
         validate(settings)
         try:
