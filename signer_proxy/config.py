@@ -64,6 +64,18 @@ class Settings:
         flag="--kms-key",
         example="alias/treasury",
     )
+    azure_ca_file: str = _setting(
+        "",
+        "A CA certificate (PEM) to trust for azurekv:// vaults in --kms-key, e.g. a local Key "
+        "Vault emulator's self-signed one. Empty: the system's trust store.",
+        example="/etc/signer-proxy/azure-emulator-ca.pem",
+    )
+    gcp_kms_endpoint: str = _setting(
+        "",
+        "Google Cloud KMS endpoint override for gcpkms:// keys in --kms-key: 127.0.0.1:PORT of "
+        "an emulator (gRPC, local credentials). Empty: Cloud KMS itself.",
+        example="127.0.0.1:8443",
+    )
     kms_discover_tags: tuple[str, ...] = _setting(
         (),
         "Discover every enabled ECC_SECG_P256K1 SIGN_VERIFY key of the default Region and "

@@ -422,6 +422,7 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
     from signer_proxy.keys.aws_clients import KmsClients
     from signer_proxy.keys.backends import BACKENDS, parse_key_source
+    from signer_proxy.keys.cloud_keys import is_cloud_ref, verify_cloud_key
     from signer_proxy.keys.loading import load_keys
     from signer_proxy.keys.sources import KeySources, from_settings, parse_kms_key
     from signer_proxy.keys.verify import Check, KeyReport, signature_check, verify_kms_key
@@ -441,6 +442,9 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     reports: list[KeyReport] = []
     async with KmsClients(settings) as clients:
         for spec in sources.kms:
+            if is_cloud_ref(spec.ref):  # Azure Key Vault / Google Cloud KMS
+                reports.append(await verify_cloud_key(spec.label, clients))
+                continue
             location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
             try:
                 client = await clients.get(location)

@@ -140,10 +140,11 @@ def _add_dev_parser(commands: Any) -> None:
     )
     dev.add_argument(
         "--backend",
-        choices=("kms", "softhsm"),
+        choices=("kms", "softhsm", "azure", "gcp"),
         default="kms",
-        help="where the keys live: kms (the emulator, default) or softhsm (a SoftHSM2 token "
-        "in --state-dir/softhsm or a temporary directory, served through PKCS#11)",
+        help="where the keys live: kms (the AWS KMS emulator, default), softhsm (a SoftHSM2 "
+        "token in --state-dir/softhsm or a temporary directory, served through PKCS#11), azure "
+        "or gcp (a local Azure Key Vault or Google Cloud KMS emulator)",
     )
     dev.add_argument("--chain-id", type=int, default=1337, help="embedded chain id (1337)")
     dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")

@@ -58,7 +58,7 @@ class DevOptions:
     chain_port: int = 0
     kms_port: int = 0
     log_level: str = "info"
-    backend: str = "kms"  # kms (the emulator) | softhsm (a SoftHSM2 token)
+    backend: str = "kms"  # kms (the emulator) | softhsm (SoftHSM2) | azure | gcp (emulators)
 
 
 def check_options(options: DevOptions) -> None:
@@ -175,9 +175,19 @@ async def run_dev(
             ) from None
         stack.callback(kms.stop)
         keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
-        token_settings: dict[str, object] = {}
+        token_settings: dict[str, Any] = {}
+        kms_keys = tuple(key.alias for key in keys)
         if options.backend == "softhsm":  # the keys live on a SoftHSM2 token instead
             keys, token_settings = await _softhsm_keys(stack, options)
+            kms_keys = ()
+        elif options.backend in ("azure", "gcp"):  # in the Key Vault / Cloud KMS emulator
+            from signer_proxy.dev.cloud_dev import start_cloud_keys
+            from signer_proxy.dev.kms_emulator import DevKey
+
+            cloud = await start_cloud_keys(options.backend, options.keys, stack)
+            keys = [DevKey(r, "", a) for r, a in zip(cloud.refs, cloud.addresses, strict=True)]
+            token_settings = dict(cloud.settings)
+            kms_keys = tuple(cloud.refs)
 
         chain_url = ""
         if not options.upstream:
@@ -202,9 +212,9 @@ async def run_dev(
             upstream=options.upstream or chain_url,
             aws_region=REGION,
             aws_endpoint_url=kms.url,
-            kms_keys=() if token_settings else tuple(key.alias for key in keys),
+            kms_keys=kms_keys,
             log_level=options.log_level,
-            **token_settings,  # type: ignore[arg-type]
+            **token_settings,
         )
         validate(settings)
         try:

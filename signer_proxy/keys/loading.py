@@ -27,6 +27,7 @@ from signer_proxy.errors import ConfigError, KeyLoadFailed
 from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.aws_kms import KmsSigner, load_key
 from signer_proxy.keys.backends import BACKENDS, BackendSource
+from signer_proxy.keys.cloud_keys import is_cloud_ref, load_cloud_key
 from signer_proxy.keys.discovery import discover
 from signer_proxy.keys.keystore import decrypt_keystore, fingerprint, keystore_files, read_password
 from signer_proxy.keys.signer import Signer
@@ -119,6 +120,12 @@ async def _explicit(
     limit: asyncio.Semaphore,
     previous: KeyLoad | None,
 ) -> _Entry:
+    if is_cloud_ref(spec.ref):  # Azure Key Vault / Google Cloud KMS (keys/cloud_keys.py)
+        try:
+            cloud = await load_cloud_key(spec.ref, clients)
+        except KeyLoadFailed as exc:
+            return _kept_or_failed("kms", spec.label, exc, previous)
+        return _Entry(KeyStatus("kms", spec.label, cloud.key_name, "", cloud.address), cloud)
     location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
     try:
         client = await clients.get(location)

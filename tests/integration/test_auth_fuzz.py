@@ -326,6 +326,9 @@ def post(port: int, headers: dict[str, str], path: str, payload: bytes) -> tuple
 # --- the test ---------------------------------------------------------------------------------
 
 
+# The deep-nesting shapes make reprs of hundreds of kB: hypothesis warns about the cost of
+# printing them (only on failure), which is not what this test is about.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
 def test_fuzz_nothing_reaches_node_or_key_without_auth_and_policy(
     world: World, server_log: io.StringIO
 ) -> None:
