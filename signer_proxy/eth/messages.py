@@ -10,28 +10,17 @@ import json
 import re
 from typing import Any
 
-from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_struct
-
 from signer_proxy.errors import InvalidParams
 from signer_proxy.eth.ecdsa import Signature, keccak256
 from signer_proxy.eth.hexdata import parse_quantity
+from signer_proxy.eth.typed_data import typed_data_digest as eip712_digest
 
 PERSONAL_MESSAGE_PREFIX = b"\x19Ethereum Signed Message:\n"
 EIP712_PREFIX = b"\x19\x01"
 # v of a message signature (personal_sign, eth_sign, EIP-712): 27 + parity, never EIP-155.
 MESSAGE_V_OFFSET = 27
 
-# EIP-712's domain fields in their canonical order (what ethers and eth-account use when the
-# typed data names no EIP712Domain type of its own).
-_DOMAIN_FIELDS = {
-    "name": "string",
-    "version": "string",
-    "chainId": "uint256",
-    "verifyingContract": "address",
-    "salt": "bytes32",
-}
 _HEX_RE = re.compile(r"^0[xX](?:[0-9a-fA-F]{2})*$")
-_ARRAY_TYPE_RE = re.compile(r"\[\d*\]$")
 
 
 def personal_message_digest(message: bytes) -> bytes:
@@ -102,39 +91,9 @@ def typed_data_chain_id(data: dict[str, Any]) -> int | None:
 
 
 def typed_data_digest(data: dict[str, Any], *, allow_arrays: bool = True) -> bytes:
-    """keccak(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message)), as wallets compute it.
+    """keccak(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message)), as MetaMask computes it.
 
-    Encoding is eth-account's. As MetaMask does, the domain is hashed with the typed data's own
-    EIP712Domain fields (canonical ones when it names none), `primaryType` is used as given,
-    and a primaryType of EIP712Domain signs the domain separator alone. `allow_arrays=False`
-    is eth_signTypedData_v3, which has no array types.
+    Encoding is signer_proxy.eth.typed_data's (eth-sig-util's rules, refusing what eth-sig-util
+    or viem refuses or where they differ). `allow_arrays=False` is eth_signTypedData_v3 (V3).
     """
-    types: dict[str, Any] = dict(data["types"])
-    domain: dict[str, Any] = data["domain"]
-    domain_fields = types.pop("EIP712Domain", None)
-    if domain_fields is None:
-        domain_fields = [{"name": k, "type": t} for k, t in _DOMAIN_FIELDS.items() if k in domain]
-    if not allow_arrays:
-        for type_name, fields in [("EIP712Domain", domain_fields), *types.items()]:
-            for field in fields:
-                if isinstance(field, dict) and _ARRAY_TYPE_RE.search(str(field.get("type", ""))):
-                    raise InvalidParams(
-                        f"{type_name}.{field.get('name')} has the array type "
-                        f"{field.get('type')}, which eth_signTypedData_v3 does not support: "
-                        "use eth_signTypedData_v4"
-                    )
-    primary = data["primaryType"]
-    try:
-        domain_separator = hash_struct(
-            "EIP712Domain", {**types, "EIP712Domain": domain_fields}, domain
-        )
-        if primary == "EIP712Domain":
-            return keccak256(EIP712_PREFIX + domain_separator)
-        if primary not in types:
-            raise InvalidParams(f"typed data primaryType {primary!r} is not one of its types")
-        message_hash = hash_struct(primary, types, data["message"])
-    except InvalidParams:
-        raise
-    except Exception as exc:  # eth-account and eth-abi raise many kinds on bad input
-        raise InvalidParams(f"typed data cannot be encoded: {exc}") from None
-    return keccak256(EIP712_PREFIX + domain_separator + message_hash)
+    return eip712_digest(data, "V4" if allow_arrays else "V3")
