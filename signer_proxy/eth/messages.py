@@ -20,7 +20,9 @@ EIP712_PREFIX = b"\x19\x01"
 # v of a message signature (personal_sign, eth_sign, EIP-712): 27 + parity, never EIP-155.
 MESSAGE_V_OFFSET = 27
 
-_HEX_RE = re.compile(r"^0[xX](?:[0-9a-fA-F]{2})*$")
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+_ODD_HEX_RE = re.compile(r"^0x[0-9a-fA-F](?:[0-9a-fA-F]{2})*$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def personal_message_digest(message: bytes) -> bytes:
@@ -31,16 +33,39 @@ def personal_message_digest(message: bytes) -> bytes:
 def personal_sign_bytes(data: Any) -> bytes:
     """The message bytes of personal_sign's data: 0x-hex as bytes, anything else as UTF-8 text.
 
-    This is what wallets do: "0x48656c6c6f" signs the five bytes "Hello", while "Hello"
-    (or "0xnot hex") signs its UTF-8 encoding.
+    This is what MetaMask (eth-sig-util) and viem do: "0x48656c6c6f" signs the five bytes
+    "Hello", while "Hello", "0X48656c6c6f" or "0xnot hex" sign their UTF-8 encoding. An odd
+    number of hex digits ("0x123") is refused: eth-sig-util signs it as the bytes 01 23, viem
+    as the text, so one of them would not verify the signature.
     """
     if not isinstance(data, str):
         raise InvalidParams(
             "personal_sign's message must be a string: 0x-prefixed hex bytes or UTF-8 text"
         )
+    if _ODD_HEX_RE.match(data):
+        raise InvalidParams(
+            f"personal_sign's message {data[:20]!r} has an odd number of hex digits: MetaMask "
+            "signs it as bytes and viem as text; send an even number of hex digits for bytes "
+            "(0x0123) or the text itself"
+        )
     if _HEX_RE.match(data):
         return bytes.fromhex(data[2:])
     return data.encode("utf-8")
+
+
+def personal_sign_order(first: Any, second: Any) -> tuple[Any, Any]:
+    """(message, address) from personal_sign's first two params, in either order.
+
+    As MetaMask: when the first looks like an address (0x and 40 hex digits) and the second
+    does not, they were given as [address, message]; otherwise [message, address].
+    """
+    if _looks_like_address(first) and not _looks_like_address(second):
+        return second, first
+    return first, second
+
+
+def _looks_like_address(value: Any) -> bool:
+    return isinstance(value, str) and _ADDRESS_RE.match(value) is not None
 
 
 def message_signature_bytes(signature: Signature) -> bytes:

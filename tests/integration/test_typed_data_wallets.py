@@ -174,3 +174,35 @@ def test_random_well_formed_typed_data_hashes_as_eth_sig_util(batch: list[Any]) 
         assert not isinstance(mine, InvalidParams), (mine.message, data)
         assert answer["sigutil"] == {"digest": mine}, (data, answer)
         assert answer["viem"] == {"digest": mine}, (data, answer)
+
+
+PERSONAL_MESSAGES = [
+    "Sign in to example.org",
+    "0x48656c6c6f",
+    "0x",
+    "",
+    "0X4869",
+    "0xnot hex",
+    "Grüße ✓ 🐄",
+    "0x" + "ab" * 32,
+]
+# A 20-byte message looks like an address: as MetaMask, only [message, address] is understood.
+ADDRESS_LIKE = "0x" + "12" * 20
+
+
+async def test_personal_sign_in_either_order_recovers_with_eth_sig_util(
+    proxy: InProcessProxy, funded_key: KmsKey
+) -> None:
+    address = funded_key.address
+    requests = []
+    for message in PERSONAL_MESSAGES:
+        for params in ([message, address], [address, message]):
+            signature = await proxy.result("personal_sign", params)
+            requests.append({"kind": "recoverPersonal", "message": message, "signature": signature})
+    signature = await proxy.result("personal_sign", [ADDRESS_LIKE, address])
+    requests.append({"kind": "recoverPersonal", "message": ADDRESS_LIKE, "signature": signature})
+    answers = wallet_oracle.ask(requests)
+    assert [a.get("address", a).lower() for a in answers] == [address.lower()] * len(requests)
+    reply = await proxy.call("personal_sign", ["0x123", address])
+    assert reply["error"]["code"] == -32602
+    assert "odd number of hex digits" in reply["error"]["message"]

@@ -17,6 +17,7 @@ from signer_proxy.eth.messages import (
     message_signature_bytes,
     personal_message_digest,
     personal_sign_bytes,
+    personal_sign_order,
     typed_data_chain_id,
     typed_data_digest,
 )
@@ -24,6 +25,7 @@ from signer_proxy.keys.local import LocalKeySigner
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 SIGNER = LocalKeySigner(PRIVATE_KEY)
+ADDRESS = "0x" + "11" * 20
 
 # The EIP-712 specification's example (Example.js): its digest is published in the EIP.
 MAIL: dict[str, Any] = {
@@ -163,11 +165,10 @@ async def test_message_signature_v_is_27_or_28_never_eip155(message: bytes) -> N
     ("data", "expected"),
     [
         pytest.param("0x48656c6c6f", b"Hello", id="hex-is-bytes"),
-        pytest.param("0X48656C6C6F", b"Hello", id="upper-hex-is-bytes"),
+        pytest.param("0X48656C6C6F", b"0X48656C6C6F", id="0X-prefix-is-text-as-metamask"),
         pytest.param("Hello", b"Hello", id="text"),
         pytest.param("0x", b"", id="empty-hex"),
         pytest.param("", b"", id="empty-text"),
-        pytest.param("0x123", b"0x123", id="odd-hex-is-text"),
         pytest.param("0xnot hex", b"0xnot hex", id="0x-prefixed-text"),
         pytest.param("héllo", "héllo".encode(), id="utf8-text"),
     ],
@@ -263,6 +264,26 @@ def test_typed_data_digest_refuses_bad_data(data: dict[str, Any], fragment: str)
         typed_data_digest(data)
 
     assert fragment in info.value.message
+
+
+def test_personal_sign_bytes_refuses_odd_hex_where_metamask_and_viem_differ() -> None:
+    with pytest.raises(InvalidParams) as info:
+        personal_sign_bytes("0x123")
+
+    assert "odd number of hex digits" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        pytest.param("hi", ADDRESS, ("hi", ADDRESS), id="message-address"),
+        pytest.param(ADDRESS, "hi", ("hi", ADDRESS), id="address-message-swapped"),
+        pytest.param(ADDRESS, "0x" + "22" * 20, (ADDRESS, "0x" + "22" * 20), id="both-addresses"),
+        pytest.param(ADDRESS, "0x1234", ("0x1234", ADDRESS), id="hex-message-second"),
+    ],
+)
+def test_personal_sign_order_is_metamasks(first: str, second: str, expected: Any) -> None:
+    assert personal_sign_order(first, second) == expected
 
 
 @pytest.mark.parametrize(
