@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,40 @@ def test_cli_hedera_sign_adds_the_signature_to_a_serialized_sdk_transaction(
         kms.url, "--transaction", str(tmp_path / "missing.bin"),
     )  # fmt: skip
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
+
+
+def js_sdk(*args: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    modules = root / ".tools" / "node_modules"
+    assert (modules / "@hashgraph" / "sdk").is_dir(), "@hashgraph/sdk missing: run `make tools`"
+    result = subprocess.run(
+        ["node", str(root / "tests" / "fixtures" / "hashgraph_sdk.cjs"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(modules)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_javascript_sdk_transaction_signed_by_the_cli_verifies_in_the_javascript_sdk(
+    kms: Any, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    key, other = make_key(), make_key()
+    path = tmp_path / "js-tx.bin"
+    path.write_bytes(bytes.fromhex(js_sdk("build")))
+
+    signed = ok_json(cli(kms.url, "hedera-sign", "--kms-key", key.arn, "--transaction", str(path)))
+    other_key = ok_json(cli(kms.url, "hedera-key", "--kms-key", other.arn))["publicKey"]
+
+    assert json.loads(js_sdk("verify", signed["transaction"], signed["publicKey"])) == {
+        "verified": True
+    }
+    assert json.loads(js_sdk("verify", signed["transaction"], other_key)) == {"verified": False}
+    assert (
+        verify_all(
+            bytes.fromhex(signed["transaction"]), PublicKey.from_string_ecdsa(signed["publicKey"])
+        )
+        == 1
+    )
