@@ -77,7 +77,8 @@ bench: env tools
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
-		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0
+		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0 \
+		@metamask/eth-sig-util@8.2.0 viem@2.38.0 @hashgraph/sdk@2.81.0
 	touch $@
 
 GO_PACKAGES := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev \

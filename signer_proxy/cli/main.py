@@ -383,6 +383,13 @@ def _add_key_commands(commands: Any) -> None:
     source = hedera_sign.add_mutually_exclusive_group(required=True)
     source.add_argument("--hex", help="the transaction bytes as hex (0x optional)")
     source.add_argument("--file", help="a file holding the raw transaction bytes; - for stdin")
+    source.add_argument(
+        "--transaction",
+        metavar="FILE",
+        help="a serialized Hedera SDK transaction (Transaction.to_bytes / toBytes), frozen; - for "
+        'stdin: prints it back as hex in "transaction" with this key\'s signature added to '
+        "every body",
+    )
 
 
 def _integer(value: str, name: str) -> int:
@@ -461,11 +468,28 @@ def _transaction_bytes(args: argparse.Namespace) -> bytes:
 async def _hedera_sign(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from signer_proxy.keys.hedera import sign_hedera
 
+    if args.transaction is not None:
+        return await _hedera_sign_transaction(args, settings)
     body = _transaction_bytes(args)
     async with _kms_signer(settings, args.kms_key) as signer:
         result = await sign_hedera(signer, body)
         key = _hedera_key_json(signer.info.public_key)
     return {"digest": result.digest.hex(), "signature": result.signature.hex(), **key}
+
+
+async def _hedera_sign_transaction(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.keys.hedera_sdk import HederaSdkSigner
+
+    args.file, args.hex = args.transaction, None
+    serialized = _transaction_bytes(args)
+    async with _kms_signer(settings, args.kms_key) as signer:
+        key = _hedera_key_json(signer.info.public_key)
+        sdk_signer = await HederaSdkSigner.create(signer, bytes.fromhex(key["publicKey"]))
+        try:
+            signed = await sdk_signer.sign_transaction_bytes(serialized)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+    return {"transaction": signed.hex(), **key}
 
 
 KEY_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {

@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_struct
-
 from signer_proxy.errors import InvalidParams
 from signer_proxy.eth.ecdsa import Signature, keccak256
 from signer_proxy.eth.hexdata import parse_quantity
+from signer_proxy.eth.typed_data import typed_data_digest as eip712_digest
 from signer_proxy.jsonrpc import loads
 
 PERSONAL_MESSAGE_PREFIX = b"\x19Ethereum Signed Message:\n"
@@ -21,17 +20,9 @@ EIP712_PREFIX = b"\x19\x01"
 # v of a message signature (personal_sign, eth_sign, EIP-712): 27 + parity, never EIP-155.
 MESSAGE_V_OFFSET = 27
 
-# EIP-712's domain fields in their canonical order (what ethers and eth-account use when the
-# typed data names no EIP712Domain type of its own).
-_DOMAIN_FIELDS = {
-    "name": "string",
-    "version": "string",
-    "chainId": "uint256",
-    "verifyingContract": "address",
-    "salt": "bytes32",
-}
-_HEX_RE = re.compile(r"^0[xX](?:[0-9a-fA-F]{2})*$")
-_ARRAY_TYPE_RE = re.compile(r"\[\d*\]$")
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+_ODD_HEX_RE = re.compile(r"^0x[0-9a-fA-F](?:[0-9a-fA-F]{2})*$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def personal_message_digest(message: bytes) -> bytes:
@@ -42,16 +33,39 @@ def personal_message_digest(message: bytes) -> bytes:
 def personal_sign_bytes(data: Any) -> bytes:
     """The message bytes of personal_sign's data: 0x-hex as bytes, anything else as UTF-8 text.
 
-    This is what wallets do: "0x48656c6c6f" signs the five bytes "Hello", while "Hello"
-    (or "0xnot hex") signs its UTF-8 encoding.
+    This is what MetaMask (eth-sig-util) and viem do: "0x48656c6c6f" signs the five bytes
+    "Hello", while "Hello", "0X48656c6c6f" or "0xnot hex" sign their UTF-8 encoding. An odd
+    number of hex digits ("0x123") is refused: eth-sig-util signs it as the bytes 01 23, viem
+    as the text, so one of them would not verify the signature.
     """
     if not isinstance(data, str):
         raise InvalidParams(
             "personal_sign's message must be a string: 0x-prefixed hex bytes or UTF-8 text"
         )
+    if _ODD_HEX_RE.match(data):
+        raise InvalidParams(
+            f"personal_sign's message {data[:20]!r} has an odd number of hex digits: MetaMask "
+            "signs it as bytes and viem as text; send an even number of hex digits for bytes "
+            "(0x0123) or the text itself"
+        )
     if _HEX_RE.match(data):
         return bytes.fromhex(data[2:])
     return data.encode("utf-8")
+
+
+def personal_sign_order(first: Any, second: Any) -> tuple[Any, Any]:
+    """(message, address) from personal_sign's first two params, in either order.
+
+    As MetaMask: when the first looks like an address (0x and 40 hex digits) and the second
+    does not, they were given as [address, message]; otherwise [message, address].
+    """
+    if _looks_like_address(first) and not _looks_like_address(second):
+        return second, first
+    return first, second
+
+
+def _looks_like_address(value: Any) -> bool:
+    return isinstance(value, str) and _ADDRESS_RE.match(value) is not None
 
 
 def message_signature_bytes(signature: Signature) -> bytes:
@@ -147,39 +161,9 @@ def typed_data_chain_id(data: dict[str, Any]) -> int | None:
 
 
 def typed_data_digest(data: dict[str, Any], *, allow_arrays: bool = True) -> bytes:
-    """keccak(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message)), as wallets compute it.
+    """keccak(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message)), as MetaMask computes it.
 
-    Encoding is eth-account's. As MetaMask does, the domain is hashed with the typed data's own
-    EIP712Domain fields (canonical ones when it names none), `primaryType` is used as given,
-    and a primaryType of EIP712Domain signs the domain separator alone. `allow_arrays=False`
-    is eth_signTypedData_v3, which has no array types.
+    Encoding is signer_proxy.eth.typed_data's (eth-sig-util's rules, refusing what eth-sig-util
+    or viem refuses or where they differ). `allow_arrays=False` is eth_signTypedData_v3 (V3).
     """
-    types: dict[str, Any] = dict(data["types"])
-    domain: dict[str, Any] = data["domain"]
-    domain_fields = types.pop("EIP712Domain", None)
-    if domain_fields is None:
-        domain_fields = [{"name": k, "type": t} for k, t in _DOMAIN_FIELDS.items() if k in domain]
-    if not allow_arrays:
-        for type_name, fields in [("EIP712Domain", domain_fields), *types.items()]:
-            for field in fields:
-                if isinstance(field, dict) and _ARRAY_TYPE_RE.search(str(field.get("type", ""))):
-                    raise InvalidParams(
-                        f"{type_name}.{field.get('name')} has the array type "
-                        f"{field.get('type')}, which eth_signTypedData_v3 does not support: "
-                        "use eth_signTypedData_v4"
-                    )
-    primary = data["primaryType"]
-    try:
-        domain_separator = hash_struct(
-            "EIP712Domain", {**types, "EIP712Domain": domain_fields}, domain
-        )
-        if primary == "EIP712Domain":
-            return keccak256(EIP712_PREFIX + domain_separator)
-        if primary not in types:
-            raise InvalidParams(f"typed data primaryType {primary!r} is not one of its types")
-        message_hash = hash_struct(primary, types, data["message"])
-    except InvalidParams:
-        raise
-    except Exception as exc:  # eth-account and eth-abi raise many kinds on bad input
-        raise InvalidParams(f"typed data cannot be encoded: {exc}") from None
-    return keccak256(EIP712_PREFIX + domain_separator + message_hash)
+    return eip712_digest(data, "V4" if allow_arrays else "V3")

@@ -18,6 +18,7 @@ from signer_proxy.eth.messages import (
     message_signature_bytes,
     personal_message_digest,
     personal_sign_bytes,
+    personal_sign_order,
     typed_data_chain_id,
     typed_data_digest,
 )
@@ -83,7 +84,9 @@ class MessageMethods:
     async def personal_sign(self, params: Any, context: CallContext) -> str:
         """EIP-191 signature of [message, address]; message as 0x-hex bytes or UTF-8 text."""
         # A third param (geth's password) is accepted and ignored: the keys are in KMS.
-        data, address, *_ = _params(params, "personal_sign", "[message, address]", (2, 3))
+        first, second, *_ = _params(params, "personal_sign", "[message, address]", (2, 3))
+        # Either order, as MetaMask accepts: [address, message] when only the first is one.
+        data, address = personal_sign_order(first, second)
         signer = self._signer("personal_sign", address, context)
         message = personal_sign_bytes(data)
         digest = personal_message_digest(message)

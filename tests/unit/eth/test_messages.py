@@ -17,6 +17,7 @@ from signer_proxy.eth.messages import (
     message_signature_bytes,
     personal_message_digest,
     personal_sign_bytes,
+    personal_sign_order,
     typed_data_chain_id,
     typed_data_digest,
 )
@@ -24,6 +25,7 @@ from signer_proxy.keys.local import LocalKeySigner
 
 PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 SIGNER = LocalKeySigner(PRIVATE_KEY)
+ADDRESS = "0x" + "11" * 20
 
 # The EIP-712 specification's example (Example.js): its digest is published in the EIP.
 MAIL: dict[str, Any] = {
@@ -86,16 +88,17 @@ GROUP: dict[str, Any] = {
         "members": [
             {"wallets": ["0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"], "weight": -5,
              "active": True},
-            {"wallets": [], "weight": 2**63 - 1, "active": False},
+            {"wallets": [], "weight": str(2**63 - 1), "active": False},
         ],
         "tags": ["0x" + "01" * 32, "0x" + "02" * 32],
         "blob": "0x" + "ff" * 100,
     },
 }  # fmt: skip
 
-# Domain with verifyingContract only, and no EIP712Domain among the types (ethers' shape).
+# Domain with verifyingContract only; large integers as decimal strings.
 PERMIT: dict[str, Any] = {
     "types": {
+        "EIP712Domain": [{"name": "verifyingContract", "type": "address"}],
         "Permit": [
             {"name": "owner", "type": "address"},
             {"name": "spender", "type": "address"},
@@ -109,7 +112,7 @@ PERMIT: dict[str, Any] = {
     "message": {
         "owner": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
         "spender": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
-        "value": 2**256 - 1,
+        "value": str(2**256 - 1),
         "nonce": 0,
         "deadline": "12345678901234567890",
     },
@@ -118,7 +121,7 @@ PERMIT: dict[str, Any] = {
 TYPED_CASES = [
     pytest.param(MAIL, id="eip712-spec-mail"),
     pytest.param(GROUP, id="v4-arrays-nested-bytes-ints-salt"),
-    pytest.param(PERMIT, id="no-eip712domain-type-verifying-contract-only"),
+    pytest.param(PERMIT, id="verifying-contract-only-domain"),
     pytest.param({**MAIL, "message": {**MAIL["message"], "contents": ""}}, id="empty-string"),
 ]
 
@@ -162,11 +165,10 @@ async def test_message_signature_v_is_27_or_28_never_eip155(message: bytes) -> N
     ("data", "expected"),
     [
         pytest.param("0x48656c6c6f", b"Hello", id="hex-is-bytes"),
-        pytest.param("0X48656C6C6F", b"Hello", id="upper-hex-is-bytes"),
+        pytest.param("0X48656C6C6F", b"0X48656C6C6F", id="0X-prefix-is-text-as-metamask"),
         pytest.param("Hello", b"Hello", id="text"),
         pytest.param("0x", b"", id="empty-hex"),
         pytest.param("", b"", id="empty-text"),
-        pytest.param("0x123", b"0x123", id="odd-hex-is-text"),
         pytest.param("0xnot hex", b"0xnot hex", id="0x-prefixed-text"),
         pytest.param("héllo", "héllo".encode(), id="utf8-text"),
     ],
@@ -235,7 +237,8 @@ def test_typed_data_digest_v3_refuses_arrays_naming_the_field() -> None:
     with pytest.raises(InvalidParams) as info:
         typed_data_digest(GROUP, allow_arrays=False)
 
-    assert "Member.wallets has the array type address[]" in info.value.message
+    assert "types.Member.wallets" in info.value.message
+    assert "address[] is an array type" in info.value.message
     assert "eth_signTypedData_v4" in info.value.message
     assert typed_data_digest(MAIL, allow_arrays=False).hex() == MAIL_DIGEST
 
@@ -243,15 +246,15 @@ def test_typed_data_digest_v3_refuses_arrays_naming_the_field() -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        pytest.param({**MAIL, "primaryType": "Letter"}, "primaryType 'Letter' is not", id="pt"),
+        pytest.param({**MAIL, "primaryType": "Letter"}, "primaryType: expected the name", id="pt"),
         pytest.param(
-            {**PERMIT, "message": {**PERMIT["message"], "value": 2**256}},
-            "cannot be encoded",
+            {**PERMIT, "message": {**PERMIT["message"], "value": str(2**256)}},
+            "message.value: expected a uint256 in [0, ",
             id="uint256-overflow",
         ),
         pytest.param(
             {**PERMIT, "message": {**PERMIT["message"], "owner": "0x1234"}},
-            "cannot be encoded",
+            "message.owner: expected an address",
             id="bad-address",
         ),
     ],
@@ -261,6 +264,26 @@ def test_typed_data_digest_refuses_bad_data(data: dict[str, Any], fragment: str)
         typed_data_digest(data)
 
     assert fragment in info.value.message
+
+
+def test_personal_sign_bytes_refuses_odd_hex_where_metamask_and_viem_differ() -> None:
+    with pytest.raises(InvalidParams) as info:
+        personal_sign_bytes("0x123")
+
+    assert "odd number of hex digits" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        pytest.param("hi", ADDRESS, ("hi", ADDRESS), id="message-address"),
+        pytest.param(ADDRESS, "hi", ("hi", ADDRESS), id="address-message-swapped"),
+        pytest.param(ADDRESS, "0x" + "22" * 20, (ADDRESS, "0x" + "22" * 20), id="both-addresses"),
+        pytest.param(ADDRESS, "0x1234", ("0x1234", ADDRESS), id="hex-message-second"),
+    ],
+)
+def test_personal_sign_order_is_metamasks(first: str, second: str, expected: Any) -> None:
+    assert personal_sign_order(first, second) == expected
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ import sys
 
 
 def test_create_app_puts_the_recursion_limit_back_after_py_ecc_raised_it() -> None:
-    # A fresh interpreter: py_ecc raises the limit when eth-account imports it.
+    # A fresh interpreter: py_ecc (a dependency of eth-account) raises the limit at import.
     code = (
         "import sys\n"
+        "import py_ecc  # what eth-account pulls in: it raises the limit at import\n"
         "import signer_proxy.app as app\n"
         "from signer_proxy.config import Settings\n"
         "raised = sys.getrecursionlimit()\n"
