@@ -4,9 +4,12 @@ A record is per (chain, address, nonce): every transaction the proxy sent for th
 first, then each replacement), the raw bytes of the current one, and its state:
 
     pending ──(current hash known to the node, waits)──▶ pending
-    pending ──(node forgot it)──▶ rebroadcast same bytes ──▶ pending
+    pending ──(node forgot it)──▶ rebroadcast same bytes ──▶ pending (accepted)
+                                                       ──▶ dropped (refused)
+    dropped ──(due, the bytes still refused)──▶ bump, or stuck as below
     pending ──(due: N blocks / S seconds)──▶ replaced by a bump ──▶ pending (new current hash)
     pending ──(due, bumping off or a ceiling reached)──▶ stuck (still watched; may be mined)
+    stuck   ──(node forgot it)──▶ rebroadcast same bytes (stays stuck)
     pending | stuck ──(nonce mined by one of our hashes)──▶ mined      (final)
     pending | stuck ──(nonce mined by a transaction not ours)──▶ superseded (final)
 
@@ -157,18 +160,35 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
             return Step(Action.WAIT, record)
         return Step(Action.FINALIZE, replace(record, state=State.SUPERSEDED))
     if not seen.known:
-        return Step(Action.REBROADCAST, replace(record, state=State.DROPPED))
+        # The node forgot it (restart, eviction, a provider dropped it): send the same bytes
+        # again. If the last try was refused too (a node evicts and refuses a transaction
+        # whose fee cap fell under the base fee), it is due for a bump like a pooled one.
+        if record.state is State.DROPPED and _due(record, seen, policy):
+            return _bump_or_stuck(record, policy)
+        return Step(Action.REBROADCAST, record)
     if record.state is State.DROPPED:
         record = replace(record, state=State.PENDING)
     if record.state is State.STUCK or not _due(record, seen, policy):
         return Step(Action.WAIT, record)
+    return _bump_or_stuck(record, policy)
+
+
+def _bump_or_stuck(record: Tracked, policy: BumpPolicy) -> Step:
     if not policy.enabled:
         return Step(Action.STUCK, record, "fee bumping is off in the policy (fee_bumping.enabled)")
     return Step(Action.BUMP, record)
 
 
-def rebroadcast(record: Tracked, now: float) -> Tracked:
-    return replace(record, state=State.PENDING, rebroadcasts=record.rebroadcasts + 1)
+def rebroadcast(record: Tracked, accepted: bool) -> Tracked:
+    """The record after its bytes were sent again: `accepted` by the node, or refused (then
+    it reads "dropped", unless already stuck)."""
+    if not accepted:
+        return record if record.state is State.STUCK else replace(record, state=State.DROPPED)
+    return replace(
+        record,
+        state=State.STUCK if record.state is State.STUCK else State.PENDING,
+        rebroadcasts=record.rebroadcasts + 1,
+    )
 
 
 def bumped(

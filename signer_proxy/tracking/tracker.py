@@ -88,7 +88,8 @@ class Tracker:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
-        self._watching: set[tuple[int, str]] = set()
+        # (chain id, lower-case address) -> the checksummed address its gauges are labelled with
+        self._watching: dict[tuple[int, str], str] = {}
 
     @property
     def policy(self) -> BumpPolicy:
@@ -153,12 +154,13 @@ class Tracker:
                 await self.watch(chain_id, address)
             except SignerProxyError as exc:
                 log.warning("tracking %s: %s", address, exc.message)
-        for chain_id, address in self._watching - set(watched):
+        for chain_id, address in set(self._watching) - set(watched):
             self._forget_gauges(chain_id, address)
 
     def _forget_gauges(self, chain_id: int, address: str) -> None:
-        self._watching.discard((chain_id, address))
-        if self._metrics is not None:
+        label = self._watching.pop((chain_id, address.lower()), None)
+        if self._metrics is not None and label is not None:
+            address = label
             for gauge in (
                 self._metrics.tracked_pending,
                 self._metrics.tracked_oldest_pending_seconds,
@@ -184,7 +186,7 @@ class Tracker:
         for record in records:
             seen = await self._observe(record, now, block, mined_count)
             step = state.decide(record, seen, self.policy)
-            record = await self._act(step, now, block)
+            record = await self._act(step, record, now)
             if not record.final:
                 left.append(record)
         self._gauges(chain_id, address, left, now)
@@ -192,7 +194,11 @@ class Tracker:
     def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
         if self._metrics is None:
             return
-        self._watching.add((chain_id, address))
+        if not left:
+            self._forget_gauges(chain_id, address)
+            return
+        address = left[0].address
+        self._watching[(chain_id, address.lower())] = address
         self._metrics.tracked_pending.labels(address).set(len(left))
         oldest = min((r.first_sent_at for r in left), default=now)
         self._metrics.tracked_oldest_pending_seconds.labels(address).set(now - oldest)
@@ -219,7 +225,7 @@ class Tracker:
                 return Observation(now, block, mined_count, True)
         return Observation(now, block, mined_count, False)
 
-    async def _act(self, step: state.Step, now: float, block: int) -> Tracked:
+    async def _act(self, step: state.Step, before: Tracked, now: float) -> Tracked:
         record = step.record
         if step.action is Action.FINALIZE:
             await self.store.save(record)
@@ -244,7 +250,7 @@ class Tracker:
                 return record
         if step.action is Action.STUCK:
             return await self._stuck(record, step.reason)
-        if record != step.record or record.sent_block is not None:
+        if record != before:  # e.g. the first block seen after the send
             await self.store.save(record)
         return record
 
@@ -268,17 +274,17 @@ class Tracker:
         try:
             await self._upstream.call("eth_sendRawTransaction", [record.raw])
         except NodeRejected as exc:
-            outcome = classify_send_error(exc.message)
-            if outcome is not SendOutcome.ALREADY_KNOWN:
+            if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
                 # nonce too low: mined meanwhile (the next round sees it); else the node's word
-                log.warning("rebroadcast of tx=%s refused: %s", record.current, exc.message)
+                if record.state is State.PENDING:
+                    log.warning("rebroadcast of tx=%s refused: %s", record.current, exc.message)
+                record = state.rebroadcast(record, accepted=False)
                 await self.store.save(record)
                 return record
         except UpstreamUnavailable as exc:
             log.warning("rebroadcast of tx=%s: %s", record.current, exc.message)
-            await self.store.save(record)
             return record
-        record = state.rebroadcast(record, now)
+        record = state.rebroadcast(record, accepted=True)
         await self.store.save(record)
         if self._metrics is not None:
             self._metrics.tracked_rebroadcasts.inc()
