@@ -52,6 +52,10 @@ class TrackStore(Protocol):
         """The address's records not final yet, lowest nonce first."""
         ...
 
+    async def at_nonce(self, chain_id: int, address: str, nonce: int) -> Tracked | None:
+        """The record of that nonce if it is not final yet."""
+        ...
+
     async def watched(self) -> list[Address]:
         """Every (chain id, address) with a record not final yet."""
         ...
@@ -111,6 +115,9 @@ class MemoryTrackStore:
     async def pending(self, chain_id: int, address: str) -> list[Tracked]:
         records = self._pending.get(_addr(chain_id, address), {})
         return [records[n] for n in sorted(records)]
+
+    async def at_nonce(self, chain_id: int, address: str, nonce: int) -> Tracked | None:
+        return self._pending.get(_addr(chain_id, address), {}).get(nonce)
 
     async def watched(self) -> list[Address]:
         out = []
@@ -225,6 +232,11 @@ class RedisTrackStore:
         if not records:
             await self._do(self._redis.srem(PREFIX + "watched", _addr(chain_id, address)))
         return records
+
+    async def at_nonce(self, chain_id: int, address: str, nonce: int) -> Tracked | None:
+        key = self._key(chain_id, address, "pending")
+        found = await self._do(self._redis.hget(key, str(nonce)))
+        return None if found is None else Tracked.from_json(found)
 
     async def watched(self) -> list[Address]:
         members = await self._do(self._redis.smembers(PREFIX + "watched"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -114,9 +115,17 @@ class Tracker:
                 kind,
                 worst_cost(decoded.tx),
             )
-            existing = await self.store.find(record.current)
-            if existing is None:
-                await self.store.save(record)
+            if await self.store.find(record.current) is not None:
+                return  # already tracked (the same bytes sent again)
+            earlier = await self.store.at_nonce(chain_id, address, signed.nonce)
+            if earlier is not None:
+                # Another of our transactions holds the nonce (e.g. gap repair filled a nonce
+                # it took for a hole): this one replaces it; the record keeps every hash.
+                record = state.bumped(
+                    earlier, record.current, record.raw, earlier.extra_cost, record.sent_at, None
+                )
+                record = dataclasses.replace(record, bumps=earlier.bumps)
+            await self.store.save(record)
         except Exception as exc:  # the transaction is sent: report, do not fail the request
             log.error(
                 "could not track tx=%s from=%s: %s",
