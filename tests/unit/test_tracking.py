@@ -281,3 +281,21 @@ async def test_redis_store_and_its_watch_lease(redis_url: str) -> None:
         assert store.round_trips > 0
     finally:
         await redis.aclose()
+
+
+async def test_a_second_transaction_of_ours_for_a_tracked_nonce_joins_its_record() -> None:
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.tracking.tracker import Tracker
+
+    store = MemoryTrackStore()
+    registry = KeyRegistry([])
+    tracker = Tracker(store, None, None, lambda: registry, SigningGate())  # type: ignore[arg-type]
+    first, filler = sign_with(TYPE2, SIG), sign_with(cancellation(TYPE2, ME), SIG)
+    await tracker.track(first, 1, ME, "ci")
+    await tracker.track(filler, 1, ME, "signer-proxy", "filler")
+    await tracker.track(filler, 1, ME, "signer-proxy", "filler")  # the same bytes again
+    record = await store.find("0x" + first.hash.hex())
+    assert record is not None and record == await store.find("0x" + filler.hash.hex())
+    assert record.hashes == ("0x" + first.hash.hex(), "0x" + filler.hash.hex())
+    assert record.client == "ci" and [r.nonce for r in await store.pending(1, ME)] == [7]
