@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -25,6 +26,7 @@ from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.eth.blobs import SidecarForm
 from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
 from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
@@ -34,6 +36,7 @@ from signer_proxy.keys.sources import from_settings
 from signer_proxy.methods.accounts import AccountMethods
 from signer_proxy.methods.authorizations import AuthorizationMethods
 from signer_proxy.methods.messages import MessageMethods
+from signer_proxy.methods.tracking import TrackingMethods
 from signer_proxy.methods.transactions import TransactionMethods
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
@@ -51,9 +54,10 @@ from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_f
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.ops.status import Node, StatusBoard
+from signer_proxy.ops.status import Node, PendingSource, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
 from signer_proxy.router import Handler, Router
+from signer_proxy.tracking.tracker import Tracker
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.door import ACCESS, build_access
 from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
@@ -73,7 +77,7 @@ from signer_proxy.transport.operator import (
 )
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
-from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.base import Upstream, redact_url
 from signer_proxy.upstream.failover import FailoverUpstream
 from signer_proxy.upstream.http import HttpUpstream
 
@@ -83,6 +87,8 @@ SETTINGS = web.AppKey("settings", Settings)
 # The keys in service: `app[KEYRING].current()` is the registry now; reloads replace it.
 KEYRING = web.AppKey("keyring", KeyRing)
 GATE = web.AppKey("gate", SigningGate)
+# The transaction tracker (absent with --track-transactions false).
+TRACKER = web.AppKey("tracker", Tracker)
 # Daily value budgets; the replicas' Redis store replaces this before startup (budgets.py).
 BUDGETS = web.AppKey("budgets", BudgetStore)
 
@@ -187,6 +193,7 @@ def build_router(
     metrics: Metrics | None = None,
     gate: SigningGate | None = None,
     nonces: NonceManager | None = None,
+    tracker: Tracker | None = None,
 ) -> Router:
     """The method table: local methods by name, everything else to the node; `gate` decides
     each client's methods and every signature (none: no policy, nothing audited)."""
@@ -213,6 +220,7 @@ def build_router(
         allow_pre_eip155=settings.allow_pre_eip155,
         sidecar_form=SidecarForm(settings.blob_sidecar),
         gate=gate,
+        track=tracker.track if tracker else None,
     )
     messages = MessageMethods(current, facts, gate)
     authorizations = AuthorizationMethods(current, upstream, facts, gate)
@@ -230,6 +238,11 @@ def build_router(
         # authorization.
         "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
+    if tracker is not None:  # extensions too (docs/signing.md): what became of a sent tx
+        tracking = TrackingMethods(tracker, gate)
+        methods["signer_getTransactionStatus"] = tracking.signer_getTransactionStatus
+        methods["signer_speedUpTransaction"] = tracking.signer_speedUpTransaction
+        methods["signer_cancelTransaction"] = tracking.signer_cancelTransaction
     return Router(
         methods,
         upstream,
@@ -253,6 +266,34 @@ async def sample_every(history: LatencyHistory) -> None:
     while True:
         await asyncio.sleep(history.interval)
         history.sample()
+
+
+def tracked_pending(tracker: Tracker, limit: int = 200) -> PendingSource:
+    """The operator page's pending and stuck transactions, from the tracker's store."""
+
+    async def pending() -> list[dict[str, Any]]:
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for chain_id, address in await tracker.store.watched():
+            for record in await tracker.store.pending(chain_id, address):
+                rows.append(
+                    {
+                        "address": record.address,
+                        "nonce": record.nonce,
+                        "state": str(record.state),
+                        "hash": record.current,
+                        "hashes": list(record.hashes),
+                        "bumps": record.bumps,
+                        "rebroadcasts": record.rebroadcasts,
+                        "age_seconds": round(now - (record.first_sent_at or now), 1),
+                        "reason": record.stuck_reason,
+                    }
+                )
+                if len(rows) >= limit:
+                    return rows
+        return rows
+
+    return pending
 
 
 def status_nodes(node: HttpUpstream | FailoverUpstream) -> list[Node]:
@@ -298,6 +339,7 @@ async def start_redis_nonces(
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
+    track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
 ) -> tuple[NonceManager, Any]:
     """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
     the manager and the Redis client (budgets share it)."""
@@ -314,10 +356,43 @@ async def start_redis_nonces(
     log.info("nonces shared through %s", nonces.display_url)
 
     repairer = GapRepairer(
-        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline
+        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline, track
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
     return nonces, redis
+
+
+def start_tracker(
+    stack: AsyncExitStack,
+    redis: Any,
+    upstream: Upstream,
+    facts: ChainFacts,
+    keys: Callable[[], KeyRegistry],
+    gate: SigningGate,
+    metrics: Metrics,
+    settings: Settings,
+) -> Tracker:
+    """The transaction tracker (in Redis with --nonce-store, else in memory), watching in the
+    background: replacements are signed through `gate` with the guarded keys."""
+    from signer_proxy.tracking.store import MemoryTrackStore, RedisTrackStore, TrackStore
+
+    store: TrackStore = (
+        MemoryTrackStore()
+        if redis is None
+        else RedisTrackStore(redis, redact_url(settings.nonce_store))
+    )
+    tracker = Tracker(
+        store,
+        upstream,
+        facts,
+        keys,
+        gate,
+        metrics,
+        interval=settings.tracking_interval,
+        lease_seconds=settings.nonce_lease_seconds,
+    )
+    background(stack, tracker.run())
+    return tracker
 
 
 def key_names(signers: Sequence[Signer]) -> dict[str, str]:
@@ -493,18 +568,31 @@ def create_app(
                 keyring.use(signers)
             facts = ChainFacts(upstream)
             nonces = None
+            trackers: list[Tracker] = []  # gap repair starts first: it finds the tracker here
+
+            async def track_filler(signed: SignedTx, chain_id: int, address: str, c: str) -> None:
+                if trackers:
+                    await trackers[0].track(signed, chain_id, address, c, "filler")
+
             if settings.nonce_store:
                 # Gap repair signs its fillers itself (zero-value self-transfers that only
                 # close nonce gaps): it gets the keys without the client gate.
                 redis_nonces, redis = await start_redis_nonces(
-                    stack, keyring.unguarded, upstream, facts, settings
+                    stack, keyring.unguarded, upstream, facts, settings, track_filler
                 )
                 checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
                 app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
                 nonces = redis_nonces
             gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], decisions, metrics)
+            tracker = None
+            if settings.track_transactions:
+                tracker = app[TRACKER] = start_tracker(
+                    stack, redis if settings.nonce_store else None, upstream, facts,
+                    keyring.current, gate, metrics, settings,
+                )  # fmt: skip
+                trackers.append(tracker)
             app[ROUTER] = build_router(
-                keyring.current, upstream, facts, settings, metrics, gate, nonces
+                keyring.current, upstream, facts, settings, metrics, gate, nonces, tracker
             )
             app[ENDPOINT] = RpcEndpoint(app)
             if settings.operator_page:
@@ -519,6 +607,7 @@ def create_app(
                     policy=lambda: gate.policy,
                     budget_used=app[BUDGETS].used,
                     in_flight=lambda: in_flight.count,
+                    pending=tracked_pending(tracker) if tracker is not None else None,
                 )
             checks.extend(
                 [

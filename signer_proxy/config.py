@@ -208,6 +208,18 @@ class Settings:
         "With --nonce-store: how long a reserved nonce stays reserved without being sent; a "
         "replica that dies holding one frees it after this long (gap repair).",
     )
+    track_transactions: bool = _setting(
+        True,
+        "Track every transaction the proxy sends until it is final (mined, replaced or "
+        "superseded): rebroadcast it if the node forgets it, bump its fees if the policy's "
+        "fee_bumping allows, answer signer_getTransactionStatus. With --nonce-store the "
+        "tracked state is shared through the same Redis (README, When a transaction gets stuck).",
+    )
+    tracking_interval: float = _setting(
+        2.0,
+        "With --track-transactions: seconds between two looks at each address's pending "
+        "transactions (receipts, the node's pool, bump deadlines).",
+    )
     upstream_health_interval: float = _setting(
         5.0,
         "With several --upstream URLs: seconds between health probes (eth_chainId) of a node "
@@ -511,6 +523,7 @@ def validate(settings: Settings) -> None:
         "upstream_health_interval",
         "head_timeout",
         "body_timeout",
+        "tracking_interval",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{flag_name(name)} must be positive")

@@ -128,6 +128,14 @@ def anvil() -> Iterator[Anvil]:
     stop(node.process)
 
 
+@pytest.fixture
+def paused() -> Iterator[Anvil]:
+    """A fresh anvil that mines only when told (evm_mine)."""
+    node = start_anvil("--no-mining")
+    yield node
+    stop(node.process)
+
+
 @pytest.fixture(scope="session")
 def kms() -> Iterator[KmsEmulator]:
     emulator = start_kms_emulator()

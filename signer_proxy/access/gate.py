@@ -262,11 +262,21 @@ class SigningGate:
         self._write(entry)
 
     def transaction(
-        self, context: CallContext, method: str, signer: Signer, tx: UnsignedTx
+        self,
+        context: CallContext,
+        method: str,
+        signer: Signer,
+        tx: UnsignedTx,
+        replaces: str | None = None,
     ) -> AbstractAsyncContextManager[Decision]:
         """`async with gate.transaction(...) as decision:` sign (and send) inside; the filled
-        transaction is checked against every rule first. PolicyDenied when refused."""
+        transaction is checked against every rule first. PolicyDenied when refused.
+
+        `replaces`: the hash of the pending transaction this one replaces (same nonce): audited
+        as its replacement, and its value not charged again (only one of them can be mined)."""
         entry = self._entry(context, method, signer)
+        if replaces is not None:
+            entry["replaces"] = replaces
         entry.update(
             chain_id=tx.chain_id,
             type=tx.type,
@@ -279,7 +289,8 @@ class SigningGate:
         )
         scopes = self.policy.scopes(context.client, signer.address)
         denial = transaction_denial(scopes, tx)
-        return self._approved(entry, context, signer, denial, scopes, tx.value)
+        value = 0 if replaces is not None else tx.value
+        return self._approved(entry, context, signer, denial, scopes, value)
 
     def message(
         self,

@@ -23,6 +23,7 @@ import yaml
 from signer_proxy.access.auth import CLIENT_NAME_RE
 from signer_proxy.errors import ConfigError, PolicyDenied
 from signer_proxy.eth.ecdsa import keccak256
+from signer_proxy.eth.fee_bump import BumpPolicy
 from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import UnsignedTx
 from signer_proxy.eth.tx_request import DYNAMIC_FEE_TYPES
@@ -42,6 +43,8 @@ SIGNING_METHODS = MESSAGE_METHODS | {
     "eth_sendTransaction",
     "eth_signTransaction",
     "signer_signAuthorization",
+    "signer_cancelTransaction",
+    "signer_speedUpTransaction",
 }
 # What a read_only client may call: reading chain state and the proxy's accounts, nothing that
 # signs or sends. An allowlist, so that new node methods are not let through by accident.
@@ -51,7 +54,7 @@ READ_ONLY_METHODS = (
     "eth_maxPriorityFeePerGas", "eth_feeHistory", "eth_blobBaseFee", "eth_syncing",
     "eth_protocolVersion", "eth_subscribe", "eth_unsubscribe", "eth_newFilter",
     "eth_newBlockFilter", "eth_newPendingTransactionFilter", "eth_uninstallFilter",
-    "net_*", "web3_*",
+    "net_*", "web3_*", "signer_getTransactionStatus",
 )  # fmt: skip
 
 
@@ -198,6 +201,8 @@ class Policy:
     defaults: Rules = field(default_factory=Rules)
     keys: Mapping[str, Rules] = field(default_factory=dict)
     clients: Mapping[str, ClientScope] = field(default_factory=dict)
+    # Replacing stuck transactions (signer_proxy.tracking): when, and up to which ceilings.
+    fee_bumping: BumpPolicy = field(default_factory=BumpPolicy)
 
     def client(self, name: str) -> ClientScope:
         """The scope of `name`; a client the file does not list may do anything the rules allow."""
@@ -241,7 +246,7 @@ class Policy:
             )
             for name, scope in self.clients.items()
         }
-        return Policy(self.defaults, keys, clients)
+        return Policy(self.defaults, keys, clients, self.fee_bumping)
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -463,7 +468,7 @@ def parse_client(name: str, value: Any, where: str) -> ClientScope:
 def parse_policy(value: Any, where: str = "policy file") -> Policy:
     """The policy from the YAML document's mapping; ConfigError naming the entry that is wrong."""
     raw = _mapping(value, where)
-    _known(raw, ("defaults", "keys", "clients"), where)
+    _known(raw, ("defaults", "keys", "clients", "fee_bumping"), where)
     keys = {
         str(ref): parse_rules(rules, f"{where}: keys.{ref}")
         for ref, rules in _mapping(raw.get("keys"), f"{where}: keys").items()
@@ -481,7 +486,40 @@ def parse_policy(value: Any, where: str = "policy file") -> Policy:
                     f"{seen[cert_name]} and {scope.name}"
                 )
             seen[cert_name] = scope.name
-    return Policy(parse_rules(raw.get("defaults"), f"{where}: defaults"), keys, clients)
+    return Policy(
+        parse_rules(raw.get("defaults"), f"{where}: defaults"),
+        keys,
+        clients,
+        parse_fee_bumping(raw.get("fee_bumping"), f"{where}: fee_bumping"),
+    )
+
+
+_BUMP_COUNTS = ("after_blocks", "min_bump_percent", "blob_min_bump_percent", "max_bumps")
+_BUMP_AMOUNTS = (
+    "max_fee_per_gas", "max_fee_per_blob_gas", "max_extra_cost_per_tx", "max_extra_cost_per_day",
+)  # fmt: skip
+
+
+def parse_fee_bumping(value: Any, where: str) -> BumpPolicy:
+    """The fee_bumping section (off, with geth's bump rules, when absent)."""
+    raw = _mapping(value, where)
+    _known(raw, ("enabled", "after_seconds", *_BUMP_COUNTS, *_BUMP_AMOUNTS), where)
+    out: dict[str, Any] = {}
+    for name, item in raw.items():
+        at = f"{where}.{name}"
+        if name == "enabled":
+            out[name] = _bool(item, at)
+        elif name == "after_seconds":
+            if not isinstance(item, int | float) or isinstance(item, bool) or item <= 0:
+                raise ConfigError(f"{at} must be a positive number of seconds")
+            out[name] = float(item)
+        elif name in _BUMP_COUNTS:
+            if not isinstance(item, int) or isinstance(item, bool) or item < 1:
+                raise ConfigError(f"{at} must be a whole number, at least 1")
+            out[name] = item
+        else:
+            out[name] = parse_amount(item, at)
+    return BumpPolicy(**out)
 
 
 class _PolicyLoader(yaml.SafeLoader):

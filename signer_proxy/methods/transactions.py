@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signer_proxy.access.gate import SigningGate
@@ -39,6 +39,9 @@ from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
+# Track this acknowledged send: (signed, chain id, from, client); never raises.
+TrackSend = Callable[[SignedTx, int, str, str], Awaitable[None]]
+
 # A send that meets a nonce clash re-reads the node and tries again, this many times in all.
 MAX_SEND_ATTEMPTS = 4
 # After an ambiguous failure (timeout, connection lost mid-request) the same raw transaction
@@ -58,8 +61,11 @@ class TransactionMethods:
         allow_pre_eip155: bool = False,
         sidecar_form: SidecarForm = SidecarForm.EIP7594,
         gate: SigningGate | None = None,
+        track: TrackSend | None = None,
     ) -> None:
         self._registry = registry
+        # The tracker (signer_proxy.tracking): told of each transaction the node acknowledged.
+        self._track = track
         self._upstream = upstream
         self._nonces = nonces
         self._facts = facts
@@ -123,6 +129,8 @@ class TransactionMethods:
         ) as decision:
             signed = await self._sign_and_send(request, unsigned, signer)
             decision.signed_transaction(signed.hash, signed.nonce)
+        if self._track is not None:
+            await self._track(signed, unsigned.chain_id, signer.address, context.client)
         # The "sending" line at info already named the transaction, its nonce, from and key.
         self._log("eth_sendTransaction", signer, signed, logging.DEBUG)
         return to_data(signed.hash)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from signer_proxy.chain.fill import ChainFacts, fill
 from signer_proxy.chain.signing import sign_transaction
@@ -19,7 +19,7 @@ from signer_proxy.errors import (
     SignerProxyError,
 )
 from signer_proxy.eth.hexdata import to_data
-from signer_proxy.eth.tx_encoding import with_nonce
+from signer_proxy.eth.tx_encoding import SignedTx, with_nonce
 from signer_proxy.eth.tx_request import TxRequest
 from signer_proxy.keys import KeyRegistry
 from signer_proxy.nonces.base import Lease
@@ -41,8 +41,10 @@ class GapRepairer:
         facts: ChainFacts,
         gas_margin: float,
         deadline: float,
+        track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._nonces = nonces
+        self._track = track
         self._registry = registry
         self._upstream = upstream
         self._facts = facts
@@ -99,6 +101,8 @@ class GapRepairer:
             await lease.commit()
             raise
         await lease.commit()
+        if self._track is not None:
+            await self._track(signed, unsigned.chain_id, address, "signer-proxy")
         log.warning(
             "nonce gap of %s: filled nonce %d with a zero-value transfer to itself (tx %s)",
             address,

@@ -324,6 +324,41 @@ class Metrics:
             "Open WebSocket client connections.",
             registry=r,
         )
+        # Transactions tracked after the send (signer_proxy.tracking), by the watching replica.
+        self.tracked_pending = Gauge(
+            "signer_proxy_tracked_pending",
+            "Sent transactions not final yet (pending or stuck), per address watched here.",
+            ["address"],
+            registry=r,
+        )
+        self.tracked_oldest_pending_seconds = Gauge(
+            "signer_proxy_tracked_oldest_pending_seconds",
+            "Age of the oldest transaction not final yet, per address watched here.",
+            ["address"],
+            registry=r,
+        )
+        self.tracked_stuck = Gauge(
+            "signer_proxy_tracked_stuck",
+            "Transactions pending past the policy's wait that cannot be bumped, per address.",
+            ["address"],
+            registry=r,
+        )
+        self.tracked_bumps = Counter(
+            "signer_proxy_tracked_bumps_total",
+            "Replacements sent with higher fees, by trigger (auto, speed_up, cancel).",
+            ["trigger"],
+            registry=r,
+        )
+        self.tracked_rebroadcasts = Counter(
+            "signer_proxy_tracked_rebroadcasts_total",
+            "Tracked transactions the node had forgotten, sent again as the same bytes.",
+            registry=r,
+        )
+        self.tracked_stuck_events = Counter(
+            "signer_proxy_tracked_stuck_events_total",
+            "Times a transaction was found stuck (bumping off, or a policy ceiling reached).",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str], Any] = {}
         self._duration_children: dict[str, Any] = {}
 

@@ -27,6 +27,7 @@ from tests.conftest import (
     stop,
 )
 from tests.integration.browser import chromium_binary, chromium_page
+from tests.integration.test_tracking import GWEI, low_fee_send, mine, until
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +106,7 @@ async def test_status_json_shows_keys_decisions_and_nodes(
         "limit_wei": str(5 * 10**18),
         "used_wei": str(10**17),
     }
-    assert data["pending"] is None  # no transaction tracking in this proxy
+    assert isinstance(data["pending"], list)  # tracking is on by default
     refused, allowed = data["decisions"][:2]  # newest first
     assert allowed["outcome"] == "allowed" and allowed["tx_hash"] == tx_hash
     assert refused["outcome"] == "denied" and refused["rule"] == "max_value"
@@ -205,6 +206,14 @@ def test_with_metrics_listen_the_page_is_on_the_ops_port_only(
         stop(proxy.process)
 
 
+async def test_without_tracking_the_page_says_so(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, funded_key: KmsKey
+) -> None:
+    settings = proxy_settings(anvil.url, kms.url, funded_key.alias, track_transactions=False)
+    proxy = await start_proxy(settings)
+    assert (await (await get(proxy, "/operator/status.json")).json())["pending"] is None
+
+
 async def test_the_page_can_be_turned_off(
     start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, funded_key: KmsKey
 ) -> None:
@@ -243,7 +252,7 @@ async def test_the_page_in_a_browser_shows_sends_and_refusals(
         nodes = await page.evaluate("document.querySelector('#nodes').innerText")
         assert "up" in nodes and "31337" in nodes
         pending = await page.evaluate("document.querySelector('#pending-note').innerText")
-        assert "not on" in pending
+        assert "not on" not in pending  # tracking is on by default
         note = await page.evaluate("document.getElementById('note-kms_sign').innerText")
         assert "ms avg" in note, note  # the signature just made is in the open interval
         await page.screenshot(str(tmp_path / "operator-page.png"))
@@ -267,3 +276,41 @@ async def test_the_page_in_a_browser_without_the_credential_shows_nothing(
         text = await page.evaluate("document.body.innerText")
         # A browser asks for the token (Basic challenge) and shows no body meanwhile.
         assert "0x" not in text and "Keys" not in text
+
+
+@needs_chromium
+async def test_the_page_shows_a_stuck_transaction(
+    start_proxy: ProxyFactory, tmp_path: Path, paused: Anvil, kms: KmsEmulator, make_key: Any
+) -> None:
+    key = make_key()
+    paused.fund(key.address)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN)
+    settings = proxy_settings(
+        paused.url, kms.url, key.arn, admin_token_file=str(token_file), tracking_interval=0.1
+    )
+    proxy = await start_proxy(settings)
+    tx_hash = await proxy.result("eth_sendTransaction", [low_fee_send(key.address)])
+
+    async def stuck() -> Any:
+        status = await proxy.result("signer_getTransactionStatus", [tx_hash])
+        return status if status["state"] == "stuck" else None
+
+    await until(stuck, between=lambda: mine(paused, 10 * GWEI))
+    response = await get(proxy, "/operator/status.json", {"Authorization": f"Bearer {TOKEN}"})
+    (row,) = (await response.json())["pending"]
+    assert row["hash"] == tx_hash and row["state"] == "stuck" and row["address"] == key.address
+    url = str(proxy.client.make_url("/operator"))
+    async with chromium_page() as page:
+        await page.open(url, {"Authorization": f"Bearer {TOKEN}"})
+        await page.wait_for("document.body.dataset.loaded === 'true'")
+        states = await page.evaluate(
+            "[...document.querySelectorAll('#pending tbody tr')].map(r => r.dataset.state)"
+        )
+        assert states == ["stuck"]
+        text = await page.evaluate("document.querySelector('#pending').innerText")
+        assert tx_hash in text and "fee bumping is off" in text
+        keys = await page.evaluate("document.querySelector('#keys').innerText")
+        assert "1 (oldest" in keys  # the key's pending count and the oldest's age
+        await page.screenshot(str(tmp_path / "operator-page-stuck.png"))
+        assert page.console_errors == []

@@ -109,7 +109,7 @@ function renderPending(data) {
     const row = tr(
       cell(p.address, "mono"),
       cell(p.nonce),
-      cell(p.state, p.state === "stuck" ? "bad" : p.state === "pending" ? "warn" : "ok"),
+      cell(p.reason ? `${p.state}: ${p.reason}` : p.state, p.state === "stuck" ? "bad" : p.state === "pending" ? "warn" : "ok"),
       cell(p.hash, "mono"),
       cell(p.bumps),
       cell(age(p.age_seconds)),

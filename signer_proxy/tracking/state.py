@@ -1,0 +1,237 @@
+"""One tracked nonce and what happens to it: a pure state machine, table-tested.
+
+A record is per (chain, address, nonce): every transaction the proxy sent for that nonce (the
+first, then each replacement), the raw bytes of the current one, and its state:
+
+    pending ──(current hash known to the node, waits)──▶ pending
+    pending ──(node forgot it)──▶ rebroadcast same bytes ──▶ pending (accepted)
+                                                       ──▶ dropped (refused)
+    dropped ──(due, the bytes still refused)──▶ bump, or stuck as below
+    pending ──(due: N blocks / S seconds)──▶ replaced by a bump ──▶ pending (new current hash)
+    pending ──(due, bumping off or a ceiling reached)──▶ stuck (still watched; may be mined)
+    stuck   ──(node forgot it)──▶ rebroadcast same bytes (stays stuck)
+    pending | stuck ──(nonce mined by one of our hashes)──▶ mined      (final)
+    pending | stuck ──(nonce mined by a transaction not ours)──▶ superseded (final)
+
+Asked about one hash of a mined record, the answer is "mined" for the hash that was mined and
+"replaced" for the others. "dropped" is what a pending record reads as between the round that
+found the node without it and the rebroadcast that put it back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from signer_proxy.eth.fee_bump import BumpPolicy
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    DROPPED = "dropped"
+    STUCK = "stuck"
+    MINED = "mined"
+    REPLACED = "replaced"
+    SUPERSEDED = "superseded"
+
+
+FINAL = frozenset({State.MINED, State.SUPERSEDED})
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """Everything known about one nonce of one address; immutable (each step makes a new one)."""
+
+    chain_id: int
+    address: str  # checksummed
+    nonce: int
+    hashes: tuple[str, ...]  # every hash sent for this nonce, oldest first; the last is current
+    raw: str  # 0x-hex of the current transaction, as sent (sidecar included)
+    client: str  # whose send it was: replacements are signed for this client
+    kind: str = "send"  # send | filler | cancel
+    state: State = State.PENDING
+    sent_at: float = 0.0  # when the current hash was sent (unix seconds)
+    sent_block: int | None = None  # the first block number seen after it was sent
+    first_sent_at: float = 0.0
+    first_cost: int = 0  # the first transaction's worst-case fees (fee_bump.worst_cost)
+    bumps: int = 0
+    extra_cost: int = 0  # worst-case extra fees of the current hash over the first (wei)
+    rebroadcasts: int = 0
+    stuck_reason: str = ""
+    mined_hash: str | None = None
+    block_number: int | None = None
+    status: int | None = None  # the receipt's status (1 success, 0 reverted)
+
+    @property
+    def current(self) -> str:
+        return self.hashes[-1]
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def from_json(text: str | bytes) -> Tracked:
+        data = json.loads(text)
+        data["hashes"] = tuple(data["hashes"])
+        data["state"] = State(data["state"])
+        return Tracked(**data)
+
+    def status_for(self, tx_hash: str) -> dict[str, Any]:
+        """signer_getTransactionStatus's answer for `tx_hash`, one of this record's hashes."""
+        state = self.state
+        if state is State.MINED and tx_hash.lower() != (self.mined_hash or "").lower():
+            state = State.REPLACED
+        answer: dict[str, Any] = {
+            "state": state.value,
+            "hash": tx_hash,
+            "currentHash": self.mined_hash or self.current,
+            "hashes": list(self.hashes),
+            "from": self.address,
+            "nonce": hex(self.nonce),
+            "chainId": hex(self.chain_id),
+            "bumps": self.bumps,
+            "rebroadcasts": self.rebroadcasts,
+        }
+        if self.state is State.MINED:
+            answer["blockNumber"] = hex(self.block_number or 0)
+            answer["status"] = hex(self.status or 0)
+        if self.state is State.STUCK:
+            answer["reason"] = self.stuck_reason
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one watch round learnt from the node about one record."""
+
+    now: float
+    block: int  # the latest block number
+    mined_count: int  # the address's transaction count at the latest block
+    known: bool  # the node knows one of the record's hashes (pool or chain)
+    receipt: tuple[str, int, int] | None = None  # (hash, block number, status) of ours, if mined
+
+
+class Action(StrEnum):
+    WAIT = "wait"
+    FINALIZE = "finalize"
+    REBROADCAST = "rebroadcast"
+    BUMP = "bump"
+    STUCK = "stuck"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The action a round takes for a record, and the record as it is after the observation."""
+
+    action: Action
+    record: Tracked
+    reason: str = ""
+
+
+def _due(record: Tracked, seen: Observation, policy: BumpPolicy) -> bool:
+    blocks = 0 if record.sent_block is None else seen.block - record.sent_block
+    return blocks >= policy.after_blocks or seen.now - record.sent_at >= policy.after_seconds
+
+
+def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
+    """What to do about `record` given what the node says now."""
+    if record.final:
+        return Step(Action.WAIT, record)
+    if record.sent_block is None:
+        record = replace(record, sent_block=seen.block)
+    if seen.mined_count > record.nonce:
+        if seen.receipt is not None:
+            mined_hash, block, status = seen.receipt
+            done = replace(
+                record,
+                state=State.MINED,
+                mined_hash=mined_hash,
+                block_number=block,
+                status=status,
+            )
+            return Step(Action.FINALIZE, done)
+        if seen.known:  # one of ours is on chain but its receipt is not served yet: ask again
+            return Step(Action.WAIT, record)
+        return Step(Action.FINALIZE, replace(record, state=State.SUPERSEDED))
+    if not seen.known:
+        # The node forgot it (restart, eviction, a provider dropped it): send the same bytes
+        # again. If the last try was refused too (a node evicts and refuses a transaction
+        # whose fee cap fell under the base fee), it is due for a bump like a pooled one.
+        if record.state is State.DROPPED and _due(record, seen, policy):
+            return _bump_or_stuck(record, policy)
+        return Step(Action.REBROADCAST, record)
+    if record.state is State.DROPPED:
+        record = replace(record, state=State.PENDING)
+    if record.state is State.STUCK or not _due(record, seen, policy):
+        return Step(Action.WAIT, record)
+    return _bump_or_stuck(record, policy)
+
+
+def _bump_or_stuck(record: Tracked, policy: BumpPolicy) -> Step:
+    if not policy.enabled:
+        return Step(Action.STUCK, record, "fee bumping is off in the policy (fee_bumping.enabled)")
+    return Step(Action.BUMP, record)
+
+
+def rebroadcast(record: Tracked, accepted: bool) -> Tracked:
+    """The record after its bytes were sent again: `accepted` by the node, or refused (then
+    it reads "dropped", unless already stuck)."""
+    if not accepted:
+        return record if record.state is State.STUCK else replace(record, state=State.DROPPED)
+    return replace(
+        record,
+        state=State.STUCK if record.state is State.STUCK else State.PENDING,
+        rebroadcasts=record.rebroadcasts + 1,
+    )
+
+
+def bumped(
+    record: Tracked, tx_hash: str, raw: str, extra_cost: int, now: float, block: int | None
+) -> Tracked:
+    """The record after a replacement `tx_hash` was accepted by the node."""
+    return replace(
+        record,
+        hashes=(*record.hashes, tx_hash),
+        raw=raw,
+        state=State.PENDING,
+        sent_at=now,
+        sent_block=block,
+        bumps=record.bumps + 1,
+        extra_cost=extra_cost,
+        stuck_reason="",
+    )
+
+
+def stuck(record: Tracked, reason: str) -> Tracked:
+    return replace(record, state=State.STUCK, stuck_reason=reason)
+
+
+def new_record(
+    chain_id: int,
+    address: str,
+    nonce: int,
+    tx_hash: str,
+    raw: str,
+    client: str,
+    now: float,
+    kind: str = "send",
+    first_cost: int = 0,
+) -> Tracked:
+    return Tracked(
+        chain_id=chain_id,
+        address=address,
+        nonce=nonce,
+        hashes=(tx_hash,),
+        raw=raw,
+        client=client,
+        kind=kind,
+        sent_at=now,
+        first_sent_at=now,
+        first_cost=first_cost,
+    )

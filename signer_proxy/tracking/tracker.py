@@ -1,0 +1,438 @@
+"""The tracker: records every transaction the proxy sent, watches each address's pending ones
+round after round until they are final, rebroadcasts what the node forgot (the same raw bytes,
+never re-signed), and replaces what is due with higher fees when the policy allows it
+(docs/design.md, "Tracking transactions until they are final").
+
+A replacement is signed like any send: through the signing gate, for the client whose send
+it replaces (or the one asking, for signer_speedUpTransaction / signer_cancelTransaction), and
+audited with `replaces` naming the hash it replaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from signer_proxy.access.gate import SigningGate
+from signer_proxy.access.policy import key_denial
+from signer_proxy.chain.fill import ChainFacts
+from signer_proxy.chain.signing import sign_transaction
+from signer_proxy.errors import (
+    InvalidParams,
+    NodeRejected,
+    PolicyDenied,
+    SignerProxyError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from signer_proxy.eth.fee_bump import (
+    Bump,
+    BumpPolicy,
+    Ceiling,
+    Market,
+    bump,
+    cancellation,
+    worst_cost,
+)
+from signer_proxy.eth.hexdata import parse_quantity, to_data
+from signer_proxy.eth.tx_decoding import decode_raw
+from signer_proxy.eth.tx_encoding import SignedTx
+from signer_proxy.eth.tx_request import BLOB, DYNAMIC_FEE_TYPES
+from signer_proxy.jsonrpc import CallContext
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.ops.metrics import Metrics
+from signer_proxy.tracking import state
+from signer_proxy.tracking.state import Action, Observation, State, Tracked
+from signer_proxy.tracking.store import TrackStore
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
+
+log = logging.getLogger(__name__)
+
+# Whose name replacements the proxy makes on its own behalf (gap fillers) are audited under.
+PROXY_CLIENT = "signer-proxy"
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+class Tracker:
+    """Tracks sent transactions in `store`; `run()` is the watch loop (a background task)."""
+
+    def __init__(
+        self,
+        store: TrackStore,
+        upstream: Upstream,
+        facts: ChainFacts,
+        registry: Callable[[], KeyRegistry],
+        gate: SigningGate,
+        metrics: Metrics | None = None,
+        *,
+        interval: float = 2.0,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._upstream = upstream
+        self._facts = facts
+        self._registry = registry
+        self._gate = gate
+        self._metrics = metrics
+        self._interval = interval
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
+        # (chain id, lower-case address) -> the checksummed address its gauges are labelled with
+        self._watching: dict[tuple[int, str], str] = {}
+
+    @property
+    def policy(self) -> BumpPolicy:
+        return self._gate.policy.fee_bumping
+
+    # -- recording --
+
+    async def track(
+        self, signed: SignedTx, chain_id: int, address: str, client: str, kind: str = "send"
+    ) -> None:
+        """Track a transaction the node acknowledged; never raises (the send succeeded)."""
+        try:
+            decoded = decode_raw(signed.raw)
+            record = state.new_record(
+                chain_id,
+                address,
+                signed.nonce,
+                to_data(signed.hash),
+                to_data(signed.raw),
+                client,
+                self._clock(),
+                kind,
+                worst_cost(decoded.tx),
+            )
+            if await self.store.find(record.current) is not None:
+                return  # already tracked (the same bytes sent again)
+            earlier = await self.store.at_nonce(chain_id, address, signed.nonce)
+            if earlier is not None:
+                # Another of our transactions holds the nonce (e.g. gap repair filled a nonce
+                # it took for a hole): this one replaces it; the record keeps every hash.
+                record = state.bumped(
+                    earlier, record.current, record.raw, earlier.extra_cost, record.sent_at, None
+                )
+                record = dataclasses.replace(record, bumps=earlier.bumps)
+            await self.store.save(record)
+        except Exception as exc:  # the transaction is sent: report, do not fail the request
+            log.error(
+                "could not track tx=%s from=%s: %s",
+                to_data(signed.hash),
+                address,
+                exc.message if isinstance(exc, SignerProxyError) else repr(exc),
+            )
+
+    # -- asking --
+
+    async def find(self, tx_hash: str) -> Tracked | None:
+        return await self.store.find(tx_hash)
+
+    # -- watching --
+
+    async def run(self) -> None:
+        """Watch every address with pending records, every `interval` seconds, forever."""
+        while True:
+            try:
+                await self.round()
+            except SignerProxyError as exc:
+                log.warning("tracking round: %s", exc.message)
+            except Exception:
+                log.exception("tracking round failed")
+            await asyncio.sleep(self._interval)
+
+    async def round(self) -> None:
+        """One round over every watched address this replica holds (or takes) the lease of."""
+        watched = await self.store.watched()
+        for chain_id, address in watched:
+            if not await self.store.lease(chain_id, address, self._owner, self._lease_seconds):
+                self._forget_gauges(chain_id, address)
+                continue
+            try:
+                await self.watch(chain_id, address)
+            except SignerProxyError as exc:
+                log.warning("tracking %s: %s", address, exc.message)
+        for chain_id, address in set(self._watching) - set(watched):
+            self._forget_gauges(chain_id, address)
+
+    def _forget_gauges(self, chain_id: int, address: str) -> None:
+        label = self._watching.pop((chain_id, address.lower()), None)
+        if self._metrics is not None and label is not None:
+            address = label
+            for gauge in (
+                self._metrics.tracked_pending,
+                self._metrics.tracked_oldest_pending_seconds,
+                self._metrics.tracked_stuck,
+            ):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(address)
+
+    async def watch(self, chain_id: int, address: str) -> None:
+        """One round for one address: finalize, rebroadcast, bump or mark stuck."""
+        records = await self.store.pending(chain_id, address)
+        if not records:
+            self._forget_gauges(chain_id, address)
+            return
+        block_hex, count_hex = await asyncio.gather(
+            self._upstream.call("eth_blockNumber", []),
+            self._upstream.call("eth_getTransactionCount", [address, "latest"]),
+        )
+        block = parse_quantity(block_hex, "the node's block number")
+        mined_count = parse_quantity(count_hex, "the node's transaction count")
+        now = self._clock()
+        left: list[Tracked] = []
+        for record in records:
+            seen = await self._observe(record, now, block, mined_count)
+            step = state.decide(record, seen, self.policy)
+            record = await self._act(step, record, now)
+            if not record.final:
+                left.append(record)
+        self._gauges(chain_id, address, left, now)
+
+    def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
+        if self._metrics is None:
+            return
+        if not left:
+            self._forget_gauges(chain_id, address)
+            return
+        address = left[0].address
+        self._watching[(chain_id, address.lower())] = address
+        self._metrics.tracked_pending.labels(address).set(len(left))
+        oldest = min((r.first_sent_at for r in left), default=now)
+        self._metrics.tracked_oldest_pending_seconds.labels(address).set(now - oldest)
+        self._metrics.tracked_stuck.labels(address).set(
+            sum(1 for r in left if r.state is State.STUCK)
+        )
+
+    async def _observe(
+        self, record: Tracked, now: float, block: int, mined_count: int
+    ) -> Observation:
+        if mined_count > record.nonce:
+            for tx_hash in reversed(record.hashes):
+                receipt = await self._upstream.call("eth_getTransactionReceipt", [tx_hash])
+                if isinstance(receipt, dict):
+                    found = (
+                        tx_hash,
+                        parse_quantity(receipt.get("blockNumber"), "receipt blockNumber"),
+                        parse_quantity(receipt.get("status", "0x1"), "receipt status"),
+                    )
+                    return Observation(now, block, mined_count, True, found)
+            return Observation(now, block, mined_count, False)
+        for tx_hash in reversed(record.hashes):
+            if await self._upstream.call("eth_getTransactionByHash", [tx_hash]) is not None:
+                return Observation(now, block, mined_count, True)
+        return Observation(now, block, mined_count, False)
+
+    async def _act(self, step: state.Step, before: Tracked, now: float) -> Tracked:
+        record = step.record
+        if step.action is Action.FINALIZE:
+            await self.store.save(record)
+            log.info(
+                "tx=%s nonce=%d from=%s %s%s",
+                record.current,
+                record.nonce,
+                record.address,
+                record.state.value,
+                f" in block {record.block_number}" if record.block_number is not None else "",
+                extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+            )
+            return record
+        if step.action is Action.REBROADCAST:
+            return await self._rebroadcast(record, now)
+        if step.action is Action.BUMP:
+            context = CallContext(client=record.client, transport="tracker")
+            try:
+                return await self._replace(record, context, "auto")
+            except SignerProxyError as exc:
+                log.warning("automatic bump of tx=%s: %s", record.current, exc.message)
+                return record
+        if step.action is Action.STUCK:
+            return await self._stuck(record, step.reason)
+        if record != before:  # e.g. the first block seen after the send
+            await self.store.save(record)
+        return record
+
+    async def _stuck(self, record: Tracked, reason: str) -> Tracked:
+        record = state.stuck(record, reason)
+        await self.store.save(record)
+        if self._metrics is not None:
+            self._metrics.tracked_stuck_events.inc()
+        log.warning(
+            "stuck tx=%s nonce=%d from=%s hashes=%s: %s",
+            record.current,
+            record.nonce,
+            record.address,
+            ",".join(record.hashes),
+            reason,
+            extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+        )
+        return record
+
+    async def _rebroadcast(self, record: Tracked, now: float) -> Tracked:
+        try:
+            await self._upstream.call("eth_sendRawTransaction", [record.raw])
+        except NodeRejected as exc:
+            if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
+                # nonce too low: mined meanwhile (the next round sees it); else the node's word
+                if record.state is State.PENDING:
+                    log.warning("rebroadcast of tx=%s refused: %s", record.current, exc.message)
+                record = state.rebroadcast(record, accepted=False)
+                await self.store.save(record)
+                return record
+        except UpstreamUnavailable as exc:
+            log.warning("rebroadcast of tx=%s: %s", record.current, exc.message)
+            return record
+        record = state.rebroadcast(record, accepted=True)
+        await self.store.save(record)
+        if self._metrics is not None:
+            self._metrics.tracked_rebroadcasts.inc()
+        log.warning(
+            "rebroadcast tx=%s nonce=%d from=%s (the node no longer had it; same bytes)",
+            record.current,
+            record.nonce,
+            record.address,
+            extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+        )
+        return record
+
+    # -- replacing --
+
+    async def _market(self, tx_type: int) -> Market:
+        if tx_type in DYNAMIC_FEE_TYPES:
+            base_fee, tip = await self._facts.fee_suggestion()
+            blob = 0
+            if tx_type == BLOB:
+                blob = parse_quantity(await self._upstream.call("eth_blobBaseFee", []), "blob fee")
+            return Market(base_fee, tip, 0, blob)
+        price = parse_quantity(await self._upstream.call("eth_gasPrice", []), "gas price")
+        return Market(0, 0, price)
+
+    async def replace(self, tx_hash: str, context: CallContext, trigger: str) -> Tracked:
+        """signer_speedUpTransaction (trigger "speed_up") / signer_cancelTransaction ("cancel")
+        for `context`'s client: the record after the replacement was sent."""
+        method = "signer_cancelTransaction" if trigger == "cancel" else "signer_speedUpTransaction"
+        record = await self.store.find(tx_hash)
+        if record is None:
+            raise InvalidParams(
+                f"{tx_hash} is not a transaction this proxy sent (or it was final more than a "
+                "week ago): only the proxy's own pending transactions can be replaced"
+            )
+        signer = self._registry().get(record.address)
+        self._gate.check_key(context, method, signer)
+        if record.final:
+            raise InvalidParams(
+                f"{tx_hash} is final ({record.state.value}"
+                + (f" in block {record.block_number}" if record.block_number is not None else "")
+                + "): there is nothing to replace"
+            )
+        return await self._replace(record, context, trigger)
+
+    async def _replace(self, record: Tracked, context: CallContext, trigger: str) -> Tracked:
+        method = {
+            "auto": "eth_sendTransaction",
+            "speed_up": "signer_speedUpTransaction",
+            "cancel": "signer_cancelTransaction",
+        }[trigger]
+        async with self.store.lock(record.chain_id, record.address):
+            fresh = await self.store.find(record.current)
+            if fresh is None or fresh.final or fresh.current != record.current:
+                return fresh or record  # final or replaced meanwhile (another replica)
+            record = fresh
+            current = decode_raw(bytes.fromhex(record.raw[2:])).tx
+            if trigger == "cancel":
+                if current.type == BLOB:
+                    raise InvalidParams(
+                        "a blob transaction cannot be cancelled (a node's blob pool replaces it "
+                        "only with another blob transaction): speed it up instead"
+                    )
+                current = cancellation(current, record.address)
+            policy = self.policy
+            now = self._clock()
+            day = utc_day(now)
+            spent = await self.store.spent(record.chain_id, record.address, day)
+            made = bump(
+                current, record.first_cost, await self._market(current.type), policy,
+                record.bumps, spent,
+            )  # fmt: skip
+            if isinstance(made, Ceiling):
+                reason = f"fee_bumping.{made.rule}: {made.message}"
+                await self._stuck(record, reason)
+                raise PolicyDenied(
+                    f"fee_bumping.{made.rule}",
+                    "fee_bumping",
+                    f"policy rule fee_bumping.{made.rule} refused the replacement of "
+                    f"{record.current}: {made.message}",
+                )
+            if policy.max_extra_cost_per_day is not None and not await self.store.spend(
+                record.chain_id, record.address, day, made.step_cost, policy.max_extra_cost_per_day
+            ):
+                raise PolicyDenied(
+                    "fee_bumping.max_extra_cost_per_day",
+                    "fee_bumping",
+                    "policy rule fee_bumping.max_extra_cost_per_day refused the replacement of "
+                    f"{record.current}: the day's extra fees are used up",
+                )
+            return await self._sign_and_send(record, made, context, method, trigger, now)
+
+    async def _sign_and_send(
+        self,
+        record: Tracked,
+        made: Bump,
+        context: CallContext,
+        method: str,
+        trigger: str,
+        now: float,
+    ) -> Tracked:
+        signer = self._registry().get(record.address)
+        async with self._gate.transaction(
+            context, method, signer, made.tx, replaces=record.current
+        ) as decision:
+            decision.entry["replacement"] = trigger
+            signed = await sign_transaction(made.tx, signer)
+            decision.signed_transaction(signed.hash, signed.nonce)
+            new_hash, raw = to_data(signed.hash), to_data(signed.raw)
+            try:
+                await self._upstream.call("eth_sendRawTransaction", [raw])
+            except NodeRejected as exc:
+                if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
+                    raise
+            except UpstreamTimeout:
+                # It may have arrived: tracked as sent (a later round rebroadcasts its bytes if
+                # the node lacks it; only one transaction of the nonce can be mined).
+                await self.store.save(
+                    state.bumped(record, new_hash, raw, made.extra_cost, now, None)
+                )
+                raise
+        block = parse_quantity(await self._upstream.call("eth_blockNumber", []), "block number")
+        replaced = state.bumped(record, new_hash, raw, made.extra_cost, now, block)
+        await self.store.save(replaced)
+        if self._metrics is not None:
+            self._metrics.tracked_bumps.labels(trigger).inc()
+        log.warning(
+            "%s tx=%s -> tx=%s nonce=%d from=%s bump %d, worst-case extra fees %d wei",
+            "cancelled" if trigger == "cancel" else "bumped",
+            record.current,
+            new_hash,
+            record.nonce,
+            record.address,
+            replaced.bumps,
+            made.extra_cost,
+            extra={"tx_hash": new_hash, "from": record.address, "nonce": record.nonce},
+        )
+        return replaced
+
+
+def status_denial(gate: SigningGate, context: CallContext, record: Tracked) -> PolicyDenied | None:
+    """Why `context`'s client may not see `record` (its scope lacks the key), or None."""
+    return key_denial(gate.client_scope(context.client), record.address)

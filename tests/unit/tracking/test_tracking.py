@@ -1,0 +1,301 @@
+"""The tracker's pure parts, table-tested: fee bumps, decoding what was sent, the state
+machine, the fee_bumping policy section; and both stores (memory, real redis-server)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from signer_proxy.access.policy import parse_policy
+from signer_proxy.errors import ConfigError, InvalidParams
+from signer_proxy.eth.blobs import BlobSidecar, SidecarForm
+from signer_proxy.eth.ecdsa import Signature
+from signer_proxy.eth.fee_bump import (
+    Bump,
+    BumpPolicy,
+    Ceiling,
+    Market,
+    bump,
+    cancellation,
+    raised,
+    worst_cost,
+)
+from signer_proxy.eth.tx_decoding import decode_raw
+from signer_proxy.eth.tx_encoding import UnsignedTx, sign_with
+from signer_proxy.tracking import state
+from signer_proxy.tracking.state import Action, Observation, State
+from signer_proxy.tracking.store import MemoryTrackStore, RedisTrackStore
+
+GWEI = 10**9
+ME = "0x" + "11" * 20
+SIG = Signature(r=123456789, s=987654321, y_parity=1)
+TYPE2 = UnsignedTx(
+    type=2, chain_id=1, nonce=7, gas=50_000, to="0x" + "22" * 20, value=5, data=b"\x01\x02",
+    max_fee_per_gas=20 * GWEI, max_priority_fee_per_gas=GWEI,
+)  # fmt: skip
+LEGACY = UnsignedTx(
+    type=0, chain_id=1, nonce=3, gas=21_000, to=ME, value=1, data=b"", gas_price=10 * GWEI
+)
+BLOB = replace(
+    TYPE2, type=3, max_fee_per_blob_gas=GWEI, blob_versioned_hashes=(b"\x01" + b"\x00" * 31,)
+)
+TYPE1 = replace(
+    TYPE2, type=1, gas_price=3, max_fee_per_gas=0, max_priority_fee_per_gas=0,
+    access_list=((ME, (b"\x00" * 32,)),),
+)  # fmt: skip
+MARKET = Market(base_fee=5 * GWEI, tip=GWEI, gas_price=9 * GWEI, blob_base_fee=GWEI // 4)
+ON = BumpPolicy(enabled=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "percent", "expected"),
+    [
+        pytest.param(100, 10, 110, id="ten-percent"),
+        pytest.param(101, 10, 112, id="rounded-up"),
+        pytest.param(0, 10, 1, id="zero-still-rises"),
+        pytest.param(5, 10, 6, id="small-rises-by-one"),
+        pytest.param(GWEI, 100, 2 * GWEI, id="blob-doubles"),
+    ],
+)
+def test_raised_is_the_least_value_a_node_takes_as_a_bump(
+    value: int, percent: int, expected: int
+) -> None:
+    assert raised(value, percent) == expected
+
+
+def test_bump_raises_fee_cap_and_tip_by_at_least_the_node_rule_and_follows_the_market() -> None:
+    made = bump(TYPE2, worst_cost(TYPE2), MARKET, ON, 0, 0)
+    assert isinstance(made, Bump)
+    assert made.tx.max_fee_per_gas == 22 * GWEI  # 20 gwei + 10 % beats 2 x 5 + 1.1 gwei
+    assert made.tx.max_priority_fee_per_gas == raised(GWEI, 10)
+    assert made.tx.nonce == TYPE2.nonce and made.tx.data == TYPE2.data
+    assert made.extra_cost == made.step_cost == 50_000 * 2 * GWEI
+    rising = bump(TYPE2, worst_cost(TYPE2), replace(MARKET, base_fee=30 * GWEI), ON, 0, 0)
+    assert isinstance(rising, Bump)
+    assert rising.tx.max_fee_per_gas == 60 * GWEI + raised(GWEI, 10)  # 2 x base + tip
+
+
+@pytest.mark.parametrize(
+    ("policy", "bumps", "spent", "rule"),
+    [
+        pytest.param(BumpPolicy(max_bumps=2), 2, 0, "max_bumps", id="max-bumps"),
+        pytest.param(
+            BumpPolicy(max_fee_per_gas=21 * GWEI), 0, 0, "max_fee_per_gas", id="fee-ceiling"
+        ),
+        pytest.param(
+            BumpPolicy(max_extra_cost_per_tx=50_000 * GWEI),
+            0,
+            0,
+            "max_extra_cost_per_tx",
+            id="extra-per-tx",
+        ),
+        pytest.param(
+            BumpPolicy(max_extra_cost_per_day=10**17),
+            0,
+            10**17,
+            "max_extra_cost_per_day",
+            id="extra-per-day",
+        ),
+    ],
+)
+def test_bump_stops_at_each_ceiling(policy: BumpPolicy, bumps: int, spent: int, rule: str) -> None:
+    made = bump(TYPE2, worst_cost(TYPE2), MARKET, policy, bumps, spent)
+    assert isinstance(made, Ceiling) and made.rule == rule, made
+
+
+def test_a_ceiling_above_the_node_rule_caps_the_market_target() -> None:
+    policy = BumpPolicy(max_fee_per_gas=25 * GWEI)
+    made = bump(TYPE2, worst_cost(TYPE2), replace(MARKET, base_fee=30 * GWEI), policy, 0, 0)
+    assert isinstance(made, Bump) and made.tx.max_fee_per_gas == 25 * GWEI
+
+
+def test_legacy_and_blob_bumps_follow_their_own_fields() -> None:
+    legacy = bump(LEGACY, worst_cost(LEGACY), MARKET, ON, 0, 0)
+    assert isinstance(legacy, Bump) and legacy.tx.gas_price == 11 * GWEI
+    blob = bump(BLOB, worst_cost(BLOB), MARKET, ON, 0, 0)
+    assert isinstance(blob, Bump)
+    assert blob.tx.max_fee_per_blob_gas == 2 * GWEI  # geth's blob pool: +100 %
+    assert blob.tx.max_fee_per_gas == 40 * GWEI  # and every other fee by 100 % too
+    capped = bump(BLOB, worst_cost(BLOB), MARKET, BumpPolicy(max_fee_per_blob_gas=GWEI), 0, 0)
+    assert isinstance(capped, Ceiling) and capped.rule == "max_fee_per_blob_gas"
+
+
+def test_cancellation_is_a_zero_value_transfer_to_the_sender() -> None:
+    cancel = cancellation(replace(TYPE2, type=4), ME)
+    assert (cancel.type, cancel.to, cancel.value, cancel.data, cancel.gas) == (
+        2, ME, 0, b"", 21_000,
+    )  # fmt: skip
+    assert cancel.nonce == TYPE2.nonce and cancel.max_fee_per_gas == TYPE2.max_fee_per_gas
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [
+        pytest.param(TYPE2, id="type-2"),
+        pytest.param(LEGACY, id="legacy-155"),
+        pytest.param(replace(LEGACY, chain_id=0), id="legacy-pre-155"),
+        pytest.param(
+            replace(TYPE2, type=1, gas_price=3, max_fee_per_gas=0, max_priority_fee_per_gas=0),
+            id="type-1",
+        ),
+        pytest.param(BLOB, id="type-3-canonical"),
+        pytest.param(
+            replace(BLOB, sidecar=BlobSidecar(SidecarForm.EIP7594, (b"b",), (b"c",), (b"p",))),
+            id="type-3-eip7594",
+        ),
+        pytest.param(
+            replace(BLOB, sidecar=BlobSidecar(SidecarForm.EIP4844, (b"b",), (b"c",), (b"p",))),
+            id="type-3-eip4844",
+        ),
+    ],
+)
+def test_decode_raw_gives_back_what_was_signed(tx: UnsignedTx) -> None:
+    signed = sign_with(tx, SIG)
+    decoded = decode_raw(signed.raw)
+    assert decoded.tx == tx and decoded.hash == signed.hash
+
+
+def test_decode_raw_refuses_what_is_not_a_transaction() -> None:
+    for raw in (b"", b"\x07\xc0", b"\x02\x01"):
+        with pytest.raises(InvalidParams, match="not a signed transaction"):
+            decode_raw(raw)
+
+
+RECORD = state.new_record(1, ME, 7, "0xaa", "0x02", "ci", now=1000.0)
+SEEN = RECORD  # alias for readability below
+POLICY = BumpPolicy(enabled=True, after_blocks=3, after_seconds=60)
+
+
+def seen(**kw: Any) -> Observation:
+    values: dict[str, Any] = {"now": 1001.0, "block": 10, "mined_count": 7, "known": True}
+    return Observation(**{**values, **kw})
+
+
+@pytest.mark.parametrize(
+    ("record", "observation", "policy", "action", "after"),
+    [
+        pytest.param(RECORD, seen(), POLICY, Action.WAIT, State.PENDING, id="fresh-waits"),
+        pytest.param(RECORD, seen(mined_count=8, receipt=("0xaa", 11, 1)), POLICY,
+                     Action.FINALIZE, State.MINED, id="mined"),
+        pytest.param(RECORD, seen(mined_count=8, known=False), POLICY,
+                     Action.FINALIZE, State.SUPERSEDED, id="someone-else-took-the-nonce"),
+        pytest.param(RECORD, seen(mined_count=8, known=True), POLICY,
+                     Action.WAIT, State.PENDING, id="mined-receipt-not-served-yet"),
+        pytest.param(RECORD, seen(known=False), POLICY, Action.REBROADCAST, State.PENDING,
+                     id="forgotten-rebroadcast"),
+        pytest.param(replace(RECORD, sent_block=5), seen(), POLICY, Action.BUMP, State.PENDING,
+                     id="due-by-blocks-bumps"),
+        pytest.param(RECORD, seen(now=1061.0), POLICY, Action.BUMP, State.PENDING,
+                     id="due-by-seconds-bumps"),
+        pytest.param(replace(RECORD, sent_block=5), seen(), BumpPolicy(), Action.STUCK,
+                     State.PENDING, id="due-without-policy-stuck"),
+        pytest.param(replace(RECORD, sent_block=5, state=State.DROPPED), seen(known=False),
+                     POLICY, Action.BUMP, State.DROPPED, id="refused-and-due-bumps"),
+        pytest.param(replace(RECORD, sent_block=5, state=State.STUCK), seen(), POLICY,
+                     Action.WAIT, State.STUCK, id="stuck-stays-stuck"),
+        pytest.param(replace(RECORD, state=State.DROPPED), seen(), POLICY,
+                     Action.WAIT, State.PENDING, id="back-in-the-pool"),
+    ],
+)  # fmt: skip
+def test_decide(
+    record: state.Tracked,
+    observation: Observation,
+    policy: BumpPolicy,
+    action: Action,
+    after: State,
+) -> None:
+    step = state.decide(record, observation, policy)
+    assert (step.action, step.record.state) == (action, after)
+
+
+def test_status_for_each_hash_of_a_mined_record() -> None:
+    record = state.bumped(RECORD, "0xbb", "0x02ff", 100, 1010.0, 12)
+    mined = replace(record, state=State.MINED, mined_hash="0xbb", block_number=13, status=1)
+    assert mined.status_for("0xaa")["state"] == "replaced"
+    answer = mined.status_for("0xbb")
+    assert answer["state"] == "mined" and answer["hashes"] == ["0xaa", "0xbb"]
+    assert (answer["blockNumber"], answer["status"], answer["bumps"]) == ("0xd", "0x1", 1)
+    assert state.Tracked.from_json(mined.to_json()) == mined
+
+
+def test_fee_bumping_policy_section_parses_and_refuses_mistakes() -> None:
+    policy = parse_policy(
+        {"fee_bumping": {"enabled": True, "after_blocks": 2, "max_fee_per_gas": "50 gwei",
+                         "max_extra_cost_per_day": "0.1 ether", "after_seconds": 30}}
+    )  # fmt: skip
+    assert policy.fee_bumping == BumpPolicy(
+        enabled=True, after_blocks=2, after_seconds=30.0, max_fee_per_gas=50 * GWEI,
+        max_extra_cost_per_day=10**17,
+    )  # fmt: skip
+    assert parse_policy({}).fee_bumping == BumpPolicy()
+    assert policy.bind(lambda ref: ref).fee_bumping == policy.fee_bumping
+    for wrong, message in (
+        ({"max_bumps": 0}, "at least 1"),
+        ({"enabled": "yes"}, "true or false"),
+        ({"max_fee": 1}, "unknown entries max_fee"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_policy({"fee_bumping": wrong})
+
+
+async def exercise_store(store: Any) -> None:
+    other = state.new_record(1, ME, 8, "0xcc", "0x02", "ci", now=1000.0)
+    await store.save(other)
+    await store.save(RECORD)
+    assert [r.nonce for r in await store.pending(1, ME)] == [7, 8]
+    assert await store.watched() == [(1, ME.lower())]
+    bumped = state.bumped(RECORD, "0xbb", "0x0203", 5, 1001.0, 3)
+    await store.save(bumped)
+    assert await store.find("0xAA") == bumped and await store.find("0xbb") == bumped
+    done = replace(bumped, state=State.MINED, mined_hash="0xbb", block_number=4, status=1)
+    await store.save(done)
+    assert await store.find("0xaa") == done
+    assert [r.nonce for r in await store.pending(1, ME)] == [8]
+    assert await store.find("0xdd") is None
+    assert await store.spend(1, ME, "2026-01-01", 60, 100)
+    assert not await store.spend(1, ME, "2026-01-01", 60, 100)
+    assert await store.spent(1, ME, "2026-01-01") == 60
+    async with store.lock(1, ME):
+        pass
+
+
+async def test_memory_store() -> None:
+    await exercise_store(MemoryTrackStore())
+
+
+async def test_redis_store_and_its_watch_lease(redis_url: str) -> None:
+    from signer_proxy.nonces.redis_store import connect
+
+    redis = connect(redis_url)
+    try:
+        store = RedisTrackStore(redis)
+        await exercise_store(store)
+        assert await store.lease(1, ME, "replica-a", 30)
+        assert await store.lease(1, ME, "replica-a", 30)  # renewed
+        assert not await store.lease(1, ME, "replica-b", 30)  # another holds it
+        assert await store.lease(1, ME, "replica-b", 0.001) is False
+        await redis.delete(store._key(1, ME, "lease"))  # what expiry does
+        assert await store.lease(1, ME, "replica-b", 30)
+        assert store.round_trips > 0
+    finally:
+        await redis.aclose()
+
+
+async def test_a_second_transaction_of_ours_for_a_tracked_nonce_joins_its_record() -> None:
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.tracking.tracker import Tracker
+
+    store = MemoryTrackStore()
+    registry = KeyRegistry([])
+    tracker = Tracker(store, None, None, lambda: registry, SigningGate())  # type: ignore[arg-type]
+    first, filler = sign_with(TYPE2, SIG), sign_with(cancellation(TYPE2, ME), SIG)
+    await tracker.track(first, 1, ME, "ci")
+    await tracker.track(filler, 1, ME, "signer-proxy", "filler")
+    await tracker.track(filler, 1, ME, "signer-proxy", "filler")  # the same bytes again
+    record = await store.find("0x" + first.hash.hex())
+    assert record is not None and record == await store.find("0x" + filler.hash.hex())
+    assert record.hashes == ("0x" + first.hash.hex(), "0x" + filler.hash.hex())
+    assert record.client == "ci" and [r.nonce for r in await store.pending(1, ME)] == [7]
