@@ -63,6 +63,7 @@ from signer_proxy.transport.http import (
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
 from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.credentials import upstream_auth
 from signer_proxy.upstream.failover import FailoverUpstream
 from signer_proxy.upstream.http import HttpUpstream
 
@@ -142,6 +143,7 @@ def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
             settings.upstream_timeout,
             connect_timeout=settings.upstream_connect_timeout,
             ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
+            auth=upstream_auth(url, settings),
         )
         for url in urls
     ]

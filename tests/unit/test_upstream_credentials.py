@@ -1,0 +1,189 @@
+"""Upstream credentials: masking, header sources, and SigV4 checked the way AWS checks it
+(a local front recomputes the signature with botocore over the request it received)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from signer_proxy.errors import ConfigError, UpstreamUnavailable
+from signer_proxy.upstream.credentials import HeaderSpec, SigV4, UpstreamAuth, mask_url
+from signer_proxy.upstream.http import HttpUpstream
+
+KEY_ID = "AKIDEXAMPLE"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def test_mask_url_hides_userinfo_and_query_values() -> None:
+    masked = mask_url("https://user:hunter2@node.example:8545/v3/path?apikey=s3cret&x=1")
+    assert masked == "https://***@node.example:8545/v3/path?apikey=***&x=***"
+    assert "hunter2" not in masked and "s3cret" not in masked
+    assert mask_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+
+
+def test_header_spec_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_TOKEN", "tok-env")
+    secret_file = tmp_path / "token"
+    secret_file.write_text("tok-file\n")
+    assert HeaderSpec.parse("X-Api-Key: plain").resolve() == "plain"
+    assert HeaderSpec.parse("Authorization: env:NODE_TOKEN").resolve() == "tok-env"
+    assert HeaderSpec.parse(f"X-Key: file:{secret_file}").resolve() == "tok-file"
+    spec = HeaderSpec.parse("X-Api-Key: plain")
+    assert "plain" not in repr(spec)
+
+
+def test_header_spec_errors_name_the_source_not_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MISSING_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="MISSING_TOKEN is not set"):
+        HeaderSpec.parse("Authorization: env:MISSING_TOKEN").resolve()
+    with pytest.raises(ConfigError, match="cannot read /nonexistent/token"):
+        HeaderSpec.parse("Authorization: file:/nonexistent/token").resolve()
+    with pytest.raises(ConfigError, match="Name: value"):
+        HeaderSpec.parse("no colon here")
+
+
+def _verify_sigv4(request_headers: dict[str, str], url: str, body: bytes) -> bool:
+    """What AWS does: rebuild the canonical request from what arrived and recompute."""
+    auth = request_headers.get("Authorization", "")
+    amz_date = request_headers.get("X-Amz-Date", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 ") or not amz_date:
+        return False
+    stamp = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    if abs((datetime.datetime.now(datetime.UTC) - stamp).total_seconds()) > 300:
+        return False  # expired (AWS allows 5 minutes of skew)
+    fields = dict(
+        part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(",")
+    )
+    credential = fields["Credential"].split("/")
+    if credential[0] != KEY_ID:
+        return False
+    signed = fields["SignedHeaders"].split(";")
+    replay = AWSRequest(
+        method="POST",
+        url=url,
+        data=body,
+        headers={name: request_headers[name] for name in request_headers if name.lower() in signed},
+    )
+    replay.context["timestamp"] = amz_date
+    signer = SigV4Auth(Credentials(KEY_ID, SECRET), credential[3], credential[2])
+    canonical = signer.canonical_request(replay)
+    expected = signer.signature(signer.string_to_sign(replay, canonical), replay)
+    return bool(expected == fields["Signature"])
+
+
+@pytest.fixture
+async def sigv4_front() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        url = f"http://{request.host}{request.path_qs}"
+        if not _verify_sigv4(dict(request.headers), url, body):
+            seen.append("refused")
+            return web.json_response(
+                {
+                    "message": "The request signature we calculated does "
+                    "not match the signature you provided."
+                },
+                status=403,
+            )
+        seen.append("ok")
+        call = orjson.loads(body)
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "result": "0x539"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/v1/eth?billingtoken=abc", seen
+    await runner.cleanup()
+
+
+async def test_sigv4_accepted_by_recomputing_front(sigv4_front: tuple[str, list[str]]) -> None:
+    url, seen = sigv4_front
+    auth = UpstreamAuth(
+        url,
+        sigv4=SigV4("managedblockchain", "us-east-1"),
+        credentials=Credentials(KEY_ID, SECRET),
+    )
+    node = HttpUpstream(url, 5.0, auth=auth)
+    try:
+        assert await node.call("eth_chainId", []) == "0x539"
+        assert await node.call("eth_chainId", []) == "0x539"  # a fresh signature per body
+    finally:
+        await node.aclose()
+    assert seen == ["ok", "ok"]
+    assert SECRET not in repr(auth) and "abc" not in repr(auth)
+
+
+async def test_wrong_sigv4_secret_gives_a_clear_error_without_the_secret(
+    sigv4_front: tuple[str, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, seen = sigv4_front
+    wrong = "not-the-secret-0123456789"
+    auth = UpstreamAuth(
+        url,
+        sigv4=SigV4("managedblockchain", "us-east-1"),
+        credentials=Credentials(KEY_ID, wrong),
+    )
+    node = HttpUpstream(url, 5.0, auth=auth)
+    caplog.set_level(logging.DEBUG)
+    try:
+        with pytest.raises(UpstreamUnavailable) as refused:
+            await node.call("eth_chainId", [])
+    finally:
+        await node.aclose()
+    message = str(refused.value)
+    assert "refused the proxy's credentials" in message and "127.0.0.1" in message
+    assert wrong not in message and "billingtoken" not in message
+    assert wrong not in caplog.text
+    assert seen == ["refused"]
+
+
+async def test_header_front_sees_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_KEY", "k-123")
+    got: list[Any] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append(request.headers.get("X-Api-Key"))
+        if request.headers.get("X-Api-Key") != "k-123":
+            return web.json_response({"error": "bad key"}, status=401)
+        call = orjson.loads(await request.read())
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "result": "0x1"})
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        good = HttpUpstream(
+            url, 5.0, auth=UpstreamAuth(url, (HeaderSpec.parse("X-Api-Key: env:NODE_KEY"),))
+        )
+        bad = HttpUpstream(url, 5.0, auth=UpstreamAuth(url, (HeaderSpec.parse("X-Api-Key: nope"),)))
+        try:
+            assert await good.call("eth_chainId", []) == "0x1"
+            with pytest.raises(UpstreamUnavailable, match="refused the proxy's credentials"):
+                await bad.call("eth_chainId", [])
+        finally:
+            await good.aclose()
+            await bad.aclose()
+    finally:
+        await runner.cleanup()
+    assert got == ["k-123", "nope"]
