@@ -135,12 +135,28 @@ class UpstreamAuth:
         return tuple(v for k, v in self._static.items() if k != "Content-Type" and v)
 
     def headers(self, body: bytes) -> Mapping[str, str]:
+        """The headers of one JSON POST of `body`."""
         if self._sigv4 is None:
             return self._static
+        return self._signed("POST", self._url, body, dict(self._static))
+
+    def upgrade_headers(self) -> dict[str, str]:
+        """The headers of the WebSocket upgrade (a GET with no body) to this URL."""
+        static = {k: v for k, v in self._static.items() if k != "Content-Type"}
+        if self._sigv4 is None:
+            return static
+        # SigV4 covers host and path, not the scheme: sign the http(s) twin of ws(s)://.
+        url = "http" + self._url[2:] if self._url.startswith("ws") else self._url
+        return self._signed("GET", url, b"", static)
+
+    def _signed(
+        self, method: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        request = AWSRequest(method="POST", url=self._url, data=body, headers=dict(self._static))
+        assert self._sigv4 is not None
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         SigV4Auth(self._credentials, self._sigv4.service, self._sigv4.region).add_auth(request)
         return dict(request.headers.items())
 

@@ -52,7 +52,9 @@ def test_header_spec_errors_name_the_source_not_the_value(monkeypatch: pytest.Mo
         HeaderSpec.parse("no colon here")
 
 
-def _verify_sigv4(request_headers: dict[str, str], url: str, body: bytes) -> bool:
+def _verify_sigv4(
+    request_headers: dict[str, str], url: str, body: bytes, method: str = "POST"
+) -> bool:
     """What AWS does: rebuild the canonical request from what arrived and recompute."""
     auth = request_headers.get("Authorization", "")
     amz_date = request_headers.get("X-Amz-Date", "")
@@ -69,7 +71,7 @@ def _verify_sigv4(request_headers: dict[str, str], url: str, body: bytes) -> boo
         return False
     signed = fields["SignedHeaders"].split(";")
     replay = AWSRequest(
-        method="POST",
+        method=method,
         url=url,
         data=body,
         headers={name: request_headers[name] for name in request_headers if name.lower() in signed},
@@ -88,7 +90,7 @@ async def sigv4_front() -> AsyncIterator[tuple[str, list[str]]]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         url = f"http://{request.host}{request.path_qs}"
-        if not _verify_sigv4(dict(request.headers), url, body):
+        if not _verify_sigv4(dict(request.headers), url, body, request.method):
             seen.append("refused")
             return web.json_response(
                 {
@@ -187,3 +189,84 @@ async def test_header_front_sees_the_header(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         await runner.cleanup()
     assert got == ["k-123", "nope"]
+
+
+@pytest.fixture
+async def sigv4_ws_front() -> AsyncIterator[tuple[str, list[str]]]:
+    """A node WebSocket that checks the upgrade's SigV4 as AWS does, then answers calls."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        url = f"http://{request.host}{request.path_qs}"
+        if not _verify_sigv4(dict(request.headers), url, b"", request.method):
+            seen.append("refused")
+            return web.Response(status=403, text="signature mismatch")
+        seen.append("ok")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            call = orjson.loads(message.data)
+            await ws.send_bytes(
+                orjson.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x539"})
+            )
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"ws://127.0.0.1:{port}/ws", seen
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("secret", [SECRET, "not-the-secret-0123456789"])
+async def test_sigv4_on_the_websocket_upgrade(
+    sigv4_ws_front: tuple[str, list[str]], secret: str
+) -> None:
+    import aiohttp
+
+    from signer_proxy.upstream.ws import UpstreamSocket
+
+    url, seen = sigv4_ws_front
+    auth = UpstreamAuth(
+        url,
+        sigv4=SigV4("managedblockchain", "us-east-1"),
+        credentials=Credentials(KEY_ID, secret),
+    )
+
+    async def deliver(_: bytes) -> None:
+        return None
+
+    async with aiohttp.ClientSession() as session:
+        socket = UpstreamSocket(url, session, 5.0, deliver, lambda _: None, auth.upgrade_headers)
+        try:
+            if secret == SECRET:
+                assert await socket.call("eth_chainId", []) == "0x539"
+                assert seen == ["ok"]
+            else:
+                with pytest.raises(UpstreamUnavailable) as refused:
+                    await socket.call("eth_chainId", [])
+                assert "refused the proxy's credentials on the WebSocket upgrade" in str(
+                    refused.value
+                )
+                assert secret not in str(refused.value)
+                assert seen == ["refused"]
+        finally:
+            await socket.close()
+
+
+def test_the_front_refuses_expired_and_tampered_signatures() -> None:
+    url = "http://127.0.0.1:1/v1"
+    auth = UpstreamAuth(
+        url, sigv4=SigV4("managedblockchain", "us-east-1"), credentials=Credentials(KEY_ID, SECRET)
+    )
+    headers = dict(auth.headers(b"{}"))
+    headers["Host"] = "127.0.0.1:1"
+    assert _verify_sigv4(headers, url, b"{}")
+    assert not _verify_sigv4(headers, url, b'{"x":1}')  # another body
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
+    with_old_date = {**headers, "X-Amz-Date": old.strftime("%Y%m%dT%H%M%SZ")}
+    assert not _verify_sigv4(with_old_date, url, b"{}")
