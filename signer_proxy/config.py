@@ -512,6 +512,11 @@ def validate(settings: Settings) -> None:
             ws_parts = None
         if ws_parts is None or ws_parts.scheme not in ("ws", "wss") or not ws_parts.hostname:
             raise ConfigError("--upstream-ws must be a ws:// or wss:// URL with a host, or empty")
+    if settings.upstream_headers:
+        from signer_proxy.upstream.credentials import HeaderSpec
+
+        for text in settings.upstream_headers:
+            HeaderSpec.parse(text).resolve()  # a ConfigError naming the header, not its value
     if settings.ws_max_connections < 1 or settings.ws_send_queue_bytes < 1024:
         raise ConfigError(
             "--ws-max-connections must be at least 1 and --ws-send-queue-bytes at least 1024"

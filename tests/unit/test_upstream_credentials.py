@@ -270,3 +270,35 @@ def test_the_front_refuses_expired_and_tampered_signatures() -> None:
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
     with_old_date = {**headers, "X-Amz-Date": old.strftime("%Y%m%dT%H%M%SZ")}
     assert not _verify_sigv4(with_old_date, url, b"{}")
+
+
+def test_serve_refuses_an_unreadable_header_source_with_exit_2() -> None:
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "NODE_TOKEN_UNSET_HERE"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "signer_proxy",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-header",
+            "Authorization: env:NODE_TOKEN_UNSET_HERE",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        "upstream header Authorization: environment variable NODE_TOKEN_UNSET_HERE is not set"
+        in done.stderr
+    )
