@@ -12,13 +12,12 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from signer_proxy.errors import ConfigError, UpstreamUnavailable
 from signer_proxy.upstream.credentials import HeaderSpec, SigV4, UpstreamAuth, mask_url
 from signer_proxy.upstream.http import HttpUpstream
+from tests.integration.sigv4_front import verify_sigv4
 
 KEY_ID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -56,31 +55,7 @@ def _verify_sigv4(
     request_headers: dict[str, str], url: str, body: bytes, method: str = "POST"
 ) -> bool:
     """What AWS does: rebuild the canonical request from what arrived and recompute."""
-    auth = request_headers.get("Authorization", "")
-    amz_date = request_headers.get("X-Amz-Date", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 ") or not amz_date:
-        return False
-    stamp = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
-    if abs((datetime.datetime.now(datetime.UTC) - stamp).total_seconds()) > 300:
-        return False  # expired (AWS allows 5 minutes of skew)
-    fields = dict(
-        part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(",")
-    )
-    credential = fields["Credential"].split("/")
-    if credential[0] != KEY_ID:
-        return False
-    signed = fields["SignedHeaders"].split(";")
-    replay = AWSRequest(
-        method=method,
-        url=url,
-        data=body,
-        headers={name: request_headers[name] for name in request_headers if name.lower() in signed},
-    )
-    replay.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(KEY_ID, SECRET), credential[3], credential[2])
-    canonical = signer.canonical_request(replay)
-    expected = signer.signature(signer.string_to_sign(replay, canonical), replay)
-    return bool(expected == fields["Signature"])
+    return verify_sigv4(request_headers, url, body, method, KEY_ID, SECRET)
 
 
 @pytest.fixture
