@@ -277,3 +277,24 @@ def test_serve_refuses_an_unreadable_header_source_with_exit_2() -> None:
         "upstream header Authorization: environment variable NODE_TOKEN_UNSET_HERE is not set"
         in done.stderr
     )
+
+
+def test_header_values_are_scrubbed_from_the_log() -> None:
+    import subprocess
+    import sys
+
+    script = "\n".join(
+        [
+            "import logging, os",
+            "from signer_proxy.cli.main import configure_logging, header_secrets",
+            "os.environ['NODE_TOKEN_X'] = 'Bearer sekret-abcdef123456'",
+            "headers = ('Authorization: env:NODE_TOKEN_X', 'X-Key: literal-key-9876543210')",
+            "configure_logging('info', 'text', '', '', header_secrets(headers))",
+            "logging.getLogger('t').warning('Bearer sekret-abcdef123456 literal-key-9876543210')",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "sekret-abcdef123456" not in done.stderr and "literal-key-9876543210" not in done.stderr
+    assert "[redacted]" in done.stderr
