@@ -79,6 +79,10 @@ async def test_wrong_credentials_name_the_node_not_the_secret(
         message = answer["error"]["message"]
         assert "refused the proxy's credentials" in message and "127.0.0.1" in message
         assert "wrong-key" not in json.dumps(answer) and "/v1/node" not in message
+        ready = await proxy.client.get("/ready")
+        page = await ready.text()
+        assert ready.status == 503 and "refused the proxy's credentials (HTTP 403)" in page
+        assert "wrong-key" not in page
         monkeypatch.setenv("NODE_KEY_FOR_TEST", "right-key-123456")
         good: InProcessProxy = await start_proxy(settings)
         assert await good.result("eth_blockNumber") == anvil.call("eth_blockNumber")
