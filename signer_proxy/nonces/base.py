@@ -1,4 +1,5 @@
-"""The `NonceManager` seam and its `Lease`."""
+"""The `NonceManager` seam and its `Lease`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The `Upstream` seam: a JSON-RPC node, and how its URL may be shown."""
+"""The `Upstream` seam: a JSON-RPC node, and how its URL may be shown.
+"""
 
 from __future__ import annotations
 

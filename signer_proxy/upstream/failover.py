@@ -1,4 +1,5 @@
-"""Several nodes as one: failover in order, with the request deadline as the bound."""
+"""Several nodes as one: failover in order, with the request deadline as the bound.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from signer_proxy.errors import (
 from signer_proxy.upstream.http import HttpUpstream
 
 log = logging.getLogger(__name__)
+
+
 
 
 class FailoverUpstream:
