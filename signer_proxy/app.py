@@ -78,6 +78,7 @@ from signer_proxy.transport.operator import (
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
 from signer_proxy.upstream.base import Upstream, redact_url
+from signer_proxy.upstream.credentials import HeaderSpec, upstream_auth
 from signer_proxy.upstream.failover import FailoverUpstream
 from signer_proxy.upstream.http import HttpUpstream
 
@@ -159,6 +160,7 @@ def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
             settings.upstream_timeout,
             connect_timeout=settings.upstream_connect_timeout,
             ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
+            auth=upstream_auth(url, settings),
         )
         for url in urls
     ]
@@ -483,6 +485,8 @@ def create_app(
     `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
     aliases and re-reads keystores)."""
     restore_recursion_limit()  # py_ecc raised it at import (ops/recursion_limit.py)
+    for text in settings.upstream_headers:  # a ConfigError naming the header, not its value
+        HeaderSpec.parse(text).resolve()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.

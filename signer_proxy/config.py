@@ -345,6 +345,24 @@ class Settings:
         "PEM CA certificates to verify an https:// upstream with, instead of the system's "
         "(a private CA).",
     )
+    upstream_headers: tuple[str, ...] = _setting(
+        (),
+        "Extra HTTP headers sent with every request to the node, as 'Name: value', "
+        "'Name: env:VAR' (from an environment variable) or 'Name: file:/path' (a mounted "
+        "Secret). Values never appear in logs or errors; prefer env: or file: for secrets.",
+        flag="--upstream-header",
+        example="Authorization: env:NODE_TOKEN",
+    )
+    upstream_sigv4_region: str = _setting(
+        "",
+        "AWS region to sign node requests for with SigV4 (Amazon Managed Blockchain Access); "
+        "credentials come from the standard AWS chain, as for KMS. Empty: no SigV4.",
+        example="us-east-1",
+    )
+    upstream_sigv4_service: str = _setting(
+        "managedblockchain",
+        "AWS service name the SigV4 signature is scoped to (with --upstream-sigv4-region).",
+    )
     cors_origins: tuple[str, ...] = _setting(
         (),
         "Web page origins (https://app.example) allowed to call the proxy from a browser; * "

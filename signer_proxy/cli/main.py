@@ -199,11 +199,23 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def header_secrets(headers: tuple[str, ...]) -> list[str]:
+    """The values of --upstream-header (validated by load_settings), for the log scrubber."""
+    from signer_proxy.upstream.credentials import HeaderSpec
+
+    return [HeaderSpec.parse(text).resolve() for text in headers]
+
+
 def configure_logging(
-    level: str, log_format: str = "text", upstream: str = "", upstream_ws: str = ""
+    level: str,
+    log_format: str = "text",
+    upstream: str = "",
+    upstream_ws: str = "",
+    extra_secrets: list[str] | None = None,
 ) -> None:
     """Logging to stderr; the node URLs' credentials and AWS keys are scrubbed from it."""
     secrets = [
+        *(extra_secrets or ()),
         *secrets_in_url(upstream),
         *secrets_in_url(upstream_ws),
         *secrets_in_environment(os.environ),
@@ -297,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_checked(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(
-            settings.log_level, settings.log_format, settings.upstream, settings.upstream_ws
+            settings.log_level,
+            settings.log_format,
+            settings.upstream,
+            settings.upstream_ws,
+            header_secrets(settings.upstream_headers),
         )
         run_event_loop(serve(settings, lambda: load_checked(flags, config_file=args.config)))
     except ConfigError as exc:

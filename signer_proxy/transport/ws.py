@@ -34,6 +34,7 @@ from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.router import Router
 from signer_proxy.transport.door import admit, call_context, charge
 from signer_proxy.transport.http import ROUTER, refusal_response
+from signer_proxy.upstream.credentials import upstream_auth
 from signer_proxy.upstream.ws import PING_INTERVAL, UpstreamSocket, derive_ws_url
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,12 @@ class ClientConnection:
         self._close_at_start: tuple[int, str] | None = None
         assert node.session is not None, "the WebSocket session starts with the app"
         self.upstream = UpstreamSocket(
-            node.url, node.session, node.timeout, self._notify, self._upstream_lost
+            node.url,
+            node.session,
+            node.timeout,
+            self._notify,
+            self._upstream_lost,
+            node.upgrade_headers,
         )
 
     @property
@@ -424,6 +430,8 @@ class WebSockets:
     def __init__(self, settings: Settings) -> None:
         self.limits = Limits.from_settings(settings)
         self.url = settings.upstream_ws or derive_ws_url(settings.upstream)
+        auth = upstream_auth(self.url, settings)
+        self.upgrade_headers = None if auth is None else auth.upgrade_headers
         self.timeout = settings.upstream_timeout
         self.connect_timeout = settings.upstream_connect_timeout
         self.session: aiohttp.ClientSession | None = None

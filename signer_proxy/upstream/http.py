@@ -23,6 +23,7 @@ from signer_proxy.errors import (
 from signer_proxy.jsonrpc import loads
 from signer_proxy.ops.tracing import OUTGOING_HEADERS
 from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.credentials import UpstreamAuth
 from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
 
 _JSON = {"Content-Type": "application/json"}
@@ -39,7 +40,9 @@ class HttpUpstream:
         connect_timeout: float = 5.0,
         max_connections: int = 256,
         ssl_context: ssl.SSLContext | None = None,
+        auth: UpstreamAuth | None = None,
     ) -> None:
+        self._auth = auth  # extra headers / SigV4; None: plain JSON POSTs (the fast path)
         self._pool = HttpPool(
             url,
             connect_timeout=connect_timeout,
@@ -58,7 +61,8 @@ class HttpUpstream:
         timeout = bounded(configured)  # the request deadline may leave less
         try:
             extra = OUTGOING_HEADERS.get()  # traceparent, when tracing is on
-            headers = {**_JSON, **extra} if extra else None
+            base = None if self._auth is None else self._auth.headers(body)
+            headers = {**(base or _JSON), **extra} if extra else base
             response = await self._pool.post(body, max(timeout, 0.001), headers)
         except TimeoutError as exc:
             flag = "--upstream-timeout" if timeout >= configured else "--request-deadline"
@@ -76,6 +80,12 @@ class HttpUpstream:
                 f"the connection to the node at {self.display_url} failed mid-request "
                 f"({exc}); check the node"
             ) from exc
+        if response.status in (401, 403):
+            raise UpstreamUnavailable(
+                f"the node at {self.display_url} refused the proxy's credentials "
+                f"(HTTP {response.status}); check this upstream's headers, URL userinfo or SigV4 "
+                "settings"
+            )
         return response.status, response.content_type, response.body
 
     async def forward(self, body: bytes) -> bytes:

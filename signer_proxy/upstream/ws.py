@@ -14,7 +14,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -136,8 +136,10 @@ class UpstreamSocket:
         timeout: float,
         deliver: Deliver,
         on_lost: Callable[[str], None],
+        upgrade_headers: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self._url = url
+        self._upgrade_headers = upgrade_headers  # credentials (headers, SigV4), fresh each time
         self._session = session
         self._timeout = timeout
         self._deliver = deliver
@@ -165,14 +167,22 @@ class UpstreamSocket:
             if self._closed:
                 raise UpstreamUnavailable("the WebSocket connection is closing; reconnect")
             try:
+                headers = None if self._upgrade_headers is None else self._upgrade_headers()
                 ws = await self._session.ws_connect(
                     self._url,
+                    headers=headers,
                     heartbeat=PING_INTERVAL,
                     max_msg_size=0,  # as over HTTP: the node's replies are not size-limited
                     decode_text=False,
                     timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
                 )
             except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    raise UpstreamUnavailable(
+                        f"the node at {self.display_url} refused the proxy's credentials on the "
+                        f"WebSocket upgrade (HTTP {exc.status}); check this upstream's headers, "
+                        "URL userinfo or SigV4 settings"
+                    ) from exc
                 raise UpstreamUnavailable(
                     f"the node at {self.display_url} refused a WebSocket connection (HTTP "
                     f"{exc.status}); set --upstream-ws to the node's WebSocket URL"
