@@ -9,6 +9,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -18,23 +19,20 @@ from signer_proxy.access.audit import AuditLog, FileAuditLog, open_audit_log
 from signer_proxy.access.auth import Authenticator, load_api_keys
 from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.access.gate import GuardedSigner, SigningGate
+from signer_proxy.access.key_names import KeyNames
 from signer_proxy.access.policy import Policy, load_policy
 from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.eth.blobs import SidecarForm
 from signer_proxy.eth.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
-from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
+from signer_proxy.keys.aws_kms import KmsCalls
 from signer_proxy.keys.keyring import KeyRing, describe_failures
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.sources import from_settings
-from signer_proxy.methods.accounts import AccountMethods
-from signer_proxy.methods.authorizations import AuthorizationMethods
-from signer_proxy.methods.messages import MessageMethods
-from signer_proxy.methods.transactions import TransactionMethods
+from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
 from signer_proxy.ops import tracing
@@ -53,7 +51,7 @@ from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.ops.status import Node, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
-from signer_proxy.router import Handler, Router
+from signer_proxy.router import Router
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.door import ACCESS, build_access
 from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
@@ -163,15 +161,12 @@ def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Se
     """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
     from signer_proxy.nonces.redis_store import RedisNonceManager
 
-    async def pending_count(address: str) -> int:
-        return await pending_nonce(upstream, address)
-
     async def send_raw(raw: bytes) -> None:
         await upstream.call("eth_sendRawTransaction", [to_data(raw)])
 
     return RedisNonceManager(
         redis,
-        pending_count,
+        partial(pending_nonce, upstream),
         send_raw,
         facts.chain_id,
         settings.nonce_lease_seconds,
@@ -188,48 +183,19 @@ def build_router(
     gate: SigningGate | None = None,
     nonces: NonceManager | None = None,
 ) -> Router:
-    """The method table: local methods by name, everything else to the node; `gate` decides
+    """The router over methods/table.py's methods, everything else to the node; `gate` decides
     each client's methods and every signature (none: no policy, nothing audited)."""
     gate = gate or SigningGate()
-
-    async def pending_count(address: str) -> int:
-        return await pending_nonce(upstream, address)
-
-    def current() -> KeyRegistry:
-        return registry() if callable(registry) else registry
-
-    accounts = AccountMethods(current, gate)
-    nonces = nonces or MemoryNonceManager(pending_count)
+    nonces = nonces or MemoryNonceManager(partial(pending_nonce, upstream))
     if metrics is not None:
         nonces = metrics.nonces(nonces)
     if tracing.TRACER is not None:
         nonces = tracing.TracedNonces(nonces)
-    txs = TransactionMethods(
-        current,
-        upstream,
-        nonces,
-        facts,
-        settings.gas_margin,
-        allow_pre_eip155=settings.allow_pre_eip155,
-        sidecar_form=SidecarForm(settings.blob_sidecar),
-        gate=gate,
-    )
-    messages = MessageMethods(current, facts, gate)
-    authorizations = AuthorizationMethods(current, upstream, facts, gate)
-    methods: dict[str, Handler] = {
-        "eth_accounts": accounts.eth_accounts,
-        "eth_requestAccounts": accounts.eth_requestAccounts,
-        "eth_sendTransaction": txs.eth_sendTransaction,
-        "eth_signTransaction": txs.eth_signTransaction,
-        "personal_sign": messages.personal_sign,
-        "eth_sign": messages.eth_sign,
-        "eth_signTypedData": messages.eth_signTypedData,
-        "eth_signTypedData_v3": messages.eth_signTypedData_v3,
-        "eth_signTypedData_v4": messages.eth_signTypedData_v4,
-        # An extension of this proxy's own (docs/methods.md): a key signs an EIP-7702
-        # authorization.
-        "signer_signAuthorization": authorizations.signer_signAuthorization,
-    }
+
+    def current() -> KeyRegistry:
+        return registry() if callable(registry) else registry
+
+    methods = method_table(current, upstream, nonces, facts, settings, gate)
     return Router(
         methods,
         upstream,
@@ -318,40 +284,6 @@ async def start_redis_nonces(
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
     return nonces, redis
-
-
-def key_names(signers: Sequence[Signer]) -> dict[str, str]:
-    """How the policy file may name each key: address, key ARN or file, or as given in
-    --kms-key (with or without its ?options)."""
-    names: dict[str, str] = {}
-    for signer in signers:
-        names[signer.address.lower()] = signer.address
-        names[signer.key_name] = signer.address
-        if isinstance(signer, KmsSigner):
-            names[signer.info.ref] = signer.address
-            names.setdefault(signer.info.ref.partition("?")[0], signer.address)
-    return names
-
-
-def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
-    """Resolve a policy file's key reference to an address over `signers`."""
-    names = key_names(signers)
-    return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
-
-
-class KeyNames:
-    """Policy key references over every load so far, the newest winning: a reload re-binds
-    the policy with it, so a retargeted alias follows its new key, and a reference whose key
-    left keeps its old address (which no longer signs: the rule fails closed)."""
-
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}
-
-    def learn(self, signers: Sequence[Signer]) -> None:
-        self._names.update(key_names(signers))
-
-    def resolve(self, ref: str) -> str | None:
-        return self._names.get(ref.lower() if ref.startswith("0x") else ref)
 
 
 def build_gate(
