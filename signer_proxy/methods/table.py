@@ -58,7 +58,7 @@ def method_table(
         "eth_signTypedData": messages.eth_signTypedData,
         "eth_signTypedData_v3": messages.eth_signTypedData_v3,
         "eth_signTypedData_v4": messages.eth_signTypedData_v4,
-        # An extension of this proxy's own (docs/methods.md): a key signs an EIP-7702
+        # An extension of this proxy's own (docs/signing.md): a key signs an EIP-7702
         # authorization.
         "signer_signAuthorization": authorizations.signer_signAuthorization,
     }
