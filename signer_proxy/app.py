@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -15,23 +14,23 @@ from typing import Any
 from aiohttp import web
 
 from signer_proxy import transport
-from signer_proxy.access.audit import AuditLog, FileAuditLog, open_audit_log
-from signer_proxy.access.auth import Authenticator, load_api_keys
+from signer_proxy.access.audit import FileAuditLog, open_audit_log
 from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.access.gate import GuardedSigner, SigningGate
 from signer_proxy.access.key_names import KeyNames
-from signer_proxy.access.policy import Policy, load_policy
+from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
+from signer_proxy.access.setup import build_authenticator, build_gate
 from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.eth.hexdata import to_data
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
+from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.aws_kms import KmsCalls
 from signer_proxy.keys.keyring import KeyRing, describe_failures
-from signer_proxy.keys.loading import KeyLoad, load_keys
-from signer_proxy.keys.sources import from_settings
+from signer_proxy.keys.loading import KeyLoad
+from signer_proxy.keys.reload import key_loader
 from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
@@ -45,7 +44,7 @@ from signer_proxy.ops.health import (
     upstream_check,
 )
 from signer_proxy.ops.logs import quiet_malformed_requests
-from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
+from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
@@ -85,60 +84,6 @@ GATE = web.AppKey("gate", SigningGate)
 BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
-
-# What a reload re-reads from the configuration; any other change needs a restart.
-RELOADABLE = (
-    "kms_keys",
-    "kms_discover_tags",
-    "kms_discover_alias_prefixes",
-    "keystores",
-    "keystore_password_file",
-    "kms_load_concurrency",
-)
-
-
-def kms_client(settings: Settings) -> Any:
-    """One aioboto3 KMS client for --aws-region (an async context manager)."""
-    import aioboto3
-
-    return aioboto3.Session().client(
-        "kms",
-        region_name=default_region(settings),
-        endpoint_url=settings.aws_endpoint_url or None,
-        config=client_config(settings),
-    )
-
-
-def key_loader(
-    settings: Settings, clients: KmsClients, reload_settings: Callable[[], Settings] | None
-) -> Callable[[KeyLoad | None, bool], Any]:
-    """Loads the keys the configuration names now: at startup `settings`, on a reload what
-    `reload_settings` reads (flags, environment and the file again); ConfigError if it fails."""
-
-    async def load(previous: KeyLoad | None, strict: bool) -> KeyLoad:
-        current = settings if previous is None or reload_settings is None else reload_settings()
-        sources = from_settings(current)
-        if previous is not None and sources.empty:  # an emptied file is likelier a mistake
-            raise ConfigError(
-                "the configuration names no keys now (no kms_keys, discovery or keystores); "
-                "keeping the keys in service"
-            )
-        ignored = [
-            name
-            for name in dataclasses.asdict(current)
-            if name not in RELOADABLE and getattr(current, name) != getattr(settings, name)
-        ]
-        if ignored:
-            log.warning("reload: %s changed; only a restart applies that", ", ".join(ignored))
-        return await load_keys(
-            sources,
-            clients,
-            previous,
-            concurrency=current.kms_load_concurrency,
-            strict=strict,
-        )
-
-    return load
 
 
 def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
@@ -284,48 +229,6 @@ async def start_redis_nonces(
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
     return nonces, redis
-
-
-def build_gate(
-    policy: Policy,
-    resolve: Callable[[str], str | None],
-    budgets: BudgetStore,
-    audit: AuditLog,
-    metrics: Metrics,
-) -> SigningGate:
-    """The policy bound to the loaded keys, counting refusals in `metrics`."""
-
-    def count_denial(method: str) -> None:
-        metrics.policy_denials.labels(method_family(method, True)).inc()
-
-    return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
-
-
-def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
-    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
-    authenticator = Authenticator(
-        api_keys,
-        policy.cert_clients(),
-        required=settings.auth_configured,
-        allow_query_key=settings.allow_api_key_in_query,
-    )
-    if authenticator.required:
-        log.info(
-            "authentication on: %d client(s) with API keys%s%s",
-            len(api_keys),
-            ", client certificates" if settings.tls_client_ca_file else "",
-            ", ?key= accepted" if settings.allow_api_key_in_query else "",
-        )
-        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
-        if silent:
-            log.warning(
-                "policy file clients with no API key and no certificate name cannot "
-                "authenticate: %s",
-                ", ".join(silent),
-            )
-        if not authenticator.clients:
-            log.warning("authentication is on but no client can authenticate: every call gets 401")
-    return authenticator
 
 
 def create_app(
