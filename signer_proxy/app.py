@@ -4,40 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from signer_proxy import transport
-from signer_proxy.access.audit import AuditLog, FileAuditLog, open_audit_log
-from signer_proxy.access.auth import Authenticator, load_api_keys
+from signer_proxy.access.audit import FileAuditLog, open_audit_log
 from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.access.gate import GuardedSigner, SigningGate
-from signer_proxy.access.policy import Policy, load_policy
+from signer_proxy.access.key_names import KeyNames
+from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
+from signer_proxy.access.setup import build_authenticator, build_gate
 from signer_proxy.chain.fill import ChainFacts, pending_nonce
 from signer_proxy.config import Settings, upstream_urls
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.eth.blobs import SidecarForm
 from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry, Signer
-from signer_proxy.keys.aws_clients import KmsClients, client_config, default_region
-from signer_proxy.keys.aws_kms import KmsCalls, KmsSigner
+from signer_proxy.keys.aws_clients import KmsClients
+from signer_proxy.keys.aws_kms import KmsCalls
 from signer_proxy.keys.keyring import KeyRing, describe_failures
-from signer_proxy.keys.loading import KeyLoad, load_keys
-from signer_proxy.keys.sources import from_settings
-from signer_proxy.methods.accounts import AccountMethods
-from signer_proxy.methods.authorizations import AuthorizationMethods
-from signer_proxy.methods.messages import MessageMethods
-from signer_proxy.methods.tracking import TrackingMethods
-from signer_proxy.methods.transactions import TransactionMethods
+from signer_proxy.keys.loading import KeyLoad
+from signer_proxy.keys.reload import key_loader
+from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
 from signer_proxy.ops import tracing
@@ -50,13 +46,13 @@ from signer_proxy.ops.health import (
     upstream_check,
 )
 from signer_proxy.ops.logs import quiet_malformed_requests
-from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics, method_family
+from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics
 from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.ops.status import Node, PendingSource, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
-from signer_proxy.router import Handler, Router
+from signer_proxy.router import Router
 from signer_proxy.tracking.tracker import Tracker
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.door import ACCESS, build_access
@@ -95,60 +91,6 @@ BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
 
-# What a reload re-reads from the configuration; any other change needs a restart.
-RELOADABLE = (
-    "kms_keys",
-    "kms_discover_tags",
-    "kms_discover_alias_prefixes",
-    "keystores",
-    "keystore_password_file",
-    "kms_load_concurrency",
-)
-
-
-def kms_client(settings: Settings) -> Any:
-    """One aioboto3 KMS client for --aws-region (an async context manager)."""
-    import aioboto3
-
-    return aioboto3.Session().client(
-        "kms",
-        region_name=default_region(settings),
-        endpoint_url=settings.aws_endpoint_url or None,
-        config=client_config(settings),
-    )
-
-
-def key_loader(
-    settings: Settings, clients: KmsClients, reload_settings: Callable[[], Settings] | None
-) -> Callable[[KeyLoad | None, bool], Any]:
-    """Loads the keys the configuration names now: at startup `settings`, on a reload what
-    `reload_settings` reads (flags, environment and the file again); ConfigError if it fails."""
-
-    async def load(previous: KeyLoad | None, strict: bool) -> KeyLoad:
-        current = settings if previous is None or reload_settings is None else reload_settings()
-        sources = from_settings(current)
-        if previous is not None and sources.empty:  # an emptied file is likelier a mistake
-            raise ConfigError(
-                "the configuration names no keys now (no kms_keys, discovery or keystores); "
-                "keeping the keys in service"
-            )
-        ignored = [
-            name
-            for name in dataclasses.asdict(current)
-            if name not in RELOADABLE and getattr(current, name) != getattr(settings, name)
-        ]
-        if ignored:
-            log.warning("reload: %s changed; only a restart applies that", ", ".join(ignored))
-        return await load_keys(
-            sources,
-            clients,
-            previous,
-            concurrency=current.kms_load_concurrency,
-            strict=strict,
-        )
-
-    return load
-
 
 def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
     """The node client: one URL, or several with failover (FailoverUpstream); `aclose` it."""
@@ -171,15 +113,12 @@ def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Se
     """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
     from signer_proxy.nonces.redis_store import RedisNonceManager
 
-    async def pending_count(address: str) -> int:
-        return await pending_nonce(upstream, address)
-
     async def send_raw(raw: bytes) -> None:
         await upstream.call("eth_sendRawTransaction", [to_data(raw)])
 
     return RedisNonceManager(
         redis,
-        pending_count,
+        partial(pending_nonce, upstream),
         send_raw,
         facts.chain_id,
         settings.nonce_lease_seconds,
@@ -197,54 +136,19 @@ def build_router(
     nonces: NonceManager | None = None,
     tracker: Tracker | None = None,
 ) -> Router:
-    """The method table: local methods by name, everything else to the node; `gate` decides
+    """The router over methods/table.py's methods, everything else to the node; `gate` decides
     each client's methods and every signature (none: no policy, nothing audited)."""
     gate = gate or SigningGate()
-
-    async def pending_count(address: str) -> int:
-        return await pending_nonce(upstream, address)
-
-    def current() -> KeyRegistry:
-        return registry() if callable(registry) else registry
-
-    accounts = AccountMethods(current, gate)
-    nonces = nonces or MemoryNonceManager(pending_count)
+    nonces = nonces or MemoryNonceManager(partial(pending_nonce, upstream))
     if metrics is not None:
         nonces = metrics.nonces(nonces)
     if tracing.TRACER is not None:
         nonces = tracing.TracedNonces(nonces)
-    txs = TransactionMethods(
-        current,
-        upstream,
-        nonces,
-        facts,
-        settings.gas_margin,
-        allow_pre_eip155=settings.allow_pre_eip155,
-        sidecar_form=SidecarForm(settings.blob_sidecar),
-        gate=gate,
-        track=tracker.track if tracker else None,
-    )
-    messages = MessageMethods(current, facts, gate)
-    authorizations = AuthorizationMethods(current, upstream, facts, gate)
-    methods: dict[str, Handler] = {
-        "eth_accounts": accounts.eth_accounts,
-        "eth_requestAccounts": accounts.eth_requestAccounts,
-        "eth_sendTransaction": txs.eth_sendTransaction,
-        "eth_signTransaction": txs.eth_signTransaction,
-        "personal_sign": messages.personal_sign,
-        "eth_sign": messages.eth_sign,
-        "eth_signTypedData": messages.eth_signTypedData,
-        "eth_signTypedData_v3": messages.eth_signTypedData_v3,
-        "eth_signTypedData_v4": messages.eth_signTypedData_v4,
-        # An extension of this proxy's own (docs/methods.md): a key signs an EIP-7702
-        # authorization.
-        "signer_signAuthorization": authorizations.signer_signAuthorization,
-    }
-    if tracker is not None:  # extensions too (docs/signing.md): what became of a sent tx
-        tracking = TrackingMethods(tracker, gate)
-        methods["signer_getTransactionStatus"] = tracking.signer_getTransactionStatus
-        methods["signer_speedUpTransaction"] = tracking.signer_speedUpTransaction
-        methods["signer_cancelTransaction"] = tracking.signer_cancelTransaction
+
+    def current() -> KeyRegistry:
+        return registry() if callable(registry) else registry
+
+    methods = method_table(current, upstream, nonces, facts, settings, gate, tracker)
     return Router(
         methods,
         upstream,
@@ -395,82 +299,6 @@ def start_tracker(
     )
     background(stack, tracker.run())
     return tracker
-
-
-def key_names(signers: Sequence[Signer]) -> dict[str, str]:
-    """How the policy file may name each key: address, key ARN or file, or as given in
-    --kms-key (with or without its ?options)."""
-    names: dict[str, str] = {}
-    for signer in signers:
-        names[signer.address.lower()] = signer.address
-        names[signer.key_name] = signer.address
-        if isinstance(signer, KmsSigner):
-            names[signer.info.ref] = signer.address
-            names.setdefault(signer.info.ref.partition("?")[0], signer.address)
-    return names
-
-
-def key_resolver(signers: Sequence[Signer]) -> Callable[[str], str | None]:
-    """Resolve a policy file's key reference to an address over `signers`."""
-    names = key_names(signers)
-    return lambda ref: names.get(ref.lower() if ref.startswith("0x") else ref)
-
-
-class KeyNames:
-    """Policy key references over every load so far, the newest winning: a reload re-binds
-    the policy with it, so a retargeted alias follows its new key, and a reference whose key
-    left keeps its old address (which no longer signs: the rule fails closed)."""
-
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}
-
-    def learn(self, signers: Sequence[Signer]) -> None:
-        self._names.update(key_names(signers))
-
-    def resolve(self, ref: str) -> str | None:
-        return self._names.get(ref.lower() if ref.startswith("0x") else ref)
-
-
-def build_gate(
-    policy: Policy,
-    resolve: Callable[[str], str | None],
-    budgets: BudgetStore,
-    audit: AuditLog,
-    metrics: Metrics,
-) -> SigningGate:
-    """The policy bound to the loaded keys, counting refusals in `metrics`."""
-
-    def count_denial(method: str) -> None:
-        metrics.policy_denials.labels(method_family(method, True)).inc()
-
-    return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
-
-
-def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
-    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
-    authenticator = Authenticator(
-        api_keys,
-        policy.cert_clients(),
-        required=settings.auth_configured,
-        allow_query_key=settings.allow_api_key_in_query,
-    )
-    if authenticator.required:
-        log.info(
-            "authentication on: %d client(s) with API keys%s%s",
-            len(api_keys),
-            ", client certificates" if settings.tls_client_ca_file else "",
-            ", ?key= accepted" if settings.allow_api_key_in_query else "",
-        )
-        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
-        if silent:
-            log.warning(
-                "policy file clients with no API key and no certificate name cannot "
-                "authenticate: %s",
-                ", ".join(silent),
-            )
-        if not authenticator.clients:
-            log.warning("authentication is on but no client can authenticate: every call gets 401")
-    return authenticator
 
 
 def create_app(

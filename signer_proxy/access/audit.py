@@ -3,7 +3,8 @@
 Lines are appended with one unbuffered write(2) on a file opened O_APPEND (so a crash right
 after cannot lose a line the client was told about), rotated by size here (`--audit-log-max-
 bytes`, `--audit-log-backups`), and reopened when something else moved the file away
-(logrotate without copytruncate). What a line holds, and what it never holds: docs/audit.md.
+(logrotate without copytruncate). What a line holds, and what it never holds: docs/security.md,
+"Audit log".
 """
 
 from __future__ import annotations

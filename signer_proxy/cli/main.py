@@ -431,8 +431,8 @@ def _key_settings(args: argparse.Namespace) -> Settings:
 @asynccontextmanager
 async def _kms_signer(settings: Settings, key_ref: str) -> AsyncIterator[Any]:
     """A KmsSigner for one key, checked as `serve` checks its keys (spec, usage, state)."""
-    from signer_proxy.app import kms_client
     from signer_proxy.keys.aws_kms import KmsSigner, load_key
+    from signer_proxy.keys.reload import kms_client
 
     async with kms_client(settings) as client:
         yield KmsSigner(client, await load_key(client, key_ref, client.meta.region_name))

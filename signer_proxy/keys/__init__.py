@@ -1,4 +1,5 @@
-"""Signing keys: the `Signer` seam and the address → signer registry."""
+"""Signing keys: the `Signer` seam, the address → signer registry, and the backends (AWS KMS,
+PKCS#11, keystores) that load them."""
 
 from __future__ import annotations
 

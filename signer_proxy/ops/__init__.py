@@ -1,1 +1,1 @@
-"""Operating the proxy: metrics, health, logs, shutdown, TLS."""
+"""Operating the proxy: metrics, traces, health, logs, shutdown, TLS, the operator page's data."""

@@ -326,7 +326,7 @@ async def test_the_method_scope_is_checked_again_at_the_signature() -> None:
 
 
 def test_policy_names_keys_by_address_arn_or_as_given_in_kms_key() -> None:
-    from signer_proxy.app import key_resolver
+    from signer_proxy.access.key_names import key_resolver
     from signer_proxy.keys.aws_kms import KmsKeyInfo, KmsSigner
     from signer_proxy.keys.local import LocalKeySigner
 

@@ -1,0 +1,58 @@
+"""Building the door's authenticator and the signing gate from the settings and the policy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from signer_proxy.access.audit import AuditLog
+from signer_proxy.access.auth import Authenticator, load_api_keys
+from signer_proxy.access.budgets import BudgetStore
+from signer_proxy.access.gate import SigningGate
+from signer_proxy.access.policy import Policy
+from signer_proxy.config import Settings
+from signer_proxy.ops.metrics import Metrics, method_family
+
+log = logging.getLogger(__name__)
+
+
+def build_gate(
+    policy: Policy,
+    resolve: Callable[[str], str | None],
+    budgets: BudgetStore,
+    audit: AuditLog,
+    metrics: Metrics,
+) -> SigningGate:
+    """The policy bound to the loaded keys, counting refusals in `metrics`."""
+
+    def count_denial(method: str) -> None:
+        metrics.policy_denials.labels(method_family(method, True)).inc()
+
+    return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
+
+
+def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
+    authenticator = Authenticator(
+        api_keys,
+        policy.cert_clients(),
+        required=settings.auth_configured,
+        allow_query_key=settings.allow_api_key_in_query,
+    )
+    if authenticator.required:
+        log.info(
+            "authentication on: %d client(s) with API keys%s%s",
+            len(api_keys),
+            ", client certificates" if settings.tls_client_ca_file else "",
+            ", ?key= accepted" if settings.allow_api_key_in_query else "",
+        )
+        silent = sorted(set(policy.clients) - authenticator.clients - {"anonymous"})
+        if silent:
+            log.warning(
+                "policy file clients with no API key and no certificate name cannot "
+                "authenticate: %s",
+                ", ".join(silent),
+            )
+        if not authenticator.clients:
+            log.warning("authentication is on but no client can authenticate: every call gets 401")
+    return authenticator
