@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
 
 from aiohttp import web
 
@@ -23,9 +20,8 @@ from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.access.setup import build_authenticator, build_gate
 from signer_proxy.chain.fill import ChainFacts, pending_nonce
-from signer_proxy.config import Settings, upstream_urls
+from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
-from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients
@@ -36,7 +32,16 @@ from signer_proxy.keys.reload import key_loader
 from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.nonces.replicas import redis_check, start_redis_nonces
 from signer_proxy.ops import tracing
+from signer_proxy.ops.background import background
+from signer_proxy.ops.board import (
+    latency_history,
+    sample_every,
+    signers_of,
+    status_nodes,
+    tracked_pending,
+)
 from signer_proxy.ops.health import (
     READINESS_CHECKS,
     ReadinessCheck,
@@ -47,12 +52,13 @@ from signer_proxy.ops.health import (
 )
 from signer_proxy.ops.logs import quiet_malformed_requests
 from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics
-from signer_proxy.ops.recent import LatencyHistory, RecentDecisions, every_label, totals
+from signer_proxy.ops.recent import RecentDecisions
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.ops.status import Node, PendingSource, StatusBoard
-from signer_proxy.ops.tls import SERVER_TLS, ServerTls, upstream_ssl
+from signer_proxy.ops.status import StatusBoard
+from signer_proxy.ops.tls import SERVER_TLS, ServerTls
 from signer_proxy.router import Router
+from signer_proxy.tracking.startup import start_tracker
 from signer_proxy.tracking.tracker import Tracker
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
 from signer_proxy.transport.door import ACCESS, build_access
@@ -73,10 +79,10 @@ from signer_proxy.transport.operator import (
 )
 from signer_proxy.transport.ops import add_ops_routes, request_context
 from signer_proxy.transport.ws import setup_websocket
-from signer_proxy.upstream.base import Upstream, redact_url
-from signer_proxy.upstream.credentials import HeaderSpec, upstream_auth
+from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.credentials import HeaderSpec
 from signer_proxy.upstream.failover import FailoverUpstream
-from signer_proxy.upstream.http import HttpUpstream
+from signer_proxy.upstream.setup import make_upstream
 
 log = logging.getLogger(__name__)
 
@@ -90,40 +96,6 @@ TRACKER = web.AppKey("tracker", Tracker)
 BUDGETS = web.AppKey("budgets", BudgetStore)
 
 __all__ = ["KEYRING", "SETTINGS", "create_app", "transport"]
-
-
-def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
-    """The node client: one URL, or several with failover (FailoverUpstream); `aclose` it."""
-    urls = upstream_urls(settings.upstream)
-    verify = upstream_ssl(settings.upstream_ca_file)  # True: the system's CAs
-    nodes = [
-        HttpUpstream(
-            url,
-            settings.upstream_timeout,
-            connect_timeout=settings.upstream_connect_timeout,
-            ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
-            auth=upstream_auth(url, settings),
-        )
-        for url in urls
-    ]
-    return nodes[0] if len(nodes) == 1 else FailoverUpstream(nodes)
-
-
-def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Settings) -> Any:
-    """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
-    from signer_proxy.nonces.redis_store import RedisNonceManager
-
-    async def send_raw(raw: bytes) -> None:
-        await upstream.call("eth_sendRawTransaction", [to_data(raw)])
-
-    return RedisNonceManager(
-        redis,
-        partial(pending_nonce, upstream),
-        send_raw,
-        facts.chain_id,
-        settings.nonce_lease_seconds,
-        display_url=settings.nonce_store,
-    )
 
 
 def build_router(
@@ -158,147 +130,9 @@ def build_router(
     )
 
 
-def latency_history(metrics: Metrics) -> LatencyHistory:
-    """KMS signatures and node requests over the last minutes, from their histograms."""
-    return LatencyHistory(
-        {
-            "kms_sign": lambda: totals(metrics.sign_duration, every_label),
-            "node": lambda: totals(metrics.upstream_duration, every_label),
-        }
-    )
-
-
-async def sample_every(history: LatencyHistory) -> None:
-    while True:
-        await asyncio.sleep(history.interval)
-        history.sample()
-
-
-def tracked_pending(tracker: Tracker, limit: int = 200) -> PendingSource:
-    """The operator page's pending and stuck transactions, from the tracker's store."""
-
-    async def pending() -> list[dict[str, Any]]:
-        now = time.time()
-        rows: list[dict[str, Any]] = []
-        for chain_id, address in await tracker.store.watched():
-            for record in await tracker.store.pending(chain_id, address):
-                rows.append(
-                    {
-                        "address": record.address,
-                        "nonce": record.nonce,
-                        "state": str(record.state),
-                        "hash": record.current,
-                        "hashes": list(record.hashes),
-                        "bumps": record.bumps,
-                        "rebroadcasts": record.rebroadcasts,
-                        "age_seconds": round(now - (record.first_sent_at or now), 1),
-                        "reason": record.stuck_reason,
-                    }
-                )
-                if len(rows) >= limit:
-                    return rows
-        return rows
-
-    return pending
-
-
-def status_nodes(node: HttpUpstream | FailoverUpstream) -> list[Node]:
-    """Each configured node, reached on its own (not through failover or the metrics)."""
-    nodes = node.nodes if isinstance(node, FailoverUpstream) else [node]
-    return [Node(n.display_url, n) for n in nodes]
-
-
-def signers_of(registry: KeyRegistry) -> list[Signer]:
-    return [registry.get(address) for address in registry.addresses]
-
-
 def traced(wrap: Callable[[Signer], Signer]) -> Callable[[Signer], Signer]:
     """`wrap` around a span for each signature (tracing on)."""
     return lambda signer: wrap(tracing.traced_signer(signer))
-
-
-def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
-    """Readiness: the shared nonce store answers."""
-
-    async def check() -> str:
-        await nonces.ping()  # NonceStoreUnavailable says what is wrong
-        return f"nonce store {nonces.display_url} answers"
-
-    return check
-
-
-def background(stack: AsyncExitStack, job: Coroutine[Any, Any, None]) -> None:
-    """Run `job` as a task until the app stops."""
-    task = asyncio.create_task(job)
-
-    async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    stack.push_async_callback(stop)
-
-
-async def start_redis_nonces(
-    stack: AsyncExitStack,
-    keys: Callable[[], KeyRegistry],
-    upstream: Upstream,
-    facts: ChainFacts,
-    settings: Settings,
-    track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
-) -> tuple[NonceManager, Any]:
-    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
-    the manager and the Redis client (budgets share it)."""
-    from signer_proxy.nonces.gap_repair import GapRepairer
-    from signer_proxy.nonces.redis_store import connect
-
-    redis = connect(settings.nonce_store)
-    stack.push_async_callback(redis.aclose)
-    nonces = redis_nonces(redis, upstream, facts, settings)
-    try:
-        await nonces.ping()
-    except SignerProxyError as exc:
-        raise ConfigError(exc.message) from None
-    log.info("nonces shared through %s", nonces.display_url)
-
-    repairer = GapRepairer(
-        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline, track
-    )
-    background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
-    return nonces, redis
-
-
-def start_tracker(
-    stack: AsyncExitStack,
-    redis: Any,
-    upstream: Upstream,
-    facts: ChainFacts,
-    keys: Callable[[], KeyRegistry],
-    gate: SigningGate,
-    metrics: Metrics,
-    settings: Settings,
-) -> Tracker:
-    """The transaction tracker (in Redis with --nonce-store, else in memory), watching in the
-    background: replacements are signed through `gate` with the guarded keys."""
-    from signer_proxy.tracking.store import MemoryTrackStore, RedisTrackStore, TrackStore
-
-    store: TrackStore = (
-        MemoryTrackStore()
-        if redis is None
-        else RedisTrackStore(redis, redact_url(settings.nonce_store))
-    )
-    tracker = Tracker(
-        store,
-        upstream,
-        facts,
-        keys,
-        gate,
-        metrics,
-        interval=settings.tracking_interval,
-        lease_seconds=settings.nonce_lease_seconds,
-    )
-    background(stack, tracker.run())
-    return tracker
 
 
 def create_app(

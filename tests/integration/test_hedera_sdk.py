@@ -30,11 +30,11 @@ from hiero_sdk_python.hapi.sdk.transaction_list_pb2 import TransactionList
 from hiero_sdk_python.hapi.services import transaction_contents_pb2
 from hiero_sdk_python.transaction.transaction_id import TransactionId
 
-from signer_proxy.app import kms_client
 from signer_proxy.config import load_settings
 from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys.aws_kms import KmsSigner, load_key
 from signer_proxy.keys.hedera_sdk import HederaSdkSigner
+from signer_proxy.keys.reload import kms_client
 from tests.conftest import REGION, KeyFactory, run_cli
 from tests.integration.test_keys_cli import cli, ok_json
 

@@ -1,0 +1,78 @@
+"""Nonces shared by replicas: the Redis nonce manager from the settings, its readiness check,
+and gap repair in the background (--nonce-store)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+from signer_proxy.chain.fill import ChainFacts, pending_nonce
+from signer_proxy.config import Settings
+from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.eth.hexdata import to_data
+from signer_proxy.eth.tx_encoding import SignedTx
+from signer_proxy.keys import KeyRegistry
+from signer_proxy.nonces.base import NonceManager
+from signer_proxy.ops.background import background
+from signer_proxy.upstream.base import Upstream
+
+log = logging.getLogger(__name__)
+
+
+def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Settings) -> Any:
+    """A RedisNonceManager for --nonce-store, reading and resending through `upstream`."""
+    from signer_proxy.nonces.redis_store import RedisNonceManager
+
+    async def send_raw(raw: bytes) -> None:
+        await upstream.call("eth_sendRawTransaction", [to_data(raw)])
+
+    return RedisNonceManager(
+        redis,
+        partial(pending_nonce, upstream),
+        send_raw,
+        facts.chain_id,
+        settings.nonce_lease_seconds,
+        display_url=settings.nonce_store,
+    )
+
+
+def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
+    """Readiness: the shared nonce store answers."""
+
+    async def check() -> str:
+        await nonces.ping()  # NonceStoreUnavailable says what is wrong
+        return f"nonce store {nonces.display_url} answers"
+
+    return check
+
+
+async def start_redis_nonces(
+    stack: AsyncExitStack,
+    keys: Callable[[], KeyRegistry],
+    upstream: Upstream,
+    facts: ChainFacts,
+    settings: Settings,
+    track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
+) -> tuple[NonceManager, Any]:
+    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
+    the manager and the Redis client (budgets share it)."""
+    from signer_proxy.nonces.gap_repair import GapRepairer
+    from signer_proxy.nonces.redis_store import connect
+
+    redis = connect(settings.nonce_store)
+    stack.push_async_callback(redis.aclose)
+    nonces = redis_nonces(redis, upstream, facts, settings)
+    try:
+        await nonces.ping()
+    except SignerProxyError as exc:
+        raise ConfigError(exc.message) from None
+    log.info("nonces shared through %s", nonces.display_url)
+
+    repairer = GapRepairer(
+        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline, track
+    )
+    background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
+    return nonces, redis
