@@ -32,15 +32,7 @@ from signer_proxy.eth.tx_request import (
     Authorization,
 )
 from signer_proxy.keys.local import LocalKeySigner
-
-PRIVATE_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
-
-
-SENDER = Account.from_key(PRIVATE_KEY).address
-
-
-TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
-
+from tests.unit.tx_support import PRIVATE_KEY, SENDER, TO
 
 OTHER = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
 
