@@ -22,6 +22,7 @@ from signer_proxy.eth.tx_request import (
     NO_CHAIN_ID,
     SET_CODE,
     Authorization,
+    TxType,
 )
 
 
@@ -95,7 +96,7 @@ def _decode(raw: bytes) -> DecodedTx:
     canonical = bytes([tx_type]) + rlp.encode(body)
     if tx_type == ACCESS_LIST:
         tx = UnsignedTx(
-            type=tx_type,
+            type=TxType(tx_type),
             chain_id=_int(body[0]),
             nonce=_int(body[1]),
             gas_price=_int(body[2]),
@@ -116,7 +117,7 @@ def _decode(raw: bytes) -> DecodedTx:
         elif tx_type == SET_CODE:
             extra = {"authorization_list": _authorizations(body[9])}
         tx = UnsignedTx(
-            type=tx_type,
+            type=TxType(tx_type),
             chain_id=_int(body[0]),
             nonce=_int(body[1]),
             max_priority_fee_per_gas=_int(body[2]),

@@ -23,6 +23,7 @@ from signer_proxy.eth.tx_request import (
     SET_CODE,
     AccessList,
     Authorization,
+    TxType,
 )
 
 # EIP-7702: the magic byte in front of an authorization's RLP when it is signed.
@@ -40,7 +41,7 @@ def authorization_digest(chain_id: int, address: str, nonce: int) -> bytes:
 class UnsignedTx:
     """Every field a signature covers, filled in; `type` decides which of the fee fields count."""
 
-    type: int
+    type: TxType
     chain_id: int
     nonce: int
     gas: int

@@ -7,6 +7,7 @@ Pure. Types: 0 legacy (EIP-155; pre-155 only as chainId 0x0 behind an explicit s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from signer_proxy.errors import InvalidParams
@@ -22,7 +23,18 @@ from signer_proxy.eth.hexdata import (
     to_quantity,
 )
 
-LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE = 0, 1, 2, 3, 4
+
+class TxType(IntEnum):
+    """The transaction types this proxy builds (the EIP-2718 type byte)."""
+
+    LEGACY = 0  # EIP-155 (pre-155 only as chainId 0x0, behind a setting)
+    ACCESS_LIST = 1  # EIP-2930
+    DYNAMIC_FEE = 2  # EIP-1559
+    BLOB = 3  # EIP-4844
+    SET_CODE = 4  # EIP-7702
+
+
+LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE = TxType
 
 
 SUPPORTED_TYPES = (LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE)
@@ -265,7 +277,7 @@ def parse_tx_request(params: Any) -> TxRequest:
     return request
 
 
-def choose_type(req: TxRequest, *, node_has_base_fee: bool) -> int:
+def choose_type(req: TxRequest, *, node_has_base_fee: bool) -> TxType:
     """The transaction type: `type` when given, else from the fields, else from the node.
 
     Raises InvalidParams when the fields contradict the type (they would be silently dropped).
@@ -279,7 +291,7 @@ def _has_1559_fees(req: TxRequest) -> bool:
     return req.max_fee_per_gas is not None or req.max_priority_fee_per_gas is not None
 
 
-def _type_of(req: TxRequest, node_has_base_fee: bool) -> int:
+def _type_of(req: TxRequest, node_has_base_fee: bool) -> TxType:
     has_1559_fees = _has_1559_fees(req)
     if req.gas_price is not None and has_1559_fees:
         raise InvalidParams(
@@ -293,7 +305,7 @@ def _type_of(req: TxRequest, node_has_base_fee: bool) -> int:
                 "are 0x0 (legacy, EIP-155), 0x1 (EIP-2930), 0x2 (EIP-1559), 0x3 (EIP-4844 "
                 "blobs) and 0x4 (EIP-7702 set code)"
             )
-        return req.type
+        return TxType(req.type)
     if req.has_blob_fields and req.authorization_list is not None:
         raise InvalidParams(
             "blob fields and an authorizationList cannot be in one transaction: blobs are "
