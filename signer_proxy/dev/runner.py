@@ -174,9 +174,12 @@ async def run_dev(
                 "choose another --kms-port"
             ) from None
         stack.callback(kms.stop)
-        keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
         token_settings: dict[str, Any] = {}
-        kms_keys = tuple(key.alias for key in keys)
+        keys: list[Any] = []
+        kms_keys: tuple[str, ...] = ()
+        if options.backend in ("kms", "softhsm"):  # azure/gcp keys live in their emulators
+            keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
+            kms_keys = tuple(key.alias for key in keys)
         if options.backend == "softhsm":  # the keys live on a SoftHSM2 token instead
             keys, token_settings = await _softhsm_keys(stack, options)
             kms_keys = ()
