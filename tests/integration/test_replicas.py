@@ -31,6 +31,7 @@ from tests.conftest import (
     KeyFactory,
     KmsKey,
     ProxyProcess,
+    start_anvil,
     start_proxy_process,
     stop,
 )
@@ -175,7 +176,8 @@ def wait_until_mined(anvil: Anvil, hashes: list[str], timeout: float) -> list[di
         missing = [h for h, r in zip(hashes, receipts, strict=True) if r is None]
         if not missing:
             return receipts
-        assert time.monotonic() < deadline, f"{len(missing)} acknowledged txs never mined"
+        pool = anvil.call("txpool_status")
+        assert time.monotonic() < deadline, f"{len(missing)} acknowledged txs never mined: {pool}"
         time.sleep(0.2)
 
 
@@ -228,6 +230,20 @@ def nonce_state(anvil: Anvil, redis_url: str, senders: list[str]) -> str:
         )
     client.close()
     return "\n".join(lines)
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    """anvil mining on each transaction and also every second (`--mixed-mining`).
+
+    With automine alone, anvil's pool can strand a transaction that arrived while its
+    predecessor was being mined (foundry-rs/foundry#10122; seen here in about one burst of
+    four): it stays queued although its nonce is the account's next, and nothing mines it.
+    The interval block picks it up. A real nonce gap still fails: what sits above a nonce
+    nobody sent stays queued whatever is mined."""
+    node = start_anvil("--block-time", "1", "--mixed-mining")
+    yield node
+    stop(node.process)
 
 
 @pytest.fixture
