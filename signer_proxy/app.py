@@ -7,7 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +22,7 @@ from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.access.setup import build_authenticator, build_gate
 from signer_proxy.chain.fill import ChainFacts, pending_nonce
-from signer_proxy.config import Settings
+from signer_proxy.config import ChainConfig, Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry, Signer
@@ -32,7 +34,7 @@ from signer_proxy.keys.reload import key_loader
 from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.memory import MemoryNonceManager
-from signer_proxy.nonces.replicas import redis_check, start_redis_nonces
+from signer_proxy.nonces.replicas import connect_nonce_store, redis_check, start_redis_nonces
 from signer_proxy.ops import tracing
 from signer_proxy.ops.background import background
 from signer_proxy.ops.board import (
@@ -61,6 +63,7 @@ from signer_proxy.router import Router
 from signer_proxy.tracking.startup import start_tracker
 from signer_proxy.tracking.tracker import Tracker
 from signer_proxy.transport.admin import add_admin_routes, read_admin_token
+from signer_proxy.transport.chains import ROUTES, ChainRoute, ChainRoutes
 from signer_proxy.transport.door import ACCESS, build_access
 from signer_proxy.transport.fast_lane import FAST_LANE, FastLane
 from signer_proxy.transport.http import (
@@ -78,10 +81,11 @@ from signer_proxy.transport.operator import (
     configure_operator,
 )
 from signer_proxy.transport.ops import add_ops_routes, request_context
-from signer_proxy.transport.ws import setup_websocket
+from signer_proxy.transport.ws import node_socket, setup_websocket
 from signer_proxy.upstream.base import Upstream
 from signer_proxy.upstream.credentials import HeaderSpec
 from signer_proxy.upstream.failover import FailoverUpstream
+from signer_proxy.upstream.http import HttpUpstream
 from signer_proxy.upstream.setup import make_upstream
 
 log = logging.getLogger(__name__)
@@ -107,13 +111,14 @@ def build_router(
     gate: SigningGate | None = None,
     nonces: NonceManager | None = None,
     tracker: Tracker | None = None,
+    chain: str = "default",
 ) -> Router:
     """The router over methods/table.py's methods, everything else to the node; `gate` decides
     each client's methods and every signature (none: no policy, nothing audited)."""
     gate = gate or SigningGate()
     nonces = nonces or MemoryNonceManager(partial(pending_nonce, upstream))
     if metrics is not None:
-        nonces = metrics.nonces(nonces)
+        nonces = metrics.nonces(nonces, chain)
     if tracing.TRACER is not None:
         nonces = tracing.TracedNonces(nonces)
 
@@ -124,7 +129,7 @@ def build_router(
     return Router(
         methods,
         upstream,
-        observer=metrics.observe_reply if metrics else None,
+        observer=metrics.reply_observer(chain) if metrics else None,
         deadline=settings.request_deadline,
         gate=gate.call_denial if gate else None,
     )
@@ -211,13 +216,6 @@ def create_app(
             if server_tls is not None and settings.tls_reload_interval > 0:
                 watcher = asyncio.create_task(server_tls.watch(settings.tls_reload_interval))
                 stack.push_async_callback(_cancel, watcher)
-            node = make_upstream(settings)
-            stack.push_async_callback(node.aclose)
-            if isinstance(node, FailoverUpstream):
-                background(stack, node.watch(settings.upstream_health_interval))
-            upstream: MeteredUpstream | tracing.TracedUpstream = metrics.upstream(node)
-            if tracing.TRACER is not None:
-                upstream = tracing.TracedUpstream(upstream)
             if signers is None:
                 calls = KmsCalls(
                     settings.kms_max_in_flight,
@@ -232,62 +230,48 @@ def create_app(
                 )
             else:
                 keyring.use(signers)
-            facts = ChainFacts(upstream)
-            nonces = None
-            trackers: list[Tracker] = []  # gap repair starts first: it finds the tracker here
-
-            async def track_filler(signed: SignedTx, chain_id: int, address: str, c: str) -> None:
-                if trackers:
-                    await trackers[0].track(signed, chain_id, address, c, "filler")
-
-            if settings.nonce_store:
-                # Gap repair signs its fillers itself (zero-value self-transfers that only
-                # close nonce gaps): it gets the keys without the client gate.
-                redis_nonces, redis = await start_redis_nonces(
-                    stack, keyring.unguarded, upstream, facts, settings, track_filler
-                )
-                checks.append(ReadinessCheck("redis", redis_check(redis_nonces)))
+            checks.append(keys_check(keyring.current, lambda: describe_failures(keyring.last)))
+            redis = await connect_nonce_store(stack, settings) if settings.nonce_store else None
+            if redis is not None:
+                checks.append(ReadinessCheck("redis", redis_check(redis, settings.nonce_store)))
                 app[BUDGETS] = RedisBudgetStore(redis)  # daily budgets shared like the nonces
-                nonces = redis_nonces
             gate = app[GATE] = build_gate(policy, names.resolve, app[BUDGETS], decisions, metrics)
-            tracker = None
-            if settings.track_transactions:
-                tracker = app[TRACKER] = start_tracker(
-                    stack, redis if settings.nonce_store else None, upstream, facts,
-                    keyring.current, gate, metrics, settings,
-                )  # fmt: skip
-                trackers.append(tracker)
-            app[ROUTER] = build_router(
-                keyring.current, upstream, facts, settings, metrics, gate, nonces, tracker
+            chains = [
+                await start_chain(
+                    stack, ChainWiring(settings, chain, keyring, gate, metrics, redis)
+                )
+                for chain in settings.chain_list()
+            ]
+            for chain in chains:
+                checks.extend(chain.checks)
+            check_chain_ids(chains)
+            policy.check_chains(c.config.name for c in chains)
+            default = next((c for c in chains if c.config.default), None)
+            if default is None and len(chains) == 1:
+                default = chains[0]
+            app[ROUTES] = ChainRoutes(
+                [c.route for c in chains], default.config.name if default else None
             )
+            first = default or chains[0]
+            app[ROUTER] = first.route.router
+            if first.tracker is not None:
+                app[TRACKER] = first.tracker
             app[ENDPOINT] = RpcEndpoint(app)
             if settings.operator_page:
                 history = latency_history(metrics)
                 background(stack, sample_every(history))
                 app[STATUS_BOARD] = StatusBoard(
-                    chain_name="default",
-                    nodes=status_nodes(node),
+                    chain_name=first.config.name,
+                    nodes=status_nodes(first.node),
                     signers=lambda: signers_of(keyring.current()),
                     decisions=decisions,
                     latency=history,
                     policy=lambda: gate.policy,
                     budget_used=app[BUDGETS].used,
                     in_flight=lambda: in_flight.count,
-                    pending=tracked_pending(tracker) if tracker is not None else None,
+                    pending=tracked_pending(first.tracker) if first.tracker is not None else None,
                 )
-            checks.extend(
-                [
-                    keys_check(keyring.current, lambda: describe_failures(keyring.last)),
-                    upstream_check(upstream, facts),
-                    chain_id_check(facts),
-                ]
-            )
             restore_recursion_limit()  # again: anything imported since create_app
-            try:
-                chain_id = await facts.chain_id()
-                log.info("upstream %s: chain id %d", upstream.display_url, chain_id)
-            except SignerProxyError as exc:
-                log.warning("upstream %s not answering yet: %s", upstream.display_url, exc.message)
             yield
 
     app.cleanup_ctx.append(lifecycle)
@@ -302,6 +286,147 @@ def create_app(
         if not settings.metrics_listen:
             add_operator_routes(app, app)
     return app
+
+
+@dataclass(frozen=True)
+class ChainWiring:
+    """What one chain's parts are built from."""
+
+    settings: Settings  # the process's; the chain's own are settings.for_chain(chain)
+    chain: ChainConfig
+    keyring: KeyRing
+    gate: SigningGate
+    metrics: Metrics
+    redis: Any  # the --nonce-store client, or None
+
+
+@dataclass
+class ChainParts:
+    """One served chain: its node, nonces, tracker and router, and its readiness checks."""
+
+    config: ChainConfig
+    chain_id: int
+    node: HttpUpstream | FailoverUpstream
+    route: ChainRoute
+    tracker: Tracker | None
+    checks: list[ReadinessCheck]
+
+
+async def start_chain(stack: AsyncExitStack, w: ChainWiring) -> ChainParts:
+    """Build one chain's parts, checking its node's chain id (ConfigError: refuse to start)."""
+    chain = w.chain
+    settings = w.settings.for_chain(chain)
+    several = bool(w.settings.chains)
+    label = chain.name  # metrics, audit and readiness name the chain
+    node = make_upstream(settings)
+    stack.push_async_callback(node.aclose)
+    if isinstance(node, FailoverUpstream):
+        background(stack, node.watch(settings.upstream_health_interval))
+    upstream: MeteredUpstream | tracing.TracedUpstream = w.metrics.upstream(node, label)
+    if tracing.TRACER is not None:
+        upstream = tracing.TracedUpstream(upstream)
+    facts = ChainFacts(upstream)
+    chain_id = await node_chain_id(chain, upstream, facts, several)
+    trackers: list[Tracker] = []  # gap repair starts first: it finds the tracker here
+
+    async def track_filler(signed: SignedTx, chain_id: int, address: str, client: str) -> None:
+        if trackers:
+            await trackers[0].track(signed, chain_id, address, client, "filler")
+
+    nonces: NonceManager | None = None
+    if w.redis is not None:
+        # Gap repair signs its fillers itself (zero-value self-transfers that only close nonce
+        # gaps): it gets the keys without the client gate.
+        nonces = start_redis_nonces(
+            stack, w.redis, w.keyring.unguarded, upstream, facts, settings, track_filler
+        )
+    tracker = None
+    if settings.track_transactions:
+        tracker = start_tracker(
+            stack, w.redis, upstream, facts, w.keyring.current, w.gate, w.metrics, settings,
+            label,
+        )  # fmt: skip
+        trackers.append(tracker)
+    keys: Callable[[], KeyRegistry] = w.keyring.current
+    if chain.keys:
+        keys = narrowed_keys(w.keyring, frozenset(chain.keys), chain.name)
+    router = build_router(
+        keys, upstream, facts, settings, w.metrics, w.gate, nonces, tracker, chain=label
+    )
+    ws_url, ws_headers = node_socket(settings)
+    suffix = f":{label}" if several else ""
+    checks = [
+        upstream_check(upstream, facts, f"upstream{suffix}"),
+        chain_id_check(facts, f"chain_id{suffix}"),
+    ]
+    route = ChainRoute(label, chain_id, router, ws_url, ws_headers)
+    return ChainParts(chain, chain_id, node, route, tracker, checks)
+
+
+async def node_chain_id(
+    chain: ChainConfig,
+    upstream: MeteredUpstream | tracing.TracedUpstream,
+    facts: ChainFacts,
+    several: bool,
+) -> int:
+    """The chain id `chain` is served with: its node's eth_chainId, checked against the
+    entry's chain_id. A mismatch refuses the start; so does a node that does not answer when
+    the entry names no chain_id (with several chains the id is part of the path)."""
+    try:
+        live = await facts.chain_id()
+    except SignerProxyError as exc:
+        if chain.chain_id is not None:
+            facts.expect(chain.chain_id)
+            log.warning(
+                "chain %s: node %s not answering yet (%s); serving chain id %d as configured",
+                chain.name, upstream.display_url, exc.message, chain.chain_id,
+            )  # fmt: skip
+            return chain.chain_id
+        if several:
+            raise ConfigError(
+                f"chain {chain.name}: the node {upstream.display_url} did not answer eth_chainId "
+                f"at start ({exc.message}); start the node first, or set chains[{chain.name}]"
+                ".chain_id so the proxy can serve the chain before its node answers"
+            ) from None
+        log.warning("upstream %s not answering yet: %s", upstream.display_url, exc.message)
+        return 0
+    if chain.chain_id is not None and live != chain.chain_id:
+        raise ConfigError(
+            f"chain {chain.name}: the node {upstream.display_url} reports chain id {live} but "
+            f"the configuration says chain_id {chain.chain_id}: point chains[{chain.name}]"
+            ".upstream at the right node, or correct chain_id"
+        )
+    log.info("chain %s: node %s, chain id %d", chain.name, upstream.display_url, live)
+    return live
+
+
+def check_chain_ids(chains: Sequence[ChainParts]) -> None:
+    """ConfigError when two served chains have one chain id (their nonces would collide)."""
+    seen: dict[int, str] = {}
+    for chain in chains:
+        if chain.chain_id in seen:
+            raise ConfigError(
+                f"chains {seen[chain.chain_id]} and {chain.config.name} both reach chain id "
+                f"{chain.chain_id}; each chain is served once: remove one, or point it at the "
+                "other chain's node"
+            )
+        if chain.chain_id:
+            seen[chain.chain_id] = chain.config.name
+
+
+def narrowed_keys(
+    keyring: KeyRing, addresses: frozenset[str], chain: str
+) -> Callable[[], KeyRegistry]:
+    """The keyring's current registry narrowed to a chain's `keys:` (rebuilt after a reload)."""
+    cache: list[tuple[KeyRegistry, KeyRegistry]] = []
+
+    def current() -> KeyRegistry:
+        whole = keyring.current()
+        if not cache or cache[0][0] is not whole:
+            cache[:] = [(whole, whole.narrowed(addresses, chain))]
+        return cache[0][1]
+
+    return current
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

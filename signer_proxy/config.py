@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,31 @@ ENV_PREFIX = "SIGNER_PROXY_"
 
 def _setting(default: Any, help: str, *, flag: str | None = None, example: str = "") -> Any:
     return field(default=default, metadata={"help": help, "flag": flag, "example": example})
+
+
+# The settings one entry of `chains:` may set for its chain (the rest are the process's).
+CHAIN_SETTINGS = (
+    "upstream", "upstream_ws", "upstream_headers", "upstream_sigv4_region",
+    "upstream_sigv4_service", "upstream_ca_file", "upstream_timeout", "upstream_connect_timeout",
+    "upstream_health_interval", "gas_margin", "blob_sidecar", "allow_pre_eip155",
+    "track_transactions", "tracking_interval",
+)  # fmt: skip
+CHAIN_ENTRY_KEYS = ("name", "chain_id", "default", "keys", *CHAIN_SETTINGS)
+# A chain's name is a path segment (/chain/NAME) and a metric label; all digits would read as
+# a chain id.
+CHAIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """One entry of the YAML file's `chains:` list: a chain served on /chain/NAME and
+    /chain/CHAIN_ID (and on / when it is the default)."""
+
+    name: str
+    chain_id: int | None = None  # expected: the node's eth_chainId must say the same
+    default: bool = False
+    keys: tuple[str, ...] = ()  # the keys that sign on this chain (addresses); empty: all
+    overrides: tuple[tuple[str, Any], ...] = ()  # (setting, value) from CHAIN_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -411,6 +437,9 @@ class Settings:
         "that is disconnected (1008).",
     )
 
+    # YAML only (`chains:` in the --config file; see docs/chains.md): no flag, no environment.
+    chains: tuple[ChainConfig, ...] = field(default=(), metadata={"yaml_only": True})
+
     @property
     def auth_configured(self) -> bool:
         """Whether JSON-RPC requests must authenticate (API keys or client certificates)."""
@@ -419,6 +448,15 @@ class Settings:
     def listen_host_port(self) -> tuple[str, int]:
         return host_port(self.listen)
 
+    def chain_list(self) -> tuple[ChainConfig, ...]:
+        """The chains served: the `chains:` entries, or one default chain named "default" from
+        the top-level upstream settings."""
+        return self.chains or (ChainConfig("default", default=True),)
+
+    def for_chain(self, chain: ChainConfig) -> Settings:
+        """These settings with `chain`'s own (upstream, gas margin …) in place."""
+        return dataclasses.replace(self, chains=(), **dict(chain.overrides))
+
 
 def host_port(address: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 in brackets) as (host, port); ValueError when the port is not a number."""
@@ -426,7 +464,8 @@ def host_port(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# The settings with a flag and an environment variable (all but the YAML-only ones).
+FIELDS = {f.name: f for f in dataclasses.fields(Settings) if not f.metadata.get("yaml_only")}
 
 
 def env_name(name: str) -> str:
@@ -488,13 +527,60 @@ def _from_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting: value")
-    unknown = sorted(set(loaded) - set(FIELDS))
+    unknown = sorted(set(loaded) - set(FIELDS) - {"chains"})
     if unknown:
         raise ConfigError(
             f"config file {path} has unknown setting(s) {', '.join(map(str, unknown))}; "
-            f"known settings: {', '.join(FIELDS)}"
+            f"known settings: {', '.join(FIELDS)}, chains"
         )
-    return {k: coerce(k, v, f"{path}: {k}") for k, v in loaded.items()}
+    values = {k: coerce(k, v, f"{path}: {k}") for k, v in loaded.items() if k != "chains"}
+    if "chains" in loaded:
+        values["chains"] = parse_chains(loaded["chains"], f"{path}: chains")
+    return values
+
+
+def parse_chains(value: Any, where: str) -> tuple[ChainConfig, ...]:
+    """The `chains:` list; ConfigError naming the entry and key that is wrong."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a list of chains, each with a name and an upstream")
+    chains = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at} must be a mapping (name, upstream, chain_id …)")
+        unknown = sorted(str(k) for k in set(item) - set(CHAIN_ENTRY_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{at} has unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(CHAIN_ENTRY_KEYS)}"
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not CHAIN_NAME_RE.fullmatch(name) or name.isdigit():
+            raise ConfigError(
+                f"{at}.name must be a name for the URL path /chain/NAME: lower-case letters, "
+                f"digits and ._- (not only digits), e.g. mainnet; got {name!r}"
+            )
+        at = f"{where}[{name}]"
+        chain_id = item.get("chain_id")
+        if chain_id is not None and (
+            not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id < 1
+        ):
+            raise ConfigError(f"{at}.chain_id must be a positive integer, e.g. 1 or 10")
+        default = item.get("default", False)
+        if not isinstance(default, bool):
+            raise ConfigError(f"{at}.default must be true or false")
+        keys = item.get("keys", [])
+        if not isinstance(keys, list) or not all(
+            isinstance(k, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", k) for k in keys
+        ):
+            raise ConfigError(f"{at}.keys must be a list of 0x addresses (the keys that sign here)")
+        if "upstream" not in item:
+            raise ConfigError(f"{at} needs an upstream: the URL of that chain's node")
+        overrides = tuple((k, coerce(k, item[k], f"{at}.{k}")) for k in CHAIN_SETTINGS if k in item)
+        chains.append(
+            ChainConfig(name, chain_id, default, tuple(k.lower() for k in keys), overrides)
+        )
+    return tuple(chains)
 
 
 def load_settings(
@@ -614,8 +700,38 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--kms-load-concurrency must be between 1 and 256")
     if not 1 <= settings.pkcs11_sessions <= 64:
         raise ConfigError("--pkcs11-sessions must be between 1 and 64")
+    _validate_chains(settings)
     # The key sources' grammar (--kms-key, --kms-tag, --key …) is checked by the keys
     # package, which sits above config: see signer_proxy.keys.sources.load_checked.
+
+
+def _validate_chains(settings: Settings) -> None:
+    if not settings.chains:
+        return
+    if settings.upstream or settings.upstream_ws:
+        raise ConfigError(
+            "chains: is set, so each chain names its own upstream: remove the top-level "
+            "upstream / upstream_ws (--upstream, SIGNER_PROXY_UPSTREAM) or move it into an entry"
+        )
+    names: set[str] = set()
+    ids: dict[int, str] = {}
+    defaults = [c.name for c in settings.chains if c.default]
+    for chain in settings.chains:
+        if chain.name in names:
+            raise ConfigError(f"chains: the name {chain.name} is used twice; names must differ")
+        names.add(chain.name)
+        if chain.chain_id is not None:
+            if chain.chain_id in ids:
+                raise ConfigError(
+                    f"chains: {ids[chain.chain_id]} and {chain.name} both have chain_id "
+                    f"{chain.chain_id}; each chain is served once"
+                )
+            ids[chain.chain_id] = chain.name
+        validate(settings.for_chain(chain))  # its upstream, gas margin … checked as the top's
+    if len(defaults) > 1:
+        raise ConfigError(
+            f"chains: {' and '.join(defaults)} are both marked default; at most one is served on /"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -635,9 +751,18 @@ def upstream_urls(value: str) -> tuple[str, ...]:
 
 def require_serve_settings(settings: Settings) -> None:
     """What `serve` needs beyond a valid Settings."""
+    for chain in settings.chains:
+        require_upstream(settings.for_chain(chain), f"chains[{chain.name}].upstream")
+    if not settings.chains:
+        require_upstream(settings, "--upstream")
+    _require_keys_and_door(settings)
+
+
+def require_upstream(settings: Settings, where: str) -> None:
+    """`settings.upstream` is set and every URL in it is http(s) with a host."""
     if not settings.upstream:
         raise ConfigError(
-            f"no upstream node: set --upstream (or {env_name('upstream')}) to the node's URL"
+            f"no upstream node: set {where} (or {env_name('upstream')}) to the node's URL"
         )
     for url in upstream_urls(settings.upstream):
         try:
@@ -647,9 +772,11 @@ def require_serve_settings(settings: Settings) -> None:
             parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
-                "--upstream must be an http:// or https:// URL with a host (several: "
-                "comma-separated)"
+                f"{where} must be an http:// or https:// URL with a host (several: comma-separated)"
             )
+
+
+def _require_keys_and_door(settings: Settings) -> None:
     if not (
         settings.kms_keys
         or settings.kms_discover_tags

@@ -25,6 +25,7 @@
     ├── PolicyDenied                 -32043  a scope or policy rule refused; data names the rule
     ├── AuditUnavailable             -32044  the audit log cannot be written: nothing signed
     ├── RateLimited                  -32005  a client or WebSocket rate limit is used up (HTTP 429)
+    ├── UnknownChain                 -32060  the path names no chain this proxy serves (HTTP 404)
     ├── NodeRejected                 (node's)  the node refused a call we made; its code kept
     └── ConfigError                  (startup only, never on the wire)
         └── KeyLoadFailed            one key could not be loaded (startup refuses, reload reports)
@@ -202,6 +203,14 @@ class RateLimited(SignerProxyError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, {"retryAfter": round(retry_after, 3)})
         self.retry_after = retry_after
+
+
+class UnknownChain(SignerProxyError):
+    """The request's path (/chain/NAME, /chain/ID, or / with no default chain) names no chain
+    this proxy serves: nothing was run."""
+
+    code = -32060
+    http_status = 404
 
 
 class NodeRejected(SignerProxyError):

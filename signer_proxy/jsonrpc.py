@@ -37,6 +37,8 @@ class CallContext:
     auth: str = "none"
     # The client's W3C trace context (the traceparent header), read only when tracing is on.
     traceparent: str | None = None
+    # The chain the request's path named (/chain/NAME; / is the default chain's).
+    chain: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,8 +131,10 @@ class SigningGate:
         return [a for a in addresses if keys is None or a.lower() in keys]
 
     def call_denial(self, method: str, context: CallContext) -> PolicyDenied | None:
-        """Why `context.client` may not call `method` at all (any method, local or forwarded)."""
-        denial = self.client_scope(context.client).method_denial(method)
+        """Why `context.client` may not call `method` at all (any method, local or forwarded),
+        or on this chain."""
+        scope = self.client_scope(context.client)
+        denial = scope.chain_denial(context.chain) or scope.method_denial(method)
         if denial is not None and method in SIGNING_METHODS:
             self._refused(self._entry(context, method), denial)
         return denial
@@ -148,6 +150,7 @@ class SigningGate:
             "client": context.client,
             "auth": context.auth,
             "transport": context.transport,
+            "chain": context.chain,
             "method": method,
         }
         if signer is not None:
@@ -224,7 +227,9 @@ class SigningGate:
             scope = self.client_scope(context.client)
             # The router refuses a method outside the client's scope before it runs; asked
             # again here so that no path to a signature (a transport, a new method) skips it.
-            denial = scope.method_denial(entry["method"]) or denial
+            denial = (
+                scope.chain_denial(context.chain) or scope.method_denial(entry["method"]) or denial
+            )
             if denial is None:
                 denial = key_denial(scope, signer.address)
             if denial is None:
@@ -287,7 +292,7 @@ class SigningGate:
             selector=to_data(tx.data[:4]) if tx.to is not None and len(tx.data) >= 4 else None,
             data_bytes=len(tx.data),
         )
-        scopes = self.policy.scopes(context.client, signer.address)
+        scopes = self.policy.scopes(context.client, signer.address, context.chain)
         denial = transaction_denial(scopes, tx)
         value = 0 if replaces is not None else tx.value
         return self._approved(entry, context, signer, denial, scopes, value)
@@ -305,7 +310,7 @@ class SigningGate:
         `details` are what the audit keeps of the message (never the message itself)."""
         entry = self._entry(context, method, signer)
         entry.update(chain_id=chain_id, digest=to_data(digest), **(details or {}))
-        scopes = self.policy.scopes(context.client, signer.address)
+        scopes = self.policy.scopes(context.client, signer.address, context.chain)
         return self._approved(entry, context, signer, message_denial(scopes, chain_id), scopes)
 
     def authorization(
@@ -320,6 +325,6 @@ class SigningGate:
         """`async with gate.authorization(...)`: an EIP-7702 authorization by `signer`."""
         entry = self._entry(context, "signer_signAuthorization", signer)
         entry.update(chain_id=chain_id, to=delegate, nonce=nonce, digest=to_data(digest))
-        scopes = self.policy.scopes(context.client, signer.address)
+        scopes = self.policy.scopes(context.client, signer.address, context.chain)
         denial = authorization_denial(scopes, chain_id)
         return self._approved(entry, context, signer, denial, scopes)

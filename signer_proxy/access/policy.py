@@ -151,6 +151,18 @@ class ClientScope:
     rate_limit: RateLimit | None = None
     client_cert_names: tuple[str, ...] = ()
     rules: Rules = field(default_factory=Rules)
+    chains: tuple[str, ...] | None = None  # the chains (by name) it may use; None: all
+
+    def chain_denial(self, chain: str) -> PolicyDenied | None:
+        """Why this client may not use `chain` at all (any method), or None."""
+        if self.chains is None or chain in self.chains:
+            return None
+        return PolicyDenied(
+            "chains",
+            f"client {self.name}",
+            f"client {self.name} may not use chain {chain}; its chains are "
+            f"{', '.join(self.chains) or 'none'}",
+        )
 
     def method_denial(self, method: str) -> PolicyDenied | None:
         """Why this client may not call `method`, or None when it may."""
@@ -203,14 +215,20 @@ class Policy:
     clients: Mapping[str, ClientScope] = field(default_factory=dict)
     # Replacing stuck transactions (signer_proxy.tracking): when, and up to which ceilings.
     fee_bumping: BumpPolicy = field(default_factory=BumpPolicy)
+    # Rules that apply on one chain only (by the chain's name in the config's `chains:`).
+    chains: Mapping[str, Rules] = field(default_factory=dict)
 
     def client(self, name: str) -> ClientScope:
         """The scope of `name`; a client the file does not list may do anything the rules allow."""
         return self.clients.get(name) or _unlisted_client(name)
 
-    def scopes(self, client: str, address: str) -> list[Scope]:
-        """The rule sets a signature by `address` for `client` must pass, in check order."""
+    def scopes(self, client: str, address: str, chain: str = "default") -> list[Scope]:
+        """The rule sets a signature by `address` for `client` on `chain` must pass, in check
+        order."""
         scopes = [Scope("defaults", self.defaults)]
+        chain_rules = self.chains.get(chain)
+        if chain_rules is not None:
+            scopes.append(Scope(f"chain {chain}", chain_rules))
         key_rules = self.keys.get(address.lower())
         if key_rules is not None:
             scopes.append(Scope(f"key {address}", key_rules))
@@ -246,7 +264,21 @@ class Policy:
             )
             for name, scope in self.clients.items()
         }
-        return Policy(self.defaults, keys, clients, self.fee_bumping)
+        return Policy(self.defaults, keys, clients, self.fee_bumping, self.chains)
+
+    def check_chains(self, served: Iterable[str]) -> None:
+        """ConfigError when the policy names a chain the proxy does not serve (a typo would
+        otherwise scope a client to nothing, or a rule to no chain, silently)."""
+        names = set(served)
+        named = [(f"chains.{c}", c) for c in self.chains] + [
+            (f"clients.{s.name}.chains", c) for s in self.clients.values() for c in s.chains or ()
+        ]
+        for where, chain in named:
+            if chain not in names:
+                raise ConfigError(
+                    f"policy file: {where} names the chain {chain!r}, which is not served; the "
+                    f"chains are {', '.join(sorted(names))}"
+                )
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -360,6 +392,7 @@ def authorization_denial(scopes: Iterable[Scope], chain_id: int) -> PolicyDenied
 
 _CLIENT_FIELDS = (
     "keys", "methods", "deny_methods", "read_only", "rate_limit", "client_cert_names", "rules",
+    "chains",
 )  # fmt: skip
 
 
@@ -462,13 +495,14 @@ def parse_client(name: str, value: Any, where: str) -> ClientScope:
         else _rate_limit(raw["rate_limit"], f"{where}.rate_limit"),
         client_cert_names=_strings(raw.get("client_cert_names", []), f"{where}.client_cert_names"),
         rules=parse_rules(raw.get("rules"), f"{where}.rules"),
+        chains=None if raw.get("chains") is None else _strings(raw["chains"], f"{where}.chains"),
     )
 
 
 def parse_policy(value: Any, where: str = "policy file") -> Policy:
     """The policy from the YAML document's mapping; ConfigError naming the entry that is wrong."""
     raw = _mapping(value, where)
-    _known(raw, ("defaults", "keys", "clients", "fee_bumping"), where)
+    _known(raw, ("defaults", "keys", "clients", "fee_bumping", "chains"), where)
     keys = {
         str(ref): parse_rules(rules, f"{where}: keys.{ref}")
         for ref, rules in _mapping(raw.get("keys"), f"{where}: keys").items()
@@ -491,6 +525,10 @@ def parse_policy(value: Any, where: str = "policy file") -> Policy:
         keys,
         clients,
         parse_fee_bumping(raw.get("fee_bumping"), f"{where}: fee_bumping"),
+        {
+            str(name): parse_rules(rules, f"{where}: chains.{name}")
+            for name, rules in _mapping(raw.get("chains"), f"{where}: chains").items()
+        },
     )
 
 

@@ -92,6 +92,11 @@ class ChainFacts:
     def known_chain_id(self) -> int | None:
         return self._chain_id
 
+    def expect(self, chain_id: int) -> None:
+        """Sign for `chain_id` (the configuration's) before the node has said it; the node
+        saying another later fails readiness (ops/health.py upstream_check)."""
+        self._chain_id = chain_id
+
     async def chain_id(self) -> int:
         if self._chain_id is None:
             async with self._lock:

@@ -29,3 +29,25 @@ class KeyRegistry:
                 "eth_accounts lists the addresses it can sign for"
             )
         return signer
+
+    def narrowed(self, addresses: frozenset[str], chain: str) -> KeyRegistry:
+        """Only the keys of `addresses` (lower-case): a chain's `keys:` list. Another of this
+        registry's keys is refused by a message naming the chain."""
+        return ChainKeys(self, addresses, chain)
+
+
+class ChainKeys(KeyRegistry):
+    """A registry narrowed to one chain's keys."""
+
+    def __init__(self, whole: KeyRegistry, addresses: frozenset[str], chain: str) -> None:
+        super().__init__(s for s in whole._by_address.values() if s.address.lower() in addresses)
+        self._whole = whole
+        self._chain = chain
+
+    def get(self, address: str) -> Signer:
+        if address.lower() not in self._by_address and address.lower() in self._whole._by_address:
+            raise UnknownAccount(
+                f"{address} does not sign on chain {self._chain}: that chain's keys list leaves "
+                "it out; eth_accounts on this chain lists the addresses that do"
+            )
+        return super().get(address)

@@ -1,5 +1,4 @@
-"""The `NonceManager` seam and its `Lease`.
-"""
+"""The `NonceManager` seam and its `Lease`."""
 
 from __future__ import annotations
 

@@ -252,6 +252,19 @@ def connect(url: str) -> Redis:
     )
 
 
+async def ping(redis: Redis, display_url: str) -> None:
+    """Raise NonceStoreUnavailable unless Redis answers."""
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            await redis.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise NonceStoreUnavailable(
+            f"the nonce store at {redact_url(display_url)} does not answer "
+            f"({type(exc).__name__}); check that Redis is running and that --nonce-store points "
+            "at it"
+        ) from exc
+
+
 class _RedisLease:
     def __init__(self, manager: RedisNonceManager, keys: list[str], nonce: int, token: str):
         self._manager = manager
@@ -348,14 +361,7 @@ class RedisNonceManager:
 
     async def ping(self) -> None:
         """Raise NonceStoreUnavailable unless Redis answers."""
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise NonceStoreUnavailable(
-                f"the nonce store at {self.display_url} does not answer ({type(exc).__name__}); "
-                "check that Redis is running and that --nonce-store points at it"
-            ) from exc
+        await ping(self._redis, self.display_url)
 
     async def reserve(self, address: str) -> Lease:
         keys = await self._keys(address)

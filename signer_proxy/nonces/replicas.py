@@ -17,7 +17,7 @@ from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.ops.background import background
-from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.base import Upstream, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -39,40 +39,48 @@ def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Se
     )
 
 
-def redis_check(nonces: Any) -> Callable[[], Awaitable[str]]:
+def redis_check(redis: Any, url: str) -> Callable[[], Awaitable[str]]:
     """Readiness: the shared nonce store answers."""
+    from signer_proxy.nonces.redis_store import ping
 
     async def check() -> str:
-        await nonces.ping()  # NonceStoreUnavailable says what is wrong
-        return f"nonce store {nonces.display_url} answers"
+        await ping(redis, url)  # NonceStoreUnavailable says what is wrong
+        return f"nonce store {redact_url(url)} answers"
 
     return check
 
 
-async def start_redis_nonces(
+async def connect_nonce_store(stack: AsyncExitStack, settings: Settings) -> Any:
+    """The Redis client of --nonce-store, answering (else ConfigError: refuse to start); every
+    chain's nonces, the tracker and the budgets share it."""
+    from signer_proxy.nonces.redis_store import connect, ping
+
+    redis = connect(settings.nonce_store)
+    stack.push_async_callback(redis.aclose)
+    try:
+        await ping(redis, settings.nonce_store)
+    except SignerProxyError as exc:
+        raise ConfigError(exc.message) from None
+    log.info("nonces shared through %s", redact_url(settings.nonce_store))
+    return redis
+
+
+def start_redis_nonces(
     stack: AsyncExitStack,
+    redis: Any,
     keys: Callable[[], KeyRegistry],
     upstream: Upstream,
     facts: ChainFacts,
     settings: Settings,
     track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
-) -> tuple[NonceManager, Any]:
-    """Connect to --nonce-store (refusing to start if it does not answer), start gap repair;
-    the manager and the Redis client (budgets share it)."""
+) -> NonceManager:
+    """One chain's nonces in Redis (its keys carry the chain id), with gap repair running."""
     from signer_proxy.nonces.gap_repair import GapRepairer
-    from signer_proxy.nonces.redis_store import connect
 
-    redis = connect(settings.nonce_store)
-    stack.push_async_callback(redis.aclose)
     nonces = redis_nonces(redis, upstream, facts, settings)
-    try:
-        await nonces.ping()
-    except SignerProxyError as exc:
-        raise ConfigError(exc.message) from None
-    log.info("nonces shared through %s", nonces.display_url)
-
     repairer = GapRepairer(
         nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline, track
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
-    return nonces, redis
+    manager: NonceManager = nonces
+    return manager

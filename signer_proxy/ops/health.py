@@ -110,7 +110,7 @@ def keys_check(
     return ReadinessCheck("keys", check)
 
 
-def upstream_check(upstream: Upstream, facts: ChainFacts) -> ReadinessCheck:
+def upstream_check(upstream: Upstream, facts: ChainFacts, name: str = "upstream") -> ReadinessCheck:
     """The node answers eth_chainId, and still with the chain id the proxy signs for."""
 
     async def check() -> str:
@@ -124,14 +124,14 @@ def upstream_check(upstream: Upstream, facts: ChainFacts) -> ReadinessCheck:
             )
         return f"answered eth_chainId in {(time.perf_counter() - started) * 1000:.0f} ms"
 
-    return ReadinessCheck("upstream", check)
+    return ReadinessCheck(name, check)
 
 
-def chain_id_check(facts: ChainFacts) -> ReadinessCheck:
+def chain_id_check(facts: ChainFacts, name: str = "chain_id") -> ReadinessCheck:
     async def check() -> str:
         return f"chain id {await facts.chain_id()}"
 
-    return ReadinessCheck("chain_id", check)
+    return ReadinessCheck(name, check)
 
 
 def shutdown_check(draining: Callable[[], bool]) -> ReadinessCheck:

@@ -216,13 +216,13 @@ class Metrics:
         self.requests = Counter(
             "signer_proxy_requests_total",
             "JSON-RPC calls answered, by method family and outcome.",
-            ["family", "outcome"],
+            ["family", "outcome", "chain"],
             registry=r,
         )
         self.request_duration = Histogram(
             "signer_proxy_request_duration_seconds",
             "Time to answer a request body: by the family of its one call, or 'batch'.",
-            ["family"],
+            ["family", "chain"],
             buckets=_LATENCY,
             registry=r,
         )
@@ -248,30 +248,32 @@ class Metrics:
             "signer_proxy_upstream_duration_seconds",
             "Time for one request to the node: the proxy's own calls by method, pass-through "
             "as 'forward'.",
-            ["method"],
+            ["method", "chain"],
             buckets=_LATENCY,
             registry=r,
         )
         self.upstream_errors = Counter(
             "signer_proxy_upstream_errors_total",
             "Failed requests to the node, by method and error kind.",
-            ["method", "error"],
+            ["method", "error", "chain"],
             registry=r,
         )
         self.send_rejections = Counter(
             "signer_proxy_send_rejections_total",
             "eth_sendRawTransaction errors from the node, by how they were classified.",
-            ["reason"],
+            ["reason", "chain"],
             registry=r,
         )
         self.nonce_resyncs = Counter(
             "signer_proxy_nonce_resyncs_total",
             "Times the nonce manager re-read the node after a nonce was refused.",
+            ["chain"],
             registry=r,
         )
         self.nonce_reserve_duration = Histogram(
             "signer_proxy_nonce_reserve_duration_seconds",
             "Time to reserve a nonce, waiting on the address's lock included.",
+            ["chain"],
             buckets=_NONCE_LATENCY,
             registry=r,
         )
@@ -328,39 +330,41 @@ class Metrics:
         self.tracked_pending = Gauge(
             "signer_proxy_tracked_pending",
             "Sent transactions not final yet (pending or stuck), per address watched here.",
-            ["address"],
+            ["address", "chain"],
             registry=r,
         )
         self.tracked_oldest_pending_seconds = Gauge(
             "signer_proxy_tracked_oldest_pending_seconds",
             "Age of the oldest transaction not final yet, per address watched here.",
-            ["address"],
+            ["address", "chain"],
             registry=r,
         )
         self.tracked_stuck = Gauge(
             "signer_proxy_tracked_stuck",
             "Transactions pending past the policy's wait that cannot be bumped, per address.",
-            ["address"],
+            ["address", "chain"],
             registry=r,
         )
         self.tracked_bumps = Counter(
             "signer_proxy_tracked_bumps_total",
             "Replacements sent with higher fees, by trigger (auto, speed_up, cancel).",
-            ["trigger"],
+            ["trigger", "chain"],
             registry=r,
         )
         self.tracked_rebroadcasts = Counter(
             "signer_proxy_tracked_rebroadcasts_total",
             "Tracked transactions the node had forgotten, sent again as the same bytes.",
+            ["chain"],
             registry=r,
         )
         self.tracked_stuck_events = Counter(
             "signer_proxy_tracked_stuck_events_total",
             "Times a transaction was found stuck (bumping off, or a policy ceiling reached).",
+            ["chain"],
             registry=r,
         )
-        self._request_children: dict[tuple[str, str], Any] = {}
-        self._duration_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
 
     def names(self) -> list[str]:
         """The signer_proxy_* metric names as exposed (counters with their _total)."""
@@ -375,21 +379,27 @@ class Metrics:
 
     # -- the router seam --
 
-    def count_call(self, family: str, outcome: str) -> None:
-        key = (family, outcome)
+    def count_call(self, family: str, outcome: str, chain: str = "default") -> None:
+        key = (family, outcome, chain)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self.requests.labels(family, outcome)
+            child = self._request_children[key] = self.requests.labels(family, outcome, chain)
         child.inc()
 
-    def observe_duration(self, family: str, seconds: float) -> None:
-        child = self._duration_children.get(family)
+    def observe_duration(self, family: str, seconds: float, chain: str = "default") -> None:
+        key = (family, chain)
+        child = self._duration_children.get(key)
         if child is None:
-            child = self._duration_children[family] = self.request_duration.labels(family)
+            child = self._duration_children[key] = self.request_duration.labels(family, chain)
         child.observe(seconds)
 
     def observe_reply(
-        self, body: Body, reply: Any, seconds: float, is_local: Callable[[str], bool]
+        self,
+        body: Body,
+        reply: Any,
+        seconds: float,
+        is_local: Callable[[str], bool],
+        chain: str = "default",
     ) -> None:
         """Count every call of a routed body by family and outcome, and time the body."""
         if not body.is_batch:
@@ -397,23 +407,37 @@ class Metrics:
             assert isinstance(call, Call)
             family = method_family(call.method, is_local(call.method))
             outcome = "no_reply" if reply is None else outcome_of_reply(reply)
-            self.count_call(family, outcome)
-            self.observe_duration(family, seconds)
+            self.count_call(family, outcome, chain)
+            self.observe_duration(family, seconds, chain)
             return
         replies: Iterator[Any] = iter(reply or ())
         for item in body.calls:
             if not isinstance(item, Call):
-                self.count_call("invalid", outcome_of_reply(next(replies, None)))
+                self.count_call("invalid", outcome_of_reply(next(replies, None)), chain)
             elif item.is_notification:
-                self.count_call(method_family(item.method, is_local(item.method)), "no_reply")
+                family = method_family(item.method, is_local(item.method))
+                self.count_call(family, "no_reply", chain)
             else:
                 family = method_family(item.method, is_local(item.method))
-                self.count_call(family, outcome_of_reply(next(replies, None)))
-        self.observe_duration("batch", seconds)
+                self.count_call(family, outcome_of_reply(next(replies, None)), chain)
+        self.observe_duration("batch", seconds, chain)
+
+    def reply_observer(
+        self, chain: str
+    ) -> Callable[[Body, Any, float, Callable[[str], bool]], None]:
+        """observe_reply for one chain's router."""
+
+        def observe(
+            body: Body, reply: Any, seconds: float, is_local: Callable[[str], bool]
+        ) -> None:
+            self.observe_reply(body, reply, seconds, is_local, chain)
+
+        return observe
 
     def count_rejected_body(self, error: SignerProxyError) -> None:
-        """A body refused before routing (not JSON, too large, empty batch)."""
-        self.count_call("invalid", outcome_of_code(error.error_code()))
+        """A body refused before routing (not JSON, too large, empty batch, no such chain):
+        it has no chain."""
+        self.count_call("invalid", outcome_of_code(error.error_code()), "none")
 
     # -- key loads --
 
@@ -435,11 +459,11 @@ class Metrics:
     def signer(self, signer: Signer) -> Signer:
         return MeteredSigner(signer, self)
 
-    def upstream(self, upstream: Upstream) -> MeteredUpstream:
-        return MeteredUpstream(upstream, self)
+    def upstream(self, upstream: Upstream, chain: str = "default") -> MeteredUpstream:
+        return MeteredUpstream(upstream, self, chain)
 
-    def nonces(self, nonces: NonceManager) -> NonceManager:
-        return MeteredNonceManager(nonces, self)
+    def nonces(self, nonces: NonceManager, chain: str = "default") -> NonceManager:
+        return MeteredNonceManager(nonces, self, chain)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -468,10 +492,12 @@ class MeteredSigner(SignerWrapper):
 class MeteredUpstream:
     """An Upstream that times each node request and counts errors and send rejections."""
 
-    def __init__(self, inner: Upstream, metrics: Metrics) -> None:
+    def __init__(self, inner: Upstream, metrics: Metrics, chain: str = "default") -> None:
         self._inner = inner
         self._metrics = metrics
-        self._forward_duration = metrics.upstream_duration.labels("forward")  # every pass-through
+        self._chain = chain
+        # Every pass-through observes this one.
+        self._forward_duration = metrics.upstream_duration.labels("forward", chain)
         self.display_url: str = getattr(inner, "display_url", "the node")
 
     async def call(self, method: str, params: Any) -> Any:
@@ -480,20 +506,23 @@ class MeteredUpstream:
         try:
             return await self._inner.call(method, params)
         except SignerProxyError as exc:
-            self._metrics.upstream_errors.labels(label, upstream_error_label(exc)).inc()
+            errors = self._metrics.upstream_errors
+            errors.labels(label, upstream_error_label(exc), self._chain).inc()
             if method == "eth_sendRawTransaction" and isinstance(exc, NodeRejected):
                 reason: SendOutcome = classify_send_error(exc.message)
-                self._metrics.send_rejections.labels(reason.value).inc()
+                self._metrics.send_rejections.labels(reason.value, self._chain).inc()
             raise
         finally:
-            self._metrics.upstream_duration.labels(label).observe(time.perf_counter() - started)
+            duration = self._metrics.upstream_duration.labels(label, self._chain)
+            duration.observe(time.perf_counter() - started)
 
     async def forward(self, body: bytes) -> bytes:
         started = time.perf_counter()
         try:
             return await self._inner.forward(body)
         except SignerProxyError as exc:
-            self._metrics.upstream_errors.labels("forward", upstream_error_label(exc)).inc()
+            errors = self._metrics.upstream_errors
+            errors.labels("forward", upstream_error_label(exc), self._chain).inc()
             raise
         finally:
             self._forward_duration.observe(time.perf_counter() - started)
@@ -502,19 +531,20 @@ class MeteredUpstream:
 class MeteredNonceManager:
     """A NonceManager that times reservations (lock waits included) and counts resyncs."""
 
-    def __init__(self, inner: NonceManager, metrics: Metrics) -> None:
+    def __init__(self, inner: NonceManager, metrics: Metrics, chain: str = "default") -> None:
         self._inner = inner
-        self._metrics = metrics
+        self._reserve_duration = metrics.nonce_reserve_duration.labels(chain)
+        self._resyncs = metrics.nonce_resyncs.labels(chain)
 
     async def reserve(self, address: str) -> Lease:
         started = time.perf_counter()
         try:
             return await self._inner.reserve(address)
         finally:
-            self._metrics.nonce_reserve_duration.observe(time.perf_counter() - started)
+            self._reserve_duration.observe(time.perf_counter() - started)
 
     async def resync(self, address: str) -> None:
-        self._metrics.nonce_resyncs.inc()
+        self._resyncs.inc()
         await self._inner.resync(address)
 
 

@@ -26,6 +26,7 @@ def start_tracker(
     gate: SigningGate,
     metrics: Metrics,
     settings: Settings,
+    chain: str = "default",
 ) -> Tracker:
     """The transaction tracker (in Redis with --nonce-store, else in memory), watching in the
     background: replacements are signed through `gate` with the guarded keys."""
@@ -45,6 +46,7 @@ def start_tracker(
         metrics,
         interval=settings.tracking_interval,
         lease_seconds=settings.nonce_lease_seconds,
+        chain=chain,
     )
     background(stack, tracker.run())
     return tracker

@@ -78,8 +78,12 @@ class Tracker:
         interval: float = 2.0,
         lease_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        chain: str = "default",
     ) -> None:
         self.store = store
+        # The chain this tracker watches (its node's chain id): with several chains each has a
+        # tracker, and the store (shared in Redis) holds every chain's records.
+        self.chain = chain
         self._upstream = upstream
         self._facts = facts
         self._registry = registry
@@ -137,7 +141,11 @@ class Tracker:
     # -- asking --
 
     async def find(self, tx_hash: str) -> Tracked | None:
-        return await self.store.find(tx_hash)
+        """The record of `tx_hash` (any hash sent for its nonce) on this tracker's chain."""
+        record = await self.store.find(tx_hash)
+        if record is not None and record.chain_id != await self._facts.chain_id():
+            return None  # another chain's transaction: asked on that chain's path
+        return record
 
     # -- watching --
 
@@ -154,7 +162,8 @@ class Tracker:
 
     async def round(self) -> None:
         """One round over every watched address this replica holds (or takes) the lease of."""
-        watched = await self.store.watched()
+        mine = await self._facts.chain_id()
+        watched = [(c, a) for c, a in await self.store.watched() if c == mine]
         for chain_id, address in watched:
             if not await self.store.lease(chain_id, address, self._owner, self._lease_seconds):
                 self._forget_gauges(chain_id, address)
@@ -176,7 +185,7 @@ class Tracker:
                 self._metrics.tracked_stuck,
             ):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(address)
+                    gauge.remove(address, self.chain)
 
     async def watch(self, chain_id: int, address: str) -> None:
         """One round for one address: finalize, rebroadcast, bump or mark stuck."""
@@ -208,10 +217,11 @@ class Tracker:
             return
         address = left[0].address
         self._watching[(chain_id, address.lower())] = address
-        self._metrics.tracked_pending.labels(address).set(len(left))
+        self._metrics.tracked_pending.labels(address, self.chain).set(len(left))
         oldest = min((r.first_sent_at for r in left), default=now)
-        self._metrics.tracked_oldest_pending_seconds.labels(address).set(now - oldest)
-        self._metrics.tracked_stuck.labels(address).set(
+        oldest_gauge = self._metrics.tracked_oldest_pending_seconds
+        oldest_gauge.labels(address, self.chain).set(now - oldest)
+        self._metrics.tracked_stuck.labels(address, self.chain).set(
             sum(1 for r in left if r.state is State.STUCK)
         )
 
@@ -267,7 +277,7 @@ class Tracker:
         record = state.stuck(record, reason)
         await self.store.save(record)
         if self._metrics is not None:
-            self._metrics.tracked_stuck_events.inc()
+            self._metrics.tracked_stuck_events.labels(self.chain).inc()
         log.warning(
             "stuck tx=%s nonce=%d from=%s hashes=%s: %s",
             record.current,
@@ -296,7 +306,7 @@ class Tracker:
         record = state.rebroadcast(record, accepted=True)
         await self.store.save(record)
         if self._metrics is not None:
-            self._metrics.tracked_rebroadcasts.inc()
+            self._metrics.tracked_rebroadcasts.labels(self.chain).inc()
         log.warning(
             "rebroadcast tx=%s nonce=%d from=%s (the node no longer had it; same bytes)",
             record.current,
@@ -322,7 +332,7 @@ class Tracker:
         """signer_speedUpTransaction (trigger "speed_up") / signer_cancelTransaction ("cancel")
         for `context`'s client: the record after the replacement was sent."""
         method = "signer_cancelTransaction" if trigger == "cancel" else "signer_speedUpTransaction"
-        record = await self.store.find(tx_hash)
+        record = await self.find(tx_hash)
         if record is None:
             raise InvalidParams(
                 f"{tx_hash} is not a transaction this proxy sent (or it was final more than a "
@@ -418,7 +428,7 @@ class Tracker:
         replaced = state.bumped(record, new_hash, raw, made.extra_cost, now, block)
         await self.store.save(replaced)
         if self._metrics is not None:
-            self._metrics.tracked_bumps.labels(trigger).inc()
+            self._metrics.tracked_bumps.labels(trigger, self.chain).inc()
         log.warning(
             "%s tx=%s -> tx=%s nonce=%d from=%s bump %d, worst-case extra fees %d wei",
             "cancelled" if trigger == "cancel" else "bumped",

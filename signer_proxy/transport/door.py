@@ -223,12 +223,10 @@ def charge(app: web.Application, identity: Identity, calls: int) -> None:
 
 
 def call_context(
-    identity: Identity, transport: str, traceparent: str | None = None
+    identity: Identity, transport: str, traceparent: str | None = None, chain: str = "default"
 ) -> CallContext:
     """The context every local method of this request is called with."""
-    return CallContext(
-        client=identity.client, transport=transport, auth=identity.method, traceparent=traceparent
-    )
+    return CallContext(identity.client, transport, identity.method, traceparent, chain)
 
 
 def retry_after_header(exc: RateLimited) -> dict[str, str]:

@@ -73,6 +73,7 @@ class Head:
     query: str
     content_length: int
     close: bool  # the client asked to close the connection after this reply
+    path: str = "/"  # / or /chain/… (transport/chains.py picks the chain)
 
     @property
     def query_key(self) -> str | None:
@@ -104,7 +105,7 @@ def parse_head(head: bytes) -> Head | None:
     if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
         return None
     path, _, query = collected.url.partition("?")
-    if path != "/":
+    if path != "/" and not path.startswith("/chain/"):
         return None
     headers = collected.headers
     if not _NOT_OURS.isdisjoint(headers):
@@ -119,7 +120,7 @@ def parse_head(head: bytes) -> Head | None:
         if "upgrade" in tokens:
             return None
         close = "close" in tokens
-    return Head(headers, query, int(length), close)
+    return Head(headers, query, int(length), close, path)
 
 
 class _HeadCollector:
@@ -468,7 +469,7 @@ class FastLaneProtocol(asyncio.Protocol):
         request_id, _ = open_request(head.headers.get("x-request-id"))
         try:
             traceparent = head.headers.get("traceparent")  # read only when tracing is on
-            answer = await lane.endpoint.answer(identity, body, traceparent)
+            answer = await lane.endpoint.answer(identity, body, traceparent, head.path)
         except Exception:
             log.exception("unexpected error answering a request")
             answer = _INTERNAL_ERROR

@@ -26,6 +26,7 @@ from signer_proxy.errors import (
 from signer_proxy.jsonrpc import dumps, error_response, parse_body
 from signer_proxy.ops.metrics import METRICS
 from signer_proxy.router import Router
+from signer_proxy.transport.chains import ROUTES
 from signer_proxy.transport.door import (
     ACCESS,
     OPEN_ACCESS,
@@ -40,7 +41,7 @@ from signer_proxy.transport.door import (
 
 log = logging.getLogger(__name__)
 
-ROUTER = web.AppKey("router", Router)
+ROUTER = web.AppKey("router", Router)  # the default chain's (or the first chain's)
 MAX_BATCH = web.AppKey("max_batch", int)
 MAX_BODY = web.AppKey("max_body", int)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # --body-timeout, for aiohttp's requests
@@ -63,7 +64,7 @@ class RpcEndpoint:
 
     def __init__(self, app: web.Application) -> None:
         self.access = app.get(ACCESS) or OPEN_ACCESS
-        self.router = app[ROUTER]
+        self.routes = app[ROUTES]
         self.metrics = app[METRICS]
         self.max_batch = app[MAX_BATCH]
         self.max_body = app[MAX_BODY]
@@ -91,15 +92,17 @@ class RpcEndpoint:
         )
 
     async def answer(
-        self, identity: Identity, raw: bytes, traceparent: str | None = None
+        self, identity: Identity, raw: bytes, traceparent: str | None = None, path: str = "/"
     ) -> HttpAnswer:
-        """Parse, charge and route an admitted caller's body."""
+        """Parse, charge and route an admitted caller's body to the chain of `path`."""
         try:
+            route = self.routes.for_path(path)
             body = parse_body(raw, self.max_batch)
             self.access.limiter.charge(identity.client, len(body.calls))
         except SignerProxyError as exc:
             return self.refusal(exc)
-        reply = await self.router.handle(body, raw, call_context(identity, "http", traceparent))
+        context = call_context(identity, "http", traceparent, route.name)
+        reply = await route.router.handle(body, raw, context)
         if reply is None:  # notifications only: JSON-RPC says reply with nothing
             return NO_CONTENT
         return HttpAnswer(200, reply if isinstance(reply, bytes) else dumps(reply))
@@ -150,7 +153,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         )
         response.force_close()
         return response
-    answer = await endpoint.answer(identity, raw, caller.traceparent)
+    answer = await endpoint.answer(identity, raw, caller.traceparent, request.path)
     if request.transport is None or request.transport.is_closing():
         # The call ran (a transaction may be on its way) but its answer has nowhere to go.
         log.warning(
@@ -163,6 +166,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/", handle_post)
-    app.router.add_route("OPTIONS", "/", handle_preflight)
+    for path in ("/", "/chain/{chain}"):
+        app.router.add_post(path, handle_post)
+        app.router.add_route("OPTIONS", path, handle_preflight)
     app.middlewares.append(cors)

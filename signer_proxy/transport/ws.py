@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,8 +32,9 @@ from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER
 from signer_proxy.ops.metrics import METRICS, Metrics, method_family, outcome_of_code
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.router import Router
+from signer_proxy.transport.chains import ROUTES, ChainRoute
 from signer_proxy.transport.door import admit, call_context, charge
-from signer_proxy.transport.http import ROUTER, refusal_response
+from signer_proxy.transport.http import refusal_response
 from signer_proxy.upstream.credentials import upstream_auth
 from signer_proxy.upstream.ws import PING_INTERVAL, UpstreamSocket, derive_ws_url
 
@@ -197,6 +198,7 @@ class ClientConnection:
         metrics: Metrics,
         app: web.Application,
         identity: Identity,
+        route: ChainRoute | None = None,
     ) -> None:
         self._app = app
         self._identity = identity
@@ -219,12 +221,12 @@ class ClientConnection:
         self._close_at_start: tuple[int, str] | None = None
         assert node.session is not None, "the WebSocket session starts with the app"
         self.upstream = UpstreamSocket(
-            node.url,
+            node.url if route is None else route.ws_url,
             node.session,
             node.timeout,
             self._notify,
             self._upstream_lost,
-            node.upgrade_headers,
+            node.upgrade_headers if route is None else route.ws_upgrade_headers,
         )
 
     @property
@@ -342,11 +344,11 @@ class ClientConnection:
         for call in body.calls:
             if isinstance(call, Call):
                 family = method_family(call.method, self._router.is_local(call.method))
-                self._metrics.count_call(family, outcome)
+                self._metrics.count_call(family, outcome, self._context.chain)
                 if call.is_notification:
                     continue
             else:
-                self._metrics.count_call("invalid", outcome)
+                self._metrics.count_call("invalid", outcome, self._context.chain)
             replies.append(error_response(call.id, error))
         if replies:
             await self._queue.put(json.dumps(replies if body.is_batch else replies[0]).encode())
@@ -429,9 +431,8 @@ class WebSockets:
 
     def __init__(self, settings: Settings) -> None:
         self.limits = Limits.from_settings(settings)
-        self.url = settings.upstream_ws or derive_ws_url(settings.upstream)
-        auth = upstream_auth(self.url, settings)
-        self.upgrade_headers = None if auth is None else auth.upgrade_headers
+        # The default chain's node (each chain's route carries its own: transport/chains.py).
+        self.url, self.upgrade_headers = node_socket(settings)
         self.timeout = settings.upstream_timeout
         self.connect_timeout = settings.upstream_connect_timeout
         self.session: aiohttp.ClientSession | None = None
@@ -450,6 +451,15 @@ class WebSockets:
 
 
 WEBSOCKETS = web.AppKey("websockets", WebSockets)
+
+
+def node_socket(settings: Settings) -> tuple[str, Callable[[], Mapping[str, str]] | None]:
+    """The node's WebSocket URL for `settings`' chain and the credentials its upgrade carries."""
+    if not (settings.upstream_ws or settings.upstream):
+        return "", None  # several chains: no top-level node
+    url = settings.upstream_ws or derive_ws_url(settings.upstream)
+    auth = upstream_auth(url, settings)
+    return url, None if auth is None else auth.upgrade_headers
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
@@ -473,7 +483,11 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         return web.Response(
             status=400, text="signer-proxy: POST JSON-RPC to this URL, or open a WebSocket on it\n"
         )
-    context = call_context(identity, "ws")
+    try:
+        route = app[ROUTES].for_path(request.path)
+    except SignerProxyError as exc:
+        return refusal_response(request, exc)
+    context = call_context(identity, "ws", chain=route.name)
     socket.headers[REQUEST_ID_HEADER] = REQUEST_ID.get()
     in_flight = app[IN_FLIGHT]
     if len(node.open) >= node.limits.max_connections or in_flight.draining:
@@ -489,13 +503,14 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     connection = ClientConnection(
         socket,
         request.transport,
-        app[ROUTER],
+        route.router,
         context,
         node,
         in_flight,
         app[METRICS],
         app,
         identity,
+        route,
     )
     node.add(connection)  # before any await: the limit cannot be overrun by a race
     try:
@@ -542,3 +557,4 @@ def setup_websocket(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(session)
     app.on_shutdown.append(close_all)
     app.router.add_get("/", handle_websocket)
+    app.router.add_get("/chain/{chain}", handle_websocket)

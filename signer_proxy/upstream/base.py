@@ -1,5 +1,4 @@
-"""The `Upstream` seam: a JSON-RPC node, and how its URL may be shown.
-"""
+"""The `Upstream` seam: a JSON-RPC node, and how its URL may be shown."""
 
 from __future__ import annotations
 

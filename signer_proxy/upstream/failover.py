@@ -1,5 +1,4 @@
-"""Several nodes as one: failover in order, with the request deadline as the bound.
-"""
+"""Several nodes as one: failover in order, with the request deadline as the bound."""
 
 from __future__ import annotations
 
@@ -18,8 +17,6 @@ from signer_proxy.errors import (
 from signer_proxy.upstream.http import HttpUpstream
 
 log = logging.getLogger(__name__)
-
-
 
 
 class FailoverUpstream:

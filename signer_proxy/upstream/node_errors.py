@@ -1,5 +1,4 @@
-"""What a node's answer to eth_sendRawTransaction means: the node-error table. Pure.
-"""
+"""What a node's answer to eth_sendRawTransaction means: the node-error table. Pure."""
 
 from __future__ import annotations
 

@@ -137,9 +137,10 @@ async def chromium_page(width: int = 1280, height: int = 1000) -> AsyncIterator[
             raise RuntimeError(f"chromium exited with status {process.returncode}")
         port, path = active.read_text().splitlines()[:2]
         endpoint = f"ws://127.0.0.1:{port}{path}"
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-            endpoint, max_msg_size=64 * 1024 * 1024
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(endpoint, max_msg_size=64 * 1024 * 1024) as ws,
+        ):
             browser = Page(ws, "")
             sessions: dict[str, Page] = {}
             reader = asyncio.create_task(_read(ws, browser, sessions))

@@ -232,7 +232,7 @@ def call(draw: st.DrawFn) -> Any:
 
 # Nesting far past the parser's limit: in a string parameter (typed data given as a JSON
 # string, a message) or as the params themselves.
-deep_json_text = st.sampled_from(["[", "{\"a\":"]).flatmap(
+deep_json_text = st.sampled_from(["[", '{"a":']).flatmap(
     lambda opener: st.integers(65, 120_000).map(
         lambda depth: opener * depth + "1" + ("]" if opener == "[" else "}") * depth
     )
@@ -462,7 +462,11 @@ def test_pipelining_without_reading_does_not_stall_other_clients(world: World) -
         b'{"jsonrpc":"2.0","id":3,"m\\u0065thod":"eth_sendRawTransaction","method":'
         b'"eth_blockNumber","params":["0x00"]}',
         b'{"jsonrpc":"2.0","id":4,"method":"eth_signTypedData_v4","params":["'
-        + ADDRESS_A.encode() + b'","' + b"[" * 100_000 + b"]" * 100_000 + b'"]}',
+        + ADDRESS_A.encode()
+        + b'","'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b'"]}',
         b'{"jsonrpc":"2.0","id":5,"method":"eth_blockNumber","params":[]}',
     ]
     head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"

@@ -56,6 +56,6 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
             assert row["added_p50_ms"] == pytest.approx(
                 row["p50_ms"]["median"] - row["direct_send_p50_ms"] - row["direct_sign_p50_ms"]
             )
-    assert "| target | measured | reference (same run) | met |" in (
-        tmp_path / "smoke.md"
-    ).read_text()
+    assert (
+        "| target | measured | reference (same run) | met |" in (tmp_path / "smoke.md").read_text()
+    )

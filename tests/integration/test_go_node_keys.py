@@ -101,9 +101,7 @@ WRITE = "eth_sendRawTransaction"
             "invalid",
             id="batch-case-variant",
         ),
-        pytest.param(
-            f'{{"jsonrpc":"2.0","id":1,"method":"{READ}","params":[]}}', READ, id="plain"
-        ),
+        pytest.param(f'{{"jsonrpc":"2.0","id":1,"method":"{READ}","params":[]}}', READ, id="plain"),
     ],
 )
 async def test_the_go_node_runs_only_what_the_scope_check_saw(

@@ -290,7 +290,10 @@ def test_metrics_listen_serves_ops_endpoints_apart_and_healthcheck_probes_health
         stop(proxy.process)
 
     assert metrics_status == 200
-    assert 'signer_proxy_requests_total{family="send_transaction",outcome="ok"} 1.0' in metrics
+    assert (
+        'signer_proxy_requests_total{chain="default",family="send_transaction",outcome="ok"} 1.0'
+        in metrics
+    )
     assert ops_ready == 200
     assert main_metrics == 404  # only the ops listener exposes metrics
     assert main_health == 200

@@ -239,9 +239,7 @@ async def test_the_page_in_a_browser_shows_sends_and_refusals(
         await page.open(url, {"Authorization": f"Bearer {TOKEN}"})
         assert page.statuses[url] == 200
         await page.wait_for("document.body.dataset.loaded === 'true'")
-        address = await page.evaluate(
-            "document.querySelector('#keys tbody tr').dataset.address"
-        )
+        address = await page.evaluate("document.querySelector('#keys tbody tr').dataset.address")
         assert address == funded_key.address
         outcomes = await page.evaluate(
             "[...document.querySelectorAll('#decisions tbody tr')].map(r => r.dataset.outcome)"

@@ -81,8 +81,8 @@ async def test_without_the_policy_a_transaction_under_the_base_fee_is_reported_s
     assert "fee bumping is off" in status["reason"]
     assert status["hashes"] == [tx_hash] and status["bumps"] == 0
     metrics = proxy.client.app[METRICS]
-    assert metrics.tracked_stuck_events._value.get() >= 1
-    assert metrics.tracked_stuck.labels(key.address)._value.get() == 1
+    assert metrics.tracked_stuck_events.labels("default")._value.get() >= 1
+    assert metrics.tracked_stuck.labels(key.address, "default")._value.get() == 1
 
     # The base fee falls back: the same bytes go back to the pool and are mined.
     async def mined() -> Any:
@@ -178,7 +178,7 @@ async def test_with_the_policy_a_stuck_transaction_is_bumped_mined_and_found_by_
     bumps = [e for e in entries if e.get("replaces")]
     assert bumps and bumps[0]["replaces"] == original
     assert bumps[0]["replacement"] == "auto" and bumps[0]["outcome"] == "allowed"
-    assert proxy.client.app[METRICS].tracked_bumps.labels("auto")._value.get() >= 1
+    assert proxy.client.app[METRICS].tracked_bumps.labels("auto", "default")._value.get() >= 1
 
 
 async def test_a_transaction_the_node_dropped_is_rebroadcast_byte_identical_and_mined(
@@ -211,7 +211,7 @@ async def test_a_transaction_the_node_dropped_is_rebroadcast_byte_identical_and_
 
     status = await until(mined, between=lambda: paused.call("evm_mine"))
     assert status["currentHash"] == tx_hash
-    assert proxy.client.app[METRICS].tracked_rebroadcasts._value.get() >= 1
+    assert proxy.client.app[METRICS].tracked_rebroadcasts.labels("default")._value.get() >= 1
 
 
 @pytest.fixture

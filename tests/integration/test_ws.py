@@ -407,7 +407,10 @@ async def test_ws_messages_over_the_rate_are_answered_with_32005_and_their_ids(
     await asyncio.sleep(0.6)  # the bucket refills: the connection serves again
     assert await client.result("eth_chainId") == "0x7a69"
     metrics = await (await proxy.client.get("/metrics")).text()
-    assert 'signer_proxy_requests_total{family="accounts",outcome="rate_limited"}' in metrics
+    assert (
+        'signer_proxy_requests_total{chain="default",family="accounts",outcome="rate_limited"}'
+        in metrics
+    )
     await client.close()
 
 

@@ -45,9 +45,7 @@ def test_every_docs_path_named_exists() -> None:
         for name in set(DOCS_PATH.findall(path.read_text(errors="replace")))
         if not (ROOT / name).exists() and path != Path(__file__).resolve()
     )
-    assert not missing, "named but absent (write the page or fix the name):\n" + "\n".join(
-        missing
-    )
+    assert not missing, "named but absent (write the page or fix the name):\n" + "\n".join(missing)
 
 
 def test_every_relative_markdown_link_resolves() -> None:

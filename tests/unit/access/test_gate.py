@@ -128,6 +128,7 @@ async def test_allowed_transaction_is_audited_with_its_result() -> None:
         "client": "ci",
         "auth": "api_key",
         "transport": "http",
+        "chain": "default",
         "method": "eth_sendTransaction",
         "from": s.inner.address,
         "key": "arn:aws:kms:us-east-1:1:key/k",

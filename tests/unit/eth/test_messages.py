@@ -105,7 +105,7 @@ PERMIT: dict[str, Any] = {
             {"name": "value", "type": "uint256"},
             {"name": "nonce", "type": "uint256"},
             {"name": "deadline", "type": "uint256"},
-        ]
+        ],
     },
     "primaryType": "Permit",
     "domain": {"verifyingContract": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"},

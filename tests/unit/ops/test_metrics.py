@@ -42,7 +42,17 @@ from signer_proxy.router import Router
 ROOT = Path(__file__).resolve().parents[3]
 
 
+# The metrics labelled by chain (a single-chain proxy's chain is "default").
+CHAIN_LABELLED = (
+    "signer_proxy_requests_total", "signer_proxy_request_duration_seconds",
+    "signer_proxy_upstream_duration_seconds", "signer_proxy_upstream_errors_total",
+    "signer_proxy_send_rejections_total", "signer_proxy_nonce_", "signer_proxy_tracked_",
+)  # fmt: skip
+
+
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    if name.startswith(CHAIN_LABELLED):
+        labels.setdefault("chain", "default")
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
@@ -282,7 +292,17 @@ async def test_labels_stay_in_fixed_sets_whatever_clients_send() -> None:
 def test_rejected_body_counts_as_invalid() -> None:
     metrics = Metrics(process_collectors=False)
     metrics.count_rejected_body(ParseError("not JSON"))
-    assert sample(metrics, "signer_proxy_requests_total", family="invalid", outcome="invalid") == 1
+    # Refused before its path was read: no chain.
+    assert (
+        sample(
+            metrics,
+            "signer_proxy_requests_total",
+            family="invalid",
+            outcome="invalid",
+            chain="none",
+        )
+        == 1
+    )
 
 
 async def test_metered_signer_times_signatures_and_counts_kms_errors_by_code() -> None:
