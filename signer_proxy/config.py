@@ -824,6 +824,16 @@ def render_reference() -> str:
         )
     lines += [
         "",
+        "## Several chains",
+        "",
+        "`chains:` is a key of the YAML file only (no flag, no environment variable): a list of",
+        "the chains one proxy serves, each on `/chain/NAME` and `/chain/CHAIN_ID`. An entry has",
+        "a `name`, its node's `upstream`, optionally `chain_id`, `default` and `keys`, and may",
+        "set these settings of the table for its chain alone: "
+        + ", ".join(f"`{name}`" for name in CHAIN_SETTINGS if name != "upstream")
+        + ". With `chains:` set, the top-level `upstream` is left out. See",
+        "[chains.md](chains.md) for the shape, the paths and how chains are kept apart.",
+        "",
         "An example file (more under `config/`, each loaded by a test):",
         "",
         "```yaml",

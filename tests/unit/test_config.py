@@ -322,6 +322,17 @@ def test_render_reference_lists_every_setting_three_ways() -> None:
         assert f"| `{name}` | `{flag_name(name)}` | `{env_name(name)}` |" in reference
 
 
+def test_render_reference_says_chains_is_yaml_only_and_links_its_page() -> None:
+    from signer_proxy.config import CHAIN_SETTINGS
+
+    reference = render_reference()
+    section = reference.split("## Several chains", 1)[1].split("```", 1)[0]
+    assert "`chains:` is a key of the YAML file only" in section
+    assert "[chains.md](chains.md)" in section
+    assert all(f"`{name}`" in section for name in CHAIN_SETTINGS if name != "upstream")
+    assert (ROOT / "docs" / "chains.md").is_file()
+
+
 @pytest.mark.parametrize(
     "url",
     [
