@@ -148,6 +148,14 @@ def _add_dev_parser(commands: Any) -> None:
     )
     dev.add_argument("--chain-id", type=int, default=1337, help="embedded chain id (1337)")
     dev.add_argument("--chain-port", type=int, default=0, help="embedded chain port (0: free)")
+    dev.add_argument(
+        "--chains",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many embedded chains, 1 to 4 (default 1): chain ids --chain-id, +1 …, served "
+        "as /chain/dev1, /chain/dev2 … (dev1 also on /); with --chain-port, consecutive ports",
+    )
     dev.add_argument("--kms-port", type=int, default=0, help="KMS emulator port (0: free)")
     dev.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
@@ -184,6 +192,7 @@ def run_dev_command(args: argparse.Namespace, started: float) -> int:
         kms_port=args.kms_port,
         log_level=args.log_level,
         backend=args.backend,
+        chains=args.chains,
     )
     try:
         if args.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -15,6 +15,17 @@ class Account:
     alias: str
     address: str
     balance_wei: int
+    per_chain_wei: tuple[int, ...] = ()  # with several chains: its balance on each, in order
+
+
+@dataclass(frozen=True)
+class DevChainLine:
+    """One of several embedded chains: its name, id, URL through the proxy, and its node."""
+
+    name: str
+    chain_id: int
+    url: str  # the proxy's /chain/NAME
+    node_url: str
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class BannerInfo:
     state_dir: str
     ready_seconds: float
     signed_by: str = "KMS"  # or "SoftHSM2 (PKCS#11)" with dev --backend softhsm
+    chains: Sequence[DevChainLine] = ()  # with dev --chains N (N > 1); the first is on / too
 
 
 def format_ether(wei: int) -> str:
@@ -40,8 +52,20 @@ def format_ether(wei: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _balance(account: Account, names: Sequence[str]) -> str:
+    """The account's balance: one figure, or one per chain when the chains differ."""
+    if len(set(account.per_chain_wei)) > 1:
+        return ", ".join(
+            f"{format_ether(wei)} ETH on {name}"
+            for name, wei in zip(names, account.per_chain_wei, strict=True)
+        )
+    return f"{format_ether(account.balance_wei)} ETH"
+
+
 def render_banner(info: BannerInfo) -> str:
     """The banner's text (ends with a newline)."""
+    if info.chains:
+        return _render_several(info)
     url = info.proxy_url
     first = info.accounts[0].address
     if info.chain_url:
@@ -83,6 +107,59 @@ def render_banner(info: BannerInfo) -> str:
         "  web3.py:",
         f'    w3 = Web3(Web3.HTTPProvider("{url}"))',
         f'    w3.eth.send_transaction({{"from": "{first}", "to": "{RECIPIENT}", "value": 1}})',
+        "",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _render_several(info: BannerInfo) -> str:
+    """The banner of `dev --chains N`: a line per chain, its URL and a cast command each."""
+    url = info.proxy_url
+    first = info.accounts[0].address
+    names = [c.name for c in info.chains]
+    name_width = max(map(len, names))
+    keys = (
+        f"kept in {info.state_dir} (addresses survive a restart)"
+        if info.state_dir
+        else "in memory only (new addresses next time; --state-dir keeps them)"
+    )
+    width = max(len(a.alias) for a in info.accounts)
+    main = info.chains[0]
+    lines = [
+        f"{READY_LINE} ({info.ready_seconds:.1f} s)",
+        "",
+        f"  Proxy (JSON-RPC)            {url} (HTTP), ws{url.removeprefix('http')} (WebSocket)",
+        f"  Chains                      {len(info.chains)} embedded, one path each (HTTP and "
+        f"WebSocket); / is {main.name}",
+        *(
+            f"    {c.name:<{name_width}}  chain id {c.chain_id}  {c.url}  (its node: {c.node_url})"
+            for c in info.chains
+        ),
+        f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)",
+        f"  Keys                        {keys}",
+        f"  Funding                     {info.funding}",
+        "",
+        f"  Accounts (signed by {info.signed_by} through the proxy, on every chain):",
+        *(f"    {a.alias:<{width}}  {a.address}  {_balance(a, names)}" for a in info.accounts),
+        "",
+        "  cast (one command per chain):",
+        *(
+            f"    cast send --unlocked --from {first} --rpc-url {c.url} {RECIPIENT} --value 1"
+            for c in info.chains
+        ),
+        "  Hardhat (hardhat.config.js):",
+        "    networks: { "
+        + ", ".join(f'{c.name}: {{ url: "{c.url}", accounts: "remote" }}' for c in info.chains)
+        + " }",
+        f"  ethers.js (v6), on {main.name}:",
+        f'    const signer = await new ethers.JsonRpcProvider("{main.url}").getSigner("{first}");',
+        f'    await signer.sendTransaction({{ to: "{RECIPIENT}", value: 1n }});',
+        f"  web3.py, on {main.name}:",
+        f'    w3 = Web3(Web3.HTTPProvider("{main.url}"))',
+        f'    w3.eth.send_transaction({{"from": "{first}", "to": "{RECIPIENT}", "value": 1}})',
+        "  (the other chains: the same with their URL above)",
         "",
         "  Ctrl-C stops everything.",
         "",

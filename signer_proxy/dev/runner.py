@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from signer_proxy.config import Settings, require_serve_settings, validate
-from signer_proxy.dev.banner import Account, BannerInfo, render_banner
+from signer_proxy.config import ChainConfig, Settings, require_serve_settings, validate
+from signer_proxy.dev.banner import Account, BannerInfo, DevChainLine, render_banner
 from signer_proxy.dev.chain import DEFAULT_CHAIN_ID
 from signer_proxy.dev.funding import fund_or_explain
 from signer_proxy.errors import ConfigError, SignerProxyError
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 HOST = "127.0.0.1"
 MAX_KEYS = 100
+MAX_CHAINS = 4
 # The emulator accepts any credentials; these keep the developer's real AWS ones out of play.
 DEV_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -59,6 +60,17 @@ class DevOptions:
     kms_port: int = 0
     log_level: str = "info"
     backend: str = "kms"  # kms (the emulator) | softhsm (SoftHSM2) | azure | gcp (emulators)
+    chains: int = 1  # embedded chains: chain ids chain_id, chain_id + 1, …; served as dev1, dev2 …
+
+
+def chain_name(index: int) -> str:
+    """The name (path /chain/NAME) of the embedded chain number `index` (0-based) of several."""
+    return f"dev{index + 1}"
+
+
+def chain_ports(options: DevOptions) -> list[int]:
+    """The embedded chains' ports: --chain-port and the next ones, or all free (0)."""
+    return [options.chain_port + i if options.chain_port else 0 for i in range(options.chains)]
 
 
 def check_options(options: DevOptions) -> None:
@@ -72,7 +84,19 @@ def check_options(options: DevOptions) -> None:
     ):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{flag} must be a TCP port (0 picks a free one), got {port}")
-    if not 1 <= options.chain_id < 2**64:
+    if not 1 <= options.chains <= MAX_CHAINS:
+        raise ConfigError(f"--chains must be from 1 to {MAX_CHAINS}, got {options.chains}")
+    if options.upstream and options.chains > 1:
+        raise ConfigError(
+            "--chains runs several embedded chains; it has no use with --upstream (for several "
+            "nodes of your own, run `signer-proxy serve` with a chains: config, docs/chains.md)"
+        )
+    if options.chain_port and options.chain_port + options.chains - 1 > 65535:
+        raise ConfigError(
+            f"--chain-port {options.chain_port} leaves no room for {options.chains} chains "
+            "(they take consecutive ports); choose a lower one"
+        )
+    if not 1 <= options.chain_id < 2**64 - options.chains + 1:
         raise ConfigError(f"--chain-id must be a positive integer, got {options.chain_id}")
     if options.upstream and options.chain_port:
         raise ConfigError("--chain-port is for the embedded chain; it has no use with --upstream")
@@ -148,7 +172,8 @@ async def run_dev(
     started = time.monotonic() if started is None else started
     check_options(options)
     check_port_free("--port", options.port)
-    check_port_free("--chain-port", options.chain_port)
+    for port in chain_ports(options):
+        check_port_free("--chain-port", port)
     check_port_free("--kms-port", options.kms_port)
     loop = asyncio.get_running_loop()
     if stop is None:
@@ -193,37 +218,42 @@ async def run_dev(
             kms_keys = tuple(cloud.refs)
 
         chain_url = ""
+        embedded: list[tuple[str, HttpUpstream]] = []  # (its URL, a client of it)
         if not options.upstream:
-            from signer_proxy.dev.chain_server import ChainServer
-
-            server = ChainServer(options.chain_id, HOST, options.chain_port)
-            stack.push_async_callback(server.stop)
-            try:
-                await server.start()
-            except OSError as exc:
-                raise ConfigError(
-                    f"the dev chain cannot listen on {HOST}:{options.chain_port} "
-                    f"({exc.strerror}); choose another --chain-port"
-                ) from None
-            chain_url = server.url
-            node = HttpUpstream(chain_url, 30)
-            stack.push_async_callback(node.aclose)
+            embedded = await _start_chains(stack, options)
+            chain_url, node = embedded[0]
             chain_id = await _chain_id(node)
 
+        several = len(embedded) > 1
         settings = Settings(
             listen=f"{HOST}:{options.port}",
-            upstream=options.upstream or chain_url,
+            upstream="" if several else options.upstream or chain_url,
             aws_region=REGION,
             aws_endpoint_url=kms.url,
             kms_keys=kms_keys,
             log_level=options.log_level,
+            chains=chains_config(options, [url for url, _ in embedded]) if several else (),
             **token_settings,
         )
         validate(settings)
-        try:
-            funding, balances = await fund_or_explain(node, [key.address for key in keys])
-        except SignerProxyError as exc:
-            raise ConfigError(f"the node at {node.display_url}: {exc.message}") from None
+        nodes = [n for _, n in embedded] or [node]
+        fundings: list[str] = []
+        per_chain: list[tuple[int, ...]] = []
+        for each in nodes:
+            try:
+                text, amounts = await fund_or_explain(each, [key.address for key in keys])
+            except SignerProxyError as exc:
+                raise ConfigError(f"the node at {each.display_url}: {exc.message}") from None
+            fundings.append(text)
+            per_chain.append(amounts)
+        funding, balances = fundings[0], per_chain[0]
+        if several:  # each chain says how, unless they all say the same
+            names = [c.name for c in settings.chains]
+            funding = (
+                f"{funding}, on each chain"
+                if len(set(fundings)) == 1
+                else "; ".join(f"{n}: {f}" for n, f in zip(names, fundings, strict=True))
+            )
 
         from signer_proxy.app import create_app
         from signer_proxy.transport.fast_lane import RpcSite
@@ -240,6 +270,14 @@ async def run_dev(
         bound_host, bound_port = runner.addresses[0][:2]
         proxy_url = f"http://{bound_host}:{bound_port}"
 
+        chain_lines = (
+            [
+                DevChainLine(c.name, c.chain_id or 0, f"{proxy_url}/chain/{c.name}", url)
+                for c, (url, _) in zip(settings.chains, embedded, strict=True)
+            ]
+            if several
+            else []
+        )
         info = BannerInfo(
             proxy_url=proxy_url,
             node_url=node.display_url,
@@ -248,15 +286,50 @@ async def run_dev(
             kms_url=kms.url,
             region=REGION,
             accounts=[
-                Account(key.alias, key.address, balance)
-                for key, balance in zip(keys, balances, strict=True)
+                Account(key.alias, key.address, balance, tuple(b[i] for b in per_chain))
+                for i, (key, balance) in enumerate(zip(keys, balances, strict=True))
             ],
             funding=funding,
             state_dir=str(options.state_dir) if options.state_dir else "",
             ready_seconds=time.monotonic() - started,
             signed_by="SoftHSM2 (PKCS#11)" if token_settings else "KMS",
+            chains=chain_lines,
         )
         out.write(render_banner(info))
         out.flush()
         await stop.wait()
         log.info("stopping")
+
+
+async def _start_chains(
+    stack: AsyncExitStack, options: DevOptions
+) -> list[tuple[str, HttpUpstream]]:
+    """Start --chains embedded chains (chain ids --chain-id, +1 …); each one's URL and a
+    client of it, every part registered on `stack` for shutdown as soon as it runs."""
+    from signer_proxy.dev.chain_server import ChainServer
+
+    started: list[tuple[str, HttpUpstream]] = []
+    for i, port in enumerate(chain_ports(options)):
+        server = ChainServer(options.chain_id + i, HOST, port)
+        stack.push_async_callback(server.stop)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"the dev chain cannot listen on {HOST}:{port} "
+                f"({exc.strerror}); choose another --chain-port"
+            ) from None
+        node = HttpUpstream(server.url, 30)
+        stack.push_async_callback(node.aclose)
+        started.append((server.url, node))
+    return started
+
+
+def chains_config(options: DevOptions, urls: list[str]) -> tuple[ChainConfig, ...]:
+    """The `chains:` config of several embedded chains: dev1 (the default, also on /), dev2 …"""
+    return tuple(
+        ChainConfig(
+            chain_name(i), options.chain_id + i, default=i == 0, overrides=(("upstream", url),)
+        )
+        for i, url in enumerate(urls)
+    )

@@ -6,7 +6,14 @@ import dataclasses
 
 import pytest
 
-from signer_proxy.dev.banner import READY_LINE, Account, BannerInfo, format_ether, render_banner
+from signer_proxy.dev.banner import (
+    READY_LINE,
+    Account,
+    BannerInfo,
+    DevChainLine,
+    format_ether,
+    render_banner,
+)
 
 INFO = BannerInfo(
     proxy_url="http://127.0.0.1:8545",
@@ -67,3 +74,38 @@ def test_banner_with_upstream_and_state_dir() -> None:
     assert "Node                        http://127.0.0.1:40000, chain id 31337" in text
     assert "ws://127.0.0.1:40000" not in text  # no dev chain WebSocket to show
     assert "kept in /tmp/state (addresses survive a restart)" in text
+
+
+SEVERAL = dataclasses.replace(
+    INFO,
+    chains=[
+        DevChainLine("dev1", 1337, "http://127.0.0.1:8545/chain/dev1", "http://127.0.0.1:40000"),
+        DevChainLine("dev2", 1338, "http://127.0.0.1:8545/chain/dev2", "http://127.0.0.1:40002"),
+    ],
+)
+
+
+def test_banner_of_several_chains_gives_each_its_url_and_cast_command() -> None:
+    text = render_banner(SEVERAL)
+    first = "0x" + "aa" * 20
+    assert "2 embedded, one path each (HTTP and WebSocket); / is dev1" in text
+    assert (
+        "    dev1  chain id 1337  http://127.0.0.1:8545/chain/dev1  "
+        "(its node: http://127.0.0.1:40000)\n" in text
+    )
+    assert "    dev2  chain id 1338  http://127.0.0.1:8545/chain/dev2  " in text
+    for name in ("dev1", "dev2"):
+        url = f"http://127.0.0.1:8545/chain/{name}"
+        assert f"cast send --unlocked --from {first} --rpc-url {url} 0x" in text
+        assert f'{name}: {{ url: "{url}", accounts: "remote" }}' in text
+    assert 'JsonRpcProvider("http://127.0.0.1:8545/chain/dev1")' in text
+    assert "--rpc-url http://127.0.0.1:8545 " not in text  # every command names its chain
+    assert text.endswith("Ctrl-C stops everything.\n")
+
+
+def test_banner_of_several_chains_shows_per_chain_balances_only_when_they_differ() -> None:
+    same = Account("alias/dev-0", "0x" + "aa" * 20, 10**18, (10**18, 10**18))
+    differ = Account("alias/dev-1", "0x" + "bb" * 20, 10**18, (10**18, 2 * 10**18))
+    text = render_banner(dataclasses.replace(SEVERAL, accounts=[same, differ]))
+    assert f"    alias/dev-0  {'0x' + 'aa' * 20}  1 ETH\n" in text
+    assert f"    alias/dev-1  {'0x' + 'bb' * 20}  1 ETH on dev1, 2 ETH on dev2\n" in text
