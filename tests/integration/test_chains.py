@@ -465,3 +465,25 @@ def test_a_chain_whose_node_is_down_at_start_needs_its_chain_id(
         assert reply["error"]["code"] == -32020  # its node is down: said, not hidden
     finally:
         stop(proxy.proxy.process)
+
+
+def test_transaction_status_answers_on_the_chain_that_sent_it(
+    scoped: Replica, keys: list[KmsKey], anvils: dict[str, Anvil]
+) -> None:
+    """Each chain's tracker answers for its own transactions (the store is shared in Redis)."""
+    key = API_KEYS["dapp"]
+    send = call("eth_sendTransaction", [{"from": keys[0].address, "to": SINK, "value": "0x1"}])
+    _, reply = post(f"{scoped.url}/chain/alpha", send, key)
+    tx_hash = reply["result"]
+    status_call = call("signer_getTransactionStatus", [tx_hash])
+    deadline = time.monotonic() + 20
+    while True:
+        _, reply = post(f"{scoped.url}/chain/alpha", status_call, key)
+        if reply["result"]["state"] == "mined" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert reply["result"]["state"] == "mined", reply
+    _, reply = post(f"{scoped.url}/chain/beta", status_call, key)
+    assert reply == {"jsonrpc": "2.0", "id": 1, "result": None}
+    _, reply = post(f"{scoped.url}/chain/beta", call("signer_cancelTransaction", [tx_hash]), key)
+    assert reply["error"]["code"] == -32602
