@@ -57,7 +57,7 @@ from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics
 from signer_proxy.ops.recent import RecentDecisions
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.ops.status import StatusBoard
+from signer_proxy.ops.status import ChainNodes, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls
 from signer_proxy.router import Router
 from signer_proxy.tracking.startup import start_tracker
@@ -261,8 +261,11 @@ def create_app(
                 history = latency_history(metrics)
                 background(stack, sample_every(history))
                 app[STATUS_BOARD] = StatusBoard(
-                    chain_name=first.config.name,
-                    nodes=status_nodes(first.node),
+                    # the first chain's first: keys' balances are read on it
+                    chains=[
+                        ChainNodes(c.config.name, status_nodes(c.node))
+                        for c in sorted(chains, key=lambda c: c is not first)
+                    ],
                     signers=lambda: signers_of(keyring.current()),
                     decisions=decisions,
                     latency=history,

@@ -368,6 +368,12 @@ def test_ready_metrics_and_audit_name_each_chain(
             'signer_proxy_requests_total{chain="beta",family="send_transaction",outcome="ok"} 1.0'
             in metrics
         )
+        with urllib.request.urlopen(f"{proxy.url}/operator/status.json", timeout=10) as response:
+            board = json.loads(response.read())
+        assert [(c["name"], c["nodes"][0]["chain_id"]) for c in board["chains"]] == [
+            ("alpha", IDS["alpha"]),
+            ("beta", IDS["beta"]),
+        ]
         lines = [json.loads(line) for line in audit.read_text().splitlines()]
         assert [(e["chain"], e["chain_id"]) for e in lines] == [("beta", IDS["beta"])]
 
