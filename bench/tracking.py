@@ -35,9 +35,11 @@ class PendingNode:
     display_url = "fake"
 
     async def call(self, method: str, params: Any) -> Any:
-        return {"eth_blockNumber": "0x1", "eth_getTransactionCount": "0x0"}.get(
-            method, {"hash": params[0] if params else None}
-        )
+        return {
+            "eth_blockNumber": "0x1",
+            "eth_getTransactionCount": "0x0",
+            "eth_chainId": "0x1",
+        }.get(method, {"hash": params[0] if params else None})
 
     async def forward(self, body: bytes) -> bytes:
         raise NotImplementedError
