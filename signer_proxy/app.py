@@ -152,8 +152,9 @@ def create_app(
     `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
     aliases and re-reads keystores)."""
     restore_recursion_limit()  # py_ecc raised it at import (ops/recursion_limit.py)
-    for text in settings.upstream_headers:  # a ConfigError naming the header, not its value
-        HeaderSpec.parse(text).resolve()
+    for chain in settings.chain_list():  # a ConfigError naming the header, not its value
+        for text in settings.for_chain(chain).upstream_headers:
+            HeaderSpec.parse(text).resolve()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.

@@ -493,3 +493,36 @@ def test_transaction_status_answers_on_the_chain_that_sent_it(
     assert reply == {"jsonrpc": "2.0", "id": 1, "result": None}
     _, reply = post(f"{scoped.url}/chain/beta", call("signer_cancelTransaction", [tx_hash]), key)
     assert reply["error"]["code"] == -32602
+
+
+def test_each_chains_node_credentials_stay_out_of_the_log(
+    anvils: dict[str, Anvil], keys: list[KmsKey], kms: Any, tmp_path: Path
+) -> None:
+    """A chain's URL userinfo and its header secret (from the environment) are scrubbed from
+    every log line, at debug level, through sends, a node error and the shutdown."""
+    url_secret, header_secret = "s3cret-pass-4821", "hdr-secret-9731"
+    beta = anvils["beta"].url.replace("http://", f"http://bob:{url_secret}@")
+    config = write_config(
+        tmp_path,
+        anvils,
+        beta={"upstream": beta, "upstream_headers": ["X-Api-Key: env:BETA_SECRET_FOR_TEST"]},
+    )
+    args = proxy_args(kms.url, keys, config, "--log-level", "debug")
+    from tests.conftest import start_proxy_process
+
+    proxy = Replica(start_proxy_process(*args, env={"BETA_SECRET_FOR_TEST": header_secret}))
+    proxy.drain()
+    try:
+        send = call("eth_sendTransaction", [{"from": keys[0].address, "to": SINK}])
+        for name in IDS:
+            _, reply = post(f"{proxy.url}/chain/{name}", send)
+            assert "result" in reply, reply
+        _, reply = post(f"{proxy.url}/chain/beta", call("eth_call", [{"to": "0x1"}, "bogus"]))
+        assert "error" in reply
+        assert url_secret not in json.dumps(reply) and header_secret not in json.dumps(reply)
+    finally:
+        stop(proxy.proxy.process)
+    time.sleep(0.2)  # the drain thread reads the last lines
+    log = "".join(proxy.log)
+    assert "sending tx=" in log  # the log did run at debug level
+    assert url_secret not in log and header_secret not in log
