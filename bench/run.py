@@ -412,6 +412,7 @@ class Report:
     passthrough: list[dict[str, Any]] = field(default_factory=list)
     signing: list[dict[str, Any]] = field(default_factory=list)
     websocket: list[dict[str, Any]] = field(default_factory=list)
+    tracking: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -664,6 +665,48 @@ class Bench:
             node_ms = direct_send_p50_ms(anvil, 50) if conns == 1 else None
             kms_ms = direct_sign_p50_ms(kms, 50) if conns == 1 else None
         return {"load": result, "cpu": cpu, "mined": mined, "node_ms": node_ms, "kms_ms": kms_ms}
+
+    def tracking(self) -> None:
+        """Signing throughput with the transaction tracker on and off (issue 18), runs
+        interleaved (off, on, off, on ...), gas given, 0 ms KMS, at the saturated
+        concurrencies: what watching every sent transaction until it is mined costs."""
+        address = address_from_public_key(make_keys(1)[0].private.public_key.format(False))
+        body = send_body(address, True)
+        for conns in [c for c in self.conns if c >= self.busy]:
+            runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            for _ in range(self.reps):
+                for track in (False, True):
+                    runs[track].append(self.one_tracking_run(body, address, conns, track))
+            off, on = runs[False], runs[True]
+            row = {
+                "concurrency": conns,
+                "off_rps": spread([r["load"].rps for r in off]),
+                "on_rps": spread([r["load"].rps for r in on]),
+                "on_vs_off": spread(
+                    [a["load"].rps / max(b["load"].rps, 1) for a, b in zip(on, off, strict=True)]
+                ),
+                "off_cpu_us_per_tx": spread([r["cpu"] for r in off]),
+                "on_cpu_us_per_tx": spread([r["cpu"] for r in on]),
+                "requests": sum(r["load"].requests for r in on + off),
+                "mined": sum(r["mined"] for r in on + off),
+            }
+            self.report.tracking.append(row)
+            print(
+                f"  tracking c={conns}: on/off {fmt(row['on_vs_off'])} tx/s, "
+                f"{fmt(row['on_cpu_us_per_tx'], 0)} vs {fmt(row['off_cpu_us_per_tx'], 0)} "
+                "us CPU/tx",
+                flush=True,
+            )
+
+    def one_tracking_run(
+        self, body: bytes, address: str, conns: int, track: bool
+    ) -> dict[str, Any]:
+        with self.anvil() as anvil, self.kms(1, 0) as kms:
+            rpc(anvil, "anvil_setBalance", [address, hex(10**24)])
+            with self.proxy(anvil, kms, 1, track_transactions=track) as (proxy, pid):
+                result, cpu = self.measured(pid, py_load, proxy, body, conns, None, self.txs)
+                mined = wait_mined(anvil, address, result.requests)
+        return {"load": result, "cpu": cpu, "mined": mined}
 
     def websocket(self) -> None:
         """Pass-through and signing over WebSocket: the node's own WebSocket as the direct
@@ -959,6 +1002,14 @@ class Bench:
                 worst <= 4,
                 "the proxy's WebSocket pass-through, same concurrency",
             )
+        if self.report.tracking:
+            worst = min(r["on_vs_off"]["median"] for r in self.report.tracking)
+            add(
+                f"signing with tracking on: tx/s >= 0.9 x with it off (c>={busy})",
+                worst,
+                worst >= 0.9,
+                "the same proxy with --track-transactions false, runs interleaved",
+            )
         mem = self.report.memory
         if mem:
             add(
@@ -996,7 +1047,7 @@ class Bench:
             "reps": self.reps,
             "nginx": self.nginx_binary is not None,
         }
-        parts = ["passthrough", "signing", "websocket", "memory"]
+        parts = ["passthrough", "signing", "websocket", "tracking", "memory"]
         if self.soak_seconds:
             parts.append("soak")
         for part in parts:
@@ -1101,6 +1152,20 @@ def markdown(report: Report) -> str:
                 f"| {r['kind']} | {r['concurrency']} | {ratio} | "
                 f"{fmt(r['proxy_rps'], 0)} | {fmt(cpu, 0)} |"
             )
+    if report.tracking:
+        lines += [
+            "",
+            "| tracking (gas given, 0 ms KMS) | conc. | on / off tx/s | tx/s off | tx/s on | "
+            "CPU µs/tx off | CPU µs/tx on | mined |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report.tracking:
+            lines.append(
+                f"| eth_sendTransaction | {r['concurrency']} | {fmt(r['on_vs_off'])} | "
+                f"{fmt(r['off_rps'], 0)} | {fmt(r['on_rps'], 0)} | "
+                f"{fmt(r['off_cpu_us_per_tx'], 0)} | {fmt(r['on_cpu_us_per_tx'], 0)} | "
+                f"{r['mined']}/{r['requests']} |"
+            )
     lines += [
         "",
         "Added latency (concurrency 1): the proxy's p50 minus the p50 of a KMS Sign sent "
@@ -1145,7 +1210,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["passthrough", "signing", "websocket", "memory", "soak"],
+        choices=["passthrough", "signing", "websocket", "tracking", "memory", "soak"],
         default=[],
         help="run only this part (repeatable); the report then has only those rows",
     )

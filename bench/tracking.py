@@ -35,9 +35,11 @@ class PendingNode:
     display_url = "fake"
 
     async def call(self, method: str, params: Any) -> Any:
-        return {"eth_blockNumber": "0x1", "eth_getTransactionCount": "0x0"}.get(
-            method, {"hash": params[0] if params else None}
-        )
+        return {
+            "eth_blockNumber": "0x1",
+            "eth_getTransactionCount": "0x0",
+            "eth_chainId": "0x1",
+        }.get(method, {"hash": params[0] if params else None})
 
     async def forward(self, body: bytes) -> bytes:
         raise NotImplementedError
@@ -54,7 +56,7 @@ async def measure(store: Any, n: int) -> dict[str, float]:
             type=2, chain_id=1, nonce=nonce, gas=21000, to=ADDRESS, value=1, data=b"",
             max_fee_per_gas=10**10, max_priority_fee_per_gas=10**9,
         )  # fmt: skip
-        await tracker.track(sign_with(tx, sig), 1, ADDRESS, "bench")
+        await tracker.track_send(sign_with(tx, sig), tx, ADDRESS, "bench")  # as a send does
     track_cpu = time.process_time() - started
     trips_before = getattr(store, "round_trips", 0)
     started = time.process_time()

@@ -57,7 +57,7 @@ from signer_proxy.ops.metrics import METRICS, MeteredUpstream, Metrics
 from signer_proxy.ops.recent import RecentDecisions
 from signer_proxy.ops.recursion_limit import restore_recursion_limit
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
-from signer_proxy.ops.status import StatusBoard
+from signer_proxy.ops.status import ChainNodes, StatusBoard
 from signer_proxy.ops.tls import SERVER_TLS, ServerTls
 from signer_proxy.router import Router
 from signer_proxy.tracking.startup import start_tracker
@@ -152,8 +152,9 @@ def create_app(
     `reload_settings` (default: `settings` again, which still re-runs discovery, re-resolves
     aliases and re-reads keystores)."""
     restore_recursion_limit()  # py_ecc raised it at import (ops/recursion_limit.py)
-    for text in settings.upstream_headers:  # a ConfigError naming the header, not its value
-        HeaderSpec.parse(text).resolve()
+    for chain in settings.chain_list():  # a ConfigError naming the header, not its value
+        for text in settings.for_chain(chain).upstream_headers:
+            HeaderSpec.parse(text).resolve()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.
@@ -261,8 +262,11 @@ def create_app(
                 history = latency_history(metrics)
                 background(stack, sample_every(history))
                 app[STATUS_BOARD] = StatusBoard(
-                    chain_name=first.config.name,
-                    nodes=status_nodes(first.node),
+                    # the first chain's first: keys' balances are read on it
+                    chains=[
+                        ChainNodes(c.config.name, status_nodes(c.node))
+                        for c in sorted(chains, key=lambda c: c is not first)
+                    ],
                     signers=lambda: signers_of(keyring.current()),
                     decisions=decisions,
                     latency=history,

@@ -256,27 +256,29 @@ class InProcessProxy:
 
     client: Any  # aiohttp.test_utils.TestClient
 
-    async def post(self, payload: Any) -> tuple[int, Any]:
+    async def post(self, payload: Any, path: str = "/") -> tuple[int, Any]:
         """POST a JSON payload (or raw bytes); (HTTP status, decoded body or None if empty)."""
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         response = await self.client.post(
-            "/", data=data, headers={"Content-Type": "application/json"}
+            path, data=data, headers={"Content-Type": "application/json"}
         )
         body = await response.read()
         return response.status, (json.loads(body) if body else None)
 
-    async def call(self, method: str, params: Any = None, call_id: Any = 1) -> dict[str, Any]:
-        """One call; the whole response object (asserts HTTP 200)."""
+    async def call(
+        self, method: str, params: Any = None, call_id: Any = 1, path: str = "/"
+    ) -> dict[str, Any]:
+        """One call (to the chain of `path`); the whole response object (asserts HTTP 200)."""
         status, body = await self.post(
-            {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params or []}
+            {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params or []}, path
         )
         assert status == 200, (status, body)
         assert isinstance(body, dict)
         return body
 
-    async def result(self, method: str, params: Any = None) -> Any:
+    async def result(self, method: str, params: Any = None, path: str = "/") -> Any:
         """One call's result; fails the test on a JSON-RPC error."""
-        response = await self.call(method, params)
+        response = await self.call(method, params, path=path)
         assert "error" not in response, f"{method} failed: {response['error']}"
         return response["result"]
 

@@ -35,6 +35,7 @@ from signer_proxy.config import (
     flag_name,
     load_settings,
     require_serve_settings,
+    upstream_urls,
 )
 from signer_proxy.errors import ConfigError, InvalidParams, SignerProxyError
 from signer_proxy.keys.sources import load_checked
@@ -215,6 +216,18 @@ def header_secrets(headers: tuple[str, ...]) -> list[str]:
     return [HeaderSpec.parse(text).resolve() for text in headers]
 
 
+def node_secrets(settings: Settings) -> list[str]:
+    """Every node credential the log must never show: each chain's header values and the
+    userinfo and query keys of its node URLs."""
+    secrets: list[str] = []
+    for chain in settings.chain_list():
+        own = settings.for_chain(chain)
+        secrets += header_secrets(own.upstream_headers)
+        for url in (*upstream_urls(own.upstream), own.upstream_ws):
+            secrets += secrets_in_url(url)
+    return secrets
+
+
 def configure_logging(
     level: str,
     log_format: str = "text",
@@ -318,11 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_checked(flags, config_file=args.config)
         require_serve_settings(settings)
         configure_logging(
-            settings.log_level,
-            settings.log_format,
-            settings.upstream,
-            settings.upstream_ws,
-            header_secrets(settings.upstream_headers),
+            settings.log_level, settings.log_format, extra_secrets=node_secrets(settings)
         )
         run_event_loop(serve(settings, lambda: load_checked(flags, config_file=args.config)))
     except ConfigError as exc:

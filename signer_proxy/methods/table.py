@@ -49,7 +49,7 @@ def method_table(
         allow_pre_eip155=settings.allow_pre_eip155,
         sidecar_form=SidecarForm(settings.blob_sidecar),
         gate=gate,
-        track=tracker.track if tracker else None,
+        track=tracker.track_send if tracker else None,
     )
     messages = MessageMethods(current, facts, gate)
     authorizations = AuthorizationMethods(current, upstream, facts, gate)

@@ -40,7 +40,8 @@ from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 log = logging.getLogger(__name__)
 
 # Track this acknowledged send: (signed, chain id, from, client); never raises.
-TrackSend = Callable[[SignedTx, int, str, str], Awaitable[None]]
+# Told of each acknowledged send: what was sent, what was signed, the sender, the client.
+TrackSend = Callable[[SignedTx, UnsignedTx, str, str], Awaitable[None]]
 
 # A send that meets a nonce clash re-reads the node and tries again, this many times in all.
 MAX_SEND_ATTEMPTS = 4
@@ -130,7 +131,7 @@ class TransactionMethods:
             signed = await self._sign_and_send(request, unsigned, signer)
             decision.signed_transaction(signed.hash, signed.nonce)
         if self._track is not None:
-            await self._track(signed, unsigned.chain_id, signer.address, context.client)
+            await self._track(signed, unsigned, signer.address, context.client)
         # The "sending" line at info already named the transaction, its nonce, from and key.
         self._log("eth_sendTransaction", signer, signed, logging.DEBUG)
         return to_data(signed.hash)

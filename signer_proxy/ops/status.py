@@ -59,11 +59,19 @@ class Node:
 
 
 @dataclass
-class StatusBoard:
-    """Everything the page reads, wired by the app."""
+class ChainNodes:
+    """One served chain's nodes, by the chain's name."""
 
-    chain_name: str
+    name: str
     nodes: Sequence[Node]
+
+
+@dataclass
+class StatusBoard:
+    """Everything the page reads, wired by the app. Keys' balances and nonces are read on the
+    first chain (the default one when one is marked)."""
+
+    chains: Sequence[ChainNodes]
     signers: Callable[[], Sequence[Signer]]
     decisions: RecentDecisions
     latency: LatencyHistory
@@ -91,8 +99,10 @@ class StatusBoard:
     async def _build(self) -> dict[str, Any]:
         signers = list(self.signers())
         shown = signers[: self.max_keys]
-        nodes, keys = await asyncio.gather(
-            asyncio.gather(*(self._node(node) for node in self.nodes)),
+        per_chain, keys = await asyncio.gather(
+            asyncio.gather(
+                *(asyncio.gather(*(self._node(n) for n in chain.nodes)) for chain in self.chains)
+            ),
             asyncio.gather(*(self._key(signer) for signer in shown)),
         )
         pending = await self.pending() if self.pending is not None else None
@@ -101,7 +111,10 @@ class StatusBoard:
             "time": round(time.time(), 3),
             "uptime_seconds": round(time.time() - self.started, 1),
             "in_flight": self.in_flight(),
-            "chains": [{"name": self.chain_name, "nodes": list(nodes)}],
+            "chains": [
+                {"name": chain.name, "nodes": list(nodes)}
+                for chain, nodes in zip(self.chains, per_chain, strict=True)
+            ],
             "keys": list(keys),
             "keys_total": len(signers),
             "keys_shown": len(shown),
@@ -127,7 +140,7 @@ class StatusBoard:
 
     async def _key(self, signer: Signer) -> dict[str, Any]:
         address = signer.address
-        client = self.nodes[0].client
+        client = self.chains[0].nodes[0].client
         row: dict[str, Any] = {
             "address": address,
             "backend": backend_of(signer),

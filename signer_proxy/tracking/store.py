@@ -56,6 +56,12 @@ class TrackStore(Protocol):
         """The record of that nonce if it is not final yet."""
         ...
 
+    async def before_track(
+        self, tx_hash: str, chain_id: int, address: str, nonce: int
+    ) -> tuple[Tracked | None, Tracked | None]:
+        """(find(tx_hash), at_nonce(...)) at once: what tracking a new send asks first."""
+        ...
+
     async def watched(self) -> list[Address]:
         """Every (chain id, address) with a record not final yet."""
         ...
@@ -118,6 +124,11 @@ class MemoryTrackStore:
 
     async def at_nonce(self, chain_id: int, address: str, nonce: int) -> Tracked | None:
         return self._pending.get(_addr(chain_id, address), {}).get(nonce)
+
+    async def before_track(
+        self, tx_hash: str, chain_id: int, address: str, nonce: int
+    ) -> tuple[Tracked | None, Tracked | None]:
+        return await self.find(tx_hash), await self.at_nonce(chain_id, address, nonce)
 
     async def watched(self) -> list[Address]:
         out = []
@@ -237,6 +248,18 @@ class RedisTrackStore:
         key = self._key(chain_id, address, "pending")
         found = await self._do(self._redis.hget(key, str(nonce)))
         return None if found is None else Tracked.from_json(found)
+
+    async def before_track(
+        self, tx_hash: str, chain_id: int, address: str, nonce: int
+    ) -> tuple[Tracked | None, Tracked | None]:
+        """One round trip in the usual case (a hash never seen): the hash's index entry and
+        the nonce's record in one pipeline; find() only when the hash is known."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists(PREFIX + "hash:" + tx_hash.lower())
+        pipe.hget(self._key(chain_id, address, "pending"), str(nonce))
+        known, earlier = await self._do(pipe.execute())
+        found = await self.find(tx_hash) if known else None
+        return found, None if earlier is None else Tracked.from_json(earlier)
 
     async def watched(self) -> list[Address]:
         members = await self._do(self._redis.smembers(PREFIX + "watched"))

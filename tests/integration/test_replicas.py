@@ -234,14 +234,15 @@ def nonce_state(anvil: Anvil, redis_url: str, senders: list[str]) -> str:
 
 @pytest.fixture
 def anvil() -> Iterator[Anvil]:
-    """anvil mining on each transaction and also every second (`--mixed-mining`).
+    """anvil mining a block every second (interval mining), not on each transaction.
 
-    With automine alone, anvil's pool can strand a transaction that arrived while its
-    predecessor was being mined (foundry-rs/foundry#10122; seen here in about one burst of
-    four): it stays queued although its nonce is the account's next, and nothing mines it.
-    The interval block picks it up. A real nonce gap still fails: what sits above a nonce
-    nobody sent stays queued whatever is mined."""
-    node = start_anvil("--block-time", "1", "--mixed-mining")
+    With automine (also in `--mixed-mining`) anvil's pool can strand a transaction that arrived
+    while its predecessor was being mined (foundry-rs/foundry#10122; seen here in about one
+    burst of four): it stays queued although its nonce is the account's next, and neither a
+    later block nor evm_mine moves it. Interval mining takes whatever is executable each
+    second and has not stranded one in 40 bursts. A real nonce gap still fails the test:
+    what sits above a nonce nobody sent stays queued."""
+    node = start_anvil("--block-time", "1")
     yield node
     stop(node.process)
 

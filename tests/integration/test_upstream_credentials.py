@@ -10,7 +10,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import Anvil, InProcessProxy, KmsEmulator, KmsKey, ProxyFactory, proxy_settings
+from signer_proxy.config import ChainConfig
+from tests.conftest import (
+    Anvil,
+    InProcessProxy,
+    KmsEmulator,
+    KmsKey,
+    ProxyFactory,
+    proxy_settings,
+    start_anvil,
+    stop,
+)
 from tests.integration.sigv4_front import CheckingFront
 from tests.integration.test_transactions import SINK, mined
 
@@ -88,3 +98,59 @@ async def test_wrong_credentials_name_the_node_not_the_secret(
         assert await good.result("eth_blockNumber") == anvil.call("eth_blockNumber")
     finally:
         await front.stop()
+
+
+async def test_each_chain_reaches_its_node_with_its_own_credentials(
+    start_proxy: ProxyFactory,
+    sigv4_front: CheckingFront,
+    anvil: Anvil,
+    kms: KmsEmulator,
+    funded_key: KmsKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two chains: one behind SigV4 (Amazon Managed Blockchain style), one behind a provider
+    header; each chain's requests carry its own credentials only (a front refuses anything
+    else), over HTTP and on the WebSocket upgrade; the tracker asks each chain for its own."""
+    other = start_anvil("--chain-id", "31338")
+    header_front = CheckingFront(other.url, header=("X-Api-Key", "beta-key-123456"))
+    await header_front.start()
+    try:
+        other.fund(funded_key.address)
+        monkeypatch.setenv("BETA_NODE_KEY", "beta-key-123456")
+        chains = (
+            ChainConfig(
+                "amb",
+                overrides=(
+                    ("upstream", sigv4_front.url),
+                    ("upstream_ws", sigv4_front.ws_url),
+                    ("upstream_sigv4_region", "us-east-1"),
+                ),
+            ),
+            ChainConfig(
+                "provider",
+                chain_id=31338,
+                overrides=(
+                    ("upstream", header_front.url),
+                    ("upstream_ws", header_front.ws_url),
+                    ("upstream_headers", ("X-Api-Key: env:BETA_NODE_KEY",)),
+                ),
+            ),
+        )
+        settings = proxy_settings("", kms.url, funded_key.alias or funded_key.arn, chains=chains)
+        proxy: InProcessProxy = await start_proxy(settings)
+        send = [{"from": funded_key.address, "to": SINK, "value": "0x1"}]
+        for name, node in (("amb", anvil), ("provider", other)):
+            path = f"/chain/{name}"
+            assert await proxy.result("eth_chainId", path=path) == node.call("eth_chainId")
+            mined(
+                node, await proxy.result("eth_sendTransaction", send, path=path), funded_key.address
+            )
+            async with proxy.client.ws_connect(path) as ws:
+                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}))
+                reply = json.loads((await ws.receive(timeout=10)).data)
+                assert reply["result"] == node.call("eth_chainId")
+        assert sigv4_front.refused == 0 and header_front.refused == 0
+        assert sigv4_front.accepted >= 3 and header_front.accepted >= 3
+    finally:
+        await header_front.stop()
+        stop(other.process)

@@ -243,7 +243,11 @@ def test_fee_bumping_policy_section_parses_and_refuses_mistakes() -> None:
 async def exercise_store(store: Any) -> None:
     other = state.new_record(1, ME, 8, "0xcc", "0x02", "ci", now=1000.0)
     await store.save(other)
+    assert await store.before_track("0xaa", 1, ME, 7) == (None, None)
     await store.save(RECORD)
+    assert await store.before_track("0xAA", 1, ME, 7) == (RECORD, RECORD)  # the same bytes
+    assert await store.before_track("0xee", 1, ME, 7) == (None, RECORD)  # another, same nonce
+    assert await store.before_track("0xee", 1, ME, 9) == (None, None)
     assert [r.nonce for r in await store.pending(1, ME)] == [7, 8]
     assert await store.watched() == [(1, ME.lower())]
     bumped = state.bumped(RECORD, "0xbb", "0x0203", 5, 1001.0, 3)
