@@ -31,7 +31,15 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from signer_proxy import __version__
-from signer_proxy.config import FIELDS, Settings, field_type, load_settings
+from signer_proxy.config import (
+    CHAIN_ENTRY_KEYS,
+    CHAIN_SETTINGS,
+    FIELDS,
+    ChainConfig,
+    Settings,
+    field_type,
+    load_settings,
+)
 from signer_proxy.ops.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +116,29 @@ def test_values_yaml_is_valid_against_the_schema() -> None:
         ),
         pytest.param({"redis": {"url": "http://x"}}, "redis.url", id="redis-scheme"),
         pytest.param({"replicas": 2}, "", id="unknown-top-level-key"),
+        pytest.param(
+            {"config": {"chains": [{"name": "base"}]}}, "config.chains.0", id="chain-no-upstream"
+        ),
+        pytest.param(
+            {"config": {"chains": [{"name": "Base", "upstream": "http://n"}]}},
+            "config.chains.0.name",
+            id="chain-name-upper-case",
+        ),
+        pytest.param(
+            {"config": {"chains": [{"name": "8453", "upstream": "http://n"}]}},
+            "config.chains.0.name",
+            id="chain-name-digits",
+        ),
+        pytest.param(
+            {"config": {"chains": [{"name": "b", "upstream": "http://n", "gas_margin": 0.5}]}},
+            "config.chains.0.gas_margin",
+            id="chain-gas-margin",
+        ),
+        pytest.param(
+            {"config": {"chains": [{"name": "b", "upstream": "http://n", "listen": ":1"}]}},
+            "config.chains.0",
+            id="chain-process-setting",
+        ),
     ],
 )
 def test_schema_refuses_wrong_values(override: dict[str, Any], path: str) -> None:
@@ -129,8 +160,11 @@ _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 def test_config_values_and_schema_are_the_settings_one_to_one() -> None:
     config_schema = SCHEMA["properties"]["config"]
-    assert set(VALUES["config"]) == set(FIELDS), "values.config must list every setting"
-    assert set(config_schema["properties"]) == set(FIELDS)
+    # `chains` is a setting of the file only (no flag, no environment): not in FIELDS
+    settings = {*FIELDS, "chains"}
+    assert set(VALUES["config"]) == settings, "values.config must list every setting"
+    assert set(config_schema["properties"]) == settings
+    assert VALUES["config"]["chains"] == []
     assert config_schema["additionalProperties"] is False
     for name, f in FIELDS.items():
         tp = field_type(name)
@@ -519,3 +553,87 @@ def test_go_renderer_source_is_formatted() -> None:
         text=True,
     )
     assert result.stdout == "", f"run gofmt -w on {result.stdout}"
+
+
+# --- several chains (docs/chains.md) ----------------------------------------------------------
+
+
+def test_schema_chain_entry_has_exactly_the_keys_an_entry_may_have() -> None:
+    entry = SCHEMA["properties"]["config"]["properties"]["chains"]["items"]
+    assert set(entry["properties"]) == set(CHAIN_ENTRY_KEYS)
+    assert entry["additionalProperties"] is False
+    assert entry["required"] == ["name", "upstream"]
+    for name in CHAIN_SETTINGS:  # the same rules as the setting of the same name
+        if name != "upstream":
+            assert entry["properties"][name] == {"$ref": f"#/properties/config/properties/{name}"}
+
+
+TWO_CHAINS: list[dict[str, Any]] = [
+    {"name": "mainnet", "chain_id": 1, "upstream": "https://eth.example/rpc", "default": True},
+    {
+        "name": "base",
+        "chain_id": 8453,
+        "upstream": "https://base.example/rpc",
+        "upstream_ws": "wss://base.example/ws",
+        "upstream_headers": ["Authorization: env:BASE_TOKEN"],
+        "gas_margin": 1.3,
+        "keys": ["0x71C7656EC7ab88b098defB751B7401B5f6d8976F"],
+    },
+]
+
+
+def test_rendered_config_file_with_two_chains_loads_into_two_chain_entries(
+    renderer: Path, tmp_path: Path
+) -> None:
+    values = {"config": {"kms_keys": ["alias/a"], "chains": TWO_CHAINS}}
+    merged = {**VALUES, "config": {**VALUES["config"], **values["config"]}}
+    jsonschema.Draft7Validator(SCHEMA).validate(merged)
+    docs = manifests(render(renderer, tmp_path, values))
+    path = tmp_path / "config.yaml"
+    path.write_text(docs["ConfigMap/signer-proxy"]["data"]["config.yaml"])
+
+    settings = load_settings({}, environ={}, config_file=str(path))
+
+    assert settings.chains == (
+        ChainConfig("mainnet", 1, True, (), (("upstream", "https://eth.example/rpc"),)),
+        ChainConfig(
+            "base",
+            8453,
+            False,
+            ("0x71c7656ec7ab88b098defb751b7401b5f6d8976f",),
+            (
+                ("upstream", "https://base.example/rpc"),
+                ("upstream_ws", "wss://base.example/ws"),
+                ("upstream_headers", ("Authorization: env:BASE_TOKEN",)),
+                ("gas_margin", 1.3),
+            ),
+        ),
+    )
+    assert settings.upstream == ""
+    assert settings.for_chain(settings.chains[1]).gas_margin == 1.3
+    assert settings.kms_keys == ("alias/a",)
+
+
+def test_rendered_config_file_without_chains_has_no_chains_key(
+    renderer: Path, tmp_path: Path
+) -> None:
+    docs = manifests(render(renderer, tmp_path, {"config": {"upstream": "http://node:8545"}}))
+    assert "chains" not in yaml.safe_load(docs["ConfigMap/signer-proxy"]["data"]["config.yaml"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"config": {"upstream": "http://node:8545"}}, id="upstream"),
+        pytest.param({"upstreamSecret": {"name": "node-url", "key": "url"}}, id="upstream-secret"),
+        pytest.param(
+            {"upstreamWsSecret": {"name": "node-ws", "key": "url"}}, id="upstream-ws-secret"
+        ),
+    ],
+)
+def test_render_refuses_chains_beside_a_top_level_upstream(
+    renderer: Path, tmp_path: Path, values: dict[str, Any]
+) -> None:
+    config = {**values.get("config", {}), "chains": TWO_CHAINS}
+    with pytest.raises(RenderError, match=r"config\.chains is set, so each chain names its own"):
+        render(renderer, tmp_path, {**values, "config": config})

@@ -68,6 +68,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (or $auth .Values.config.insecure_no_auth) -}}
 {{- fail "no authentication: anyone reaching the Service could sign with every key. Set apiKeysSecret.name (API key hashes from `signer-proxy hash-api-key`) or tlsSecret.clientCaKey (client certificates), or config.insecure_no_auth: true if a NetworkPolicy you control is the only guard" -}}
 {{- end -}}
+{{- if and .Values.config.chains (or .Values.config.upstream .Values.config.upstream_ws .Values.upstreamSecret.name .Values.upstreamWsSecret.name) -}}
+{{- fail "config.chains is set, so each chain names its own upstream: leave config.upstream, config.upstream_ws, upstreamSecret.name and upstreamWsSecret.name empty (a node's secret header: upstream_headers \"Name: env:VAR\" in its entry, VAR from extraEnv; docs/chains.md)" -}}
+{{- end -}}
 {{- if and $many (not $redis) -}}
 {{- fail "more than one replica needs the Redis nonce store: set redis.url or redis.existingSecret.name, or keep replicaCount: 1 and autoscaling off (replicas would hand out the same nonces)" -}}
 {{- end -}}
