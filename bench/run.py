@@ -413,6 +413,7 @@ class Report:
     signing: list[dict[str, Any]] = field(default_factory=list)
     websocket: list[dict[str, Any]] = field(default_factory=list)
     tracking: list[dict[str, Any]] = field(default_factory=list)
+    chains: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -627,6 +628,54 @@ class Bench:
                 [s["proxy_cpu"] / max(s["nginx_cpu"], 0.001) for s in samples]
             )
         return row
+
+    def chains(self) -> None:
+        """eth_blockNumber pass-through on / against /chain/NAME (issue 17: routing by path
+        costs nothing measurable), one proxy serving a one-entry `chains:` config (also on /),
+        the two paths' runs interleaved in alternating order, at the saturated concurrencies."""
+        name = "main"
+        with self.anvil() as anvil, self.kms(1, 0) as kms:
+            chains = [{"name": name, "upstream": anvil, "default": True}]
+            with self.proxy("", kms, 1, chains=chains) as (proxy, pid):  # no top upstream
+                paths = {"root": proxy + "/", "chain": f"{proxy}/chain/{name}"}
+                for path in paths.values():  # both answer, before anything is measured
+                    int(rpc(path, "eth_blockNumber"), 16)
+                for conns in [c for c in self.conns if c >= self.busy]:
+                    runs: dict[str, list[tuple[Load, float]]] = {"root": [], "chain": []}
+                    for rep in range(self.reps):
+                        order = ("root", "chain") if rep % 2 == 0 else ("chain", "root")
+                        for which in order:
+                            runs[which].append(
+                                self.measured(pid, self.load, paths[which], BLOCK_NUMBER, conns)
+                            )
+                    root, chain = runs["root"], runs["chain"]
+                    row: dict[str, Any] = {
+                        "path": f"/chain/{name}",
+                        "concurrency": conns,
+                        "reps": self.reps,
+                        "root_rps": spread([load.rps for load, _ in root]),
+                        "chain_rps": spread([load.rps for load, _ in chain]),
+                        "chain_vs_root": spread(
+                            [
+                                c.rps / max(r.rps, 1)
+                                for (c, _), (r, _) in zip(chain, root, strict=True)
+                            ]
+                        ),
+                        "root_cpu_us_per_call": spread([cpu for _, cpu in root]),
+                        "chain_cpu_us_per_call": spread([cpu for _, cpu in chain]),
+                        "chain_cpu_vs_root": spread(
+                            [c / max(r, 0.001) for (_, c), (_, r) in zip(chain, root, strict=True)]
+                        ),
+                        "errors": sum(load.errors for load, _ in root + chain),
+                        "requests": sum(load.requests for load, _ in root + chain),
+                    }
+                    self.report.chains.append(row)
+                    print(
+                        f"  chains c={conns}: /chain/{name} / / {fmt(row['chain_vs_root'])} "
+                        f"req/s, {fmt(row['chain_cpu_us_per_call'], 0)} vs "
+                        f"{fmt(row['root_cpu_us_per_call'], 0)} us CPU/call",
+                        flush=True,
+                    )
 
     def signing(self) -> None:
         address = address_from_public_key(make_keys(1)[0].private.public_key.format(False))
@@ -1010,6 +1059,14 @@ class Bench:
                 worst >= 0.9,
                 "the same proxy with --track-transactions false, runs interleaved",
             )
+        if self.report.chains:
+            worst = min(r["chain_vs_root"]["median"] for r in self.report.chains)
+            add(
+                f"pass-through on /chain/NAME / on / >= 0.95 (c>={busy})",
+                worst,
+                worst >= 0.95,
+                "the same proxy's eth_blockNumber on /, runs interleaved",
+            )
         mem = self.report.memory
         if mem:
             add(
@@ -1047,7 +1104,7 @@ class Bench:
             "reps": self.reps,
             "nginx": self.nginx_binary is not None,
         }
-        parts = ["passthrough", "signing", "websocket", "tracking", "memory"]
+        parts = ["passthrough", "chains", "signing", "websocket", "tracking", "memory"]
         if self.soak_seconds:
             parts.append("soak")
         for part in parts:
@@ -1166,6 +1223,20 @@ def markdown(report: Report) -> str:
                 f"{fmt(r['off_cpu_us_per_tx'], 0)} | {fmt(r['on_cpu_us_per_tx'], 0)} | "
                 f"{r['mined']}/{r['requests']} |"
             )
+    if report.chains:
+        lines += [
+            "",
+            "| chains (eth_blockNumber) | conc. | req/s on path / on / | req/s on / | req/s on "
+            "path | CPU/call on path / on / | CPU µs/call on / | CPU µs/call on path |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report.chains:
+            lines.append(
+                f"| {r['path']} | {r['concurrency']} | {fmt(r['chain_vs_root'])} | "
+                f"{fmt(r['root_rps'], 0)} | {fmt(r['chain_rps'], 0)} | "
+                f"{fmt(r['chain_cpu_vs_root'])} | {fmt(r['root_cpu_us_per_call'], 0)} | "
+                f"{fmt(r['chain_cpu_us_per_call'], 0)} |"
+            )
     lines += [
         "",
         "Added latency (concurrency 1): the proxy's p50 minus the p50 of a KMS Sign sent "
@@ -1210,7 +1281,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["passthrough", "signing", "websocket", "tracking", "memory", "soak"],
+        choices=["passthrough", "chains", "signing", "websocket", "tracking", "memory", "soak"],
         default=[],
         help="run only this part (repeatable); the report then has only those rows",
     )

@@ -36,6 +36,10 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert kinds == {"pass-through", "eth_sendTransaction"}
     for row in report["websocket"]:
         assert row["errors"] == 0
+    [chains] = report["chains"]  # issue 17: / against /chain/NAME on one proxy, interleaved
+    assert chains["path"] == "/chain/main" and chains["errors"] == 0 and chains["requests"] > 0
+    assert chains["root_rps"]["median"] > 0 and chains["chain_rps"]["median"] > 0
+    assert chains["chain_vs_root"]["min"] > 0 and chains["chain_cpu_vs_root"]["min"] > 0
     assert report["memory"]["keys_loaded"] == report["memory"]["keys"]
     assert report["memory"]["ws_subscribed"] == report["memory"]["ws_clients"]
     judged = " / ".join(t["target"] for t in report["targets"])
@@ -47,6 +51,7 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "WebSocket signing",
         "MB RSS with",
         "WebSocket clients on newHeads",
+        "pass-through on /chain/NAME / on / >= 0.95",
     ):
         assert target in judged
     # At concurrency 1 the proxy's share of the latency is measured against direct calls.
