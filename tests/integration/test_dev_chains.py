@@ -4,14 +4,16 @@ on its own path, each transaction mined on the chain whose URL it was sent to.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, rpc_call, run_cli, stop, tool
+from tests.conftest import ROOT, free_port, rpc_call, run_cli, stop, tool
 from tests.integration.test_dev import RECIPIENT, DevProcess, is_listening, port_of, start_dev
 
 pytestmark = pytest.mark.integration
@@ -94,6 +96,28 @@ def test_dev_chains_cast_send_on_each_chain_is_mined_on_that_chain_only(
     (name1, _, _, node1), (name2, _, _, node2) = chains
     assert rpc(node2, "eth_getTransactionByHash", [hashes[name1]]) is None
     assert rpc(node1, "eth_getTransactionByHash", [hashes[name2]]) is None
+
+
+def test_dev_chains_ethers_and_viem_as_the_readme_shows_them_send_on_each_chain(
+    dev2: DevProcess,
+) -> None:
+    node_js = shutil.which("node")
+    assert node_js is not None, "node is required (make test installs ethers and viem with npm)"
+    modules = ROOT / ".tools" / "node_modules"
+    for _, chain_id, url, node in chains_of(dev2):
+        result = subprocess.run(
+            [node_js, str(ROOT / "tests" / "fixtures" / "chains_clients.cjs"), url, RECIPIENT],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "NODE_PATH": str(modules)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert out["ethersChainId"] == out["viemChainId"] == chain_id
+        assert out["ethersStatus"] == 1 and out["viemStatus"] == "success"
+        assert out["from"] == dev2.addresses[0]
+        for tx_hash in (out["ethersHash"], out["viemHash"]):
+            mined = rpc(node, "eth_getTransactionByHash", [tx_hash])
+            assert int(mined["chainId"], 16) == chain_id  # on this chain's own node
 
 
 def test_dev_chains_sigint_exits_0_and_frees_every_chains_port(dev2: DevProcess) -> None:
