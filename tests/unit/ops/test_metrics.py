@@ -394,6 +394,27 @@ def test_metric_names_follow_the_convention_and_are_documented() -> None:
     assert documented <= set(names), f"documented, not defined: {sorted(documented - set(names))}"
 
 
+def test_operations_md_metrics_table_names_each_metrics_labels() -> None:
+    """The table's labels column is the code's, e.g. `chain` on every per-chain metric."""
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    documented = {
+        name: set(re.findall(r"`([a-z_]+)`", labels))
+        for name, labels in re.findall(
+            r"^\| `(signer_proxy_[a-z_]+)` \| [a-z]+ \|([^|]*)\|", operations, re.M
+        )
+    }
+    metrics = Metrics(process_collectors=False)
+    collectors = metrics.registry._collector_to_names  # prometheus_client's own registry map
+    labels = {}
+    for collector in collectors:
+        names = {n for n in collectors[collector] if n.startswith("signer_proxy_")}
+        name = next((n for n in names if n in documented), None)
+        if name is not None:
+            labels[name] = set(getattr(collector, "_labelnames", ()))
+    assert set(labels) == set(documented) and len(labels) > 20
+    assert labels == documented
+
+
 def test_process_metrics_are_exposed_by_default() -> None:
     assert b"process_resident_memory_bytes" in Metrics().exposition()
 
