@@ -354,6 +354,14 @@ async def start_chain(stack: AsyncExitStack, w: ChainWiring) -> ChainParts:
     keys: Callable[[], KeyRegistry] = w.keyring.current
     if chain.keys:
         keys = narrowed_keys(w.keyring, frozenset(chain.keys), chain.name)
+        loaded = {a.lower() for a in w.keyring.current().addresses}
+        for address in sorted(set(chain.keys) - loaded):
+            log.warning(
+                "chain %s: its keys list names %s, which no loaded key has (a typo, or a key "
+                "that failed to load): nothing signs for it there",
+                chain.name,
+                address,
+            )
     router = build_router(
         keys, upstream, facts, settings, w.metrics, w.gate, nonces, tracker, chain=label
     )

@@ -126,6 +126,12 @@ class ChainFacts:
         return base_fee, tip
 
 
+async def mined_nonce(upstream: Upstream, address: str) -> int:
+    """The node's latest (mined) transaction count for `address`."""
+    result = await upstream.call("eth_getTransactionCount", [address, "latest"])
+    return parse_quantity(result, "the node's transaction count")
+
+
 async def pending_nonce(upstream: Upstream, address: str) -> int:
     """The node's pending transaction count for `address` ("latest" where "pending" is refused).
 

@@ -10,8 +10,8 @@ Per chain and address (one Redis hash slot, so it also works on a cluster):
     released  nonces the node refused outright or that were found missing: handed out first,
               lowest first
     raw       nonce -> "recorded-at-ms:raw tx hex", written (under a live lease) before any
-              byte goes to the node, kept after the send until the node's pending count
-              passes the nonce
+              byte goes to the node, kept after the send until the node's *mined* count
+              passes the nonce (a node's pool can forget: a restart, a provider's drop)
     orphans   nonces whose lease ran out, until the next sync looks at them
 
 A *sync* reads the node's pending count P and looks at every nonce in [P, next): leased ones
@@ -109,7 +109,7 @@ return n
 """
 )
 
-# ARGV: pending count, lease ms, scan limit.
+# ARGV: pending count, lease ms, scan limit, mined count.
 # Returns {new holes..., '|', nonce, raw, nonce, raw, ..., '|', released nonces...}.
 _SYNC = (
     _PRELUDE
@@ -121,8 +121,11 @@ local grace = tonumber(ARGV[2])
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if nxt < pending then nxt = pending end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. fmt(pending))
+-- a recorded transaction is kept until it is mined: a node that lost its pool (pending
+-- count back under it) gets the very same bytes again below, never a filler in its place
+local mined = tonumber(ARGV[4])
 for _, m in ipairs(redis.call('HKEYS', KEYS[5])) do
-  if tonumber(m) < pending then redis.call('HDEL', KEYS[5], m) end
+  if tonumber(m) < mined then redis.call('HDEL', KEYS[5], m) end
 end
 local idle = redis.call('HLEN', KEYS[2]) == 0
 local holes = {}
@@ -318,9 +321,13 @@ class RedisNonceManager:
         chain_id: ChainId,
         lease_seconds: float,
         display_url: str = "redis",
+        mined_count: PendingCount | None = None,
     ) -> None:
         self._redis = redis
         self._pending_count = pending_count
+        # The node's latest (mined) count: recorded transactions are kept until it passes
+        # them. None: the pending count (a node without a pool to forget).
+        self._mined_count = mined_count
         self._send_raw = send_raw
         self._chain_id = chain_id
         self.lease_ms = max(1, int(lease_seconds * 1000))
@@ -394,8 +401,13 @@ class RedisNonceManager:
     async def sync(self, address: str) -> SyncResult:
         """Floor to the node's pending count; release holes; resend orphaned raw txs."""
         keys = await self._keys(address)
-        pending = await self._pending_count(address)
-        reply = await self._run("sync", keys, [pending, self.lease_ms, SCAN_LIMIT])
+        if self._mined_count is None:
+            pending = mined = await self._pending_count(address)
+        else:
+            pending, mined = await asyncio.gather(
+                self._pending_count(address), self._mined_count(address)
+            )
+        reply = await self._run("sync", keys, [pending, self.lease_ms, SCAN_LIMIT, mined])
         items = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
         first = items.index("|")
         second = items.index("|", first + 1)

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
-from signer_proxy.chain.fill import ChainFacts, pending_nonce
+from signer_proxy.chain.fill import ChainFacts, mined_nonce, pending_nonce
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
 from signer_proxy.eth.hexdata import to_data
@@ -36,6 +36,7 @@ def redis_nonces(redis: Any, upstream: Upstream, facts: ChainFacts, settings: Se
         facts.chain_id,
         settings.nonce_lease_seconds,
         display_url=settings.nonce_store,
+        mined_count=partial(mined_nonce, upstream),
     )
 
 

@@ -394,42 +394,29 @@ def test_ready_metrics_and_audit_name_each_chain(
         stop(proxy.proxy.process)
 
 
-@pytest.mark.parametrize(
-    ("entries", "fragment"),
-    [
-        pytest.param(
-            {"beta": {"chain_id": 5}},
-            "reports chain id 31338 but the configuration says chain_id 5",
-            id="mismatch",
-        ),
-        pytest.param(
-            {"beta": {"chain_id": None}, "alpha": {"upstream_timeout": 2}},
-            None,
-            id="ids-learned",  # no chain_id: learned from the node, starts
-        ),
-    ],
-)
 def test_a_node_on_another_chain_than_its_entry_refuses_the_start_with_exit_2(
-    anvils: dict[str, Anvil],
-    keys: list[KmsKey],
-    kms: Any,
-    tmp_path: Path,
-    entries: dict[str, Any],
-    fragment: str | None,
+    anvils: dict[str, Anvil], keys: list[KmsKey], kms: Any, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, anvils, **entries)
-    if fragment is None:
-        proxy = start(kms.url, keys, config)
-        try:
-            _, reply = post(f"{proxy.url}/chain/31338", call("eth_chainId", []))
-            assert reply["result"] == hex(31338)
-        finally:
-            stop(proxy.proxy.process)
-        return
+    config = write_config(tmp_path, anvils, beta={"chain_id": 5})
     result = run_cli("serve", "--listen", "127.0.0.1:0", *proxy_args(kms.url, keys, config))
     assert result.returncode == 2, result.stderr
-    assert fragment in result.stderr
-    assert "chain beta" in result.stderr
+    assert "chain beta: the node" in result.stderr
+    assert "reports chain id 31338 but the configuration says chain_id 5" in result.stderr
+
+
+def test_without_chain_ids_each_chain_is_served_on_the_id_its_node_reports(
+    anvils: dict[str, Anvil], keys: list[KmsKey], kms: Any, tmp_path: Path
+) -> None:
+    chains = [{"name": name, "upstream": node.url} for name, node in anvils.items()]
+    config = tmp_path / "learned.yaml"
+    config.write_text(yaml.safe_dump({"chains": chains}))
+    proxy = start(kms.url, keys, config)
+    try:
+        for name, chain_id in IDS.items():
+            _, reply = post(f"{proxy.url}/chain/{chain_id}", call("eth_chainId", []))
+            assert reply["result"] == hex(chain_id), name
+    finally:
+        stop(proxy.proxy.process)
 
 
 def test_two_entries_reaching_one_chain_refuse_the_start(

@@ -1,7 +1,8 @@
 """Three `signer-proxy serve` replicas sharing tracked transactions through redis-server: the
-replica that watches an address is SIGKILLed, another takes the watch over (its lease runs
-out), and every acknowledged transaction ends mined, each nonce with the one hash that was
-acknowledged for it, answered by any surviving replica."""
+replica that watches an address is SIGKILLed and the node drops the pool, another replica takes
+the watch over (its lease runs out) and rebroadcasts the same bytes, and every acknowledged
+transaction ends mined, each nonce with the one hash that was acknowledged for it, answered by
+any surviving replica."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ async def test_a_killed_watcher_is_replaced_and_every_acknowledged_tx_is_mined(
             victim.proxy.process.send_signal(signal.SIGKILL)
             assert victim.proxy.process.wait(10) == -signal.SIGKILL
             survivors = [r for r in replicas if r is not victim]
+            # The node forgets them too (a restart, a provider's drop): only a watcher that
+            # took over can get them mined, by sending the same bytes again.
+            call(anvil.url, "anvil_dropAllTransactions", [])
+            assert call(anvil.url, "txpool_status", []) == {"pending": "0x0", "queued": "0x0"}
 
             def taken_over() -> bool:
                 now = store.get(lease)
@@ -75,7 +80,16 @@ async def test_a_killed_watcher_is_replaced_and_every_acknowledged_tx_is_mined(
                     return None
                 return statuses if all(s["state"] == "mined" for s in statuses) else None
 
-            statuses = wait_for(all_mined, 30, lambda: call(anvil.url, "evm_mine", []))
+            try:
+                statuses = wait_for(all_mined, 30, lambda: call(anvil.url, "evm_mine", []))
+            except AssertionError:
+                for r in survivors:
+                    print("LOG", r.url, "".join(r.log)[-3000:])
+                print(
+                    "STATUS",
+                    [call(survivors[0].url, "signer_getTransactionStatus", [h]) for h in sent],
+                )
+                raise
             store.close()
         for tx_hash, status in zip(sent, statuses, strict=True):
             assert status["hashes"] == [tx_hash] and status["currentHash"] == tx_hash

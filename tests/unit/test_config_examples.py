@@ -19,5 +19,6 @@ def test_config_examples_exist() -> None:
 def test_config_example_loads_and_is_servable(path: Path) -> None:
     settings = load_settings({}, environ={}, config_file=str(path))
     require_serve_settings(settings)
-    assert settings.upstream.startswith("http")
+    for chain in settings.chain_list():
+        assert settings.for_chain(chain).upstream.startswith("http")
     assert settings.kms_keys

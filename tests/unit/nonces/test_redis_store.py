@@ -23,6 +23,7 @@ class FakeNode:
 
     def __init__(self, **counts: int) -> None:
         self.counts = {ALICE.lower(): counts.get("alice", 0), BOB.lower(): counts.get("bob", 0)}
+        self.mined = {ALICE.lower(): 0, BOB.lower(): 0}
         self.asked = 0
         self.resent: list[bytes] = []
         self.refuse_with: str | None = None
@@ -31,6 +32,9 @@ class FakeNode:
         self.asked += 1
         await asyncio.sleep(0)
         return self.counts[address.lower()]
+
+    async def mined_count(self, address: str) -> int:
+        return self.mined[address.lower()]
 
     async def send_raw(self, raw: bytes) -> None:
         self.resent.append(raw)
@@ -50,7 +54,7 @@ async def managers(redis_url: str) -> AsyncIterator[ManagerFactory]:
     clients: list[Redis] = []
 
     def make(
-        node: FakeNode, lease_seconds: float = 30.0, chain_id: int = 31337
+        node: FakeNode, lease_seconds: float = 30.0, chain_id: int = 31337, mined: bool = False
     ) -> RedisNonceManager:
         client = connect(redis_url)
         clients.append(client)
@@ -59,7 +63,13 @@ async def managers(redis_url: str) -> AsyncIterator[ManagerFactory]:
             return chain_id
 
         return RedisNonceManager(
-            client, node.pending_count, node.send_raw, chain, lease_seconds, redis_url
+            client,
+            node.pending_count,
+            node.send_raw,
+            chain,
+            lease_seconds,
+            redis_url,
+            mined_count=node.mined_count if mined else None,
         )
 
     yield make
@@ -290,3 +300,31 @@ async def test_leases_survive_a_replica_that_restarts(managers: ManagerFactory) 
 
     assert (await after.reserve(ALICE)).nonce == 3
     assert len({lease.nonce for lease in held}) == 3
+
+
+async def test_a_pool_the_node_forgot_gets_the_same_bytes_again_never_fillers(
+    managers: ManagerFactory,
+) -> None:
+    """Sent transactions sit in the node's pool (pending count 3, none mined); the node then
+    forgets its pool (a restart, a provider's drop). The recorded bytes are resent, lowest
+    first, and no nonce becomes a hole (which gap repair would fill over them)."""
+    node = FakeNode()
+    manager = managers(node, lease_seconds=0.2, mined=True)
+    for i in range(3):
+        lease = await manager.reserve(ALICE)
+        await lease.record(b"\x02sent-%d" % i)
+        await lease.commit()
+    node.set(ALICE, 3)
+    await asyncio.sleep(0.3)
+    assert (await manager.sync(ALICE)).resent == ()  # the node has them: nothing to do
+
+    node.set(ALICE, 0)  # the pool is gone
+    result = await manager.sync(ALICE)
+
+    assert result.holes == () and result.resent == (0, 1, 2)
+    assert node.resent == [b"\x02sent-0", b"\x02sent-1", b"\x02sent-2"]
+    node.set(ALICE, 3)
+    node.mined[ALICE.lower()] = 3  # mined: the recorded bytes are let go
+    await manager.sync(ALICE)
+    raw_key = (await manager._keys(ALICE))[4]
+    assert await manager._redis.hlen(raw_key) == 0
