@@ -3,6 +3,7 @@ on its own path, each transaction mined on the chain whose URL it was sent to.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -118,6 +119,35 @@ def test_dev_chains_ethers_and_viem_as_the_readme_shows_them_send_on_each_chain(
         for tx_hash in (out["ethersHash"], out["viemHash"]):
             mined = rpc(node, "eth_getTransactionByHash", [tx_hash])
             assert int(mined["chainId"], 16) == chain_id  # on this chain's own node
+
+
+def test_dev_chains_websocket_on_a_chains_path_signs_and_subscribes_on_that_chain(
+    dev2: DevProcess,
+) -> None:
+    from web3 import AsyncWeb3, WebSocketProvider
+
+    _, chain_id, url, node = chains_of(dev2)[1]  # dev2: not the default chain
+
+    async def scenario() -> tuple[int, dict[str, object], str]:
+        async with AsyncWeb3(WebSocketProvider("ws" + url[4:])) as w3:
+            seen_id = await w3.eth.chain_id
+            subscription = await w3.eth.subscribe("newHeads")  # relayed to dev2's node
+            tx_hash = await w3.eth.send_transaction(
+                {"from": dev2.addresses[0], "to": RECIPIENT, "value": 5}
+            )
+            async with asyncio.timeout(30):
+                async for message in w3.socket.process_subscriptions():
+                    assert message["subscription"] == subscription
+                    head = dict(message["result"])
+                    break
+            await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+            return seen_id, head, tx_hash.to_0x_hex()
+
+    seen_id, head, tx_hash = asyncio.run(scenario())
+    assert seen_id == chain_id
+    mined = rpc(node, "eth_getTransactionByHash", [tx_hash])
+    assert int(mined["chainId"], 16) == chain_id
+    assert head["number"] == int(mined["blockNumber"], 16)  # the head came from dev2's node
 
 
 def test_dev_chains_sigint_exits_0_and_frees_every_chains_port(dev2: DevProcess) -> None:
