@@ -21,9 +21,10 @@ from signer_proxy.access.key_names import KeyNames
 from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
 from signer_proxy.access.setup import build_authenticator, build_gate
-from signer_proxy.chain.fill import ChainFacts, pending_nonce
+from signer_proxy.chain.fill import ChainFacts, mined_nonce, pending_nonce
 from signer_proxy.config import ChainConfig, Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
+from signer_proxy.eth.hexdata import to_data
 from signer_proxy.eth.tx_encoding import SignedTx
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.aws_clients import KmsClients
@@ -33,7 +34,7 @@ from signer_proxy.keys.loading import KeyLoad
 from signer_proxy.keys.reload import key_loader
 from signer_proxy.methods.table import method_table
 from signer_proxy.nonces.base import NonceManager
-from signer_proxy.nonces.memory import MemoryNonceManager
+from signer_proxy.nonces.memory import MemoryNonceManager, Resender
 from signer_proxy.nonces.replicas import connect_nonce_store, redis_check, start_redis_nonces
 from signer_proxy.ops import tracing
 from signer_proxy.ops.background import background
@@ -116,7 +117,13 @@ def build_router(
     """The router over methods/table.py's methods, everything else to the node; `gate` decides
     each client's methods and every signature (none: no policy, nothing audited)."""
     gate = gate or SigningGate()
-    nonces = nonces or MemoryNonceManager(partial(pending_nonce, upstream))
+    if nonces is None:
+
+        async def send_raw(raw: bytes) -> None:
+            await upstream.call("eth_sendRawTransaction", [to_data(raw)])
+
+        resender = Resender(partial(mined_nonce, upstream), send_raw)
+        nonces = MemoryNonceManager(partial(pending_nonce, upstream), resender=resender)
     if metrics is not None:
         nonces = metrics.nonces(nonces, chain)
     if tracing.TRACER is not None:

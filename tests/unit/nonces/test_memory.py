@@ -281,3 +281,93 @@ async def test_a_nonce_used_but_not_sent_here_makes_the_next_idle_reserve_ask_th
 
     assert (await nonces.reserve(ALICE)).nonce == 3  # the node still says 3
     assert len(node.asked) == 2
+
+
+class ForgetfulNode(FakeNode):
+    """A node with a mined count too, that takes raw bytes sent again (or refuses them)."""
+
+    def __init__(self, **counts: int) -> None:
+        super().__init__(**counts)
+        self.mined = {ALICE.lower(): 0, BOB.lower(): 0}
+        self.resent: list[bytes] = []
+        self.refuse: dict[bytes, str] = {}
+
+    async def mined_count(self, address: str) -> int:
+        return self.mined[address.lower()]
+
+    async def send_raw(self, raw: bytes) -> None:
+        self.resent.append(raw)
+        if raw in self.refuse:
+            from signer_proxy.errors import NodeRejected
+
+            raise NodeRejected(-32000, self.refuse[raw])
+
+
+def keeping(node: ForgetfulNode, clock: Clock) -> MemoryNonceManager:
+    from signer_proxy.nonces.memory import Resender
+
+    resender = Resender(node.mined_count, node.send_raw)
+    return MemoryNonceManager(node.pending_count, 1.0, clock, resender)
+
+
+async def send_bytes(nonces: MemoryNonceManager, raw: bytes) -> int:
+    lease = await nonces.reserve(ALICE)
+    await lease.record(raw)
+    await lease.commit()
+    return lease.nonce
+
+
+async def test_a_forgotten_pool_gets_our_bytes_again_not_new_transactions() -> None:
+    """Three of our transactions pooled, none mined; the node forgets its pool. The next
+    reservation resends the same bytes, lowest first, and takes the nonce after them."""
+    node, clock = ForgetfulNode(), Clock()
+    nonces = keeping(node, clock)
+    for i in range(3):
+        assert await send_bytes(nonces, b"tx-%d" % i) == i
+    node.set(ALICE, 0)  # pool forgotten: pending count back to the mined count (0)
+    clock.now += 1.0
+
+    assert (await nonces.reserve(ALICE)).nonce == 3
+    assert node.resent == [b"tx-0", b"tx-1", b"tx-2"]
+
+
+async def test_a_forgotten_transaction_refused_again_leaves_its_nonce_to_the_next_send() -> None:
+    node, clock = ForgetfulNode(), Clock()
+    nonces = keeping(node, clock)
+    for i in range(3):
+        await send_bytes(nonces, b"tx-%d" % i)
+    node.refuse[b"tx-1"] = "insufficient funds for gas * price + value"
+    node.set(ALICE, 0)
+    clock.now += 1.0
+
+    first, second = await nonces.reserve(ALICE), await nonces.reserve(ALICE)
+
+    assert (first.nonce, second.nonce) == (1, 3)  # the hole first, then above ours
+    assert node.resent == [b"tx-0", b"tx-1", b"tx-2"]
+
+
+async def test_mined_transactions_are_let_go_and_nothing_is_resent_while_the_node_has_them() -> (
+    None
+):
+    node, clock = ForgetfulNode(), Clock()
+    nonces = keeping(node, clock)
+    for i in range(2):
+        await send_bytes(nonces, b"tx-%d" % i)
+    node.set(ALICE, 2)  # pooled: nothing to do
+    clock.now += 1.0
+    assert (await nonces.reserve(ALICE)).nonce == 2
+    assert node.resent == []
+    node.mined[ALICE.lower()] = 2  # mined: forgotten from memory
+    node.set(ALICE, 2)
+    clock.now += 1.0
+    await nonces.resync(ALICE)
+    assert nonces._state(ALICE).sent == {}
+
+
+async def test_without_a_resender_an_idle_address_still_follows_the_node_down() -> None:
+    node, clock = FakeNode(alice=2), Clock()
+    nonces = idle_nonces(node, clock)
+    await sent(await nonces.reserve(ALICE))
+    node.set(ALICE, 2)
+    clock.now += 1.0
+    assert (await nonces.reserve(ALICE)).nonce == 2
