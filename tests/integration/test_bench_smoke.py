@@ -40,6 +40,9 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert chains["path"] == "/chain/main" and chains["errors"] == 0 and chains["requests"] > 0
     assert chains["root_rps"]["median"] > 0 and chains["chain_rps"]["median"] > 0
     assert chains["chain_vs_root"]["min"] > 0 and chains["chain_cpu_vs_root"]["min"] > 0
+    assert chains["medians_ratio"] == pytest.approx(
+        chains["chain_rps"]["median"] / chains["root_rps"]["median"]
+    )
     assert report["memory"]["keys_loaded"] == report["memory"]["keys"]
     assert report["memory"]["ws_subscribed"] == report["memory"]["ws_clients"]
     judged = " / ".join(t["target"] for t in report["targets"])
