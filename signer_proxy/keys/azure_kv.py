@@ -29,13 +29,10 @@ from typing import Any
 
 from signer_proxy.errors import ConfigError, KeyLoadFailed, KmsUnavailable, SigningFailed
 from signer_proxy.eth.ecdsa import (
-    SECP256K1_N,
-    ProvenSignature,
     Signature,
     SignatureError,
     address_from_public_key,
-    normalize_s,
-    recover_parity,
+    raw_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -124,20 +121,6 @@ def public_key_from_jwk(jwk: Any, label: str) -> bytes:
             f"Azure key {label}: public key is not on secp256k1", "invalid"
         ) from exc
     return public_key
-
-
-def canonical_raw_signature(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
-    """Raw r ‖ s (JWS ES256K, 64 bytes) → low-S signature with its verified y parity."""
-    if len(digest) != 32:
-        raise SignatureError("digest must be 32 bytes")
-    if len(raw) != 64:
-        raise SignatureError(f"signature must be 64 bytes r ‖ s, got {len(raw)}")
-    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
-        raise SignatureError("signature r or s is outside the secp256k1 group order")
-    s = normalize_s(s)
-    parity = recover_parity(digest, r, s, public_key)
-    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
 
 
 def _load_failure(exc: BaseException, label: str) -> KeyLoadFailed:
@@ -328,7 +311,7 @@ class AzureKvSigner:
                 f"Azure Key Vault is unreachable for {self.info.ref} ({type(exc).__name__})"
             ) from None
         try:
-            return canonical_raw_signature(bytes(result.signature), digest, self.info.public_key)
+            return raw_signature(bytes(result.signature), digest, self.info.public_key)
         except SignatureError as exc:
             raise SigningFailed(
                 f"the signature from {self.info.ref} is not usable ({exc}); nothing was sent"

@@ -42,8 +42,7 @@ from signer_proxy.eth.ecdsa import (
     ProvenSignature,
     SignatureError,
     address_from_public_key,
-    normalize_s,
-    recover_parity,
+    raw_signature,
 )
 from signer_proxy.keys.aws_kms import backoff_delay
 from signer_proxy.keys.backends import LoadedKey
@@ -552,14 +551,6 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
 # --- the signer ---------------------------------------------------------------------------
 
 
-def signature_from_raw(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
-    if len(raw) != 64:
-        raise SignatureError(f"CKM_ECDSA returned {len(raw)} bytes, not r‖s of 64")
-    r, s = int.from_bytes(raw[:32], "big"), normalize_s(int.from_bytes(raw[32:], "big"))
-    parity = recover_parity(digest, r, s, public_key)
-    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
-
-
 class Pkcs11Signer:
     """Signs digests with one key of a token, through the token's session pool."""
 
@@ -621,7 +612,7 @@ class Pkcs11Signer:
                     ) from None
                 await asyncio.sleep(delay)
         try:
-            return signature_from_raw(raw, digest, self.info.public_key)
+            return raw_signature(raw, digest, self.info.public_key)
         except SignatureError as exc:
             raise HsmRefused(
                 f"PKCS#11 key {self.info.ref} returned a signature that does not verify for "

@@ -10,7 +10,7 @@ import pytest
 
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, KeyLoadFailed
-from signer_proxy.eth.ecdsa import SECP256K1_N, keccak256
+from signer_proxy.eth.ecdsa import SECP256K1_N, keccak256, raw_signature
 from signer_proxy.keys.pkcs11_keys import (
     ckr_name,
     is_lost,
@@ -18,7 +18,6 @@ from signer_proxy.keys.pkcs11_keys import (
     parse_uri,
     public_key_from_ec_point,
     read_pin,
-    signature_from_raw,
 )
 
 SETTINGS = Settings(pkcs11_module="/lib/p11.so", pkcs11_pin_file="/run/pin", pkcs11_sessions=2)
@@ -104,11 +103,11 @@ def test_a_high_s_raw_signature_becomes_low_s_with_the_right_recovery_bit() -> N
     raw = key.sign_recoverable(digest, hasher=None)
     r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
     high = r.to_bytes(32, "big") + (SECP256K1_N - s).to_bytes(32, "big")  # as an HSM may
-    signature = signature_from_raw(high, digest, public_key)
+    signature = raw_signature(high, digest, public_key)
     assert (signature.r, signature.s, signature.y_parity) == (r, s, raw[64])
     assert public_key_from_ec_point(b"\x04\x41" + public_key) == public_key
-    with pytest.raises(ValueError, match="not r‖s of 64"):
-        signature_from_raw(high[:63], digest, public_key)
+    with pytest.raises(ValueError, match="must be 64 bytes"):
+        raw_signature(high[:63], digest, public_key)
 
 
 async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transient(
