@@ -421,18 +421,16 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
     from signer_proxy.keys.aws_clients import KmsClients
-    from signer_proxy.keys.backends import BACKENDS, parse_key_source
-    from signer_proxy.keys.cloud_keys import is_cloud_ref, verify_cloud_key
+    from signer_proxy.keys.backends import is_backend_source, parse_key_source
     from signer_proxy.keys.loading import load_keys
     from signer_proxy.keys.sources import KeySources, from_settings, parse_kms_key
     from signer_proxy.keys.verify import Check, KeyReport, signature_check, verify_kms_key
 
     if args.key_refs:
-        schemes = tuple(b.scheme for b in BACKENDS)
         sources = KeySources(
-            kms=tuple(parse_kms_key(k) for k in args.key_refs if not k.startswith(schemes)),
+            kms=tuple(parse_kms_key(k) for k in args.key_refs if not is_backend_source(k)),
             others=tuple(
-                parse_key_source(k, settings) for k in args.key_refs if k.startswith(schemes)
+                parse_key_source(k, settings) for k in args.key_refs if is_backend_source(k)
             ),
         )
     else:
@@ -442,9 +440,6 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     reports: list[KeyReport] = []
     async with KmsClients(settings) as clients:
         for spec in sources.kms:
-            if is_cloud_ref(spec.ref):  # Azure Key Vault / Google Cloud KMS
-                reports.append(await verify_cloud_key(spec.label, clients))
-                continue
             location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
             try:
                 client = await clients.get(location)

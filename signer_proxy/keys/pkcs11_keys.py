@@ -45,7 +45,7 @@ from signer_proxy.eth.ecdsa import (
     raw_signature,
 )
 from signer_proxy.keys.aws_kms import backoff_delay
-from signer_proxy.keys.backends import LoadedKey
+from signer_proxy.keys.backends import LoadContext, LoadedKey
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -643,7 +643,7 @@ class Pkcs11Source:
     def label(self) -> str:
         return self.spec.label
 
-    async def load(self, previous: Mapping[str, Signer]) -> list[LoadedKey]:
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
         spec = self.spec
         what = f"PKCS#11 {spec.label}"
         try:

@@ -181,7 +181,8 @@ def test_dev_backend_softhsm_serves_token_keys_that_survive_a_restart(tmp_path: 
     try:
         keys = [m.groups() for m in map(line.match, dev.banner.splitlines()) if m]
         assert len(keys) == 2, dev.banner
-        assert "signed by SoftHSM2 (PKCS#11)" in dev.banner
+        assert "signed by a SoftHSM2 token (PKCS#11)" in dev.banner
+        assert "KMS emulator" not in dev.banner and "Key store" in dev.banner
         sent = subprocess.run(
             [tool("cast"), "send", "--unlocked", "--from", keys[0][1], "--rpc-url",
              dev.proxy_url, RECIPIENT, "--value", "1", "--json"],

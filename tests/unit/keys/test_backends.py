@@ -19,7 +19,7 @@ from signer_proxy.errors import ConfigError, KeyLoadFailed
 from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys import backends
 from signer_proxy.keys.aws_clients import KmsClients
-from signer_proxy.keys.backends import Backend, LoadedKey, backend_for
+from signer_proxy.keys.backends import Backend, LoadContext, LoadedKey, backend_for
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.keys.signer import Signer
@@ -34,7 +34,7 @@ class Vault:
     label: str
     seen: list[Mapping[str, Signer]] = field(default_factory=list)
 
-    async def load(self, previous: Mapping[str, Signer]) -> list[LoadedKey]:
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
         self.seen.append(previous)
         outcome = TRIES[self.label].pop(0)
         if isinstance(outcome, KeyLoadFailed):

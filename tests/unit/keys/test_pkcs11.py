@@ -120,7 +120,10 @@ async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transi
         f"pkcs11:token=t;object=k?module-path={tmp_path}/missing.so&pin-source=file:{tmp_path}/pin",
         None,
     )
-    [key] = await source.load({})
+    from signer_proxy.keys.aws_clients import KmsClients
+
+    async with KmsClients(Settings()) as clients:
+        [key] = await source.load({}, clients)
     assert key.signer is None and key.failure is not None and key.required
     assert (key.failure.reason, key.failure.transient) == ("invalid", False)
     assert "the PKCS#11 module cannot be loaded" in str(key.failure)
