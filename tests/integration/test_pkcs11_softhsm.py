@@ -78,6 +78,16 @@ def test_keys_made_by_the_cli_send_through_the_proxy_with_cast_and_web3(
                 "--label", "treasury", *flags(token))  # fmt: skip
     assert again.returncode == 1 and "labelled 'treasury' exists already" in again.stderr
 
+    # `address` of one key, then of every key of the token (issue 16, item 3).
+    one = cli(token, "address", "pkcs11:token=signer;object=treasury", *flags(token))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.split() == [created["address"], created["key"]]
+    every = cli(token, "address", "pkcs11:token=signer", "--json", *flags(token))
+    assert every.returncode == 0, every.stderr
+    assert {k["address"] for k in json.loads(every.stdout)["keys"]} == {
+        created["address"], imported["address"],
+    }  # fmt: skip
+
     verified = cli(token, "keys", "verify", "pkcs11:token=signer", "--json", *flags(token))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert sorted(k["address"] for k in json.loads(verified.stdout)["keys"]) == sorted(
