@@ -169,6 +169,14 @@ class Settings:
         "--pkcs11-pin-file (the variable's value is never logged or shown).",
         example="SIGNER_PROXY_HSM_PIN",
     )
+    pkcs11_user_type: str = _setting(
+        "user",
+        "Who the PKCS#11 PIN logs in as: user (CKU_USER: an AWS CloudHSM crypto user, PIN "
+        "USER:PASSWORD; a YubiHSM 2 authentication key, PIN 0001password; a Luna partition's "
+        "Crypto Officer; SoftHSM2) or crypto-user (CKU_CRYPTO_USER, the vendor-defined "
+        "0x80000001: a Thales Luna partition's Crypto User, who may sign but not make keys).",
+        example="crypto-user",
+    )
     pkcs11_sessions: int = _setting(
         4,
         "PKCS#11 sessions (and worker threads) kept per token. Calls into one PKCS#11 "
@@ -648,6 +656,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--kms-load-concurrency must be between 1 and 256")
     if not 1 <= settings.pkcs11_sessions <= 64:
         raise ConfigError("--pkcs11-sessions must be between 1 and 64")
+    if settings.pkcs11_user_type not in ("user", "crypto-user"):
+        raise ConfigError(
+            f"--pkcs11-user-type {settings.pkcs11_user_type!r} must be user (CKU_USER) or "
+            "crypto-user (Thales Luna's CKU_CRYPTO_USER)"
+        )
     # The key sources' grammar (--kms-key, --kms-tag, --key …) is checked by the keys
     # package, which sits above config: see signer_proxy.keys.sources.load_checked.
 

@@ -58,6 +58,9 @@ SECP256K1_OID_DER = bytes.fromhex("06052b8104000a")  # 1.3.132.0.10
 _PATH_ATTRIBUTES = ("token", "serial", "object", "id", "type", "manufacturer", "model")
 _QUERY_ATTRIBUTES = ("module-path", "pin-source", "x-label-prefix")
 SIGN_ATTEMPTS = 3
+# C_Login's user types (--pkcs11-user-type): the standard CKU_USER, and Thales Luna's
+# vendor-defined Crypto User (CKU_CRYPTO_USER = CKU_VENDOR_DEFINED | 1).
+USER_TYPES = {"user": 1, "crypto-user": 0x80000001}
 
 # A session or login the token no longer honours: drop the sessions, open and log in again.
 _LOST = (
@@ -83,9 +86,16 @@ _ADVICE = {
 }
 
 
+def _user_type_invalid(exc: BaseException) -> bool:
+    """CKR_USER_TYPE_INVALID, which python-pkcs11 raises as a bare PKCS11Error."""
+    return type(exc).__name__ == "PKCS11Error" and "user type invalid" in str(exc).lower()
+
+
 def ckr_name(exc: BaseException) -> str:
     """`TokenNotPresent` → `CKR_TOKEN_NOT_PRESENT`: the name operators find in vendor docs."""
     name = type(exc).__name__
+    if _user_type_invalid(exc):
+        return "CKR_USER_TYPE_INVALID"
     if name == "PKCS11Error":
         return "CKR_CRYPTOKI_NOT_INITIALIZED" if "not initiali" in str(exc) else "PKCS#11 error"
     if name in ("NoSuchKey", "NoSuchToken", "MultipleObjectsReturned", "MultipleTokensReturned"):
@@ -96,6 +106,8 @@ def ckr_name(exc: BaseException) -> str:
 def is_lost(exc: BaseException) -> bool:
     """A session, login or module state the token lost: reopening may get past it (a bare
     PKCS11Error is the module left uninitialised by a C_Initialize that failed)."""
+    if _user_type_invalid(exc):
+        return False
     return type(exc).__name__ in _LOST or type(exc).__name__ == "PKCS11Error"
 
 
@@ -116,6 +128,7 @@ class Pkcs11Spec:
     pin_file: str = ""
     pin_env: str = ""
     sessions: int = 4
+    user_type: int = USER_TYPES["user"]  # C_Login's (--pkcs11-user-type)
 
     @property
     def lists(self) -> bool:
@@ -188,6 +201,7 @@ def parse_uri(text: str, settings: Settings | None = None) -> Pkcs11Spec:
         pin_file=pin_file,
         pin_env=pin_env,
         sessions=settings.pkcs11_sessions if settings else 4,
+        user_type=USER_TYPES.get(settings.pkcs11_user_type, 1) if settings else 1,
     )
 
 
@@ -257,7 +271,7 @@ class Module:
 
 
 _MODULES: dict[str, Module] = {}
-_POOLS: dict[tuple[str, str, str], TokenPool] = {}
+_POOLS: dict[tuple[str, str, str, int], TokenPool] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -362,7 +376,7 @@ class TokenPool:
         if self._login is None or self._login[1] != (mod.generation, self._epoch):
             pin = read_pin(self.spec)
             try:
-                session = token.open(user_pin=pin)
+                session = token.open(user_pin=pin, user_type=self.spec.user_type)
             except pkcs11.exceptions.UserAlreadyLoggedIn:
                 session = token.open()
             finally:
@@ -395,7 +409,7 @@ def _quietly_close(session: Any) -> None:
 
 def token_pool(spec: Pkcs11Spec) -> TokenPool:
     """The process's pool for the token `spec` names (one login per token per process)."""
-    key = (spec.module, spec.token, spec.serial)
+    key = (spec.module, spec.token, spec.serial, spec.user_type)
     with _REGISTRY_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
@@ -525,6 +539,13 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
     name = type(exc).__name__
     if name == "PinIncorrect" or name.startswith("Pin") or name == "UserPinNotInitialized":
         return KeyLoadFailed(f"{what}: {ckr_name(exc)}: {_ADVICE.get(name, '')}", "access_denied")
+    if _user_type_invalid(exc):
+        return KeyLoadFailed(
+            f"{what}: CKR_USER_TYPE_INVALID: the token refuses to log in as this user type: "
+            "--pkcs11-user-type crypto-user is Thales Luna's Crypto User (vendor-defined); "
+            "AWS CloudHSM, YubiHSM 2, SoftHSM2 and a Luna Crypto Officer log in as user",
+            "access_denied",
+        )
     if isinstance(exc, OSError) or "while loading" in str(exc):  # dlopen: path, arch, deps
         return KeyLoadFailed(
             f"{what}: the PKCS#11 module cannot be loaded ({exc}): check --pkcs11-module or "

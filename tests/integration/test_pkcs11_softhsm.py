@@ -133,6 +133,22 @@ def test_keys_made_by_the_cli_send_through_the_proxy_with_cast_and_web3(
     assert pin_of(token) not in logs + metrics  # … and the PIN is nowhere
 
 
+def test_the_login_user_type_reaches_c_login(token: SoftHsmToken) -> None:
+    """--pkcs11-user-type crypto-user logs in as Luna's CKU_CRYPTO_USER (0x80000001), which
+    SoftHSM2 refuses at C_Login: the refusal names the setting; user (the default) signs."""
+    created = create(token, "roles")
+    uri = "pkcs11:token=signer;object=roles"
+    crypto_user = cli(token, "address", uri, "--pkcs11-user-type", "crypto-user", *flags(token))
+    assert crypto_user.returncode == 1, crypto_user.stdout
+    assert "CKR_USER_TYPE_INVALID" in crypto_user.stderr
+    assert "--pkcs11-user-type crypto-user is Thales Luna's Crypto User" in crypto_user.stderr
+    assert "cannot be reached" not in crypto_user.stderr  # not taken for a token gone away
+    user = cli(token, "address", uri, "--pkcs11-user-type", "user", *flags(token))
+    assert user.returncode == 0 and user.stdout.split()[0] == created["address"], user.stderr
+    other = cli(token, "address", uri, "--pkcs11-user-type", "officer", *flags(token))
+    assert other.returncode == 2 and "must be user (CKU_USER) or crypto-user" in other.stderr
+
+
 def test_a_wrong_pin_refuses_startup_naming_the_token_not_the_pin(
     anvil: Anvil, token: SoftHsmToken, tmp_path: Path
 ) -> None:

@@ -128,3 +128,23 @@ async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transi
     assert (key.failure.reason, key.failure.transient) == ("invalid", False)
     assert "the PKCS#11 module cannot be loaded" in str(key.failure)
     assert "missing.so" in str(key.failure) and "1234" not in str(key.failure)
+
+
+def test_the_user_type_setting_picks_c_logins_user_type() -> None:
+    def user_type(name: str) -> int:
+        settings = Settings(pkcs11_module="/m.so", pkcs11_pin_file="/p", pkcs11_user_type=name)
+        return parse_uri("pkcs11:token=t", settings).user_type
+
+    assert user_type("user") == 1  # CKU_USER
+    assert user_type("crypto-user") == 0x80000001  # Luna's CKU_CRYPTO_USER
+
+
+def test_a_refused_user_type_is_named_and_not_taken_for_a_lost_token() -> None:
+    from pkcs11.exceptions import PKCS11Error
+
+    from signer_proxy.keys.pkcs11_keys import load_failure
+
+    refused = PKCS11Error("User type invalid. Should never see this.")  # python-pkcs11's
+    assert ckr_name(refused) == "CKR_USER_TYPE_INVALID" and not is_lost(refused)
+    failure = load_failure(refused, "PKCS#11 pkcs11:token=t")
+    assert (failure.reason, failure.transient) == ("access_denied", False)
