@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from signer_proxy.dev.azure_kv_emulator import AzureKeyVaultEmulator
-from signer_proxy.dev.gcp_kms_emulator import GcpKmsEmulator
 from signer_proxy.eth.ecdsa import address_from_public_key
 from tests.conftest import Anvil, ProxyFactory, proxy_settings
+from tests.integration.cloud_emulators import cloud_emulators
 from tests.integration.test_cloud_keys_proxy import cli
 from tests.integration.test_transactions import SINK, mined, send
 
@@ -25,15 +24,8 @@ TOKEN = "an-admin-token-of-32-characters!"
 async def test_discovery_loads_the_tagged_and_labelled_keys_and_a_reload_finds_new_ones(
     start_proxy: ProxyFactory, anvil: Anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
-    await azure.start()
-    await gcp.start()
-    try:
-        for name, value in azure.credential_env().items():
-            monkeypatch.setenv(name, value)
-        adc = tmp_path / "sa.json"
-        adc.write_text(json.dumps(gcp.service_account_adc()))
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    async with cloud_emulators(tmp_path, monkeypatch) as clouds:
+        azure, gcp = clouds.azure, clouds.gcp
         token_file = tmp_path / "admin-token"
         token_file.write_text(TOKEN + "\n")
 
@@ -44,13 +36,11 @@ async def test_discovery_loads_the_tagged_and_labelled_keys_and_a_reload_finds_n
         gcp_in = gcp.create_key("hot", labels={"signer": "prod"})
         gcp.create_key("staging", labels={"signer": "dev"})
         gcp.create_key("elsewhere", ring="other", labels={"signer": "prod"})  # another ring
-        host = azure.vault_url.removeprefix("https://")
         settings = proxy_settings(
             anvil.url, "http://127.0.0.1:9",
-            azure_discover_vaults=(host,), azure_discover_tags=("signer=prod",),
+            azure_discover_vaults=(clouds.vault_host,), azure_discover_tags=("signer=prod",),
             gcp_discover_key_rings=(gcp.key_ring(),), gcp_discover_labels=("signer=prod",),
-            azure_ca_file=azure.ca_file, gcp_kms_endpoint=gcp.target,
-            admin_token_file=str(token_file),
+            admin_token_file=str(token_file), **clouds.settings,
         )  # fmt: skip
         first = [
             address_from_public_key(azure.public_key(az_in)),
@@ -77,29 +67,16 @@ async def test_discovery_loads_the_tagged_and_labelled_keys_and_a_reload_finds_n
         for address in added:  # the keys a reload found sign, mined on anvil
             anvil.fund(address)
             mined(anvil, await send(proxy, {"from": address, "to": SINK, "value": "0x1"}), address)
-    finally:
-        await azure.stop()
-        await gcp.stop()
 
 
 async def test_keys_list_shows_what_cloud_discovery_found(tmp_path: Path) -> None:
-    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
-    await azure.start()
-    await gcp.start()
-    try:
-        adc = tmp_path / "sa.json"
-        adc.write_text(json.dumps(gcp.service_account_adc()))
-        env = {
-            **azure.credential_env(),
-            "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
-            "SIGNER_PROXY_AZURE_CA_FILE": azure.ca_file,
-            "SIGNER_PROXY_GCP_KMS_ENDPOINT": gcp.target,
-        }
+    async with cloud_emulators(tmp_path) as clouds:
+        azure, gcp, env = clouds.azure, clouds.gcp, clouds.settings_env
         az_in = azure.create_key("listed", tags={"env": "prod"})
         azure.create_key("hidden", tags={"env": "test"})
         gcp_in = gcp.create_key("listed", labels={"env": "prod"})
         gcp.create_key("hidden", labels={"env": "test"})
-        host = azure.vault_url.removeprefix("https://")
+        host = clouds.vault_host
         code, out, err = await cli(
             "keys", "list", "--azure-vault", host, "--azure-tag", "env=prod",
             "--gcp-key-ring", gcp.key_ring(), "--gcp-label", "env=prod", "--json", env=env,
@@ -114,6 +91,3 @@ async def test_keys_list_shows_what_cloud_discovery_found(tmp_path: Path) -> Non
             "keys", "list", "--azure-vault", host, "--azure-tag", "env", env=env
         )
         assert code == 2 and "--azure-tag 'env' must be KEY=VALUE" in err, err
-    finally:
-        await azure.stop()
-        await gcp.stop()

@@ -6,7 +6,6 @@ naming the keys whose service went away at a reload, clean again once it is back
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from signer_proxy.dev.softhsm import SoftHsmToken, make_token
 from signer_proxy.errors import ConfigError
 from signer_proxy.eth.ecdsa import address_from_public_key, keccak256
 from tests.conftest import Anvil, KeyFactory, ProxyFactory, proxy_settings
+from tests.integration.cloud_emulators import cloud_emulators
 from tests.integration.test_transactions import SINK, mined, send
 
 pytestmark = pytest.mark.integration
@@ -56,30 +56,18 @@ class Backends:
 async def backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backends]:
     from signer_proxy.keys.pkcs11_keys import module
 
-    azure, gcp = AzureKeyVaultEmulator(), GcpKmsEmulator()
-    await azure.start()
-    await gcp.start()
-    try:
-        for name, value in azure.credential_env().items():
-            monkeypatch.setenv(name, value)
-        adc = tmp_path / "sa.json"
-        adc.write_text(json.dumps(gcp.service_account_adc()))
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    async with cloud_emulators(tmp_path, monkeypatch) as clouds:
         # A label of its own: token pools live as long as the process, by module and label.
         token = make_token(tmp_path / "softhsm", f"mixed-{uuid.uuid4().hex[:8]}")
         monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
         loaded = module(token.module)  # this process may have met SoftHSM2 under another conf
         loaded.reinitialize(loaded.generation)
         settings = {
-            "azure_ca_file": azure.ca_file,
-            "gcp_kms_endpoint": gcp.target,
+            **clouds.settings,
             "pkcs11_module": token.module,
             "pkcs11_pin_file": str(token.pin_file),
         }
-        yield Backends(azure, gcp, token, settings)
-    finally:
-        await azure.stop()
-        await gcp.stop()
+        yield Backends(clouds.azure, clouds.gcp, token, settings)
 
 
 async def test_one_proxy_signs_with_kms_softhsm_azure_and_gcp_keys(
