@@ -113,3 +113,24 @@ async def test_a_transient_failure_keeps_the_source_s_keys_and_a_lasting_one_dro
     third = await load(sources, second)
     assert [(s.ref, s.state) for s in third.statuses] == [("vault:b", "failed")]
     assert third.signers == ()
+
+
+async def test_a_shared_client_is_made_once_and_closed_with_the_load_clients() -> None:
+    closed: list[object] = []
+
+    class Client:
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    made: list[Client] = []
+
+    def make() -> Client:
+        made.append(Client())
+        return made[-1]
+
+    async with KmsClients(Settings()) as clients:
+        first = clients.shared(("vault", "a"), make)
+        assert clients.shared(("vault", "a"), make) is first and len(made) == 1
+        other = clients.shared(("vault", "b"), make)
+        assert closed == []
+    assert sorted(map(id, closed)) == sorted(map(id, [first, other]))
