@@ -42,6 +42,7 @@ from signer_proxy.eth.ecdsa import (
     address_from_public_key,
     raw_signature,
 )
+from signer_proxy.keys.aws_kms import once_in_slot
 from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
 
 if TYPE_CHECKING:
@@ -310,10 +311,7 @@ class AzureKvSigner:
             return await client.sign(SignatureAlgorithm.es256_k, digest)
 
         try:
-            if self._calls is None:
-                result = await request()
-            else:
-                result = await self._calls.run(self.info.ref, request, max_attempts=1)
+            result = await once_in_slot(self._calls, self.info.ref, request)
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:

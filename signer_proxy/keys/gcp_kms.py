@@ -42,6 +42,7 @@ from signer_proxy.eth.ecdsa import (
     address_from_public_key,
     canonical_signature,
 )
+from signer_proxy.keys.aws_kms import once_in_slot
 from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
 
 if TYPE_CHECKING:
@@ -309,10 +310,7 @@ class GcpKmsSigner:
             return await self._kms._call("asymmetric_sign", request)
 
         try:
-            if self._calls is None:
-                answer = await call()
-            else:
-                answer = await self._calls.run(self.info.ref, call, max_attempts=1)
+            answer = await once_in_slot(self._calls, self.info.ref, call)
         except KmsUnavailable:  # every request slot stayed busy (KmsCalls)
             raise
         except Exception as exc:
