@@ -656,11 +656,6 @@ def validate(settings: Settings) -> None:
         raise ConfigError("--kms-load-concurrency must be between 1 and 256")
     if not 1 <= settings.pkcs11_sessions <= 64:
         raise ConfigError("--pkcs11-sessions must be between 1 and 64")
-    if settings.pkcs11_user_type not in ("user", "crypto-user"):
-        raise ConfigError(
-            f"--pkcs11-user-type {settings.pkcs11_user_type!r} must be user (CKU_USER) or "
-            "crypto-user (Thales Luna's CKU_CRYPTO_USER)"
-        )
     # The key sources' grammar (--kms-key, --kms-tag, --key …) is checked by the keys
     # package, which sits above config: see signer_proxy.keys.sources.load_checked.
 

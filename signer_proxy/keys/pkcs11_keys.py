@@ -189,6 +189,12 @@ def parse_uri(text: str, settings: Settings | None = None) -> Pkcs11Spec:
             f"--key {text}: no PIN: set --pkcs11-pin-file, --pkcs11-pin-env or "
             "?pin-source=file:PATH"
         )
+    user_type = settings.pkcs11_user_type if settings else "user"
+    if user_type not in USER_TYPES:
+        raise ConfigError(
+            f"--pkcs11-user-type {user_type!r} must be user (CKU_USER) or crypto-user (Thales "
+            "Luna's CKU_CRYPTO_USER)"
+        )
     key_id = unquote_to_bytes(attrs.get("id", ""))
     return Pkcs11Spec(
         label=text,
@@ -201,7 +207,7 @@ def parse_uri(text: str, settings: Settings | None = None) -> Pkcs11Spec:
         pin_file=pin_file,
         pin_env=pin_env,
         sessions=settings.pkcs11_sessions if settings else 4,
-        user_type=USER_TYPES.get(settings.pkcs11_user_type, 1) if settings else 1,
+        user_type=USER_TYPES[user_type],
     )
 
 
