@@ -269,8 +269,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]
     sources = from_settings(settings)
     if sources.empty:
         raise ConfigError(
-            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore or "
-            "--key (or --config with the serve configuration)"
+            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore, "
+            "--key, --azure-vault or --gcp-key-ring (or --config with the serve configuration)"
         )
     async with KmsClients(settings) as clients:
         load = await load_keys(sources, clients, concurrency=settings.kms_load_concurrency)
