@@ -31,7 +31,10 @@ class BannerInfo:
     funding: str
     state_dir: str
     ready_seconds: float
-    signed_by: str = "KMS"  # or "SoftHSM2 (PKCS#11)" with dev --backend softhsm
+    # The backend the keys live in (dev --backend): its name, and where it is.
+    signed_by: str = "the KMS emulator"
+    key_store: str = ""  # empty: the KMS emulator (kms_url)
+    can_keep: bool = True  # whether --state-dir keeps the keys (not in the cloud emulators)
 
 
 def format_ether(wei: int) -> str:
@@ -56,6 +59,8 @@ def render_banner(info: BannerInfo) -> str:
         f"kept in {info.state_dir} (addresses survive a restart)"
         if info.state_dir
         else "in memory only (new addresses next time; --state-dir keeps them)"
+        if info.can_keep
+        else "in the emulator's memory only (new addresses next time)"
     )
     width = max(len(a.alias) for a in info.accounts)
     lines = [
@@ -63,7 +68,14 @@ def render_banner(info: BannerInfo) -> str:
         "",
         f"  Proxy (JSON-RPC)            {url} (HTTP), ws{url.removeprefix('http')} (WebSocket)",
         f"  Node                        {node}",
-        f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)",
+        *(
+            [f"  Key store                   {info.signed_by}: {info.key_store}"]
+            if info.key_store
+            else [
+                f"  KMS emulator                {info.kms_url} (region {info.region}, any "
+                "credentials)"
+            ]
+        ),
         f"  Keys                        {keys}",
         f"  Funding                     {info.funding}",
         "",

@@ -67,3 +67,21 @@ def test_banner_with_upstream_and_state_dir() -> None:
     assert "Node                        http://127.0.0.1:40000, chain id 31337" in text
     assert "ws://127.0.0.1:40000" not in text  # no dev chain WebSocket to show
     assert "kept in /tmp/state (addresses survive a restart)" in text
+
+
+def test_banner_names_the_backend_the_keys_live_in() -> None:
+    text = render_banner(
+        dataclasses.replace(
+            INFO,
+            signed_by="the Azure Key Vault emulator",
+            key_store="https://127.0.0.1:40002 (its credentials are set for this process only)",
+            can_keep=False,
+        )
+    )
+    assert (
+        "  Key store                   the Azure Key Vault emulator: https://127.0.0.1:40002"
+        in text
+    )
+    assert "Accounts (signed by the Azure Key Vault emulator through the proxy)" in text
+    assert "KMS" not in text and "--state-dir" not in text
+    assert "in the emulator's memory only (new addresses next time)" in text
