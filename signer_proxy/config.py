@@ -92,14 +92,14 @@ class Settings:
     )
     azure_ca_file: str = _setting(
         "",
-        "A CA certificate (PEM) to trust for azurekv:// vaults in --kms-key, e.g. a local Key "
-        "Vault emulator's self-signed one. Empty: the system's trust store.",
+        "A CA certificate (PEM) to trust for azurekv:// vaults (--key, --azure-vault), e.g. a "
+        "local Key Vault emulator's self-signed one. Empty: the system's trust store.",
         example="/etc/signer-proxy/azure-emulator-ca.pem",
     )
     gcp_kms_endpoint: str = _setting(
         "",
-        "Google Cloud KMS endpoint override for gcpkms:// keys in --kms-key: 127.0.0.1:PORT of "
-        "an emulator (gRPC, local credentials). Empty: Cloud KMS itself.",
+        "Google Cloud KMS endpoint override for gcpkms:// keys (--key, --gcp-key-ring): "
+        "127.0.0.1:PORT of an emulator (gRPC, local credentials). Empty: Cloud KMS itself.",
         example="127.0.0.1:8443",
     )
     kms_discover_tags: tuple[str, ...] = _setting(
@@ -117,6 +117,37 @@ class Settings:
         "read, so prefer it to --kms-tag under a least-privilege policy.",
         flag="--kms-alias-prefix",
         example="alias/signer/",
+    )
+    azure_discover_vaults: tuple[str, ...] = _setting(
+        (),
+        "Discover every enabled EC P-256K key of these Azure Key Vaults (a vault name, or a "
+        "host such as myhsm.managedhsm.azure.net) whose tags include every --azure-tag. "
+        "Repeat the flag. Needs keys/list besides keys/get and keys/sign. Re-run on every "
+        "reload.",
+        flag="--azure-vault",
+        example="myvault",
+    )
+    azure_discover_tags: tuple[str, ...] = _setting(
+        (),
+        "KEY=VALUE tags a key of an --azure-vault must all carry to be discovered. Repeat the "
+        "flag. None: every P-256K key of the vault.",
+        flag="--azure-tag",
+        example="signer-proxy=prod",
+    )
+    gcp_discover_key_rings: tuple[str, ...] = _setting(
+        (),
+        "Discover every enabled EC_SIGN_SECP256K1_SHA256 key version of these Google Cloud KMS "
+        "key rings (projects/P/locations/L/keyRings/R) whose key carries every --gcp-label. "
+        "Repeat the flag. Needs roles/cloudkms.viewer on the ring. Re-run on every reload.",
+        flag="--gcp-key-ring",
+        example="projects/my-project/locations/global/keyRings/signers",
+    )
+    gcp_discover_labels: tuple[str, ...] = _setting(
+        (),
+        "KEY=VALUE labels a key of a --gcp-key-ring must all carry to be discovered. Repeat "
+        "the flag. None: every secp256k1 key of the ring.",
+        flag="--gcp-label",
+        example="signer-proxy=prod",
     )
     keystores: tuple[str, ...] = _setting(
         (),
@@ -137,7 +168,10 @@ class Settings:
         "Keys of the other backends, one source string each, told apart by its scheme: "
         "pkcs11:token=T;object=LABEL (an RFC 7512 PKCS#11 URI; id=%01 instead of object, or "
         "neither for every secp256k1 key of the token; ?x-label-prefix=P selects by label "
-        "prefix; ?module-path=SO and ?pin-source=file:PATH override the pkcs11_* settings). "
+        "prefix; ?module-path=SO and ?pin-source=file:PATH override the pkcs11_* settings), "
+        "azurekv://VAULT/keys/NAME[/VERSION] (Azure Key Vault or Managed HSM), "
+        "gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N (Google "
+        "Cloud KMS). "
         "Repeat the flag; comma-separated in the environment; a list in the file.",
         flag="--key",
         example="pkcs11:token=signer;object=treasury",
@@ -160,6 +194,14 @@ class Settings:
         "Name of an environment variable holding the PKCS#11 user PIN, when there is no "
         "--pkcs11-pin-file (the variable's value is never logged or shown).",
         example="SIGNER_PROXY_HSM_PIN",
+    )
+    pkcs11_user_type: str = _setting(
+        "user",
+        "Who the PKCS#11 PIN logs in as: user (CKU_USER: an AWS CloudHSM crypto user, PIN "
+        "USER:PASSWORD; a YubiHSM 2 authentication key, PIN 0001password; a Luna partition's "
+        "Crypto Officer; SoftHSM2) or crypto-user (CKU_CRYPTO_USER, the vendor-defined "
+        "0x80000001: a Thales Luna partition's Crypto User, who may sign but not make keys).",
+        example="crypto-user",
     )
     pkcs11_sessions: int = _setting(
         4,
@@ -783,11 +825,13 @@ def _require_keys_and_door(settings: Settings) -> None:
         or settings.kms_discover_alias_prefixes
         or settings.keystores
         or settings.key_sources
+        or settings.azure_discover_vaults
+        or settings.gcp_discover_key_rings
     ):
         raise ConfigError(
             f"no keys: give at least one --kms-key (or {env_name('kms_keys')}), a discovery "
-            "filter (--kms-tag, --kms-alias-prefix), a --keystore or a --key (pkcs11:…) "
-            "to sign with"
+            "filter (--kms-tag, --kms-alias-prefix, --azure-vault, --gcp-key-ring), a "
+            "--keystore or a --key (pkcs11:…, azurekv://…, gcpkms://…) to sign with"
         )
     host, _ = settings.listen_host_port()
     if not (settings.auth_configured or is_loopback(host) or settings.insecure_no_auth):

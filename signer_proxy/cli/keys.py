@@ -126,11 +126,22 @@ def add_keys_commands(
     verify.set_defaults(run_keys_command=_runner(_verify, full_settings=True))
 
     address = commands.add_parser(
-        "address", help="print the checksummed Ethereum address of a KMS key"
+        "address",
+        help="print the checksummed Ethereum address of a key of any backend, and its name",
+        description="One line per key: ADDRESS  KEY (the KMS key ARN, the PKCS#11 key's URI, "
+        "the Key Vault key id, the Cloud KMS key version, the keystore file). A pkcs11: URI "
+        "naming a token but no key lists every secp256k1 key on it.",
     )
-    address.add_argument("key_ref", metavar="KEY", help="key id, ARN, alias (options allowed)")
-    _kms_flags(address)
-    address.set_defaults(run_keys_command=_runner(_address))
+    address.add_argument(
+        "key_ref",
+        metavar="KEY",
+        help="a KMS key id, ARN or alias (options allowed, as --kms-key), a pkcs11:, "
+        "azurekv:// or gcpkms:// source (as --key), or a V3 keystore file (its password: "
+        "FILE?password_file=PW or --keystore-password-file)",
+    )
+    add_settings_flags(address)
+    _json_flag(address)
+    address.set_defaults(run_keys_command=_runner(_address, full_settings=True))
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -258,8 +269,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]
     sources = from_settings(settings)
     if sources.empty:
         raise ConfigError(
-            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore or "
-            "--key (or --config with the serve configuration)"
+            "no keys configured: give --kms-key, --kms-tag, --kms-alias-prefix, --keystore, "
+            "--key, --azure-vault or --gcp-key-ring (or --config with the serve configuration)"
         )
     async with KmsClients(settings) as clients:
         load = await load_keys(sources, clients, concurrency=settings.kms_load_concurrency)
@@ -421,18 +432,16 @@ async def _import(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
     from signer_proxy.keys.aws_clients import KmsClients
-    from signer_proxy.keys.backends import BACKENDS, parse_key_source
-    from signer_proxy.keys.cloud_keys import is_cloud_ref, verify_cloud_key
+    from signer_proxy.keys.backends import is_backend_source, parse_key_source
     from signer_proxy.keys.loading import load_keys
     from signer_proxy.keys.sources import KeySources, from_settings, parse_kms_key
     from signer_proxy.keys.verify import Check, KeyReport, signature_check, verify_kms_key
 
     if args.key_refs:
-        schemes = tuple(b.scheme for b in BACKENDS)
         sources = KeySources(
-            kms=tuple(parse_kms_key(k) for k in args.key_refs if not k.startswith(schemes)),
+            kms=tuple(parse_kms_key(k) for k in args.key_refs if not is_backend_source(k)),
             others=tuple(
-                parse_key_source(k, settings) for k in args.key_refs if k.startswith(schemes)
+                parse_key_source(k, settings) for k in args.key_refs if is_backend_source(k)
             ),
         )
     else:
@@ -442,9 +451,6 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
     reports: list[KeyReport] = []
     async with KmsClients(settings) as clients:
         for spec in sources.kms:
-            if is_cloud_ref(spec.ref):  # Azure Key Vault / Google Cloud KMS
-                reports.append(await verify_cloud_key(spec.label, clients))
-                continue
             location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
             try:
                 client = await clients.get(location)
@@ -502,12 +508,35 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> tuple[Any, st
 
 
 async def _address(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
+    """The address of one key of any backend, with the key's name; KMS keys by one
+    GetPublicKey, the others through the same load as `serve` (keys/backends.py)."""
     from signer_proxy.keys.aws_clients import KmsClients
-    from signer_proxy.keys.management import key_address
-    from signer_proxy.keys.sources import parse_kms_key
+    from signer_proxy.keys.backends import is_backend_source, parse_key_source
+    from signer_proxy.keys.loading import load_keys
+    from signer_proxy.keys.management import key_identity
+    from signer_proxy.keys.sources import KeySources, parse_keystore, parse_kms_key
 
-    spec = parse_kms_key(args.key_ref)
+    ref = args.key_ref.strip()
+    if is_backend_source(ref):
+        sources = KeySources(others=(parse_key_source(ref, settings),))
+    elif os.path.isfile(ref.partition("?")[0]):  # noqa: ASYNC240 - one stat, CLI only
+        sources = KeySources(keystores=(parse_keystore(ref, settings.keystore_password_file),))
+    else:
+        spec = parse_kms_key(ref)
+        async with KmsClients(settings) as clients:
+            location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
+            address, arn = await key_identity(await clients.get(location), spec.ref)
+        found = {"key": spec.label, "address": address, "arn": arn, "region": location.region}
+        return found, f"{address}  {arn}"
     async with KmsClients(settings) as clients:
-        location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
-        address = await key_address(await clients.get(location), spec.ref)
-    return {"key": spec.label, "address": address, "region": location.region}, address
+        load = await load_keys(sources, clients, concurrency=settings.kms_load_concurrency)
+    failed = load.failures()
+    if failed or not load.statuses:
+        reason = failed[0].message if failed else f"{ref} holds no secp256k1 signing key"
+        raise KeyCommandFailed(reason)
+    keys = [
+        {"key": s.ref, "name": s.key, "address": s.address, "source": s.source}
+        for s in load.statuses
+    ]
+    payload: Any = keys[0] if len(keys) == 1 else {"keys": keys}
+    return payload, "\n".join(f"{k['address']}  {k['name'] or k['key']}" for k in keys)

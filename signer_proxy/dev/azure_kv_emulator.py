@@ -11,7 +11,7 @@ know (400), no or a malformed bearer token (401 with the WWW-Authenticate challe
 clients expect), a token for another resource (401), an unknown key or version (404), a key
 that is not EC/P-256K asked to sign ES256K or another algorithm (400), a digest that is not
 32 bytes (400), a body that is not JSON (400). Throttling can be injected (`throttle_next`:
-429 with Retry-After).
+429 with Retry-After), and an outage (`down`: 503 to every vault request until cleared).
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class AzureKeyVaultEmulator:
         self.identity_header = secrets.token_hex(16)
         self.throttle_next = 0
         self.retry_after_seconds = 1
+        self.down = False  # every vault request answers 503, as a vault in an outage
         self.sign_calls = 0
         self.requests: list[tuple[str, str]] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="azkv-emulator-")
@@ -168,6 +169,10 @@ class AzureKeyVaultEmulator:
     @web.middleware
     async def _checks(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.down:
+            return self._error(
+                503, "ServiceUnavailable", "The service is unavailable", **{"Retry-After": "0"}
+            )
         version = request.query.get("api-version")
         if not version:
             return self._error(400, "BadParameter", "The 'api-version' query parameter is missing")

@@ -42,7 +42,10 @@ class BannerInfo:
     funding: str
     state_dir: str
     ready_seconds: float
-    signed_by: str = "KMS"  # or "SoftHSM2 (PKCS#11)" with dev --backend softhsm
+    # The backend the keys live in (dev --backend): its name, and where it is.
+    signed_by: str = "the KMS emulator"
+    key_store: str = ""  # empty: the KMS emulator (kms_url)
+    can_keep: bool = True  # whether --state-dir keeps the keys (not in the cloud emulators)
     chains: Sequence[DevChainLine] = ()  # with dev --chains N (N > 1); the first is on / too
 
 
@@ -50,6 +53,22 @@ def format_ether(wei: int) -> str:
     """Wei as ETH, exact, without trailing zeros: 10**18 → "1", 1 → "0.000000000000000001"."""
     text = format(Decimal(wei) / Decimal(10**18), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _keys_text(info: BannerInfo) -> str:
+    """Where the keys are kept, and whether they survive a restart."""
+    if info.state_dir:
+        return f"kept in {info.state_dir} (addresses survive a restart)"
+    if info.can_keep:
+        return "in memory only (new addresses next time; --state-dir keeps them)"
+    return "in the emulator's memory only (new addresses next time)"
+
+
+def _store_line(info: BannerInfo) -> str:
+    """The key backend's line: the KMS emulator, or the store named by `key_store`."""
+    if info.key_store:
+        return f"  Key store                   {info.signed_by}: {info.key_store}"
+    return f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)"
 
 
 def _balance(account: Account, names: Sequence[str]) -> str:
@@ -76,18 +95,14 @@ def render_banner(info: BannerInfo) -> str:
         )
     else:
         node = f"{info.node_url}, chain id {info.chain_id}"
-    keys = (
-        f"kept in {info.state_dir} (addresses survive a restart)"
-        if info.state_dir
-        else "in memory only (new addresses next time; --state-dir keeps them)"
-    )
+    keys = _keys_text(info)
     width = max(len(a.alias) for a in info.accounts)
     lines = [
         f"{READY_LINE} ({info.ready_seconds:.1f} s)",
         "",
         f"  Proxy (JSON-RPC)            {url} (HTTP), ws{url.removeprefix('http')} (WebSocket)",
         f"  Node                        {node}",
-        f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)",
+        _store_line(info),
         f"  Keys                        {keys}",
         f"  Funding                     {info.funding}",
         "",
@@ -120,11 +135,7 @@ def _render_several(info: BannerInfo) -> str:
     first = info.accounts[0].address
     names = [c.name for c in info.chains]
     name_width = max(map(len, names))
-    keys = (
-        f"kept in {info.state_dir} (addresses survive a restart)"
-        if info.state_dir
-        else "in memory only (new addresses next time; --state-dir keeps them)"
-    )
+    keys = _keys_text(info)
     width = max(len(a.alias) for a in info.accounts)
     main = info.chains[0]
     lines = [
@@ -137,7 +148,7 @@ def _render_several(info: BannerInfo) -> str:
             f"    {c.name:<{name_width}}  chain id {c.chain_id}  {c.url}  (its node: {c.node_url})"
             for c in info.chains
         ),
-        f"  KMS emulator                {info.kms_url} (region {info.region}, any credentials)",
+        _store_line(info),
         f"  Keys                        {keys}",
         f"  Funding                     {info.funding}",
         "",

@@ -18,10 +18,11 @@ BACKENDS = ("aws", "azure", "gcp")
 
 @dataclass(frozen=True)
 class CloudDevKeys:
-    refs: tuple[str, ...]  # --kms-key values
+    refs: tuple[str, ...]  # --key values (azurekv://…, gcpkms://…)
     addresses: tuple[str, ...]
     settings: dict[str, Any]  # Settings overrides (azure_ca_file / gcp_kms_endpoint)
     url: str  # where the emulator listens, for the banner
+    name: str = ""  # the backend, for the banner
 
 
 async def start_cloud_keys(backend: str, count: int, stack: AsyncExitStack) -> CloudDevKeys:
@@ -41,6 +42,7 @@ async def start_cloud_keys(backend: str, count: int, stack: AsyncExitStack) -> C
             tuple(address_from_public_key(azure.public_key(key)) for key in keys),
             {"azure_ca_file": azure.ca_file},
             azure.vault_url,
+            "the Azure Key Vault emulator",
         )
     from signer_proxy.dev.gcp_kms_emulator import GcpKmsEmulator
 
@@ -60,4 +62,5 @@ async def start_cloud_keys(backend: str, count: int, stack: AsyncExitStack) -> C
         tuple(address_from_public_key(gcp.public_key(version)) for version in versions),
         {"gcp_kms_endpoint": gcp.target},
         gcp.target,
+        "the Google Cloud KMS emulator",
     )

@@ -12,7 +12,8 @@ It refuses what Cloud KMS refuses: no or a malformed `authorization` bearer toke
 (FAILED_PRECONDITION), a key of another algorithm or a digest that is not SHA-256 / 32 bytes
 (INVALID_ARGUMENT), a `digest_crc32c` that does not match the digest (INVALID_ARGUMENT). It
 always fills the integrity fields of its answers; `corrupt_next` flips a signature bit after
-the checksum is computed, to prove the client checks. `unavailable_next` answers UNAVAILABLE.
+the checksum is computed, to prove the client checks. `unavailable_next` answers UNAVAILABLE
+that many times; `down` answers UNAVAILABLE to everything until it is cleared.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class GcpKmsEmulator:
         self.sign_calls = 0
         self.corrupt_next = 0
         self.unavailable_next = 0
+        self.down = False
         self.target = ""
         self.token_uri = ""
         self._server: grpc.aio.Server | None = None
@@ -179,8 +181,8 @@ class GcpKmsEmulator:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "Request had invalid authentication credentials. Expected OAuth 2 access token",
             )
-        if self.unavailable_next > 0:
-            self.unavailable_next -= 1
+        if self.down or self.unavailable_next > 0:
+            self.unavailable_next = max(0, self.unavailable_next - 1)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable")
 
     async def _enabled_version(

@@ -202,20 +202,24 @@ async def run_dev(
         token_settings: dict[str, Any] = {}
         keys: list[Any] = []
         kms_keys: tuple[str, ...] = ()
+        signed_by, key_store = "the KMS emulator", ""  # the banner's names for the backend
         if options.backend in ("kms", "softhsm"):  # azure/gcp keys live in their emulators
             keys = create_dev_keys(kms.url, options.keys, REGION, options.state_dir)
             kms_keys = tuple(key.alias for key in keys)
         if options.backend == "softhsm":  # the keys live on a SoftHSM2 token instead
             keys, token_settings = await _softhsm_keys(stack, options)
             kms_keys = ()
+            signed_by = "a SoftHSM2 token (PKCS#11)"
+            key_store = f"pkcs11:token=dev through {token_settings['pkcs11_module']}"
         elif options.backend in ("azure", "gcp"):  # in the Key Vault / Cloud KMS emulator
             from signer_proxy.dev.cloud_dev import start_cloud_keys
             from signer_proxy.dev.kms_emulator import DevKey
 
             cloud = await start_cloud_keys(options.backend, options.keys, stack)
             keys = [DevKey(r, "", a) for r, a in zip(cloud.refs, cloud.addresses, strict=True)]
-            token_settings = dict(cloud.settings)
-            kms_keys = tuple(cloud.refs)
+            token_settings = {**cloud.settings, "key_sources": cloud.refs}
+            signed_by = cloud.name
+            key_store = f"{cloud.url} (its credentials are set for this process only)"
 
         chain_url = ""
         embedded: list[tuple[str, HttpUpstream]] = []  # (its URL, a client of it)
@@ -290,9 +294,13 @@ async def run_dev(
                 for i, (key, balance) in enumerate(zip(keys, balances, strict=True))
             ],
             funding=funding,
-            state_dir=str(options.state_dir) if options.state_dir else "",
+            state_dir=str(options.state_dir)
+            if options.state_dir and options.backend in ("kms", "softhsm")
+            else "",
             ready_seconds=time.monotonic() - started,
-            signed_by="SoftHSM2 (PKCS#11)" if token_settings else "KMS",
+            signed_by=signed_by,
+            key_store=key_store,
+            can_keep=options.backend in ("kms", "softhsm"),
             chains=chain_lines,
         )
         out.write(render_banner(info))

@@ -157,12 +157,33 @@ def recover_parity(digest: bytes, r: int, s: int, public_key: bytes) -> int:
     raise SignatureError("signature does not recover to the key's public key for this digest")
 
 
+def proven_signature(r: int, s: int, digest: bytes, public_key: bytes) -> ProvenSignature:
+    """(r, s) as any backend returns it → canonical (low-S) signature with its verified y
+    parity. The one place every backend's signature is made canonical and proven: KMS, Cloud
+    KMS (DER, `canonical_signature`), Key Vault and PKCS#11 (raw r ‖ s, `raw_signature`)."""
+    if len(digest) != 32:
+        raise SignatureError("digest must be 32 bytes")
+    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise SignatureError("signature r or s is outside the secp256k1 group order")
+    s = normalize_s(s)  # before the parity search: flipping s flips the parity
+    # The trial recovery is the proof: it is carried along so it is not paid for twice.
+    parity = recover_parity(digest, r, s, public_key)
+    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
+
+
 def canonical_signature(der: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
     """DER signature from a KMS → canonical (low-S) signature with its verified y parity."""
     if len(digest) != 32:
         raise SignatureError("digest must be 32 bytes")
     r, s = decode_der_signature(der)
-    s = normalize_s(s)  # before the parity search: flipping s flips the parity
-    # The trial recovery is the proof: it is carried along so it is not paid for twice.
-    parity = recover_parity(digest, r, s, public_key)
-    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
+    return proven_signature(r, s, digest, public_key)
+
+
+def raw_signature(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
+    """Raw r ‖ s (64 bytes: PKCS#11 CKM_ECDSA, JWS ES256K) → canonical signature with its
+    verified y parity."""
+    if len(raw) != 64:
+        raise SignatureError(f"signature must be 64 bytes r ‖ s, got {len(raw)}")
+    return proven_signature(
+        int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"), digest, public_key
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from signer_proxy.keys.aws_kms import KmsCalls
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
+    from signer_proxy.keys.backends import C
 
 ROLE_SESSION_NAME = "signer-proxy"
 
@@ -143,6 +145,7 @@ class KmsClients:
         self._clients: dict[KmsLocation, Any] = {}
         self._signing: dict[KmsLocation, Any] = {}
         self._roles: dict[tuple[str, str], Any] = {}
+        self._shared: dict[Hashable, Any] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> KmsClients:
@@ -152,7 +155,17 @@ class KmsClients:
     async def __aexit__(self, *exc_info: Any) -> None:
         self._clients.clear()
         self._signing.clear()
+        self._shared.clear()
         await self._stack.__aexit__(*exc_info)
+
+    def shared(self, key: Hashable, make: Callable[[], C]) -> C:
+        """keys/backends.LoadContext: one object per `key` (the other backends' clients), made
+        on first use, kept as long as these clients and closed with them (its `aclose`)."""
+        found: C | None = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = make()
+            self._stack.push_async_callback(found.aclose)
+        return found
 
     def location(self, region: str = "", endpoint_url: str = "", role_arn: str = "") -> KmsLocation:
         return location_of(self._settings, region, endpoint_url, role_arn)

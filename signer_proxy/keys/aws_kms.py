@@ -105,6 +105,14 @@ def backoff_delay(attempt: int, base: float, cap: float, draw: float) -> float:
     return draw * min(cap, base * (1 << min(attempt, 32)))
 
 
+async def once_in_slot(calls: KmsCalls | None, key: str, request: Callable[[], Awaitable[T]]) -> T:
+    """`request()` once, under the process's KmsCalls when there are some (a request slot, the
+    attempt timeout, the deadline): for clients that retry on their own (Azure, Google)."""
+    if calls is None:
+        return await request()
+    return await calls.run(key, request, max_attempts=1)
+
+
 class KmsCalls:
     """Every KMS request goes through here: a process-wide cap on requests in flight, a
     per-attempt timeout, and retries with capped exponential backoff inside the deadline."""

@@ -13,9 +13,17 @@ recovery id and no low-S guarantee, so it is normalised and its parity found by 
 recovery against the key's public key, as for AWS KMS: a signature that does not recover to
 the key's address is never returned.
 
+Discovery (`--azure-vault VAULT`, `--azure-tag K=V`): every enabled key of the vault whose
+tags include all the filters is loaded; keys that are not P-256K signing keys are passed over.
+Re-run on every reload.
+
 Least privilege: the identity needs keys/get and keys/sign (RBAC: "Key Vault Crypto User",
 or a custom role with Microsoft.KeyVault/vaults/keys/read and .../keys/sign/action), plus
 keys/list for discovery.
+
+Emulators: a vault's certificate may be trusted through --azure-ca-file; a vault on
+127.0.0.1, being loopback, skips azure-keyvault's check that the challenge's resource is a
+parent domain of the vault (an IP address has none). Real vaults keep every check.
 """
 
 from __future__ import annotations
@@ -25,18 +33,21 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signer_proxy.errors import ConfigError, KeyLoadFailed, KmsUnavailable, SigningFailed
 from signer_proxy.eth.ecdsa import (
-    SECP256K1_N,
-    ProvenSignature,
     Signature,
     SignatureError,
     address_from_public_key,
-    normalize_s,
-    recover_parity,
+    raw_signature,
 )
+from signer_proxy.keys.aws_kms import once_in_slot
+from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
+
+if TYPE_CHECKING:
+    from signer_proxy.config import Settings
+    from signer_proxy.keys.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +88,25 @@ def parse_azure_key(text: str) -> AzureKeySpec:
         raise ConfigError(f"{text!r} must be azurekv://VAULT/keys/NAME[/VERSION], {example}")
     vault, name = parts[0], parts[2]
     version = parts[3] if len(parts) == 4 else ""
-    if "." in vault or ":" in vault:
-        if not _HOST.match(vault):
-            raise ConfigError(f"{text!r}: {vault!r} is not a host name")
-        vault_url = f"https://{vault}"
-    elif _VAULT_NAME.match(vault):
-        vault_url = f"https://{vault}.vault.azure.net"
-    else:
-        raise ConfigError(f"{text!r}: {vault!r} is not a vault name (3-24 letters, digits, -)")
+    vault_url = parse_vault(vault, repr(text))
     if not _NAME.match(name):
         raise ConfigError(f"{text!r}: key name {name!r} must be 1-127 letters, digits or -")
     if version and not _VERSION.match(version):
         raise ConfigError(f"{text!r}: key version {version!r} must be letters and digits")
     return AzureKeySpec(vault_url, name, version)
+
+
+def parse_vault(vault: str, what: str) -> str:
+    """A vault name (`myvault`), host (`myhsm.managedhsm.azure.net`, `127.0.0.1:8443`) or
+    `azurekv://` either, as its https URL; ConfigError naming `what`."""
+    vault = vault.removeprefix(SCHEME).rstrip("/")
+    if "." in vault or ":" in vault:
+        if not _HOST.match(vault):
+            raise ConfigError(f"{what}: {vault!r} is not a host name")
+        return f"https://{vault}"
+    if _VAULT_NAME.match(vault):
+        return f"https://{vault}.vault.azure.net"
+    raise ConfigError(f"{what}: {vault!r} is not a vault name (3-24 letters, digits, -)")
 
 
 def _text(value: object) -> str:
@@ -124,20 +141,6 @@ def public_key_from_jwk(jwk: Any, label: str) -> bytes:
             f"Azure key {label}: public key is not on secp256k1", "invalid"
         ) from exc
     return public_key
-
-
-def canonical_raw_signature(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
-    """Raw r ‖ s (JWS ES256K, 64 bytes) → low-S signature with its verified y parity."""
-    if len(digest) != 32:
-        raise SignatureError("digest must be 32 bytes")
-    if len(raw) != 64:
-        raise SignatureError(f"signature must be 64 bytes r ‖ s, got {len(raw)}")
-    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
-        raise SignatureError("signature r or s is outside the secp256k1 group order")
-    s = normalize_s(s)
-    parity = recover_parity(digest, r, s, public_key)
-    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
 
 
 def _load_failure(exc: BaseException, label: str) -> KeyLoadFailed:
@@ -308,10 +311,7 @@ class AzureKvSigner:
             return await client.sign(SignatureAlgorithm.es256_k, digest)
 
         try:
-            if self._calls is None:
-                result = await request()
-            else:
-                result = await self._calls.run(self.info.ref, request, max_attempts=1)
+            result = await once_in_slot(self._calls, self.info.ref, request)
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:
@@ -328,8 +328,119 @@ class AzureKvSigner:
                 f"Azure Key Vault is unreachable for {self.info.ref} ({type(exc).__name__})"
             ) from None
         try:
-            return canonical_raw_signature(bytes(result.signature), digest, self.info.public_key)
+            return raw_signature(bytes(result.signature), digest, self.info.public_key)
         except SignatureError as exc:
             raise SigningFailed(
                 f"the signature from {self.info.ref} is not usable ({exc}); nothing was sent"
             ) from None
+
+
+# --- the backend source (keys/backends.py) -------------------------------------------------
+
+
+class AzureVaults:
+    """The process's vault clients, sharing one DefaultAzureCredential (a LoadContext's
+    `shared` object: kept across reloads, closed at the end)."""
+
+    def __init__(self, ca_file: str = "") -> None:
+        self._ca_file = ca_file
+        self._credential: Any = None
+        self._vaults: dict[str, AzureVault] = {}
+
+    def vault(self, vault_url: str) -> AzureVault:
+        vault = self._vaults.get(vault_url)
+        if vault is None:
+            if self._credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+            loopback = vault_url.startswith("https://127.0.0.1:")
+            options: dict[str, Any] = {"verify_challenge_resource": False} if loopback else {}
+            if self._ca_file:
+                options["connection_verify"] = self._ca_file
+            vault = self._vaults[vault_url] = AzureVault(vault_url, self._credential, **options)
+        return vault
+
+    async def aclose(self) -> None:
+        for vault in self._vaults.values():
+            await vault.aclose()
+        self._vaults.clear()
+        if self._credential is not None:
+            await self._credential.close()
+            self._credential = None
+
+
+def _vault(context: LoadContext, ca_file: str, vault_url: str) -> AzureVault:
+    return context.shared(("azure", ca_file), lambda: AzureVaults(ca_file)).vault(vault_url)
+
+
+def _signer(before: Signer | None, vault: AzureVault, info: AzureKeyInfo, calls: Any) -> Signer:
+    """The previous load's signer when it is the same key version, else a new one."""
+    if isinstance(before, AzureKvSigner) and before.info == info:
+        return before
+    return AzureKvSigner(vault, info, calls)
+
+
+class AzureKeySource:
+    """One `azurekv://VAULT/keys/NAME[/VERSION]` key."""
+
+    def __init__(self, spec: AzureKeySpec, ca_file: str = "") -> None:
+        self.spec = spec
+        self._ca_file = ca_file
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
+        host = self.spec.vault_url.removeprefix("https://")
+        vault = _vault(context, self._ca_file, self.spec.vault_url)
+        try:
+            info = await vault.load(self.spec)
+        except KeyLoadFailed as exc:
+            return [LoadedKey(self.label, location=host, failure=exc)]
+        signer = _signer(previous.get(self.label), vault, info, context.calls)
+        return [LoadedKey(self.label, info.key_id, host, signer)]
+
+
+class AzureDiscoverySource:
+    """Every enabled P-256K key of one vault whose tags include all of `tags`."""
+
+    def __init__(
+        self, vault_url: str, tags: tuple[tuple[str, str], ...], ca_file: str = ""
+    ) -> None:
+        self.vault_url = vault_url
+        self.tags = tags
+        self._ca_file = ca_file
+
+    @property
+    def label(self) -> str:
+        host = self.vault_url.removeprefix("https://")
+        return f"{SCHEME}{host} ({describe_filter(self.tags, 'tags')})"
+
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
+        host = self.vault_url.removeprefix("https://")
+        vault = _vault(context, self._ca_file, self.vault_url)
+        keys: list[LoadedKey] = []
+        for info, label, failure in await vault.discover(dict(self.tags)):
+            if info is not None:
+                signer = _signer(previous.get(label), vault, info, context.calls)
+                keys.append(LoadedKey(label, info.key_id, host, signer, required=False))
+            elif failure is not None and failure.reason != "spec":  # not a signing key: pass
+                keys.append(LoadedKey(label, location=host, failure=failure, required=False))
+        return keys
+
+
+def parse_source(text: str, settings: Settings | None) -> AzureKeySource:
+    """The backends.BACKENDS entry point: one `azurekv://` key."""
+    return AzureKeySource(parse_azure_key(text), settings.azure_ca_file if settings else "")
+
+
+def discovery_sources(settings: Settings) -> list[AzureDiscoverySource]:
+    """One source per --azure-vault, each selecting by every --azure-tag."""
+    tags = parse_filter(settings.azure_discover_tags, "--azure-tag")
+    return [
+        AzureDiscoverySource(parse_vault(vault, f"--azure-vault {vault!r}"), tags,
+                             settings.azure_ca_file)
+        for vault in settings.azure_discover_vaults
+    ]  # fmt: skip

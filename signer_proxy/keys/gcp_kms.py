@@ -12,6 +12,13 @@ checked (`verified_digest_crc32c`, `signature_crc32c`, `pem_crc32c`, and the ver
 an answer that fails them is never used. The DER signature is normalised to low-S and its
 parity found by trial recovery, as for AWS KMS.
 
+Discovery (`--gcp-key-ring projects/P/locations/L/keyRings/R`, `--gcp-label K=V`): every
+enabled version of the ring's EC_SIGN_SECP256K1_SHA256 keys whose labels include all the
+filters. Re-run on every reload.
+
+Emulators: an endpoint override (--gcp-kms-endpoint) must be 127.0.0.1:PORT and is reached
+with gRPC local credentials; Cloud KMS itself keeps every check.
+
 Least privilege: roles/cloudkms.signerVerifier (cloudkms.cryptoKeyVersions.useToSign,
 .viewPublicKey) on the key or key ring, plus roles/cloudkms.viewer on the key ring for
 discovery (cryptoKeys.list, cryptoKeyVersions.list).
@@ -24,7 +31,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 
@@ -35,6 +42,12 @@ from signer_proxy.eth.ecdsa import (
     address_from_public_key,
     canonical_signature,
 )
+from signer_proxy.keys.aws_kms import once_in_slot
+from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
+
+if TYPE_CHECKING:
+    from signer_proxy.config import Settings
+    from signer_proxy.keys.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +310,7 @@ class GcpKmsSigner:
             return await self._kms._call("asymmetric_sign", request)
 
         try:
-            if self._calls is None:
-                answer = await call()
-            else:
-                answer = await self._calls.run(self.info.ref, call, max_attempts=1)
+            answer = await once_in_slot(self._calls, self.info.ref, call)
         except KmsUnavailable:  # every request slot stayed busy (KmsCalls)
             raise
         except Exception as exc:
@@ -329,3 +339,130 @@ class GcpKmsSigner:
             raise SigningFailed(
                 f"the signature from {self.info.ref} is not usable ({exc}); nothing was sent"
             ) from None
+
+
+# --- the backend source (keys/backends.py) -------------------------------------------------
+
+
+def check_endpoint(endpoint: str) -> str:
+    """--gcp-kms-endpoint: empty (Cloud KMS) or 127.0.0.1:PORT (an emulator)."""
+    host, _, port = endpoint.rpartition(":")
+    if endpoint and (host != "127.0.0.1" or not port.isdigit()):
+        raise ConfigError(
+            f"--gcp-kms-endpoint {endpoint!r} must be 127.0.0.1:PORT (an emulator); leave it "
+            "empty for Cloud KMS"
+        )
+    return endpoint
+
+
+def gcp_client(endpoint: str) -> Any:
+    """The official Cloud KMS async client with ADC; at `endpoint` (loopback only) if given."""
+    from google.cloud import kms_v1
+
+    if not check_endpoint(endpoint):
+        return kms_v1.KeyManagementServiceAsyncClient()
+    import google.auth
+
+    from signer_proxy.dev.gcp_kms_emulator import emulator_client
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloudkms"])
+    return emulator_client(endpoint, credentials)
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    endpoint: str = ""
+    backoff: float = 0.05
+
+    def kms(self, context: LoadContext) -> GcpKms:
+        """The process's Cloud KMS client (a LoadContext's `shared` object); KeyLoadFailed
+        when there are no Application Default Credentials to make it with."""
+        try:
+            return context.shared(
+                ("gcp", self.endpoint),
+                lambda: GcpKms(gcp_client(self.endpoint), backoff=self.backoff),
+            )
+        except Exception as exc:  # google.auth's DefaultCredentialsError and kin
+            raise KeyLoadFailed(
+                f"Cloud KMS: no client ({type(exc).__name__}): set up Application Default "
+                "Credentials (workload identity, GOOGLE_APPLICATION_CREDENTIALS)",
+                "access_denied",
+            ) from None
+
+
+def _where(settings: Settings | None) -> _Where:
+    if settings is None:
+        return _Where()
+    return _Where(check_endpoint(settings.gcp_kms_endpoint), settings.kms_backoff_base)
+
+
+def _signer(before: Signer | None, kms: GcpKms, info: GcpKeyInfo, calls: Any) -> Signer:
+    if isinstance(before, GcpKmsSigner) and before.info == info:
+        return before
+    return GcpKmsSigner(kms, info, calls)
+
+
+def _location(name: str) -> str:
+    """projects/P/locations/L of a key ring, key or version name."""
+    return "/".join(name.split("/")[:4])
+
+
+class GcpKeySource:
+    """One `gcpkms://…/cryptoKeyVersions/N` key version."""
+
+    def __init__(self, spec: GcpKeySpec, where: _Where) -> None:
+        self.spec = spec
+        self._where = where
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
+        location = _location(self.spec.name)
+        try:
+            kms = self._where.kms(context)
+            info = await kms.load(self.spec)
+        except KeyLoadFailed as exc:
+            return [LoadedKey(self.label, location=location, failure=exc)]
+        signer = _signer(previous.get(self.label), kms, info, context.calls)
+        return [LoadedKey(self.label, info.name, location, signer)]
+
+
+class GcpDiscoverySource:
+    """Every enabled secp256k1 key version of one key ring whose key's labels include all of
+    `labels`."""
+
+    def __init__(self, key_ring: str, labels: tuple[tuple[str, str], ...], where: _Where) -> None:
+        self.key_ring = key_ring
+        self.labels = labels
+        self._where = where
+
+    @property
+    def label(self) -> str:
+        return f"{SCHEME}{self.key_ring} ({describe_filter(self.labels, 'labels')})"
+
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
+        location = _location(self.key_ring)
+        kms = self._where.kms(context)
+        keys: list[LoadedKey] = []
+        for info, label, failure in await kms.discover(self.key_ring, dict(self.labels)):
+            if info is not None:
+                signer = _signer(previous.get(label), kms, info, context.calls)
+                keys.append(LoadedKey(label, info.name, location, signer, required=False))
+            elif failure is not None:
+                keys.append(LoadedKey(label, location=location, failure=failure, required=False))
+        return keys
+
+
+def parse_source(text: str, settings: Settings | None) -> GcpKeySource:
+    """The backends.BACKENDS entry point: one `gcpkms://` key version."""
+    return GcpKeySource(parse_gcp_key(text), _where(settings))
+
+
+def discovery_sources(settings: Settings) -> list[GcpDiscoverySource]:
+    """One source per --gcp-key-ring, each selecting by every --gcp-label."""
+    labels = parse_filter(settings.gcp_discover_labels, "--gcp-label")
+    where = _where(settings)
+    return [GcpDiscoverySource(parse_key_ring(ring), labels, where)
+            for ring in settings.gcp_discover_key_rings]  # fmt: skip

@@ -66,8 +66,11 @@ def describe_failures(load: KeyLoad | None, limit: int = 3) -> list[str]:
     lines = [f"{s.ref}: {s.message}" for s in failed[:limit]]
     if len(failed) > limit:
         lines.append(f"and {len(failed) - limit} more (signer-proxy keys list shows all)")
-    if kept:
-        lines.append(f"{len(kept)} kept from the previous load after a transient error")
+    # A key whose service was away at the last load still signs with its previous signer
+    # (when the service is back): named, so /ready shows which key's backend was away.
+    lines += [f"{s.ref}: kept from the previous load after: {s.message}" for s in kept[:limit]]
+    if len(kept) > limit:
+        lines.append(f"and {len(kept) - limit} more kept from the previous load")
     return lines
 
 

@@ -27,7 +27,6 @@ from signer_proxy.errors import ConfigError, KeyLoadFailed
 from signer_proxy.keys.aws_clients import KmsClients
 from signer_proxy.keys.aws_kms import KmsSigner, load_key
 from signer_proxy.keys.backends import BACKENDS, BackendSource
-from signer_proxy.keys.cloud_keys import is_cloud_ref, load_cloud_key
 from signer_proxy.keys.discovery import discover
 from signer_proxy.keys.keystore import decrypt_keystore, fingerprint, keystore_files, read_password
 from signer_proxy.keys.signer import Signer
@@ -120,12 +119,6 @@ async def _explicit(
     limit: asyncio.Semaphore,
     previous: KeyLoad | None,
 ) -> _Entry:
-    if is_cloud_ref(spec.ref):  # Azure Key Vault / Google Cloud KMS (keys/cloud_keys.py)
-        try:
-            cloud = await load_cloud_key(spec.ref, clients)
-        except KeyLoadFailed as exc:
-            return _kept_or_failed("kms", spec.label, exc, previous)
-        return _Entry(KeyStatus("kms", spec.label, cloud.key_name, "", cloud.address), cloud)
     location = clients.location(spec.region, spec.endpoint_url, spec.role_arn)
     try:
         client = await clients.get(location)
@@ -225,12 +218,14 @@ def _read(path: str) -> bytes:
         ) from None
 
 
-async def _other(name: str, source: BackendSource, previous: KeyLoad | None) -> list[_Entry]:
+async def _other(
+    name: str, source: BackendSource, previous: KeyLoad | None, clients: KmsClients
+) -> list[_Entry]:
     """The keys of one `--key` source (a PKCS#11 token, a vault …)."""
     mine = {ref: s for (src, ref), s in (previous.by_origin if previous else {}).items()
             if src == name}  # fmt: skip
     try:
-        found = await source.load(mine)
+        found = await source.load(mine, clients)
     except KeyLoadFailed as exc:
         entries = [_failed(name, source.label, exc)]
         if previous is not None and exc.transient:  # keep what it gave before
@@ -272,7 +267,7 @@ async def load_keys(
         else None
     )
     keystores = [_keystore(spec, keystore_limit, previous) for spec in sources.keystores]
-    others = [_other(name, source, previous) for name, source in sources.others]
+    others = [_other(name, source, previous, clients) for name, source in sources.others]
     explicit_entries, discovered, keystore_lists, other_lists = await asyncio.gather(
         asyncio.gather(*explicit),
         discovery if discovery is not None else _nothing(),

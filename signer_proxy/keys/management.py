@@ -54,6 +54,11 @@ async def create_signing_key(
 async def key_address(client: Any, key: str) -> str:
     """The checksummed address of KMS key `key` (GetPublicKey); KeyCommandFailed when it has
     none an Ethereum account could use."""
+    return (await key_identity(client, key))[0]
+
+
+async def key_identity(client: Any, key: str) -> tuple[str, str]:
+    """(address, key ARN) of KMS key `key`, from one GetPublicKey; as `key_address`."""
     try:
         answer = await client.get_public_key(KeyId=key)
     except (ClientError, BotoCoreError, OSError) as exc:
@@ -64,6 +69,13 @@ async def key_address(client: Any, key: str) -> str:
             f"KMS key {key} is {spec}, not {REQUIRED_KEY_SPEC}: it has no Ethereum address"
         )
     try:
-        return address_from_public_key(public_key_from_spki(answer["PublicKey"]))
+        address = address_from_public_key(public_key_from_spki(answer["PublicKey"]))
     except (SignatureError, KeyError) as exc:
         raise KeyCommandFailed(f"KMS key {key}: unusable public key ({exc})") from exc
+    arn = str(answer.get("KeyId") or "")
+    if not arn.startswith("arn:"):  # KMS answers the ARN; an emulator may answer the id
+        try:
+            arn = str((await client.describe_key(KeyId=key))["KeyMetadata"]["Arn"])
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise _failure(exc, "DescribeKey", key) from exc
+    return address, arn

@@ -42,11 +42,10 @@ from signer_proxy.eth.ecdsa import (
     ProvenSignature,
     SignatureError,
     address_from_public_key,
-    normalize_s,
-    recover_parity,
+    raw_signature,
 )
 from signer_proxy.keys.aws_kms import backoff_delay
-from signer_proxy.keys.backends import LoadedKey
+from signer_proxy.keys.backends import LoadContext, LoadedKey
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -59,6 +58,9 @@ SECP256K1_OID_DER = bytes.fromhex("06052b8104000a")  # 1.3.132.0.10
 _PATH_ATTRIBUTES = ("token", "serial", "object", "id", "type", "manufacturer", "model")
 _QUERY_ATTRIBUTES = ("module-path", "pin-source", "x-label-prefix")
 SIGN_ATTEMPTS = 3
+# C_Login's user types (--pkcs11-user-type): the standard CKU_USER, and Thales Luna's
+# vendor-defined Crypto User (CKU_CRYPTO_USER = CKU_VENDOR_DEFINED | 1).
+USER_TYPES = {"user": 1, "crypto-user": 0x80000001}
 
 # A session or login the token no longer honours: drop the sessions, open and log in again.
 _LOST = (
@@ -84,9 +86,16 @@ _ADVICE = {
 }
 
 
+def _user_type_invalid(exc: BaseException) -> bool:
+    """CKR_USER_TYPE_INVALID, which python-pkcs11 raises as a bare PKCS11Error."""
+    return type(exc).__name__ == "PKCS11Error" and "user type invalid" in str(exc).lower()
+
+
 def ckr_name(exc: BaseException) -> str:
     """`TokenNotPresent` → `CKR_TOKEN_NOT_PRESENT`: the name operators find in vendor docs."""
     name = type(exc).__name__
+    if _user_type_invalid(exc):
+        return "CKR_USER_TYPE_INVALID"
     if name == "PKCS11Error":
         return "CKR_CRYPTOKI_NOT_INITIALIZED" if "not initiali" in str(exc) else "PKCS#11 error"
     if name in ("NoSuchKey", "NoSuchToken", "MultipleObjectsReturned", "MultipleTokensReturned"):
@@ -97,6 +106,8 @@ def ckr_name(exc: BaseException) -> str:
 def is_lost(exc: BaseException) -> bool:
     """A session, login or module state the token lost: reopening may get past it (a bare
     PKCS11Error is the module left uninitialised by a C_Initialize that failed)."""
+    if _user_type_invalid(exc):
+        return False
     return type(exc).__name__ in _LOST or type(exc).__name__ == "PKCS11Error"
 
 
@@ -117,6 +128,7 @@ class Pkcs11Spec:
     pin_file: str = ""
     pin_env: str = ""
     sessions: int = 4
+    user_type: int = USER_TYPES["user"]  # C_Login's (--pkcs11-user-type)
 
     @property
     def lists(self) -> bool:
@@ -177,6 +189,12 @@ def parse_uri(text: str, settings: Settings | None = None) -> Pkcs11Spec:
             f"--key {text}: no PIN: set --pkcs11-pin-file, --pkcs11-pin-env or "
             "?pin-source=file:PATH"
         )
+    user_type = settings.pkcs11_user_type if settings else "user"
+    if user_type not in USER_TYPES:
+        raise ConfigError(
+            f"--pkcs11-user-type {user_type!r} must be user (CKU_USER) or crypto-user (Thales "
+            "Luna's CKU_CRYPTO_USER)"
+        )
     key_id = unquote_to_bytes(attrs.get("id", ""))
     return Pkcs11Spec(
         label=text,
@@ -189,6 +207,7 @@ def parse_uri(text: str, settings: Settings | None = None) -> Pkcs11Spec:
         pin_file=pin_file,
         pin_env=pin_env,
         sessions=settings.pkcs11_sessions if settings else 4,
+        user_type=USER_TYPES[user_type],
     )
 
 
@@ -258,7 +277,7 @@ class Module:
 
 
 _MODULES: dict[str, Module] = {}
-_POOLS: dict[tuple[str, str, str], TokenPool] = {}
+_POOLS: dict[tuple[str, str, str, int], TokenPool] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -363,7 +382,7 @@ class TokenPool:
         if self._login is None or self._login[1] != (mod.generation, self._epoch):
             pin = read_pin(self.spec)
             try:
-                session = token.open(user_pin=pin)
+                session = token.open(user_pin=pin, user_type=self.spec.user_type)
             except pkcs11.exceptions.UserAlreadyLoggedIn:
                 session = token.open()
             finally:
@@ -396,7 +415,7 @@ def _quietly_close(session: Any) -> None:
 
 def token_pool(spec: Pkcs11Spec) -> TokenPool:
     """The process's pool for the token `spec` names (one login per token per process)."""
-    key = (spec.module, spec.token, spec.serial)
+    key = (spec.module, spec.token, spec.serial, spec.user_type)
     with _REGISTRY_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
@@ -526,6 +545,13 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
     name = type(exc).__name__
     if name == "PinIncorrect" or name.startswith("Pin") or name == "UserPinNotInitialized":
         return KeyLoadFailed(f"{what}: {ckr_name(exc)}: {_ADVICE.get(name, '')}", "access_denied")
+    if _user_type_invalid(exc):
+        return KeyLoadFailed(
+            f"{what}: CKR_USER_TYPE_INVALID: the token refuses to log in as this user type: "
+            "--pkcs11-user-type crypto-user is Thales Luna's Crypto User (vendor-defined); "
+            "AWS CloudHSM, YubiHSM 2, SoftHSM2 and a Luna Crypto Officer log in as user",
+            "access_denied",
+        )
     if isinstance(exc, OSError) or "while loading" in str(exc):  # dlopen: path, arch, deps
         return KeyLoadFailed(
             f"{what}: the PKCS#11 module cannot be loaded ({exc}): check --pkcs11-module or "
@@ -550,14 +576,6 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
 
 
 # --- the signer ---------------------------------------------------------------------------
-
-
-def signature_from_raw(raw: bytes, digest: bytes, public_key: bytes) -> ProvenSignature:
-    if len(raw) != 64:
-        raise SignatureError(f"CKM_ECDSA returned {len(raw)} bytes, not r‖s of 64")
-    r, s = int.from_bytes(raw[:32], "big"), normalize_s(int.from_bytes(raw[32:], "big"))
-    parity = recover_parity(digest, r, s, public_key)
-    return ProvenSignature(r, s, parity, digest=digest, public_key=public_key)
 
 
 class Pkcs11Signer:
@@ -621,7 +639,7 @@ class Pkcs11Signer:
                     ) from None
                 await asyncio.sleep(delay)
         try:
-            return signature_from_raw(raw, digest, self.info.public_key)
+            return raw_signature(raw, digest, self.info.public_key)
         except SignatureError as exc:
             raise HsmRefused(
                 f"PKCS#11 key {self.info.ref} returned a signature that does not verify for "
@@ -652,7 +670,7 @@ class Pkcs11Source:
     def label(self) -> str:
         return self.spec.label
 
-    async def load(self, previous: Mapping[str, Signer]) -> list[LoadedKey]:
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
         spec = self.spec
         what = f"PKCS#11 {spec.label}"
         try:

@@ -16,7 +16,12 @@ from typing import Any
 import coincurve
 
 from signer_proxy.errors import KeyCommandFailed, KeyLoadFailed
-from signer_proxy.eth.ecdsa import SignatureError, address_from_public_key, recover_public_key
+from signer_proxy.eth.ecdsa import (
+    SignatureError,
+    address_from_public_key,
+    raw_signature,
+    recover_public_key,
+)
 from signer_proxy.keys.pkcs11_keys import (
     SECP256K1_OID_DER,
     Pkcs11Spec,
@@ -25,7 +30,6 @@ from signer_proxy.keys.pkcs11_keys import (
     module,
     public_key_from_ec_point,
     read_pin,
-    signature_from_raw,
 )
 
 
@@ -111,7 +115,7 @@ def _make_serialised(spec: Pkcs11Spec, label: str, private_key: bytes | None) ->
         address = address_from_public_key(public_key)
         digest = os.urandom(32)
         raw = bytes(private.sign(digest, mechanism=Mechanism.ECDSA))
-        signature = signature_from_raw(raw, digest, public_key)
+        signature = raw_signature(raw, digest, public_key)
         recovered = recover_public_key(digest, signature.r, signature.s, signature.y_parity)
         if recovered != public_key:
             raise KeyCommandFailed(f"PKCS#11 key {label}: the test signature does not recover")

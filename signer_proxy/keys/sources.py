@@ -8,8 +8,10 @@ Three sources, combinable in one config:
 - discovery in the default Region and account: tag filters (`--kms-tag K=V`, all must
   match) and/or alias prefixes (`--kms-alias-prefix alias/signer/`);
 - local V3 keystores (`--keystore FILE|DIR[?password_file=PW]`);
-- keys of the other backends (`--key SOURCE`, e.g. an RFC 7512 `pkcs11:` URI), each parsed by
-  the backend its scheme names (keys/backends.py).
+- keys of the other backends (`--key SOURCE`: an RFC 7512 `pkcs11:` URI, `azurekv://…`,
+  `gcpkms://…`), each parsed by the backend its scheme names (keys/backends.py), and their
+  discovery (`--azure-vault`, `--gcp-key-ring`). An `azurekv://` or `gcpkms://` key written
+  in --kms-key (as earlier versions took them) is that backend's too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from urllib.parse import parse_qsl
 
 from signer_proxy.config import Settings, load_settings
 from signer_proxy.errors import ConfigError
-from signer_proxy.keys.backends import BackendSource, parse_key_source
+from signer_proxy.keys.backends import (
+    BackendSource,
+    discovery_sources,
+    is_backend_source,
+    parse_key_source,
+)
 
 KMS_KEY_OPTIONS = ("region", "endpoint_url", "role_arn")
 KEYSTORE_OPTIONS = ("password_file",)
@@ -191,11 +198,14 @@ def key_sources(
             f"--kms-tag gives {', '.join(duplicated)} more than once: a key has one value "
             "per tag, so no key could match"
         )
+    # An azurekv:// or gcpkms:// key in --kms-key belongs to its backend (as with --key).
+    moved = tuple(k for k in kms_keys if is_backend_source(k))
     return KeySources(
-        kms=tuple(parse_kms_key(k) for k in kms_keys),
+        kms=tuple(parse_kms_key(k) for k in kms_keys if k not in moved),
         discovery=DiscoverySpec(parsed_tags, tuple(parse_alias_prefix(p) for p in alias_prefixes)),
         keystores=tuple(parse_keystore(k, keystore_password_file) for k in keystores),
-        others=tuple(parse_key_source(text, settings) for text in others),
+        others=tuple(parse_key_source(text, settings) for text in (*moved, *others))
+        + tuple(discovery_sources(settings) if settings is not None else ()),
     )
 
 

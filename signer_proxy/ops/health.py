@@ -101,7 +101,8 @@ def keys_check(
                 "no keys loaded: "
                 + (
                     issues
-                    or "check --kms-key, --kms-tag, --kms-alias-prefix, --keystore and the log"
+                    or "check the key settings (--kms-key, --key, --keystore, the discovery "
+                    "filters) and the log"
                 )
             )
         detail = f"{count} key{'s' if count != 1 else ''} loaded"

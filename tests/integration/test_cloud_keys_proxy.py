@@ -165,6 +165,17 @@ async def test_keys_list_and_verify_cli_with_cloud_keys(tmp_path: Path) -> None:
 
         listed = json.dumps(json.loads(out))
         assert address_from_public_key(gcp.public_key(version)) in listed
+        # `address` of each (issue 16, item 3): the address and the key's full name.
+        az_address = address_from_public_key(azure.public_key(azure.keys["good"][0]))
+        code, out, err = await cli("address", refs[0], env=env)
+        assert code == 0, err
+        assert out.split() == [az_address, f"{azure.vault_url}/keys/good/"
+                               f"{azure.keys['good'][0].version}"]  # fmt: skip
+        code, out, err = await cli("address", refs[2], env=env)
+        assert code == 0, err
+        assert out.split() == [address_from_public_key(gcp.public_key(version)), version.name]
+        code, out, err = await cli("address", refs[1], env=env)  # a P-256 key has no address
+        assert code == 1 and "must be EC or EC-HSM on curve P-256K" in err, err
         for secret in [*azure.tokens, *gcp.tokens, azure.identity_header]:
             assert secret not in out + err
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 
 from signer_proxy.dev.runner import DevOptions, run_dev
+from tests.conftest import tool
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +54,11 @@ async def test_dev_backend_signs_with_the_cloud_emulator(
         banner = out.getvalue()
         scheme = "azurekv://" if backend == "azure" else "gcpkms://"
         assert scheme in banner
+        # The banner names the backend the keys are in, not KMS (issue 16, item 7).
+        name = "Azure Key Vault" if backend == "azure" else "Google Cloud KMS"
+        assert f"signed by the {name} emulator through the proxy" in banner
+        assert f"Key store                   the {name} emulator: " in banner
+        assert "\n  KMS emulator" not in banner and "in the emulator's memory only" in banner
         url = re.search(r"Proxy \(JSON-RPC\)\s+(http://\S+)", banner)
         account = re.search(r"(0x[0-9a-fA-F]{40})", banner.split("Accounts", 1)[1])
         assert url and account
@@ -72,6 +79,17 @@ async def test_dev_backend_signs_with_the_cloud_emulator(
                 await asyncio.sleep(0.05)
             assert isinstance(receipt, dict) and receipt["status"] == "0x1"
             assert receipt["from"].lower() == account.group(1).lower()
+        # The banner's cast command works as printed.
+        command = re.search(r"^\s+(cast send .+)$", banner, re.MULTILINE)
+        assert command, banner
+        words = command.group(1).split()
+        process = await asyncio.create_subprocess_exec(
+            tool("cast"), *words[1:], "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err_bytes.decode()
+        assert json.loads(out_bytes)["status"] in ("0x1", 1)
     finally:
         stop.set()
         await asyncio.wait_for(dev, 30)

@@ -49,7 +49,8 @@ def test_create_then_address_list_and_verify(kms: Any, run: str) -> None:
     assert created["arn"].startswith(f"arn:aws:kms:{REGION}:")
 
     address = cli(kms.url, "address", alias)
-    assert address.returncode == 0 and address.stdout.strip() == created["address"]
+    assert address.returncode == 0, address.stderr
+    assert address.stdout.split() == [created["address"], created["arn"]]  # address, key name
 
     listed = cli(kms.url, "keys", "list", "--kms-tag", f"team={run}")
     assert listed.returncode == 0, listed.stderr
@@ -256,3 +257,15 @@ def test_import_refuses_a_key_whose_material_kms_generated(
     )
     assert result.returncode == 1
     assert "its Origin is AWS_KMS" in result.stderr and "leave out --key-id" in result.stderr
+
+
+def test_address_of_a_keystore_file_decrypts_it(kms: Any, tmp_path: Path) -> None:
+    private_key = keccak256(b"address of a keystore")
+    (tmp_path / "keys").mkdir()
+    keystore, password_file = write_keystore(tmp_path / "keys", private_key)
+    result = cli(kms.url, "address", f"{keystore}?password_file={password_file}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [Account.from_key(private_key).address, str(keystore)]
+    assert PASSWORD not in result.stdout + result.stderr
+    missing = cli(kms.url, "address", str(keystore))  # no password: say where to give it
+    assert missing.returncode == 2 and "has no password file" in missing.stderr

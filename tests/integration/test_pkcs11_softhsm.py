@@ -78,6 +78,16 @@ def test_keys_made_by_the_cli_send_through_the_proxy_with_cast_and_web3(
                 "--label", "treasury", *flags(token))  # fmt: skip
     assert again.returncode == 1 and "labelled 'treasury' exists already" in again.stderr
 
+    # `address` of one key, then of every key of the token (issue 16, item 3).
+    one = cli(token, "address", "pkcs11:token=signer;object=treasury", *flags(token))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.split() == [created["address"], created["key"]]
+    every = cli(token, "address", "pkcs11:token=signer", "--json", *flags(token))
+    assert every.returncode == 0, every.stderr
+    assert {k["address"] for k in json.loads(every.stdout)["keys"]} == {
+        created["address"], imported["address"],
+    }  # fmt: skip
+
     verified = cli(token, "keys", "verify", "pkcs11:token=signer", "--json", *flags(token))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert sorted(k["address"] for k in json.loads(verified.stdout)["keys"]) == sorted(
@@ -121,6 +131,22 @@ def test_keys_made_by_the_cli_send_through_the_proxy_with_cast_and_web3(
         assert Account.recover_transaction(raw) == key["address"]
     assert "pkcs11" in logs  # the keys were loaded and logged by URI …
     assert pin_of(token) not in logs + metrics  # … and the PIN is nowhere
+
+
+def test_the_login_user_type_reaches_c_login(token: SoftHsmToken) -> None:
+    """--pkcs11-user-type crypto-user logs in as Luna's CKU_CRYPTO_USER (0x80000001), which
+    SoftHSM2 refuses at C_Login: the refusal names the setting; user (the default) signs."""
+    created = create(token, "roles")
+    uri = "pkcs11:token=signer;object=roles"
+    crypto_user = cli(token, "address", uri, "--pkcs11-user-type", "crypto-user", *flags(token))
+    assert crypto_user.returncode == 1, crypto_user.stdout
+    assert "CKR_USER_TYPE_INVALID" in crypto_user.stderr
+    assert "--pkcs11-user-type crypto-user is Thales Luna's Crypto User" in crypto_user.stderr
+    assert "cannot be reached" not in crypto_user.stderr  # not taken for a token gone away
+    user = cli(token, "address", uri, "--pkcs11-user-type", "user", *flags(token))
+    assert user.returncode == 0 and user.stdout.split()[0] == created["address"], user.stderr
+    other = cli(token, "address", uri, "--pkcs11-user-type", "officer", *flags(token))
+    assert other.returncode == 2 and "must be user (CKU_USER) or crypto-user" in other.stderr
 
 
 def test_a_wrong_pin_refuses_startup_naming_the_token_not_the_pin(
@@ -181,7 +207,8 @@ def test_dev_backend_softhsm_serves_token_keys_that_survive_a_restart(tmp_path: 
     try:
         keys = [m.groups() for m in map(line.match, dev.banner.splitlines()) if m]
         assert len(keys) == 2, dev.banner
-        assert "signed by SoftHSM2 (PKCS#11)" in dev.banner
+        assert "signed by a SoftHSM2 token (PKCS#11)" in dev.banner
+        assert "KMS emulator" not in dev.banner and "Key store" in dev.banner
         sent = subprocess.run(
             [tool("cast"), "send", "--unlocked", "--from", keys[0][1], "--rpc-url",
              dev.proxy_url, RECIPIENT, "--value", "1", "--json"],

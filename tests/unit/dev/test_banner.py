@@ -76,6 +76,24 @@ def test_banner_with_upstream_and_state_dir() -> None:
     assert "kept in /tmp/state (addresses survive a restart)" in text
 
 
+def test_banner_names_the_backend_the_keys_live_in() -> None:
+    text = render_banner(
+        dataclasses.replace(
+            INFO,
+            signed_by="the Azure Key Vault emulator",
+            key_store="https://127.0.0.1:40002 (its credentials are set for this process only)",
+            can_keep=False,
+        )
+    )
+    assert (
+        "  Key store                   the Azure Key Vault emulator: https://127.0.0.1:40002"
+        in text
+    )
+    assert "Accounts (signed by the Azure Key Vault emulator through the proxy)" in text
+    assert "KMS" not in text and "--state-dir" not in text
+    assert "in the emulator's memory only (new addresses next time)" in text
+
+
 SEVERAL = dataclasses.replace(
     INFO,
     chains=[

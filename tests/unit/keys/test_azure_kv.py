@@ -6,8 +6,14 @@ import coincurve
 import pytest
 
 from signer_proxy.errors import ConfigError
-from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, SECP256K1_N, SignatureError, keccak256
-from signer_proxy.keys.azure_kv import AzureKeySpec, canonical_raw_signature, parse_azure_key
+from signer_proxy.eth.ecdsa import (
+    SECP256K1_HALF_N,
+    SECP256K1_N,
+    SignatureError,
+    keccak256,
+    raw_signature,
+)
+from signer_proxy.keys.azure_kv import AzureKeySpec, parse_azure_key
 
 
 @pytest.mark.parametrize(
@@ -58,7 +64,7 @@ def test_raw_signature_is_made_low_s_and_recoverable() -> None:
     r, s = sig[:32], int.from_bytes(sig[32:64], "big")
     high = r + (SECP256K1_N - s).to_bytes(32, "big")
     for raw in (sig[:64], high):
-        canonical = canonical_raw_signature(raw, digest, public)
+        canonical = raw_signature(raw, digest, public)
         assert canonical.s == s <= SECP256K1_HALF_N and canonical.y_parity == sig[64]
 
 
@@ -67,8 +73,8 @@ def test_a_signature_of_another_key_or_length_is_refused() -> None:
     other = coincurve.PrivateKey().sign_recoverable(digest, hasher=None)[:64]
     public = coincurve.PrivateKey().public_key.format(compressed=False)
     with pytest.raises(SignatureError, match="does not recover"):
-        canonical_raw_signature(other, digest, public)
+        raw_signature(other, digest, public)
     with pytest.raises(SignatureError, match="64 bytes"):
-        canonical_raw_signature(other[:63], digest, public)
+        raw_signature(other[:63], digest, public)
     with pytest.raises(SignatureError, match="group order"):
-        canonical_raw_signature(b"\x00" * 64, digest, public)
+        raw_signature(b"\x00" * 64, digest, public)

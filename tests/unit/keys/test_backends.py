@@ -19,7 +19,7 @@ from signer_proxy.errors import ConfigError, KeyLoadFailed
 from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.keys import backends
 from signer_proxy.keys.aws_clients import KmsClients
-from signer_proxy.keys.backends import Backend, LoadedKey, backend_for
+from signer_proxy.keys.backends import Backend, LoadContext, LoadedKey, backend_for
 from signer_proxy.keys.loading import KeyLoad, load_keys
 from signer_proxy.keys.local import LocalKeySigner
 from signer_proxy.keys.signer import Signer
@@ -34,7 +34,7 @@ class Vault:
     label: str
     seen: list[Mapping[str, Signer]] = field(default_factory=list)
 
-    async def load(self, previous: Mapping[str, Signer]) -> list[LoadedKey]:
+    async def load(self, previous: Mapping[str, Signer], context: LoadContext) -> list[LoadedKey]:
         self.seen.append(previous)
         outcome = TRIES[self.label].pop(0)
         if isinstance(outcome, KeyLoadFailed):
@@ -113,3 +113,24 @@ async def test_a_transient_failure_keeps_the_source_s_keys_and_a_lasting_one_dro
     third = await load(sources, second)
     assert [(s.ref, s.state) for s in third.statuses] == [("vault:b", "failed")]
     assert third.signers == ()
+
+
+async def test_a_shared_client_is_made_once_and_closed_with_the_load_clients() -> None:
+    closed: list[object] = []
+
+    class Client:
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    made: list[Client] = []
+
+    def make() -> Client:
+        made.append(Client())
+        return made[-1]
+
+    async with KmsClients(Settings()) as clients:
+        first = clients.shared(("vault", "a"), make)
+        assert clients.shared(("vault", "a"), make) is first and len(made) == 1
+        other = clients.shared(("vault", "b"), make)
+        assert closed == []
+    assert sorted(map(id, closed)) == sorted(map(id, [first, other]))

@@ -152,7 +152,7 @@ async def test_failures_are_counted_and_described() -> None:
     assert [k["key"] for k in body["kept"]] == ["alias/slow"]
     assert describe_failures(ring.last) == [
         "alias/gone: nope",
-        "1 kept from the previous load after a transient error",
+        "alias/slow: kept from the previous load after: t",
     ]
 
 

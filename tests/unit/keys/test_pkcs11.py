@@ -10,7 +10,7 @@ import pytest
 
 from signer_proxy.config import Settings
 from signer_proxy.errors import ConfigError, KeyLoadFailed
-from signer_proxy.eth.ecdsa import SECP256K1_N, keccak256
+from signer_proxy.eth.ecdsa import SECP256K1_N, keccak256, raw_signature
 from signer_proxy.keys.pkcs11_keys import (
     ckr_name,
     is_lost,
@@ -18,7 +18,6 @@ from signer_proxy.keys.pkcs11_keys import (
     parse_uri,
     public_key_from_ec_point,
     read_pin,
-    signature_from_raw,
 )
 
 SETTINGS = Settings(pkcs11_module="/lib/p11.so", pkcs11_pin_file="/run/pin", pkcs11_sessions=2)
@@ -104,11 +103,11 @@ def test_a_high_s_raw_signature_becomes_low_s_with_the_right_recovery_bit() -> N
     raw = key.sign_recoverable(digest, hasher=None)
     r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
     high = r.to_bytes(32, "big") + (SECP256K1_N - s).to_bytes(32, "big")  # as an HSM may
-    signature = signature_from_raw(high, digest, public_key)
+    signature = raw_signature(high, digest, public_key)
     assert (signature.r, signature.s, signature.y_parity) == (r, s, raw[64])
     assert public_key_from_ec_point(b"\x04\x41" + public_key) == public_key
-    with pytest.raises(ValueError, match="not r‖s of 64"):
-        signature_from_raw(high[:63], digest, public_key)
+    with pytest.raises(ValueError, match="must be 64 bytes"):
+        raw_signature(high[:63], digest, public_key)
 
 
 async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transient(
@@ -121,8 +120,31 @@ async def test_a_module_that_cannot_be_loaded_is_named_and_not_retried_as_transi
         f"pkcs11:token=t;object=k?module-path={tmp_path}/missing.so&pin-source=file:{tmp_path}/pin",
         None,
     )
-    [key] = await source.load({})
+    from signer_proxy.keys.aws_clients import KmsClients
+
+    async with KmsClients(Settings()) as clients:
+        [key] = await source.load({}, clients)
     assert key.signer is None and key.failure is not None and key.required
     assert (key.failure.reason, key.failure.transient) == ("invalid", False)
     assert "the PKCS#11 module cannot be loaded" in str(key.failure)
     assert "missing.so" in str(key.failure) and "1234" not in str(key.failure)
+
+
+def test_the_user_type_setting_picks_c_logins_user_type() -> None:
+    def user_type(name: str) -> int:
+        settings = Settings(pkcs11_module="/m.so", pkcs11_pin_file="/p", pkcs11_user_type=name)
+        return parse_uri("pkcs11:token=t", settings).user_type
+
+    assert user_type("user") == 1  # CKU_USER
+    assert user_type("crypto-user") == 0x80000001  # Luna's CKU_CRYPTO_USER
+
+
+def test_a_refused_user_type_is_named_and_not_taken_for_a_lost_token() -> None:
+    from pkcs11.exceptions import PKCS11Error
+
+    from signer_proxy.keys.pkcs11_keys import load_failure
+
+    refused = PKCS11Error("User type invalid. Should never see this.")  # python-pkcs11's
+    assert ckr_name(refused) == "CKR_USER_TYPE_INVALID" and not is_lost(refused)
+    failure = load_failure(refused, "PKCS#11 pkcs11:token=t")
+    assert (failure.reason, failure.transient) == ("access_denied", False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from typing import Any
 
 import pytest
 
@@ -191,3 +193,55 @@ def test_load_concurrency_is_bounded(value: int) -> None:
     with pytest.raises(ConfigError, match="--kms-load-concurrency"):
         load_settings({"kms_load_concurrency": value}, environ={})
     assert dataclasses.replace(Settings(), kms_load_concurrency=1).kms_load_concurrency == 1
+
+
+def test_cloud_keys_in_kms_key_belong_to_their_backend_and_discovery_settings_parse() -> None:
+    from signer_proxy.config import Settings
+    from signer_proxy.keys.azure_kv import AzureDiscoverySource, AzureKeySource
+    from signer_proxy.keys.gcp_kms import GcpDiscoverySource
+    from signer_proxy.keys.sources import from_settings
+
+    ring = "projects/my-project/locations/global/keyRings/signers"
+    sources = from_settings(
+        Settings(
+            kms_keys=("alias/a", "azurekv://myvault/keys/k"),
+            azure_discover_vaults=("myvault", "myhsm.managedhsm.azure.net"),
+            azure_discover_tags=("env=prod", "team=a"),
+            gcp_discover_key_rings=(ring,),
+        )
+    )
+    assert [k.ref for k in sources.kms] == ["alias/a"]
+    names = [name for name, _ in sources.others]
+    assert names == ["azure", "azure", "azure", "gcp"]
+    key, vault, hsm, gcp = (source for _, source in sources.others)
+    assert (
+        isinstance(key, AzureKeySource) and key.label == "azurekv://myvault.vault.azure.net/keys/k"
+    )
+    assert isinstance(vault, AzureDiscoverySource) and isinstance(hsm, AzureDiscoverySource)
+    assert vault.label == "azurekv://myvault.vault.azure.net (tags env=prod, team=a)"
+    assert hsm.vault_url == "https://myhsm.managedhsm.azure.net"
+    assert isinstance(gcp, GcpDiscoverySource) and gcp.label == f"gcpkms://{ring} (every key)"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"azure_discover_vaults": ("v-1",), "azure_discover_tags": ("env",)},
+         "--azure-tag 'env' must be KEY=VALUE"),
+        ({"azure_discover_vaults": ("v-1",), "azure_discover_tags": ("a=1", "a=2")},
+         "--azure-tag gives a more than once"),
+        ({"azure_discover_vaults": ("no_such vault",)}, "is not a vault name"),
+        ({"gcp_discover_key_rings": ("projects/p/keyRings/r",)}, "is not a key ring"),
+        ({"gcp_discover_key_rings": ("projects/my-project/locations/global/keyRings/r",),
+          "gcp_discover_labels": ("x",)}, "--gcp-label 'x' must be KEY=VALUE"),
+        ({"key_sources": ("gcpkms://projects/my-project/locations/global/keyRings/r/"
+                          "cryptoKeys/k/cryptoKeyVersions/1",),
+          "gcp_kms_endpoint": "kms.example.com:443"}, "must be 127.0.0.1:PORT"),
+    ],
+)  # fmt: skip
+def test_bad_cloud_discovery_settings_name_the_flag(fields: dict[str, Any], message: str) -> None:
+    from signer_proxy.config import Settings
+    from signer_proxy.keys.sources import from_settings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_settings(Settings(**fields))
