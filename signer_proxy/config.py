@@ -560,9 +560,29 @@ def coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source} has an invalid value {value!r}: {exc}") from None
 
 
+class HexTextLoader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted 0x... as an integer, so an address (a chain's keys, a policy
+    allowlist) would arrive as a number, its leading zeros and form lost. With this loader
+    0x-hex stays text; the readers that take numbers accept 0x text."""
+
+
+HexTextLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+HexTextLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(  # PyYAML's YAML 1.1 int, without its 0x alternative
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+        r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
+    ),
+    list("-+0123456789"),
+)
+
+
 def _from_file(path: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.load(Path(path).read_text(), Loader=HexTextLoader) or {}
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -604,10 +624,12 @@ def parse_chains(value: Any, where: str) -> tuple[ChainConfig, ...]:
             )
         at = f"{where}[{name}]"
         chain_id = item.get("chain_id")
+        if isinstance(chain_id, str) and re.fullmatch(r"0x[0-9a-fA-F]{1,16}", chain_id):
+            chain_id = int(chain_id, 16)
         if chain_id is not None and (
             not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id < 1
         ):
-            raise ConfigError(f"{at}.chain_id must be a positive integer, e.g. 1 or 10")
+            raise ConfigError(f"{at}.chain_id must be a positive integer, e.g. 1, 10 or 0x2105")
         default = item.get("default", False)
         if not isinstance(default, bool):
             raise ConfigError(f"{at}.default must be true or false")

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from signer_proxy.access.auth import CLIENT_NAME_RE
+from signer_proxy.config import HexTextLoader
 from signer_proxy.errors import ConfigError, PolicyDenied
 from signer_proxy.eth.ecdsa import keccak256
 from signer_proxy.eth.fee_bump import BumpPolicy
@@ -560,32 +561,12 @@ def parse_fee_bumping(value: Any, where: str) -> BumpPolicy:
     return BumpPolicy(**out)
 
 
-class _PolicyLoader(yaml.SafeLoader):
-    """YAML 1.1 reads an unquoted 0x... as an integer, so an address written as a key or in
-    an allowlist would arrive as a number (its leading zeros and form lost), and a selector
-    would be refused. In a policy file 0x-hex stays text; amounts accept 0x text."""
-
-
-_PolicyLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(  # PyYAML's YAML 1.1 int, without its 0x alternative
-        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
-        r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
-    ),
-    list("-+0123456789"),
-)
-
-
 def load_policy(path: str) -> Policy:
     """The policy file at `path` (empty path: no rules, every client unrestricted)."""
     if not path:
         return Policy()
     try:
-        loaded = yaml.load(Path(path).read_text(), Loader=_PolicyLoader)
+        loaded = yaml.load(Path(path).read_text(), Loader=HexTextLoader)
     except OSError as exc:
         raise ConfigError(f"policy file {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

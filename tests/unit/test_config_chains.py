@@ -112,3 +112,18 @@ def test_chains_has_no_flag_and_no_environment_variable() -> None:
     from signer_proxy.config import FIELDS
 
     assert "chains" not in FIELDS
+
+
+def test_unquoted_addresses_and_hex_chain_ids_read_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 would read 0x… as a number; the config file keeps it text."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "chains:\n"
+        "  - name: base\n"
+        "    upstream: http://b\n"
+        "    chain_id: 0x2105\n"
+        "    keys: [0x00C7656EC7ab88b098defB751B7401B5f6d8976F]\n"
+    )
+    (base,) = load_settings({}, environ={}, config_file=str(path)).chains
+    assert base.chain_id == 8453
+    assert base.keys == ("0x00c7656ec7ab88b098defb751b7401b5f6d8976f",)
