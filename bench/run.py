@@ -729,38 +729,64 @@ class Bench:
         concurrencies: what watching every sent transaction until it is mined costs."""
         address = address_from_public_key(make_keys(1)[0].private.public_key.format(False))
         body = send_body(address, True)
-        for conns in [c for c in self.conns if c >= self.busy]:
-            runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-            for _ in range(self.reps):
-                for track in (False, True):
-                    runs[track].append(self.one_tracking_run(body, address, conns, track))
-            off, on = runs[False], runs[True]
-            row = {
-                "concurrency": conns,
-                "off_rps": spread([r["load"].rps for r in off]),
-                "on_rps": spread([r["load"].rps for r in on]),
-                "on_vs_off": spread(
-                    [a["load"].rps / max(b["load"].rps, 1) for a, b in zip(on, off, strict=True)]
-                ),
-                "off_cpu_us_per_tx": spread([r["cpu"] for r in off]),
-                "on_cpu_us_per_tx": spread([r["cpu"] for r in on]),
-                "requests": sum(r["load"].requests for r in on + off),
-                "mined": sum(r["mined"] for r in on + off),
-            }
-            self.report.tracking.append(row)
-            print(
-                f"  tracking c={conns}: on/off {fmt(row['on_vs_off'])} tx/s, "
-                f"{fmt(row['on_cpu_us_per_tx'], 0)} vs {fmt(row['off_cpu_us_per_tx'], 0)} "
-                "us CPU/tx",
-                flush=True,
-            )
+        from tests.conftest import start_redis_server, stop
+
+        redis = start_redis_server()
+        try:
+            for store in ("memory", "redis"):
+                for conns in [c for c in self.conns if c >= self.busy]:
+                    self.tracking_row(body, address, conns, store, redis.url)
+        finally:
+            stop(redis.process)
+
+    def tracking_row(
+        self, body: bytes, address: str, conns: int, store: str, redis_url: str
+    ) -> None:
+        """One tracking row: in-process stores, or nonces and tracking in Redis."""
+        import redis as redis_sync
+
+        runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for _ in range(self.reps):
+            for track in (False, True):
+                # Each run has a fresh anvil: its nonces and records start empty too.
+                settings = {"nonce_store": redis_url}
+                if store == "redis":
+                    client = redis_sync.Redis.from_url(redis_url)
+                    client.flushdb()
+                    client.close()
+                runs[track].append(
+                    self.one_tracking_run(
+                        body, address, conns, track, **(settings if store == "redis" else {})
+                    )
+                )
+        off, on = runs[False], runs[True]
+        row = {
+            "store": store,
+            "concurrency": conns,
+            "off_rps": spread([r["load"].rps for r in off]),
+            "on_rps": spread([r["load"].rps for r in on]),
+            "on_vs_off": spread(
+                [a["load"].rps / max(b["load"].rps, 1) for a, b in zip(on, off, strict=True)]
+            ),
+            "off_cpu_us_per_tx": spread([r["cpu"] for r in off]),
+            "on_cpu_us_per_tx": spread([r["cpu"] for r in on]),
+            "requests": sum(r["load"].requests for r in on + off),
+            "mined": sum(r["mined"] for r in on + off),
+        }
+        self.report.tracking.append(row)
+        print(
+            f"  tracking ({store}) c={conns}: on/off {fmt(row['on_vs_off'])} tx/s, "
+            f"{fmt(row['on_cpu_us_per_tx'], 0)} vs {fmt(row['off_cpu_us_per_tx'], 0)} "
+            "us CPU/tx",
+            flush=True,
+        )
 
     def one_tracking_run(
-        self, body: bytes, address: str, conns: int, track: bool
+        self, body: bytes, address: str, conns: int, track: bool, **settings: Any
     ) -> dict[str, Any]:
         with self.anvil() as anvil, self.kms(1, 0) as kms:
             rpc(anvil, "anvil_setBalance", [address, hex(10**24)])
-            with self.proxy(anvil, kms, 1, track_transactions=track) as (proxy, pid):
+            with self.proxy(anvil, kms, 1, track_transactions=track, **settings) as (proxy, pid):
                 result, cpu = self.measured(pid, py_load, proxy, body, conns, None, self.txs)
                 mined = wait_mined(anvil, address, result.requests)
         return {"load": result, "cpu": cpu, "mined": mined}
@@ -1242,7 +1268,8 @@ def markdown(report: Report) -> str:
         ]
         for r in report.tracking:
             lines.append(
-                f"| eth_sendTransaction | {r['concurrency']} | {fmt(r['on_vs_off'])} | "
+                f"| eth_sendTransaction, {r.get('store', 'memory')} | {r['concurrency']} | "
+                f"{fmt(r['on_vs_off'])} | "
                 f"{fmt(r['off_rps'], 0)} | {fmt(r['on_rps'], 0)} | "
                 f"{fmt(r['off_cpu_us_per_tx'], 0)} | {fmt(r['on_cpu_us_per_tx'], 0)} | "
                 f"{r['mined']}/{r['requests']} |"

@@ -62,6 +62,16 @@ class TrackStore(Protocol):
         """(find(tx_hash), at_nonce(...)) at once: what tracking a new send asks first."""
         ...
 
+    async def before_track_many(
+        self, items: list[tuple[str, int, str, int]]
+    ) -> list[tuple[Tracked | None, Tracked | None]]:
+        """before_track for each (tx_hash, chain_id, address, nonce), in one go."""
+        ...
+
+    async def save_many(self, records: list[Tracked]) -> None:
+        """save() each record, in one go."""
+        ...
+
     async def watched(self) -> list[Address]:
         """Every (chain id, address) with a record not final yet."""
         ...
@@ -129,6 +139,15 @@ class MemoryTrackStore:
         self, tx_hash: str, chain_id: int, address: str, nonce: int
     ) -> tuple[Tracked | None, Tracked | None]:
         return await self.find(tx_hash), await self.at_nonce(chain_id, address, nonce)
+
+    async def before_track_many(
+        self, items: list[tuple[str, int, str, int]]
+    ) -> list[tuple[Tracked | None, Tracked | None]]:
+        return [await self.before_track(*item) for item in items]
+
+    async def save_many(self, records: list[Tracked]) -> None:
+        for record in records:
+            await self.save(record)
 
     async def watched(self) -> list[Address]:
         out = []
@@ -204,9 +223,17 @@ class RedisTrackStore:
             ) from None
 
     async def save(self, record: Tracked) -> None:
+        await self.save_many([record])
+
+    async def save_many(self, records: list[Tracked]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for record in records:
+            self._queue_save(pipe, record)
+        await self._do(pipe.execute())
+
+    def _queue_save(self, pipe: Any, record: Tracked) -> None:
         pending = self._key(record.chain_id, record.address, "pending")
         text = record.to_json()
-        pipe = self._redis.pipeline(transaction=False)
         if record.final:
             pipe.hdel(pending, str(record.nonce))
             for h in record.hashes:
@@ -217,7 +244,6 @@ class RedisTrackStore:
             for h in record.hashes:
                 pipe.set(PREFIX + "hash:" + h.lower(), pointer, ex=FINAL_TTL)
             pipe.sadd(PREFIX + "watched", _addr(record.chain_id, record.address))
-        await self._do(pipe.execute())
 
     async def find(self, tx_hash: str) -> Tracked | None:
         for _ in range(3):
@@ -254,12 +280,22 @@ class RedisTrackStore:
     ) -> tuple[Tracked | None, Tracked | None]:
         """One round trip in the usual case (a hash never seen): the hash's index entry and
         the nonce's record in one pipeline; find() only when the hash is known."""
+        return (await self.before_track_many([(tx_hash, chain_id, address, nonce)]))[0]
+
+    async def before_track_many(
+        self, items: list[tuple[str, int, str, int]]
+    ) -> list[tuple[Tracked | None, Tracked | None]]:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.exists(PREFIX + "hash:" + tx_hash.lower())
-        pipe.hget(self._key(chain_id, address, "pending"), str(nonce))
-        known, earlier = await self._do(pipe.execute())
-        found = await self.find(tx_hash) if known else None
-        return found, None if earlier is None else Tracked.from_json(earlier)
+        for tx_hash, chain_id, address, nonce in items:
+            pipe.exists(PREFIX + "hash:" + tx_hash.lower())
+            pipe.hget(self._key(chain_id, address, "pending"), str(nonce))
+        replies = await self._do(pipe.execute())
+        out: list[tuple[Tracked | None, Tracked | None]] = []
+        for i, (tx_hash, *_) in enumerate(items):
+            known, earlier = replies[2 * i], replies[2 * i + 1]
+            found = await self.find(tx_hash) if known else None
+            out.append((found, None if earlier is None else Tracked.from_json(earlier)))
+        return out
 
     async def watched(self) -> list[Address]:
         members = await self._do(self._redis.smembers(PREFIX + "watched"))

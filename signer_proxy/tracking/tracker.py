@@ -95,6 +95,9 @@ class Tracker:
         self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
         # (chain id, lower-case address) -> the checksummed address its gauges are labelled with
         self._watching: dict[tuple[int, str], str] = {}
+        # Records waiting to be stored, with the future their send awaits; the task storing.
+        self._queued: list[tuple[Tracked, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def policy(self) -> BumpPolicy:
@@ -113,7 +116,11 @@ class Tracker:
     ) -> None:
         """Track a transaction the node acknowledged; never raises (the send succeeded).
         `tx`: what was signed, when the caller has it (else it is decoded from the raw bytes:
-        ~45 µs, most of what tracking a send costs)."""
+        ~45 µs, most of what tracking a send costs).
+
+        Returns once the record is stored (a status call right after finds it). Sends that
+        arrive together are stored together (group commit: one lookup and one write to the
+        store for the group), which is what keeps tracking cheap with Redis."""
         try:
             unsigned = decode_raw(signed.raw).tx if tx is None else tx
             record = state.new_record(
@@ -127,26 +134,58 @@ class Tracker:
                 kind,
                 worst_cost(unsigned),
             )
-            known, earlier = await self.store.before_track(
-                record.current, chain_id, address, signed.nonce
-            )
+        except Exception as exc:  # the transaction is sent: report, do not fail the request
+            self._not_tracked(to_data(signed.hash), address, exc)
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((record, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(done)  # a cancelled request does not undo the group's write
+
+    async def _flush(self) -> None:
+        """Store every queued record, group after group, until none is queued."""
+        while self._queued:
+            group, self._queued = self._queued, []
+            try:
+                await self._store_group([record for record, _ in group])
+            except Exception as exc:
+                for record, _ in group:
+                    self._not_tracked(record.current, record.address, exc)
+            finally:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _store_group(self, records: list[Tracked]) -> None:
+        looked = await self.store.before_track_many(
+            [(r.current, r.chain_id, r.address, r.nonce) for r in records]
+        )
+        saving: dict[tuple[int, str, int], Tracked] = {}
+        for record, (known, earlier) in zip(records, looked, strict=True):
             if known is not None:
-                return  # already tracked (the same bytes sent again)
+                continue  # already tracked (the same bytes sent again)
+            key = (record.chain_id, record.address.lower(), record.nonce)
+            earlier = saving.get(key, earlier)  # one of this group holds the nonce already
             if earlier is not None:
+                if record.current in earlier.hashes:
+                    continue
                 # Another of our transactions holds the nonce (e.g. gap repair filled a nonce
                 # it took for a hole): this one replaces it; the record keeps every hash.
-                record = state.bumped(
+                merged = state.bumped(
                     earlier, record.current, record.raw, earlier.extra_cost, record.sent_at, None
                 )
-                record = dataclasses.replace(record, bumps=earlier.bumps)
-            await self.store.save(record)
-        except Exception as exc:  # the transaction is sent: report, do not fail the request
-            log.error(
-                "could not track tx=%s from=%s: %s",
-                to_data(signed.hash),
-                address,
-                exc.message if isinstance(exc, SignerProxyError) else repr(exc),
-            )
+                record = dataclasses.replace(merged, bumps=earlier.bumps)
+            saving[key] = record
+        await self.store.save_many(list(saving.values()))
+
+    def _not_tracked(self, tx_hash: str, address: str, exc: BaseException) -> None:
+        log.error(
+            "could not track tx=%s from=%s: %s",
+            tx_hash,
+            address,
+            exc.message if isinstance(exc, SignerProxyError) else repr(exc),
+        )
 
     async def track_send(self, signed: SignedTx, tx: UnsignedTx, address: str, client: str) -> None:
         """track() for eth_sendTransaction, which has the transaction it signed."""
@@ -215,12 +254,23 @@ class Tracker:
         mined_count = parse_quantity(count_hex, "the node's transaction count")
         now = self._clock()
         left: list[Tracked] = []
+        unsaved: list[Tracked] = []  # finalized or only updated: stored together below
         for record in records:
             seen = await self._observe(record, now, block, mined_count)
             step = state.decide(record, seen, self.policy)
-            record = await self._act(step, record, now)
+            if step.action is Action.FINALIZE or (
+                step.action is Action.WAIT and step.record != record
+            ):
+                if step.action is Action.FINALIZE:
+                    self._log_final(step.record)
+                unsaved.append(step.record)
+                record = step.record
+            else:
+                record = await self._act(step, record, now)
             if not record.final:
                 left.append(record)
+        if unsaved:
+            await self.store.save_many(unsaved)
         self._gauges(chain_id, address, left, now)
 
     def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
@@ -262,15 +312,7 @@ class Tracker:
         record = step.record
         if step.action is Action.FINALIZE:
             await self.store.save(record)
-            log.info(
-                "tx=%s nonce=%d from=%s %s%s",
-                record.current,
-                record.nonce,
-                record.address,
-                record.state.value,
-                f" in block {record.block_number}" if record.block_number is not None else "",
-                extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
-            )
+            self._log_final(record)
             return record
         if step.action is Action.REBROADCAST:
             return await self._rebroadcast(record, now)
@@ -286,6 +328,17 @@ class Tracker:
         if record != before:  # e.g. the first block seen after the send
             await self.store.save(record)
         return record
+
+    def _log_final(self, record: Tracked) -> None:
+        log.info(
+            "tx=%s nonce=%d from=%s %s%s",
+            record.current,
+            record.nonce,
+            record.address,
+            record.state.value,
+            f" in block {record.block_number}" if record.block_number is not None else "",
+            extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+        )
 
     async def _stuck(self, record: Tracked, reason: str) -> Tracked:
         record = state.stuck(record, reason)

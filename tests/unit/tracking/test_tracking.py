@@ -3,6 +3,7 @@ machine, the fee_bumping policy section; and both stores (memory, real redis-ser
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -303,3 +304,42 @@ async def test_a_second_transaction_of_ours_for_a_tracked_nonce_joins_its_record
     assert record is not None and record == await store.find("0x" + filler.hash.hex())
     assert record.hashes == ("0x" + first.hash.hex(), "0x" + filler.hash.hex())
     assert record.client == "ci" and [r.nonce for r in await store.pending(1, ME)] == [7]
+
+
+async def test_sends_tracked_together_share_one_lookup_and_one_write(redis_url: str) -> None:
+    """Group commit: 20 concurrent sends cost the Redis store 2 round trips, not 40, and
+    each track() returns only once its record is stored."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.nonces.redis_store import connect
+    from signer_proxy.tracking.tracker import Tracker
+
+    redis = connect(redis_url)
+    try:
+        store = RedisTrackStore(redis)
+        registry = KeyRegistry([])
+        tracker = Tracker(store, None, None, lambda: registry, SigningGate())  # type: ignore[arg-type]
+        txs = [replace(TYPE2, nonce=100 + i) for i in range(20)]
+        signed = [sign_with(tx, SIG) for tx in txs]
+        before = store.round_trips
+        await asyncio.gather(
+            *(tracker.track_send(s, tx, ME, "ci") for s, tx in zip(signed, txs, strict=True))
+        )
+        assert store.round_trips - before == 2
+        for s in signed:
+            record = await store.find("0x" + s.hash.hex())
+            assert record is not None and record.nonce == s.nonce
+        # the same bytes again, and a second transaction of ours for a tracked nonce
+        again, other = signed[0], sign_with(cancellation(txs[1], ME), SIG)
+        await asyncio.gather(
+            tracker.track_send(again, txs[0], ME, "ci"),
+            tracker.track(other, 1, ME, "signer-proxy", "filler"),
+        )
+        joined = await store.find("0x" + other.hash.hex())
+        assert joined is not None and joined.hashes == (
+            "0x" + signed[1].hash.hex(),
+            "0x" + other.hash.hex(),
+        )
+        assert (await store.find("0x" + again.hash.hex())).hashes == ("0x" + again.hash.hex(),)  # type: ignore[union-attr]
+    finally:
+        await redis.aclose()
