@@ -72,6 +72,11 @@ class TrackStore(Protocol):
         """save() each record, in one go."""
         ...
 
+    async def add_new(self, records: list[Tracked]) -> list[bool]:
+        """Store each pending record whose hash is unknown and whose nonce holds no record
+        yet (a new send: the usual case), in one go; which of them were stored."""
+        ...
+
     async def watched(self) -> list[Address]:
         """Every (chain id, address) with a record not final yet."""
         ...
@@ -149,6 +154,21 @@ class MemoryTrackStore:
         for record in records:
             await self.save(record)
 
+    async def add_new(self, records: list[Tracked]) -> list[bool]:
+        stored = []
+        for record in records:
+            h = record.current.lower()
+            key = _addr(record.chain_id, record.address)
+            new = (
+                h not in self._by_hash
+                and h not in self._final
+                and record.nonce not in self._pending.get(key, {})
+            )
+            if new:
+                await self.save(record)
+            stored.append(new)
+        return stored
+
     async def watched(self) -> list[Address]:
         out = []
         for key in self._pending:
@@ -195,6 +215,27 @@ return 1
 
 PREFIX = "signer-proxy:track:"
 
+# KEYS: the watched set, then per record its pending hash and its hash index key.
+# ARGV: the index TTL, then per record: nonce, record JSON, pointer, "C:A".
+# Stores a record only if its hash is unknown and its nonce holds none; 1/0 per record.
+_ADD_NEW = """
+local out = {}
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local pending, index = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local nonce, text, pointer, addr = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i],
+    ARGV[5 + 4 * i]
+  if redis.call('EXISTS', index) == 1 or redis.call('HEXISTS', pending, nonce) == 1 then
+    table.insert(out, 0)
+  else
+    redis.call('HSET', pending, nonce, text)
+    redis.call('SET', index, pointer, 'EX', tonumber(ARGV[1]))
+    redis.call('SADD', KEYS[1], addr)
+    table.insert(out, 1)
+  end
+end
+return out
+"""
+
 
 class RedisTrackStore:
     """Records in Redis, shared by every replica (see the module docstring for the keys).
@@ -206,6 +247,7 @@ class RedisTrackStore:
         self._lease = redis.register_script(_LEASE)
         self._unlock = redis.register_script(_UNLOCK)
         self._spend = redis.register_script(_SPEND)
+        self._add_new = redis.register_script(_ADD_NEW)
         self.round_trips = 0
         self._tokens = 0
 
@@ -230,6 +272,21 @@ class RedisTrackStore:
         for record in records:
             self._queue_save(pipe, record)
         await self._do(pipe.execute())
+
+    async def add_new(self, records: list[Tracked]) -> list[bool]:
+        """One script call for the whole group (the keys span slots: a single Redis, or
+        one with replicas, as the nonce store's Redis is used; not Redis Cluster)."""
+        keys = [PREFIX + "watched"]
+        args: list[Any] = [FINAL_TTL]
+        for r in records:
+            keys += [
+                self._key(r.chain_id, r.address, "pending"),
+                PREFIX + "hash:" + r.current.lower(),
+            ]
+            addr = _addr(r.chain_id, r.address)
+            args += [str(r.nonce), r.to_json(), f"{addr}:{r.nonce}", addr]
+        replies = await self._do(self._add_new(keys=keys, args=args))
+        return [int(x) == 1 for x in replies]
 
     def _queue_save(self, pipe: Any, record: Tracked) -> None:
         pending = self._key(record.chain_id, record.address, "pending")

@@ -158,6 +158,11 @@ class Tracker:
                         done.set_result(None)
 
     async def _store_group(self, records: list[Tracked]) -> None:
+        # New sends first, in one call; what the store already knows of goes the long way.
+        stored = await self.store.add_new(records)
+        records = [r for r, done in zip(records, stored, strict=True) if not done]
+        if not records:
+            return
         looked = await self.store.before_track_many(
             [(r.current, r.chain_id, r.address, r.nonce) for r in records]
         )
