@@ -240,7 +240,7 @@ def anvil() -> Iterator[Anvil]:
     while its predecessor was being mined (foundry-rs/foundry#10122; seen here in about one
     burst of four): it stays queued although its nonce is the account's next, and neither a
     later block nor evm_mine moves it. Interval mining takes whatever is executable each
-    second and has not stranded one in 40 bursts. A real nonce gap still fails the test:
+    second and has not stranded one since (tens of bursts). A real nonce gap still fails the test:
     what sits above a nonce nobody sent stays queued."""
     node = start_anvil("--block-time", "1")
     yield node
