@@ -380,8 +380,9 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis_server() -> RedisServer:
-    """redis-server on a free loopback port, nothing persisted."""
+def start_redis_server(*extra: str, auth: str = "") -> RedisServer:
+    """redis-server on a free loopback port, nothing persisted; `extra` config arguments, and
+    `auth` ("user:password@" or ":password@") for the URL when they require a login."""
     import redis
 
     port = free_port()
@@ -389,12 +390,12 @@ def start_redis_server() -> RedisServer:
         [
             redis_server_binary(),
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", "/tmp", "--dbfilename", f"signer-proxy-test-{port}.rdb",
+            "--dir", "/tmp", "--dbfilename", f"signer-proxy-test-{port}.rdb", *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://{auth}127.0.0.1:{port}/0"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:

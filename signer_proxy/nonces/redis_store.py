@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -45,6 +45,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
 )
 from signer_proxy.nonces.base import Lease, PendingCount
+from signer_proxy.nonces.redis_scripts import Pipelined, SharedRedis
 from signer_proxy.upstream.base import redact_url
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
@@ -245,14 +246,20 @@ class SyncResult:
     released: tuple[int, ...] = ()
 
 
-def connect(url: str) -> Redis:
-    """A redis-py asyncio client for --nonce-store (connects lazily)."""
-    return Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        health_check_interval=30,
+def connect(url: str) -> SharedRedis:
+    """A redis-py asyncio client for --nonce-store (connects lazily) whose Lua scripts run over
+    one pipelined connection of ours (nonces/redis_scripts.py: ~5x less CPU per script)."""
+    client = cast(
+        SharedRedis,  # from_url is typed as returning the base class; it makes `cls`
+        SharedRedis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            health_check_interval=30,
+        ),
     )
+    client.pipelined = Pipelined.from_url(url, REDIS_TIMEOUT)
+    return client
 
 
 async def ping(redis: Redis, display_url: str) -> None:

@@ -21,9 +21,11 @@ found the node without it and the rebroadcast that put it back.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from signer_proxy.eth.fee_bump import BumpPolicy
 
@@ -73,11 +75,22 @@ class Tracked:
         return self.state in FINAL
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Field by field with orjson: dataclasses.asdict and the stdlib's json cost ~24 µs a
+        # record, paid per send with tracking on (~2 µs now). Fees in wei may pass 64 bits,
+        # which orjson refuses to write and reads back as floats: such a record goes through
+        # the stdlib's json both ways.
+        data = {name: getattr(self, name) for name in _FIELDS}
+        data["state"] = self.state.value
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:
+            return _encode(data)
 
     @staticmethod
     def from_json(text: str | bytes) -> Tracked:
-        data = json.loads(text)
+        data = orjson.loads(text)
+        if type(data["first_cost"]) is float or type(data["extra_cost"]) is float:
+            data = json.loads(text)  # a fee past 64 bits: orjson read it as a float
         data["hashes"] = tuple(data["hashes"])
         data["state"] = State(data["state"])
         return Tracked(**data)
@@ -104,6 +117,10 @@ class Tracked:
         if self.state is State.STUCK:
             answer["reason"] = self.stuck_reason
         return answer
+
+
+_FIELDS = tuple(f.name for f in fields(Tracked))
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from signer_proxy.errors import NonceStoreUnavailable
+from signer_proxy.nonces.redis_scripts import SharedRedis
 from signer_proxy.tracking.state import Tracked
 
 # How long a final record answers signer_getTransactionStatus.
@@ -241,7 +241,7 @@ class RedisTrackStore:
     """Records in Redis, shared by every replica (see the module docstring for the keys).
     `round_trips` counts the commands (or pipelines) sent, for the benchmark."""
 
-    def __init__(self, redis: Redis, display_url: str = "redis") -> None:
+    def __init__(self, redis: SharedRedis, display_url: str = "redis") -> None:
         self._redis = redis
         self.display_url = display_url
         self._lease = redis.register_script(_LEASE)
@@ -268,10 +268,30 @@ class RedisTrackStore:
         await self.save_many([record])
 
     async def save_many(self, records: list[Tracked]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        """One pipeline: per address one HDEL for its final records and one SADD, per record
+        its JSON once (a watch round finalizing many records sends a few commands each)."""
+        commands: list[tuple[Any, ...]] = []
+        finished: dict[str, list[str]] = {}
+        watched: set[str] = set()
         for record in records:
-            self._queue_save(pipe, record)
-        await self._do(pipe.execute())
+            addr = _addr(record.chain_id, record.address)
+            pending = f"{PREFIX}{{{addr}}}:pending"
+            text = record.to_json()
+            if record.final:
+                finished.setdefault(pending, []).append(str(record.nonce))
+                for h in record.hashes:
+                    commands.append(("SET", PREFIX + "hash:" + h.lower(), text, "EX", FINAL_TTL))
+            else:
+                commands.append(("HSET", pending, record.nonce, text))
+                pointer = f"{addr}:{record.nonce}"
+                for h in record.hashes:
+                    commands.append(("SET", PREFIX + "hash:" + h.lower(), pointer, "EX", FINAL_TTL))
+                watched.add(addr)
+        for pending, nonces in finished.items():
+            commands.append(("HDEL", pending, *nonces))
+        if watched:
+            commands.append(("SADD", PREFIX + "watched", *watched))
+        await self._do(self._redis.many(commands))
 
     async def add_new(self, records: list[Tracked]) -> list[bool]:
         """One script call for the whole group (the keys span slots: a single Redis, or
@@ -287,20 +307,6 @@ class RedisTrackStore:
             args += [str(r.nonce), r.to_json(), f"{addr}:{r.nonce}", addr]
         replies = await self._do(self._add_new(keys=keys, args=args))
         return [int(x) == 1 for x in replies]
-
-    def _queue_save(self, pipe: Any, record: Tracked) -> None:
-        pending = self._key(record.chain_id, record.address, "pending")
-        text = record.to_json()
-        if record.final:
-            pipe.hdel(pending, str(record.nonce))
-            for h in record.hashes:
-                pipe.set(PREFIX + "hash:" + h.lower(), text, ex=FINAL_TTL)
-        else:
-            pipe.hset(pending, str(record.nonce), text)
-            pointer = f"{_addr(record.chain_id, record.address)}:{record.nonce}"
-            for h in record.hashes:
-                pipe.set(PREFIX + "hash:" + h.lower(), pointer, ex=FINAL_TTL)
-            pipe.sadd(PREFIX + "watched", _addr(record.chain_id, record.address))
 
     async def find(self, tx_hash: str) -> Tracked | None:
         for _ in range(3):
@@ -321,7 +327,7 @@ class RedisTrackStore:
 
     async def pending(self, chain_id: int, address: str) -> list[Tracked]:
         key = self._key(chain_id, address, "pending")
-        values = await self._do(self._redis.hvals(key))
+        (values,) = await self._do(self._redis.many([("HVALS", key)]))
         records = sorted((Tracked.from_json(v) for v in values), key=lambda r: r.nonce)
         if not records:
             await self._do(self._redis.srem(PREFIX + "watched", _addr(chain_id, address)))

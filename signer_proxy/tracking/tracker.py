@@ -28,6 +28,7 @@ from signer_proxy.errors import (
     NodeRejected,
     PolicyDenied,
     SignerProxyError,
+    UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -51,12 +52,15 @@ from signer_proxy.tracking import state
 from signer_proxy.tracking.state import Action, Observation, State, Tracked
 from signer_proxy.tracking.store import TrackStore
 from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.batch import call_many
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
 # Whose name replacements the proxy makes on its own behalf (gap fillers) are audited under.
 PROXY_CLIENT = "signer-proxy"
+
+RECEIPT, LOOKUP = "eth_getTransactionReceipt", "eth_getTransactionByHash"
 
 
 def utc_day(now: float) -> str:
@@ -260,8 +264,8 @@ class Tracker:
         now = self._clock()
         left: list[Tracked] = []
         unsaved: list[Tracked] = []  # finalized or only updated: stored together below
-        for record in records:
-            seen = await self._observe(record, now, block, mined_count)
+        observed = await self._observe(records, now, block, mined_count)
+        for record, seen in zip(records, observed, strict=True):
             step = state.decide(record, seen, self.policy)
             if step.action is Action.FINALIZE or (
                 step.action is Action.WAIT and step.record != record
@@ -295,23 +299,44 @@ class Tracker:
         )
 
     async def _observe(
-        self, record: Tracked, now: float, block: int, mined_count: int
-    ) -> Observation:
-        if mined_count > record.nonce:
+        self, records: list[Tracked], now: float, block: int, mined_count: int
+    ) -> list[Observation]:
+        """What the node says of each record, asked in one batch (upstream/batch.py): for a
+        mined nonce the receipt of each of its hashes, else whether the node knows each."""
+        calls = [
+            (
+                RECEIPT if mined_count > r.nonce else LOOKUP,
+                [tx_hash],
+            )
+            for r in records
+            for tx_hash in reversed(r.hashes)  # the newest first: usually the one mined
+        ]
+        answers = iter(await call_many(self._upstream, calls))
+        observed = []
+        for record in records:
+            found: tuple[str, int, int] | None = None
+            known = False
             for tx_hash in reversed(record.hashes):
-                receipt = await self._upstream.call("eth_getTransactionReceipt", [tx_hash])
-                if isinstance(receipt, dict):
+                answer = next(answers)
+                if answer is None or known:
+                    continue
+                known = True
+                if mined_count > record.nonce:
+                    if not isinstance(answer, dict):
+                        raise UpstreamBadResponse(
+                            f"the node answered eth_getTransactionReceipt for {tx_hash} with "
+                            "something that is not a receipt; check --upstream"
+                        )
                     found = (
                         tx_hash,
-                        parse_quantity(receipt.get("blockNumber"), "receipt blockNumber"),
-                        parse_quantity(receipt.get("status", "0x1"), "receipt status"),
+                        parse_quantity(answer.get("blockNumber"), "receipt blockNumber"),
+                        parse_quantity(answer.get("status", "0x1"), "receipt status"),
                     )
-                    return Observation(now, block, mined_count, True, found)
-            return Observation(now, block, mined_count, False)
-        for tx_hash in reversed(record.hashes):
-            if await self._upstream.call("eth_getTransactionByHash", [tx_hash]) is not None:
-                return Observation(now, block, mined_count, True)
-        return Observation(now, block, mined_count, False)
+            if mined_count > record.nonce:
+                observed.append(Observation(now, block, mined_count, found is not None, found))
+            else:
+                observed.append(Observation(now, block, mined_count, known))
+        return observed
 
     async def _act(self, step: state.Step, before: Tracked, now: float) -> Tracked:
         record = step.record

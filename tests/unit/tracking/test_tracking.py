@@ -4,6 +4,7 @@ machine, the fee_bumping policy section; and both stores (memory, real redis-ser
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -219,6 +220,25 @@ def test_status_for_each_hash_of_a_mined_record() -> None:
     assert answer["state"] == "mined" and answer["hashes"] == ["0xaa", "0xbb"]
     assert (answer["blockNumber"], answer["status"], answer["bumps"]) == ("0xd", "0x1", 1)
     assert state.Tracked.from_json(mined.to_json()) == mined
+
+
+@pytest.mark.parametrize(
+    "first_cost, extra_cost",
+    [
+        (0, 0),
+        (21_000 * 10**9, 0),
+        (2**63 - 1, 2**63 - 1),  # the largest orjson writes
+        (2**64, 0),  # past 64 bits: orjson refuses to write it
+        (10**30, 5 * 10**29),  # and would read it back as a float
+        (1, 2**200),
+    ],
+)
+def test_a_record_reads_back_as_written_whatever_its_fees(first_cost: int, extra_cost: int) -> None:
+    record = replace(RECORD, first_cost=first_cost, extra_cost=extra_cost, stuck_reason='é "x"')
+    text = record.to_json()
+    assert state.Tracked.from_json(text) == record
+    assert state.Tracked.from_json(text.encode()) == record  # as Redis answers
+    assert json.loads(text)["first_cost"] == first_cost
 
 
 def test_fee_bumping_policy_section_parses_and_refuses_mistakes() -> None:
