@@ -35,13 +35,14 @@ ADDRESS = "0x" + "11" * 20
 
 
 class PendingNode:
-    """Every transaction known and pending at block 1, until `mined` is set: then every one
-    mined in block 2 (a receipt like a node's, logs empty)."""
+    """Every transaction known and pending at block 1 (in the pool below `pooled`), until
+    `mined` is set: then every one mined in block 2 (a receipt like a node's, logs empty)."""
 
     display_url = "fake"
 
     def __init__(self) -> None:
         self.mined = 0
+        self.pooled = 0  # the pending count: transactions below it are in the pool
 
     async def call(self, method: str, params: Any) -> Any:
         if method == "eth_getTransactionReceipt":
@@ -53,9 +54,10 @@ class PendingNode:
                 "transactionIndex": "0x0", "logs": [], "logsBloom": "0x" + "00" * 256,
                 "type": "0x2", "contractAddress": None,
             }  # fmt: skip
+        if method == "eth_getTransactionCount":
+            return hex(self.pooled if params[1] == "pending" else self.mined)
         return {
             "eth_blockNumber": hex(1 + bool(self.mined)),
-            "eth_getTransactionCount": hex(self.mined),
             "eth_chainId": "0x1",
         }.get(method, {"hash": params[0] if params else None})
 
@@ -69,6 +71,7 @@ class PendingNode:
 
 async def measure(store: Any, n: int) -> dict[str, float]:
     node = PendingNode()
+    node.pooled = n
     registry = KeyRegistry([])
     tracker = Tracker(store, node, ChainFacts(node), lambda: registry, SigningGate())
     sig = Signature(r=1, s=2, y_parity=0)

@@ -103,25 +103,41 @@ def parse_reply(buffer: bytes | bytearray, at: int = 0) -> tuple[Any, int]:
 
 
 class _Resp(asyncio.Protocol):
-    """One connection: commands written at once (pipelined), replies matched in order."""
+    """One connection: commands pipelined (those sent in one turn of the event loop written
+    together), replies matched in order."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._out: list[bytes] = []  # sent this turn of the loop, written at its end
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
+    def send(self, command: bytes, count: int = 1) -> list[asyncio.Future[Any]]:
+        """Write `command` (`count` commands encoded back to back: one write, one system
+        call); a future per reply."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(count)]
         if self.closed or self._transport is None:
-            future.set_exception(ConnectionError("the connection to Redis is closed"))
-            return future
-        self._waiting.append(future)
-        self._transport.write(command)
-        return future
+            for future in futures:
+                future.set_exception(ConnectionError("the connection to Redis is closed"))
+            return futures
+        self._waiting.extend(futures)
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(command)
+        return futures
+
+    def _flush(self) -> None:
+        """Write what this turn of the loop sent, at once: concurrent sends' commands share
+        one system call (each write to a socket costs ~20-50 µs of kernel time here, more
+        than the rest of a command)."""
+        out, self._out = self._out, []
+        if self._transport is not None and not self.closed and out:
+            self._transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -203,7 +219,7 @@ class Pipelined:
         resp = self._resp
         if resp is None or resp.closed:
             resp = await self._connect()
-        return await self._answer(resp, resp.send(encode_command(args)))
+        return await self._answer(resp, resp.send(encode_command(args))[0])
 
     async def many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Every command in one write (a pipeline, not a transaction); each one's answer, in
@@ -211,7 +227,7 @@ class Pipelined:
         resp = self._resp
         if resp is None or resp.closed:
             resp = await self._connect()
-        futures = [resp.send(encode_command(command)) for command in commands]
+        futures = resp.send(b"".join(map(encode_command, commands)), len(commands))
         answers: list[Any] = await self._answer(
             resp, asyncio.gather(*futures, return_exceptions=True)
         )
@@ -248,9 +264,9 @@ class Pipelined:
             setup = []
             if password is not None:
                 auth = ("AUTH", username, password) if username else ("AUTH", password)
-                setup.append(resp.send(encode_command(auth)))
+                setup += resp.send(encode_command(auth))
             if self._db:
-                setup.append(resp.send(encode_command(("SELECT", self._db))))
+                setup += resp.send(encode_command(("SELECT", self._db)))
             try:
                 for future in setup:
                     await self._answer(resp, future)

@@ -255,16 +255,18 @@ class Tracker:
         if not records:
             self._forget_gauges(chain_id, address)
             return
-        block_hex, count_hex = await asyncio.gather(
+        block_hex, count_hex, pending_hex = await asyncio.gather(
             self._upstream.call("eth_blockNumber", []),
             self._upstream.call("eth_getTransactionCount", [address, "latest"]),
+            self._upstream.call("eth_getTransactionCount", [address, "pending"]),
         )
         block = parse_quantity(block_hex, "the node's block number")
         mined_count = parse_quantity(count_hex, "the node's transaction count")
+        pooled = parse_quantity(pending_hex, "the node's pending transaction count")
         now = self._clock()
         left: list[Tracked] = []
         unsaved: list[Tracked] = []  # finalized or only updated: stored together below
-        observed = await self._observe(records, now, block, mined_count)
+        observed = await self._observe(records, now, block, mined_count, pooled)
         for record, seen in zip(records, observed, strict=True):
             step = state.decide(record, seen, self.policy)
             if step.action is Action.FINALIZE or (
@@ -299,21 +301,26 @@ class Tracker:
         )
 
     async def _observe(
-        self, records: list[Tracked], now: float, block: int, mined_count: int
+        self, records: list[Tracked], now: float, block: int, mined_count: int, pooled: int
     ) -> list[Observation]:
-        """What the node says of each record, asked in one batch (upstream/batch.py): for a
-        mined nonce the receipt of each of its hashes, else whether the node knows each."""
+        """What the node says of each record. A nonce under the node's pending count
+        (`pooled`) and not mined is one the node holds in its pool: known, without asking per
+        transaction. The rest are asked in one batch (upstream/batch.py): for a mined nonce the
+        receipt of each of its hashes, above the pool whether the node knows each (forgotten
+        ones are rebroadcast). So a round with many transactions waiting in the pool asks the
+        node three things, not one per transaction."""
+        asked = [r for r in records if r.nonce < mined_count or r.nonce >= pooled]
         calls = [
-            (
-                RECEIPT if mined_count > r.nonce else LOOKUP,
-                [tx_hash],
-            )
-            for r in records
+            (RECEIPT if mined_count > r.nonce else LOOKUP, [tx_hash])
+            for r in asked
             for tx_hash in reversed(r.hashes)  # the newest first: usually the one mined
         ]
         answers = iter(await call_many(self._upstream, calls))
         observed = []
         for record in records:
+            if mined_count <= record.nonce < pooled:
+                observed.append(Observation(now, block, mined_count, True))
+                continue
             found: tuple[str, int, int] | None = None
             known = False
             for tx_hash in reversed(record.hashes):

@@ -364,3 +364,56 @@ async def test_sends_tracked_together_share_one_round_trip(redis_url: str) -> No
         assert (await store.find("0x" + again.hash.hex())).hashes == ("0x" + again.hash.hex(),)  # type: ignore[union-attr]
     finally:
         await redis.aclose()
+
+
+class CountingNode:
+    """A node whose address has `mined` nonces mined and the next ones up to `pooled` in its
+    pool; it answers batches and counts what it was asked per method."""
+
+    def __init__(self, mined: int, pooled: int) -> None:
+        self.mined, self.pooled = mined, pooled
+        self.asked: dict[str, int] = {}
+
+    async def call(self, method: str, params: Any) -> Any:
+        self.asked[method] = self.asked.get(method, 0) + 1
+        if method == "eth_getTransactionCount":
+            return hex(self.pooled if params[1] == "pending" else self.mined)
+        if method == "eth_getTransactionReceipt":
+            return {"transactionHash": params[0], "blockNumber": "0x5", "status": "0x1"}
+        if method == "eth_getTransactionByHash":
+            return None  # above the pool: forgotten
+        return {"eth_blockNumber": "0x6", "eth_chainId": "0x1", "eth_sendRawTransaction": "0x"}[
+            method
+        ]
+
+    async def forward(self, body: bytes) -> bytes:
+        answers = [
+            {"jsonrpc": "2.0", "id": c["id"], "result": await self.call(c["method"], c["params"])}
+            for c in json.loads(body)
+        ]
+        return json.dumps(answers).encode()
+
+
+async def test_a_round_asks_per_transaction_only_below_the_mined_count_or_above_the_pool() -> None:
+    """Ten records: nonces 0-2 mined (a receipt each), 3-6 in the node's pool (known without
+    asking), 7-9 above it (a lookup each, then a rebroadcast: the node forgot them)."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.tracking.tracker import Tracker
+
+    node = CountingNode(mined=3, pooled=7)
+    store = MemoryTrackStore()
+    registry = KeyRegistry([])
+    tracker = Tracker(store, node, ChainFacts(node), lambda: registry, SigningGate())
+    for nonce in range(10):
+        tx = replace(TYPE2, nonce=nonce)
+        await tracker.track_send(sign_with(tx, SIG), tx, ME, "ci")
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getTransactionReceipt"] == 3
+    assert node.asked["eth_getTransactionByHash"] == 3
+    assert node.asked["eth_sendRawTransaction"] == 3  # the forgotten ones, same bytes
+    left = await store.pending(1, ME)
+    assert [r.nonce for r in left] == [3, 4, 5, 6, 7, 8, 9]
+    assert all(r.rebroadcasts == (1 if r.nonce >= 7 else 0) for r in left)
+    assert all(r.state is State.PENDING and r.sent_block == 6 for r in left)
