@@ -85,8 +85,8 @@ class _MemoryLease:
             if sent and self._sending:
                 kept = self._state.sent
                 kept[self._nonce] = self._raw
-                if len(kept) > MAX_KEPT:
-                    del kept[min(kept)]
+                if len(kept) > MAX_KEPT:  # the oldest kept goes (not min(): O(n) per send)
+                    del kept[next(iter(kept))]
             if not (sent and self._sending):
                 # Used, but not by a transaction we sent (eth_signTransaction hands the bytes
                 # to the caller, who may never send them; a clash took it): only the node

@@ -35,6 +35,8 @@ from signer_proxy.tracking.state import Tracked
 FINAL_TTL = 7 * 24 * 3600
 # Final records the in-process store keeps (oldest forgotten first).
 MEMORY_FINAL_LIMIT = 100_000
+# Pending records of one address kept parsed between watch rounds (above: parsed each round).
+PARSED_LIMIT = 10_000
 # How long a replacement may hold an address's lock (sign through KMS and send).
 LOCK_SECONDS = 30.0
 
@@ -250,6 +252,8 @@ class RedisTrackStore:
         self._add_new = redis.register_script(_ADD_NEW)
         self.round_trips = 0
         self._tokens = 0
+        # Per address watched: each pending record's JSON -> the record (see pending()).
+        self._parsed: dict[str, dict[bytes, Tracked]] = {}
 
     def _key(self, chain_id: int, address: str, part: str) -> str:
         return f"{PREFIX}{{{_addr(chain_id, address)}}}:{part}"
@@ -328,7 +332,15 @@ class RedisTrackStore:
     async def pending(self, chain_id: int, address: str) -> list[Tracked]:
         key = self._key(chain_id, address, "pending")
         (values,) = await self._do(self._redis.many([("HVALS", key)]))
-        records = sorted((Tracked.from_json(v) for v in values), key=lambda r: r.nonce)
+        # A record waiting in the pool reads the same round after round: parsed once (its
+        # JSON as the key; records are immutable), not once a round.
+        known = self._parsed.get(key, {})
+        parsed = {v: known.get(v) or Tracked.from_json(v) for v in values}
+        if parsed and len(parsed) <= PARSED_LIMIT:
+            self._parsed[key] = parsed
+        else:
+            self._parsed.pop(key, None)
+        records = sorted(parsed.values(), key=lambda r: r.nonce)
         if not records:
             await self._do(self._redis.srem(PREFIX + "watched", _addr(chain_id, address)))
         return records
