@@ -102,6 +102,8 @@ class Tracker:
         # Records waiting to be stored, with the future their send awaits; the task storing.
         self._queued: list[tuple[Tracked, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Per watched address: current hash -> (the record as stored, with its first block).
+        self._first_blocks: dict[tuple[int, str], dict[str, tuple[Tracked, Tracked]]] = {}
 
     @property
     def policy(self) -> BumpPolicy:
@@ -238,6 +240,7 @@ class Tracker:
             self._forget_gauges(chain_id, address)
 
     def _forget_gauges(self, chain_id: int, address: str) -> None:
+        self._first_blocks.pop((chain_id, address.lower()), None)
         label = self._watching.pop((chain_id, address.lower()), None)
         if self._metrics is not None and label is not None:
             address = label
@@ -267,11 +270,21 @@ class Tracker:
         left: list[Tracked] = []
         unsaved: list[Tracked] = []  # finalized or only updated: stored together below
         observed = await self._observe(records, now, block, mined_count, pooled)
-        for record, seen in zip(records, observed, strict=True):
+        key = (chain_id, address.lower())
+        noted = self._first_blocks.get(key, {})
+        noting: dict[str, tuple[Tracked, Tracked]] = {}
+        for index, (stored, seen) in enumerate(zip(records, observed, strict=True)):
+            if index % 256 == 255:
+                await asyncio.sleep(0)  # thousands at once: let requests in between
+            record = self._with_first_block(stored, noted.get(stored.current))
             step = state.decide(record, seen, self.policy)
-            if step.action is Action.FINALIZE or (
-                step.action is Action.WAIT and step.record != record
-            ):
+            if step.action is Action.WAIT and step.record.state is record.state:
+                if step.record is not record:  # only the first block seen is new: noted
+                    noting[stored.current] = (stored, step.record)
+                elif record is not stored:
+                    noting[stored.current] = (stored, record)
+                record = step.record
+            elif step.action in (Action.FINALIZE, Action.WAIT):
                 if step.action is Action.FINALIZE:
                     self._log_final(step.record)
                 unsaved.append(step.record)
@@ -280,9 +293,25 @@ class Tracker:
                 record = await self._act(step, record, now)
             if not record.final:
                 left.append(record)
+        if noting:
+            self._first_blocks[key] = noting
+        else:
+            self._first_blocks.pop(key, None)
         if unsaved:
             await self.store.save_many(unsaved)
         self._gauges(chain_id, address, left, now)
+
+    @staticmethod
+    def _with_first_block(stored: Tracked, noted: tuple[Tracked, Tracked] | None) -> Tracked:
+        """`stored` with the first block seen after its send, when a round noted it (in this
+        process, not in the store: writing every record again for it was a write per
+        transaction). A replica that takes the watch over notes its own first block: later,
+        so a bump is due later, never sooner."""
+        if noted is None or stored.sent_block is not None:
+            return stored
+        if noted[0] is stored:  # unchanged since (the store kept it parsed)
+            return noted[1]
+        return dataclasses.replace(stored, sent_block=noted[1].sent_block)
 
     def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
         if self._metrics is None:

@@ -416,4 +416,58 @@ async def test_a_round_asks_per_transaction_only_below_the_mined_count_or_above_
     left = await store.pending(1, ME)
     assert [r.nonce for r in left] == [3, 4, 5, 6, 7, 8, 9]
     assert all(r.rebroadcasts == (1 if r.nonce >= 7 else 0) for r in left)
-    assert all(r.state is State.PENDING and r.sent_block == 6 for r in left)
+    assert all(r.state is State.PENDING for r in left)
+    # written when rebroadcast; the others' first block is noted in the process only
+    assert [r.sent_block for r in left] == [None] * 4 + [6] * 3
+
+
+class MovingNode(CountingNode):
+    """CountingNode whose latest block is `block`."""
+
+    block = 6
+
+    async def call(self, method: str, params: Any) -> Any:
+        if method == "eth_blockNumber":
+            return hex(self.block)
+        return await super().call(method, params)
+
+
+@pytest.mark.parametrize("redis", [False, True])
+async def test_the_first_block_seen_is_noted_not_written_and_still_makes_it_due(
+    redis: bool, redis_url: str
+) -> None:
+    """A round that only learns the first block after a send keeps it in the process (no
+    write per transaction); that block still counts: after_blocks later it is due (stuck,
+    with fee bumping off), and then it is written with the block first seen."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.nonces.redis_store import connect
+    from signer_proxy.tracking.tracker import Tracker
+
+    client = connect(redis_url) if redis else None
+    try:
+        store: Any = RedisTrackStore(client) if client is not None else MemoryTrackStore()
+        node = MovingNode(mined=0, pooled=3)
+        policy = parse_policy({"fee_bumping": {"after_blocks": 2, "after_seconds": 3600}})
+        registry = KeyRegistry([])
+        gate = SigningGate(policy)
+        tracker = Tracker(store, node, ChainFacts(node), lambda: registry, gate)
+        for nonce in range(3):
+            tx = replace(TYPE2, nonce=nonce)
+            await tracker.track_send(sign_with(tx, SIG), tx, ME, "ci")
+        writes = store.round_trips if client is not None else 0
+        await tracker.watch(1, ME)  # block 6: noted
+        assert [r.sent_block for r in await store.pending(1, ME)] == [None] * 3
+        node.block = 7
+        await tracker.watch(1, ME)  # one block on: not due yet
+        assert all(r.state is State.PENDING for r in await store.pending(1, ME))
+        if client is not None:  # two rounds and two reads here, one round trip each: no writes
+            assert store.round_trips - writes == 4
+        node.block = 8
+        await tracker.watch(1, ME)  # two blocks after the first seen: due
+        left = await store.pending(1, ME)
+        assert [(r.state, r.sent_block) for r in left] == [(State.STUCK, 6)] * 3
+    finally:
+        if client is not None:
+            await client.aclose()
