@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from signer_proxy.errors import NodeRejected
+
 
 class Upstream(Protocol):
     """A JSON-RPC node."""
@@ -16,6 +18,17 @@ class Upstream(Protocol):
     async def forward(self, body: bytes) -> bytes:
         """Relay a JSON-RPC request body as it is; the node's response body as it is."""
         ...
+
+
+def node_error(error: Any) -> NodeRejected:
+    """A JSON-RPC error object the node answered, as the error `Upstream.call` raises."""
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    return NodeRejected(
+        int(error.get("code", -32000)),
+        str(error.get("message", "the node returned an error")),
+        error.get("data"),
+    )
 
 
 def redact_url(url: str) -> str:

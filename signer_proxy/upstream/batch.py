@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 
-from signer_proxy.errors import NodeRejected
-from signer_proxy.upstream.base import Upstream
+from signer_proxy.upstream.base import Upstream, node_error
 
 CHUNK = 100
 
@@ -51,13 +50,7 @@ def batch_results(payload: bytes, count: int) -> list[Any] | None:
             return None
         error = member.get("error")
         if error is not None:
-            if not isinstance(error, dict):
-                error = {"message": str(error)}
-            raise NodeRejected(
-                int(error.get("code", -32000)),
-                str(error.get("message", "the node returned an error")),
-                error.get("data"),
-            )
+            raise node_error(error)
         if "result" not in member:
             return None
         results[position] = member["result"]

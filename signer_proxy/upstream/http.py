@@ -15,14 +15,13 @@ import orjson
 
 from signer_proxy.deadline import bounded
 from signer_proxy.errors import (
-    NodeRejected,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from signer_proxy.jsonrpc import loads
 from signer_proxy.ops.tracing import OUTGOING_HEADERS
-from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.base import node_error, redact_url
 from signer_proxy.upstream.credentials import UpstreamAuth
 from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
 
@@ -115,11 +114,5 @@ class HttpUpstream:
             )
         error = response.get("error")
         if error is not None:
-            if not isinstance(error, dict):
-                error = {"message": str(error)}
-            raise NodeRejected(
-                int(error.get("code", -32000)),
-                str(error.get("message", "the node returned an error")),
-                error.get("data"),
-            )
+            raise node_error(error)
         return response["result"]

@@ -23,13 +23,12 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from signer_proxy.errors import (
-    NodeRejected,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from signer_proxy.jsonrpc import loads
-from signer_proxy.upstream.base import redact_url
+from signer_proxy.upstream.base import node_error, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +269,7 @@ class UpstreamSocket:
             )
         error = response.get("error")
         if error is not None:
-            if not isinstance(error, dict):
-                error = {"message": str(error)}
-            raise NodeRejected(
-                int(error.get("code", -32000)),
-                str(error.get("message", "the node returned an error")),
-                error.get("data"),
-            )
+            raise node_error(error)
         return response["result"]
 
     async def _read(self, ws: _NodeSocket) -> None:

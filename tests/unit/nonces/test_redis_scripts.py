@@ -4,8 +4,10 @@ connection against a real redis-server (login, database, losses, timeouts, cance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +31,16 @@ from signer_proxy.nonces.redis_scripts import (
 )
 from signer_proxy.nonces.redis_store import connect
 from tests.conftest import free_port, start_redis_server, stop
+
+
+@contextlib.contextmanager
+def pipelined(url: str, timeout: float) -> Iterator[Pipelined]:
+    connection = Pipelined.from_url(url, timeout)
+    assert connection is not None
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize(
@@ -95,10 +107,8 @@ def test_a_reply_of_an_unknown_type_is_a_broken_connection() -> None:
 
 
 async def test_scripts_run_pipelined_in_order_and_load_themselves(redis_url: str) -> None:
-    connection = Pipelined.from_url(redis_url, 5.0)
-    assert connection is not None
-    incr = PipelinedScript(connection, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
-    try:
+    with pipelined(redis_url, 5.0) as connection:
+        incr = PipelinedScript(connection, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
         # The first calls find the script unknown (NOSCRIPT) and run it again by its source,
         # after the others: each ran once, in some order.
         answers = await asyncio.gather(*(incr(keys=["n"], args=[i]) for i in range(1, 51)))
@@ -111,30 +121,22 @@ async def test_scripts_run_pipelined_in_order_and_load_themselves(redis_url: str
         with pytest.raises(ResponseError):
             await connection.command("NOSUCHCOMMAND")
         assert await connection.command("PING") == b"PONG"  # an error leaves it usable
-    finally:
-        connection.close()
 
 
 async def test_a_cancelled_caller_does_not_take_the_next_ones_answer(redis_url: str) -> None:
-    connection = Pipelined.from_url(redis_url, 5.0)
-    assert connection is not None
-    try:
+    with pipelined(redis_url, 5.0) as connection:
         waiting = asyncio.ensure_future(connection.command("BLPOP", "never", 1))
         await asyncio.sleep(0.05)
         waiting.cancel()
         assert await connection.command("ECHO", "mine") == b"mine"  # after BLPOP's nil
         with pytest.raises(asyncio.CancelledError):
             await waiting
-    finally:
-        connection.close()
 
 
 async def test_no_answer_in_time_closes_the_connection_and_the_next_reconnects(
     redis_url: str,
 ) -> None:
-    connection = Pipelined.from_url(redis_url, 0.3)
-    assert connection is not None
-    try:
+    with pipelined(redis_url, 0.3) as connection:
         queued = asyncio.ensure_future(connection.command("BLPOP", "never", 5))
         behind = asyncio.ensure_future(connection.command("PING"))  # behind it on the wire
         with pytest.raises(TimeoutError):
@@ -142,16 +144,12 @@ async def test_no_answer_in_time_closes_the_connection_and_the_next_reconnects(
         with pytest.raises((TimeoutError, ConnectionError)):
             await behind
         assert await connection.command("PING") == b"PONG"
-    finally:
-        connection.close()
 
 
 async def test_a_lost_connection_fails_its_commands_and_the_next_reconnects(
     redis_url: str,
 ) -> None:
-    connection = Pipelined.from_url(redis_url, 5.0)
-    assert connection is not None
-    try:
+    with pipelined(redis_url, 5.0) as connection:
         name = f"victim-{os.getpid()}"
         await connection.command("CLIENT", "SETNAME", name)
         waiting = asyncio.ensure_future(connection.command("BLPOP", "never", 5))
@@ -164,8 +162,6 @@ async def test_a_lost_connection_fails_its_commands_and_the_next_reconnects(
         with pytest.raises(ConnectionError):
             await waiting
         assert await connection.command("PING") == b"PONG"
-    finally:
-        connection.close()
 
 
 async def test_a_redis_that_is_not_there_is_a_connection_error() -> None:
