@@ -10,13 +10,16 @@ import pytest
 from redis.asyncio import Redis
 
 from signer_proxy.access.budgets import GWEI, RedisBudgetStore, budget_key
+from signer_proxy.nonces.redis_store import connect
 
 KEY = budget_key("defaults", "0x00000000000000000000000000000000000000aa", "2026-11-22")
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Any]:
-    client = Redis.from_url(redis_url)
+@pytest.fixture(params=["pipelined", "redis-py"])
+async def redis(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The proxy's client (scripts over our pipelined connection), and redis-py's alone (as
+    over rediss://)."""
+    client = connect(redis_url) if request.param == "pipelined" else Redis.from_url(redis_url)
     yield client
     await client.aclose()
 
@@ -33,7 +36,7 @@ async def test_spend_within_the_limit_then_refused_past_it(redis: Any) -> None:
 async def test_concurrent_spends_from_two_replicas_never_exceed_the_limit(
     redis: Any, redis_url: str
 ) -> None:
-    other = Redis.from_url(redis_url)
+    other = connect(redis_url)
     try:
         stores = [RedisBudgetStore(redis), RedisBudgetStore(other)]
         results = await asyncio.gather(
