@@ -444,7 +444,7 @@ class FastLaneProtocol(asyncio.Protocol):
             http11=True,  # the lane serves HTTP/1.1 only
         )
         try:
-            return endpoint.admit(caller)
+            return endpoint.admit(caller, head.path)
         except SignerProxyError as exc:
             return endpoint.refusal(exc)
 

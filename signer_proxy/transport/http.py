@@ -69,9 +69,12 @@ class RpcEndpoint:
         self.max_batch = app[MAX_BATCH]
         self.max_body = app[MAX_BODY]
 
-    def admit(self, caller: Caller) -> Identity:
-        """The caller's identity; SignerProxyError (401/403) when it may not come in."""
-        return admit_caller(self.access, caller)
+    def admit(self, caller: Caller, path: str = "/") -> Identity:
+        """The caller's identity; SignerProxyError (401/403) when it may not come in, then
+        UnknownChain (404) when `path` names no chain: both before any body is read."""
+        identity = admit_caller(self.access, caller)
+        self.routes.for_path(path)
+        return identity
 
     def refusal(self, exc: SignerProxyError) -> HttpAnswer:
         """A whole request refused before routing (401, 403, 429, 413, parse errors)."""
@@ -132,7 +135,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     endpoint = request.app[ENDPOINT]
     caller = caller_of(request)
     try:
-        identity = endpoint.admit(caller)
+        identity = endpoint.admit(caller, request.path)
     except SignerProxyError as exc:
         return _response(endpoint.refusal(exc))
     seconds = request.app.get(BODY_TIMEOUT, 60.0)

@@ -85,11 +85,11 @@ async def limited(
     return Server("asyncio", proxy.client.host, proxy.client.port)
 
 
-def head_only(length: int, headers: dict[str, str]) -> bytes:
+def head_only(length: int, headers: dict[str, str], path: str = "/") -> bytes:
     fields = {"Host": "127.0.0.1", "Content-Type": "application/json", **headers}
     fields["Content-Length"] = str(length)
     lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-    return f"POST / HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
+    return f"POST {path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
 
 
 # --- #22 item 3: the door on the head -----------------------------------------------------------
@@ -105,6 +105,26 @@ async def test_unauthenticated_head_is_refused_before_its_body(limited: Server) 
         assert reply.status == 401, reply.body
         assert reply.json["error"]["code"] == -32040
         assert reply.headers["connection"] == "close"
+        assert await connection.closed_by_server()
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("credentials", [True, False])
+async def test_a_head_for_an_unknown_chain_is_refused_before_its_body(
+    limited: Server, credentials: bool
+) -> None:
+    """/chain/NAME with no such chain: 404 on the head, the 1 MB body never waited for; and
+    only to a caller the door lets in (the others get 401, which names no chain)."""
+    connection = await limited.connect()
+    try:
+        await connection.send(head_only(BIG_BODY, AUTH if credentials else {}, "/chain/nope"))
+        reply = await connection.reply(within=SECONDS / 2)  # before any deadline
+        if credentials:
+            assert (reply.status, reply.json["error"]["code"]) == (404, -32060), reply.body
+        else:
+            assert (reply.status, reply.json["error"]["code"]) == (401, -32040), reply.body
+            assert "chain" not in reply.json["error"]["message"]
         assert await connection.closed_by_server()
     finally:
         await connection.close()
