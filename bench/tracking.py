@@ -1,7 +1,7 @@
 """The tracker's cost with many transactions pending: CPU per tracked transaction (sends
 tracked one at a time, and 16 at once as concurrent sends are), per transaction of a watch
-round (the first, a steady one, and the one that finds them all mined), and Redis round
-trips, with N records of one address (default 1,000).
+round (the first, a steady one, and the one that finds them all mined: in a block body, and
+by a receipt each), and Redis round trips, with N records of one address (default 1,000).
 
     .venv/bin/python -m bench.tracking [N]
 
@@ -36,13 +36,15 @@ ADDRESS = "0x" + "11" * 20
 
 class PendingNode:
     """Every transaction known and pending at block 1 (in the pool below `pooled`), until
-    `mined` is set: then every one mined in block 2 (a receipt like a node's, logs empty)."""
+    `mined` is set: then every one mined in block 2 (its body lists `hashes`; a receipt like
+    a node's, logs empty)."""
 
     display_url = "fake"
 
     def __init__(self) -> None:
         self.mined = 0
         self.pooled = 0  # the pending count: transactions below it are in the pool
+        self.hashes: list[str] = []
 
     async def call(self, method: str, params: Any) -> Any:
         if method == "eth_getTransactionReceipt":
@@ -56,6 +58,9 @@ class PendingNode:
             }  # fmt: skip
         if method == "eth_getTransactionCount":
             return hex(self.pooled if params[1] == "pending" else self.mined)
+        if method == "eth_getBlockByNumber":
+            number = int(params[0], 16)
+            return {"number": params[0], "transactions": self.hashes if number == 2 else []}
         return {
             "eth_blockNumber": hex(1 + bool(self.mined)),
             "eth_chainId": "0x1",
@@ -69,7 +74,9 @@ class PendingNode:
         return json.dumps(answers).encode()
 
 
-async def measure(store: Any, n: int) -> dict[str, float]:
+async def measure(store: Any, n: int, bodies: bool = True) -> dict[str, float]:
+    """`bodies`: the mined round finds them in block 2's body (it follows rounds that saw
+    block 1); otherwise it asks a receipt for each (as a replica's first round does)."""
     node = PendingNode()
     node.pooled = n
     registry = KeyRegistry([])
@@ -82,6 +89,7 @@ async def measure(store: Any, n: int) -> dict[str, float]:
             max_fee_per_gas=10**10, max_priority_fee_per_gas=10**9,
         )  # fmt: skip
         sends.append((sign_with(tx, sig), tx))
+    node.hashes = ["0x" + signed.hash.hex() for signed, _ in sends]
     half = n // 2
     started = time.process_time()
     for signed, tx in sends[:half]:
@@ -106,6 +114,8 @@ async def measure(store: Any, n: int) -> dict[str, float]:
     round_cpu = time.process_time() - started
     trips_round = getattr(store, "round_trips", 0) - trips_before - trips_first
     node.mined = n
+    if not bodies:
+        tracker._heads.clear()  # as if this replica had just taken the watch over
     started = time.process_time()
     await tracker.watch(1, ADDRESS.lower())  # every one mined: each finalized
     mined_cpu = time.process_time() - started
@@ -125,11 +135,16 @@ async def measure(store: Any, n: int) -> dict[str, float]:
 
 
 async def main(n: int) -> None:
-    results = {"pending": n, "memory": await measure(MemoryTrackStore(), n)}
+    results: dict[str, Any] = {"pending": n, "memory": await measure(MemoryTrackStore(), n)}
+    receipts = await measure(MemoryTrackStore(), n, bodies=False)
+    results["memory"]["mined_round_by_receipts_us_per_tx"] = receipts["mined_round_us_per_tx"]
     server = start_redis_server()
     try:
         redis = connect(server.url)
         results["redis"] = await measure(RedisTrackStore(redis), n)
+        await redis.flushdb()
+        receipts = await measure(RedisTrackStore(redis), n, bodies=False)
+        results["redis"]["mined_round_by_receipts_us_per_tx"] = receipts["mined_round_us_per_tx"]
         await redis.aclose()
     finally:
         stop(server.process)

@@ -45,7 +45,7 @@ class TrackingMethods:
         denial = status_denial(self._gate, context, record)
         if denial is not None:
             raise denial
-        return record.status_for(tx_hash)
+        return (await self._tracker.with_status(record)).status_for(tx_hash)
 
     async def signer_speedUpTransaction(self, params: Any, context: CallContext) -> dict[str, Any]:
         """Replace a pending transaction now with higher fees (within the policy's ceilings)."""

@@ -64,7 +64,7 @@ class Tracked:
     stuck_reason: str = ""
     mined_hash: str | None = None
     block_number: int | None = None
-    status: int | None = None  # the receipt's status (1 success, 0 reverted)
+    status: int | None = None  # the receipt's status (1 success, 0 reverted), once asked
 
     @property
     def current(self) -> str:
@@ -113,7 +113,8 @@ class Tracked:
         }
         if self.state is State.MINED:
             answer["blockNumber"] = hex(self.block_number or 0)
-            answer["status"] = hex(self.status or 0)
+            if self.status is not None:  # Tracker.with_status asks the node for it
+                answer["status"] = hex(self.status)
         if self.state is State.STUCK:
             answer["reason"] = self.stuck_reason
         return answer
@@ -131,7 +132,9 @@ class Observation:
     block: int  # the latest block number
     mined_count: int  # the address's transaction count at the latest block
     known: bool  # the node knows one of the record's hashes (pool or chain)
-    receipt: tuple[str, int, int] | None = None  # (hash, block number, status) of ours, if mined
+    # (hash, block number, receipt status) of ours, if mined; the status is None when the hash
+    # was found in a block body (the receipt is asked when a client wants it)
+    receipt: tuple[str, int, int | None] | None = None
 
 
 class Action(StrEnum):

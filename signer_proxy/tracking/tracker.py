@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from signer_proxy.access.gate import SigningGate
 from signer_proxy.access.policy import key_denial
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 PROXY_CLIENT = "signer-proxy"
 
 RECEIPT, LOOKUP = "eth_getTransactionReceipt", "eth_getTransactionByHash"
+BODY = "eth_getBlockByNumber"
+
+# The most block bodies a round reads to find which of an address's transactions were mined;
+# past it (a replica that was away, a node far ahead) each one's receipt is asked instead.
+MAX_BODIES = 64
 
 
 def utc_day(now: float) -> str:
@@ -104,6 +110,9 @@ class Tracker:
         self._flusher: asyncio.Task[None] | None = None
         # Per watched address: current hash -> (the record as stored, with its first block).
         self._first_blocks: dict[tuple[int, str], dict[str, tuple[Tracked, Tracked]]] = {}
+        # Per watched address: the latest block its previous round saw, where the next round
+        # starts reading block bodies for the transactions mined since (`_observe`).
+        self._heads: dict[tuple[int, str], int] = {}
 
     @property
     def policy(self) -> BumpPolicy:
@@ -228,12 +237,13 @@ class Tracker:
         """One round over every watched address this replica holds (or takes) the lease of."""
         mine = await self._facts.chain_id()
         watched = [(c, a) for c, a in await self.store.watched() if c == mine]
+        bodies: dict[int, frozenset[str] | None] = {}  # read once a round for every address
         for chain_id, address in watched:
             if not await self.store.lease(chain_id, address, self._owner, self._lease_seconds):
                 self._forget_gauges(chain_id, address)
                 continue
             try:
-                await self.watch(chain_id, address)
+                await self.watch(chain_id, address, bodies)
             except SignerProxyError as exc:
                 log.warning("tracking %s: %s", address, exc.message)
         for chain_id, address in set(self._watching) - set(watched):
@@ -241,6 +251,7 @@ class Tracker:
 
     def _forget_gauges(self, chain_id: int, address: str) -> None:
         self._first_blocks.pop((chain_id, address.lower()), None)
+        self._heads.pop((chain_id, address.lower()), None)
         label = self._watching.pop((chain_id, address.lower()), None)
         if self._metrics is not None and label is not None:
             address = label
@@ -252,8 +263,14 @@ class Tracker:
                 with contextlib.suppress(KeyError):
                     gauge.remove(address, self.chain)
 
-    async def watch(self, chain_id: int, address: str) -> None:
-        """One round for one address: finalize, rebroadcast, bump or mark stuck."""
+    async def watch(
+        self,
+        chain_id: int,
+        address: str,
+        bodies: dict[int, frozenset[str] | None] | None = None,
+    ) -> None:
+        """One round for one address: finalize, rebroadcast, bump or mark stuck. `bodies`:
+        the block bodies already read this round (by number), shared across addresses."""
         records = await self.store.pending(chain_id, address)
         if not records:
             self._forget_gauges(chain_id, address)
@@ -269,8 +286,12 @@ class Tracker:
         now = self._clock()
         left: list[Tracked] = []
         unsaved: list[Tracked] = []  # finalized or only updated: stored together below
-        observed = await self._observe(records, now, block, mined_count, pooled)
         key = (chain_id, address.lower())
+        since = self._heads.get(key)
+        observed = await self._observe(
+            records, now, block, mined_count, pooled, since, {} if bodies is None else bodies
+        )
+        self._heads[key] = block
         noted = self._first_blocks.get(key, {})
         noting: dict[str, tuple[Tracked, Tracked]] = {}
         for index, (stored, seen) in enumerate(zip(records, observed, strict=True)):
@@ -330,49 +351,87 @@ class Tracker:
         )
 
     async def _observe(
-        self, records: list[Tracked], now: float, block: int, mined_count: int, pooled: int
+        self,
+        records: list[Tracked],
+        now: float,
+        block: int,
+        mined_count: int,
+        pooled: int,
+        since: int | None,
+        bodies: dict[int, frozenset[str] | None],
     ) -> list[Observation]:
         """What the node says of each record. A nonce under the node's pending count
         (`pooled`) and not mined is one the node holds in its pool: known, without asking per
-        transaction. The rest are asked in one batch (upstream/batch.py): for a mined nonce the
-        receipt of each of its hashes, above the pool whether the node knows each (forgotten
-        ones are rebroadcast). So a round with many transactions waiting in the pool asks the
-        node three things, not one per transaction."""
-        asked = [r for r in records if r.nonce < mined_count or r.nonce >= pooled]
-        calls = [
-            (RECEIPT if mined_count > r.nonce else LOOKUP, [tx_hash])
-            for r in asked
-            for tx_hash in reversed(r.hashes)  # the newest first: usually the one mined
-        ]
-        answers = iter(await call_many(self._upstream, calls))
+        transaction. Above the pool the node is asked whether it knows each hash (forgotten
+        ones are rebroadcast). A mined nonce's hash is looked for in the bodies of the blocks
+        since the previous round (`since`, its latest block) when they are fewer than the
+        hashes to find (one call per block, not one per transaction; a receipt's status is
+        asked when a client wants it, `with_status`); a hash not found there has its receipt
+        asked, and only a nonce none of whose hashes has a receipt is another's (superseded).
+        Everything is asked in batches (upstream/batch.py)."""
+        mined = [r for r in records if r.nonce < mined_count]
+        above = [r for r in records if mined_count <= r.nonce and pooled <= r.nonce]
+        span = range(since, block + 1) if since is not None else range(0)
+        from_bodies = 0 < len(span) <= MAX_BODIES and len(span) < sum(len(r.hashes) for r in mined)
+        unread = [n for n in span if n not in bodies] if from_bodies else []
+        lookups = [(LOOKUP, [tx_hash]) for r in above for tx_hash in reversed(r.hashes)]
+        reads: list[tuple[str, list[Any]]] = [(BODY, [hex(n), False]) for n in unread]
+        receipts = [] if from_bodies else _receipt_calls(mined)
+        calls = [*lookups, *reads, *receipts]
+        answers = await call_many(self._upstream, calls) if calls else []
+        known = {
+            call[1][0].lower()
+            for call, answer in zip(lookups, answers[: len(lookups)], strict=True)
+            if answer is not None
+        }
+        after_reads = len(lookups) + len(reads)
+        for number, answer in zip(unread, answers[len(lookups) : after_reads], strict=True):
+            bodies[number] = _body_hashes(answer, number)
+        where = _receipts(receipts, answers[after_reads:])  # mined hash -> (block, status)
+        if from_bodies:
+            for number in span:
+                for tx_hash in bodies[number] or ():
+                    where[tx_hash] = (number, None)
+            missed = [r for r in mined if not any(h.lower() in where for h in r.hashes)]
+            if missed:  # mined before `since`, or the node's head moved on meanwhile
+                receipts = _receipt_calls(missed)
+                where.update(_receipts(receipts, await call_many(self._upstream, receipts)))
         observed = []
         for record in records:
-            if mined_count <= record.nonce < pooled:
-                observed.append(Observation(now, block, mined_count, True))
-                continue
-            found: tuple[str, int, int] | None = None
-            known = False
-            for tx_hash in reversed(record.hashes):
-                answer = next(answers)
-                if answer is None or known:
-                    continue
-                known = True
-                if mined_count > record.nonce:
-                    if not isinstance(answer, dict):
-                        raise UpstreamBadResponse(
-                            f"the node answered eth_getTransactionReceipt for {tx_hash} with "
-                            "something that is not a receipt; check --upstream"
-                        )
-                    found = (
-                        tx_hash,
-                        parse_quantity(answer.get("blockNumber"), "receipt blockNumber"),
-                        parse_quantity(answer.get("status", "0x1"), "receipt status"),
-                    )
             if mined_count > record.nonce:
+                found = next(
+                    (
+                        (tx_hash, *where[tx_hash.lower()])
+                        for tx_hash in reversed(record.hashes)  # the newest: usually the one
+                        if tx_hash.lower() in where
+                    ),
+                    None,
+                )
                 observed.append(Observation(now, block, mined_count, found is not None, found))
+            elif record.nonce < pooled:
+                observed.append(Observation(now, block, mined_count, True))
             else:
-                observed.append(Observation(now, block, mined_count, known))
+                seen = any(tx_hash.lower() in known for tx_hash in record.hashes)
+                observed.append(Observation(now, block, mined_count, seen))
         return observed
+
+    async def with_status(self, record: Tracked) -> Tracked:
+        """`record`, and if it is mined, its receipt's status: a round that found the
+        transaction in a block body did not ask for its receipt, so the node is asked when a
+        client first wants it, and the answer is stored. A node that serves no receipt for it
+        (it left the chain in a reorg) leaves the status unknown."""
+        if record.state is not State.MINED or record.status is not None or not record.mined_hash:
+            return record
+        found = _receipts(
+            [(RECEIPT, [record.mined_hash])],
+            [await self._upstream.call(RECEIPT, [record.mined_hash])],
+        )
+        if not found:
+            return record
+        block, status = found[record.mined_hash.lower()]
+        done = dataclasses.replace(record, block_number=block, status=status)
+        await self.store.save(done)
+        return done
 
     async def _act(self, step: state.Step, before: Tracked, now: float) -> Tracked:
         record = step.record
@@ -579,3 +638,52 @@ class Tracker:
 def status_denial(gate: SigningGate, context: CallContext, record: Tracked) -> PolicyDenied | None:
     """Why `context`'s client may not see `record` (its scope lacks the key), or None."""
     return key_denial(gate.client_scope(context.client), record.address)
+
+
+def _receipt_calls(records: list[Tracked]) -> list[tuple[str, list[str]]]:
+    return [(RECEIPT, [tx_hash]) for r in records for tx_hash in reversed(r.hashes)]
+
+
+def _receipts(
+    calls: list[tuple[str, list[str]]], answers: list[object]
+) -> dict[str, tuple[int, int | None]]:
+    """Lower-case hash -> (block, status) for each receipt the node served (null: none)."""
+    found: dict[str, tuple[int, int | None]] = {}
+    for (_, (tx_hash,)), answer in zip(calls, answers, strict=True):
+        if answer is None:
+            continue
+        if not isinstance(answer, dict):
+            raise UpstreamBadResponse(
+                f"the node answered eth_getTransactionReceipt for {tx_hash} with something "
+                "that is not a receipt; check --upstream"
+            )
+        found[tx_hash.lower()] = (
+            parse_quantity(answer.get("blockNumber"), "receipt blockNumber"),
+            parse_quantity(answer.get("status", "0x1"), "receipt status"),
+        )
+    return found
+
+
+def _body_hashes(answer: object, number: int) -> frozenset[str] | None:
+    """The lower-case transaction hashes of an eth_getBlockByNumber answer (null: the node
+    does not have that block yet)."""
+    if answer is None:
+        return None
+    transactions = answer.get("transactions") if isinstance(answer, dict) else None
+    said = answer.get("number") if isinstance(answer, dict) else None
+    if not isinstance(transactions, list) or (
+        said is not None and parse_quantity(said, "block number") != number
+    ):
+        raise UpstreamBadResponse(
+            f"the node answered eth_getBlockByNumber for block {number} with something that "
+            "is not that block; check --upstream"
+        )
+    hashes = set()
+    for item in transactions:
+        tx_hash = item.get("hash") if isinstance(item, dict) else item
+        if not isinstance(tx_hash, str):
+            raise UpstreamBadResponse(
+                f"block {number} from the node lists a transaction without a hash; check --upstream"
+            )
+        hashes.add(tx_hash.lower())
+    return frozenset(hashes)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from signer_proxy.app import TRACKER
 from signer_proxy.ops.metrics import METRICS
 from tests.auth_support import API_KEYS, write_api_keys_file, write_policy_file
 from tests.conftest import (
@@ -212,6 +213,56 @@ async def test_a_transaction_the_node_dropped_is_rebroadcast_byte_identical_and_
     status = await until(mined, between=lambda: paused.call("evm_mine"))
     assert status["currentHash"] == tx_hash
     assert proxy.client.app[METRICS].tracked_rebroadcasts.labels("default")._value.get() >= 1
+
+
+async def test_transactions_mined_together_are_found_in_the_block_and_their_status_asked(
+    start_proxy: ProxyFactory, paused: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    """Three sends seen pending, then mined in one block: the round reads that block's body
+    (not three receipts), and signer_getTransactionStatus asks the node for a receipt's status
+    when first wanted: a send to a contract that reverts reads 0x0."""
+    key = make_key()
+    paused.fund(key.address)
+    reverter = "0x" + "ee" * 20
+    paused.call("anvil_setCode", [reverter, "0x60006000fd"])  # REVERT(0, 0)
+    proxy = await start_proxy(proxy_settings(paused.url, kms.url, key.arn, tracking_interval=0.1))
+    sends = [
+        {"from": key.address, "to": RECIPIENT, "value": "0x1"},
+        {"from": key.address, "to": RECIPIENT, "value": "0x2"},
+        {"from": key.address, "to": reverter, "value": "0x0", "gas": hex(30_000)},
+    ]
+    hashes = [await proxy.result("eth_sendTransaction", [send]) for send in sends]
+    metrics = proxy.client.app[METRICS]
+    pending = metrics.tracked_pending.labels(key.address, "default")
+
+    async def seen_pending() -> bool:
+        return bool(pending._value.get() == 3)
+
+    await until(seen_pending)
+    paused.call("evm_mine")
+    tracker = proxy.client.app[TRACKER]
+
+    async def all_mined() -> bool:
+        return await tracker.store.pending(31337, key.address) == []
+
+    await until(all_mined)
+    block = int(paused.call("eth_blockNumber"), 16)
+    records = [await tracker.store.find(h) for h in hashes]
+    assert [(r.state.value, r.block_number, r.status) for r in records if r] == [
+        ("mined", block, None)
+    ] * 3  # found in the body: no receipt asked yet
+
+    statuses = [await proxy.result("signer_getTransactionStatus", [h]) for h in hashes]
+    assert [(s["state"], s["blockNumber"], s["status"]) for s in statuses] == [
+        ("mined", hex(block), "0x1"),
+        ("mined", hex(block), "0x1"),
+        ("mined", hex(block), "0x0"),
+    ]
+    assert [paused.call("eth_getTransactionReceipt", [h])["status"] for h in hashes] == [
+        "0x1", "0x1", "0x0",
+    ]  # fmt: skip
+    kept = await tracker.store.find(hashes[2])
+    assert kept is not None and kept.status == 0  # asked once, then stored
 
 
 @pytest.fixture

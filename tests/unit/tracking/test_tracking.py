@@ -220,6 +220,8 @@ def test_status_for_each_hash_of_a_mined_record() -> None:
     assert answer["state"] == "mined" and answer["hashes"] == ["0xaa", "0xbb"]
     assert (answer["blockNumber"], answer["status"], answer["bumps"]) == ("0xd", "0x1", 1)
     assert state.Tracked.from_json(mined.to_json()) == mined
+    # found in a block body: the status is the receipt's, asked only when a client wants it
+    assert "status" not in replace(mined, status=None).status_for("0xbb")
 
 
 @pytest.mark.parametrize(
@@ -419,6 +421,172 @@ async def test_a_round_asks_per_transaction_only_below_the_mined_count_or_above_
     assert all(r.state is State.PENDING for r in left)
     # written when rebroadcast; the others' first block is noted in the process only
     assert [r.sent_block for r in left] == [None] * 4 + [6] * 3
+
+
+class BlockNode(CountingNode):
+    """CountingNode with blocks: `bodies` lists each block's transaction hashes, the latest is
+    `block`; a receipt is served for a hash found in a body (status `statuses[hash]`, 1 by
+    default), and for one of `served` even if no body lists it."""
+
+    def __init__(self, mined: int, pooled: int) -> None:
+        super().__init__(mined, pooled)
+        self.block = 6
+        self.bodies: dict[int, list[Any]] = {}
+        self.statuses: dict[str, int] = {}
+        self.served: set[str] = set()
+
+    async def call(self, method: str, params: Any) -> Any:
+        if method == "eth_blockNumber":
+            self.asked[method] = self.asked.get(method, 0) + 1
+            return hex(self.block)
+        if method == "eth_getBlockByNumber":
+            self.asked[method] = self.asked.get(method, 0) + 1
+            number = int(params[0], 16)
+            if number not in self.bodies:
+                return None
+            return {"number": params[0], "transactions": self.bodies[number]}
+        if method == "eth_getTransactionReceipt":
+            self.asked[method] = self.asked.get(method, 0) + 1
+            tx_hash = params[0]
+            hit = [n for n, hashes in self.bodies.items() if tx_hash in hashes]
+            if not hit and tx_hash not in self.served:
+                return None
+            status = self.statuses.get(tx_hash, 1)
+            return {"transactionHash": tx_hash, "blockNumber": hex(hit[0] if hit else 5),
+                    "status": hex(status)}  # fmt: skip
+        return await super().call(method, params)
+
+
+async def _tracked(node: CountingNode, nonces: range, address: str = ME) -> tuple[Any, list[str]]:
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.tracking.tracker import Tracker
+
+    registry = KeyRegistry([])
+    tracker = Tracker(MemoryTrackStore(), node, ChainFacts(node), lambda: registry, SigningGate())
+    hashes = []
+    for nonce in nonces:
+        tx = replace(TYPE2, nonce=nonce)
+        signed = sign_with(tx, SIG)
+        await tracker.track_send(signed, tx, address, "ci")
+        hashes.append("0x" + signed.hash.hex())
+    return tracker, hashes
+
+
+async def test_a_round_finds_what_was_mined_in_block_bodies_and_asks_the_status_when_wanted() -> (
+    None
+):
+    """After a round has seen block 6, the next finds the ten transactions mined since in the
+    bodies of blocks 6-8 (three calls, not ten receipts); a status call asks the one receipt
+    it needs, once, and the record keeps it."""
+    from signer_proxy.jsonrpc import CallContext
+    from signer_proxy.methods.tracking import TrackingMethods
+
+    node = BlockNode(mined=0, pooled=10)
+    tracker, hashes = await _tracked(node, range(10))
+    await tracker.watch(1, ME)  # block 6: all in the pool, nothing asked per transaction
+    assert "eth_getTransactionReceipt" not in node.asked
+    upper = ["0x" + h[2:].upper() for h in hashes[4:]]  # a hash is hex: any case is the same
+    node.bodies = {6: [], 7: ["0x" + "ab" * 32, *hashes[:4]], 8: upper}
+    node.block, node.mined, node.statuses = 8, 10, {hashes[2]: 0}
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getBlockByNumber"] == 3
+    assert "eth_getTransactionReceipt" not in node.asked
+    assert await tracker.store.pending(1, ME) == []
+    record = await tracker.find(hashes[2])
+    assert (record.state, record.block_number, record.status) == (State.MINED, 7, None)
+
+    methods = TrackingMethods(tracker, tracker._gate)
+    answer = await methods.signer_getTransactionStatus([hashes[2]], CallContext(client="ci"))
+    assert (answer["state"], answer["blockNumber"], answer["status"]) == ("mined", "0x7", "0x0")
+    again = await methods.signer_getTransactionStatus([hashes[2]], CallContext(client="ci"))
+    assert again == answer and node.asked["eth_getTransactionReceipt"] == 1  # kept
+
+
+async def test_a_hash_no_body_lists_has_its_receipt_asked_before_anything_is_decided() -> None:
+    """Nonce 0 was mined before the first block read (its receipt says so), nonce 1 by a
+    transaction not ours (no receipt for our hash: superseded), nonces 2-4 are in block 7."""
+    node = BlockNode(mined=0, pooled=5)
+    tracker, hashes = await _tracked(node, range(5))
+    await tracker.watch(1, ME)
+    node.bodies = {6: ["0x" + "cd" * 32], 7: hashes[2:]}
+    node.served = {hashes[0]}
+    node.block, node.mined = 7, 5
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getBlockByNumber"] == 2
+    assert node.asked["eth_getTransactionReceipt"] == 2  # nonces 0 and 1 only
+    states = [(await tracker.find(h)).state for h in hashes]  # type: ignore[union-attr]
+    assert states == [State.MINED, State.SUPERSEDED, State.MINED, State.MINED, State.MINED]
+    assert (await tracker.find(hashes[0])).status == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("since_gap", "mined", "bodies_read"),
+    [
+        pytest.param(1, 3, True, id="two-blocks-three-hashes"),
+        pytest.param(2, 3, False, id="as-many-blocks-as-hashes"),
+        pytest.param(70, 100, False, id="more-blocks-than-the-cap"),
+    ],
+)
+async def test_bodies_are_read_only_when_fewer_than_the_receipts_they_replace(
+    since_gap: int, mined: int, bodies_read: bool
+) -> None:
+    node = BlockNode(mined=0, pooled=mined)
+    tracker, hashes = await _tracked(node, range(mined))
+    await tracker.watch(1, ME)
+    node.block, node.mined = 6 + since_gap, mined
+    node.bodies = {6 + since_gap: hashes}
+    await tracker.watch(1, ME)
+    assert ("eth_getBlockByNumber" in node.asked) is bodies_read
+    assert node.asked.get("eth_getTransactionReceipt", 0) == (0 if bodies_read else mined)
+    assert await tracker.store.pending(1, ME) == []
+
+
+async def test_one_round_reads_each_block_once_for_every_address() -> None:
+    other = "0x" + "33" * 20
+    node = BlockNode(mined=0, pooled=4)
+    tracker, hashes = await _tracked(node, range(4))
+    more = []
+    for nonce in range(4):  # another sender (the fake node gives every address one count)
+        tx = replace(TYPE2, nonce=nonce, value=9)
+        signed = sign_with(tx, SIG)
+        await tracker.track_send(signed, tx, other, "ci")
+        more.append("0x" + signed.hash.hex())
+    await tracker.round()
+    node.block, node.mined = 7, 4
+    node.bodies = {6: hashes, 7: more}
+    await tracker.round()
+    assert node.asked["eth_getBlockByNumber"] == 2
+    assert await tracker.store.watched() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"number": "0x7"}, id="no-transactions"),
+        pytest.param({"number": "0x9", "transactions": []}, id="another-block"),
+        pytest.param({"number": "0x7", "transactions": [7]}, id="not-a-hash"),
+        pytest.param(["0x7"], id="not-an-object"),
+    ],
+)
+async def test_a_body_that_is_not_the_block_asked_is_an_error_for_the_round(body: Any) -> None:
+    from signer_proxy.errors import UpstreamBadResponse
+
+    node = BlockNode(mined=0, pooled=3)
+    tracker, _ = await _tracked(node, range(3))
+    await tracker.watch(1, ME)
+
+    async def bad(method: str, params: Any) -> Any:
+        if method == "eth_getBlockByNumber" and params[0] == "0x7":
+            return body
+        return await BlockNode.call(node, method, params)
+
+    node.call = bad  # type: ignore[method-assign]
+    node.block, node.mined, node.bodies = 7, 3, {6: []}
+    with pytest.raises(UpstreamBadResponse, match="block 7"):
+        await tracker.watch(1, ME)
+    assert len(await tracker.store.pending(1, ME)) == 3  # nothing decided
 
 
 class MovingNode(CountingNode):
