@@ -364,13 +364,21 @@ class Tracker:
         (`pooled`) and not mined is one the node holds in its pool: known, without asking per
         transaction. Above the pool the node is asked whether it knows each hash (forgotten
         ones are rebroadcast). A mined nonce's hash is looked for in the bodies of the blocks
-        since the previous round (`since`, its latest block) when they are fewer than the
-        hashes to find (one call per block, not one per transaction; a receipt's status is
-        asked when a client wants it, `with_status`); a hash not found there has its receipt
-        asked, and only a nonce none of whose hashes has a receipt is another's (superseded).
-        Everything is asked in batches (upstream/batch.py)."""
+        since the previous round (`since`, its latest block; without one, since the block of
+        the lowest mined nonce, by its receipt) when they are fewer than the hashes to find:
+        one call per block, not one per transaction (a receipt's status is asked when a client
+        wants it, `with_status`). A hash found in no body has its receipt asked, and only a
+        nonce none of whose hashes has a receipt is another's (superseded). Everything is
+        asked in batches (upstream/batch.py)."""
         mined = [r for r in records if r.nonce < mined_count]
         above = [r for r in records if mined_count <= r.nonce and pooled <= r.nonce]
+        where: dict[str, tuple[int, int | None]] = {}  # mined hash -> (block, status)
+        if since is None and len(mined) > 2:
+            # No round before (a replica's first, or one taking the watch over): one sender's
+            # nonces are mined in order, so the block of its lowest mined nonce starts them all.
+            probe = _receipt_calls([min(mined, key=lambda r: r.nonce)])
+            where = _receipts(probe, await call_many(self._upstream, probe))
+            since = min((number for number, _ in where.values()), default=None)
         span = range(since, block + 1) if since is not None else range(0)
         from_bodies = 0 < len(span) <= MAX_BODIES and len(span) < sum(len(r.hashes) for r in mined)
         unread = [n for n in span if n not in bodies] if from_bodies else []
@@ -387,11 +395,11 @@ class Tracker:
         after_reads = len(lookups) + len(reads)
         for number, answer in zip(unread, answers[len(lookups) : after_reads], strict=True):
             bodies[number] = _body_hashes(answer, number)
-        where = _receipts(receipts, answers[after_reads:])  # mined hash -> (block, status)
+        where.update(_receipts(receipts, answers[after_reads:]))
         if from_bodies:
             for number in span:
                 for tx_hash in bodies[number] or ():
-                    where[tx_hash] = (number, None)
+                    where.setdefault(tx_hash, (number, None))  # a probed receipt stays
             missed = [r for r in mined if not any(h.lower() in where for h in r.hashes)]
             if missed:  # mined before `since`, or the node's head moved on meanwhile
                 receipts = _receipt_calls(missed)

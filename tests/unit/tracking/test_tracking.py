@@ -382,8 +382,8 @@ class CountingNode:
             return hex(self.pooled if params[1] == "pending" else self.mined)
         if method == "eth_getTransactionReceipt":
             return {"transactionHash": params[0], "blockNumber": "0x5", "status": "0x1"}
-        if method == "eth_getTransactionByHash":
-            return None  # above the pool: forgotten
+        if method in ("eth_getTransactionByHash", "eth_getBlockByNumber"):
+            return None  # above the pool: forgotten; blocks: not served (receipts are asked)
         return {"eth_blockNumber": "0x6", "eth_chainId": "0x1", "eth_sendRawTransaction": "0x"}[
             method
         ]
@@ -397,8 +397,9 @@ class CountingNode:
 
 
 async def test_a_round_asks_per_transaction_only_below_the_mined_count_or_above_the_pool() -> None:
-    """Ten records: nonces 0-2 mined (a receipt each), 3-6 in the node's pool (known without
-    asking), 7-9 above it (a lookup each, then a rebroadcast: the node forgot them)."""
+    """Ten records: nonces 0-2 mined (a receipt each: this node serves no block bodies), 3-6
+    in the node's pool (known without asking), 7-9 above it (a lookup each, then a
+    rebroadcast: the node forgot them)."""
     from signer_proxy.access.gate import SigningGate
     from signer_proxy.chain.fill import ChainFacts
     from signer_proxy.keys import KeyRegistry
@@ -502,6 +503,24 @@ async def test_a_round_finds_what_was_mined_in_block_bodies_and_asks_the_status_
     assert (answer["state"], answer["blockNumber"], answer["status"]) == ("mined", "0x7", "0x0")
     again = await methods.signer_getTransactionStatus([hashes[2]], CallContext(client="ci"))
     assert again == answer and node.asked["eth_getTransactionReceipt"] == 1  # kept
+
+
+async def test_a_first_round_starts_reading_at_the_block_of_the_lowest_mined_nonce() -> None:
+    """No round before (a fresh replica, a takeover): the receipt of the lowest mined nonce
+    says where one sender's mined transactions start (nonces are mined in order), and the
+    bodies from there to the head say where the rest are."""
+    node = BlockNode(mined=10, pooled=10)
+    tracker, hashes = await _tracked(node, range(10))
+    node.block = 9
+    node.bodies = {7: hashes[:6], 8: hashes[6:], 9: []}
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getTransactionReceipt"] == 1
+    assert node.asked["eth_getBlockByNumber"] == 3  # 7, 8 and 9
+    records = [await tracker.find(h) for h in hashes]
+    assert [(r.state, r.block_number) for r in records if r] == [(State.MINED, 7)] * 6 + [
+        (State.MINED, 8)
+    ] * 4
+    assert [r.status for r in records if r] == [1] + [None] * 9  # the probe's receipt is kept
 
 
 async def test_a_hash_no_body_lists_has_its_receipt_asked_before_anything_is_decided() -> None:
