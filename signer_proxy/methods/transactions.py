@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Track this acknowledged send: (signed, chain id, from, client); never raises.
 # Told of each acknowledged send: what was sent, what was signed, the sender, the client.
+# Tracker.track_send: queues the record at once, returns what completes once it is stored.
 TrackSend = Callable[[SignedTx, UnsignedTx, str, str], Awaitable[None]]
 
 # A send that meets a nonce clash re-reads the node and tries again, this many times in all.
@@ -128,22 +129,24 @@ class TransactionMethods:
         async with self._gate.transaction(
             context, "eth_sendTransaction", signer, unsigned
         ) as decision:
-            signed = await self._sign_and_send(request, unsigned, signer)
+            signed, tracked = await self._sign_and_send(request, unsigned, signer, context.client)
             decision.signed_transaction(signed.hash, signed.nonce)
-        if self._track is not None:
-            await self._track(signed, unsigned, signer.address, context.client)
+        if tracked is not None:
+            await tracked  # its record was being stored while the nonce and audit closed
         # The "sending" line at info already named the transaction, its nonce, from and key.
         self._log("eth_sendTransaction", signer, signed, logging.DEBUG)
         return to_data(signed.hash)
 
     async def _sign_and_send(
-        self, request: TxRequest, unsigned: UnsignedTx, signer: Signer
-    ) -> SignedTx:
-        """Sign and send, with a fresh nonce after each nonce clash; the transaction sent."""
+        self, request: TxRequest, unsigned: UnsignedTx, signer: Signer, client: str
+    ) -> tuple[SignedTx, Awaitable[None] | None]:
+        """Sign and send, with a fresh nonce after each nonce clash; the transaction sent,
+        and with tracking on, what completes once its record is stored (begun as soon as the
+        node accepted it)."""
         if request.nonce is not None:  # the caller owns the nonce: one try, errors as they are
             signed = await sign_transaction(unsigned, signer)
             await self._send(signed, signer)
-            return signed
+            return signed, self._tracked(signed, unsigned, signer, client)
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             lease = await self._nonces.reserve(signer.address)
             signed = await self._sign_leased(unsigned, signer, lease)
@@ -167,9 +170,11 @@ class TransactionMethods:
                 await lease.commit()
                 raise
             decision = DECISIONS[delivery]  # what it does to the nonce: nonces/outcome.py
-            await settle(lease, decision.nonce)
             if delivery is Delivery.ACCEPTED:
-                return signed
+                tracked = self._tracked(signed, unsigned, signer, client)
+                await settle(lease, decision.nonce)
+                return signed, tracked
+            await settle(lease, decision.nonce)
             if delivery is Delivery.MAYBE_DELIVERED:
                 message = error.message if error is not None else "the send was cut short"
                 raise UpstreamTimeout(
@@ -189,6 +194,13 @@ class TransactionMethods:
             )
             await self._nonces.resync(signer.address)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _tracked(
+        self, signed: SignedTx, unsigned: UnsignedTx, signer: Signer, client: str
+    ) -> Awaitable[None] | None:
+        if self._track is None:
+            return None
+        return self._track(signed, unsigned, signer.address, client)
 
     async def _deliver(
         self, signed: SignedTx, signer: Signer

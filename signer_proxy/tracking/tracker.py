@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,12 +130,26 @@ class Tracker:
         tx: UnsignedTx | None = None,
     ) -> None:
         """Track a transaction the node acknowledged; never raises (the send succeeded).
-        `tx`: what was signed, when the caller has it (else it is decoded from the raw bytes:
-        ~45 µs, most of what tracking a send costs).
+        Returns once the record is stored (a status call right after finds it): `begin`."""
+        await self.begin(signed, chain_id, address, client, kind, tx)
 
-        Returns once the record is stored (a status call right after finds it). Sends that
-        arrive together are stored together (group commit: one lookup and one write to the
-        store for the group), which is what keeps tracking cheap with Redis."""
+    def begin(
+        self,
+        signed: SignedTx,
+        chain_id: int,
+        address: str,
+        client: str,
+        kind: str = "send",
+        tx: UnsignedTx | None = None,
+    ) -> Awaitable[None]:
+        """Queue the record of a transaction the node acknowledged; what it returns completes
+        once the record is stored, so the caller can do its own closing work (settle the
+        nonce, write the audit) meanwhile and wait only after. `tx`: what was signed, when
+        the caller has it (else it is decoded from the raw bytes: ~45 µs). Sends that arrive
+        together are stored together (group commit: one lookup and one write to the store
+        for the group), which is what keeps tracking cheap with Redis. Never raises."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         try:
             unsigned = decode_raw(signed.raw).tx if tx is None else tx
             record = state.new_record(
@@ -151,12 +165,12 @@ class Tracker:
             )
         except Exception as exc:  # the transaction is sent: report, do not fail the request
             self._not_tracked(to_data(signed.hash), address, exc)
-            return
-        done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         self._queued.append((record, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await asyncio.shield(done)  # a cancelled request does not undo the group's write
+        return asyncio.shield(done)  # a cancelled request does not undo the group's write
 
     async def _flush(self) -> None:
         """Store every queued record, group after group, until none is queued."""
@@ -207,9 +221,11 @@ class Tracker:
             exc.message if isinstance(exc, SignerProxyError) else repr(exc),
         )
 
-    async def track_send(self, signed: SignedTx, tx: UnsignedTx, address: str, client: str) -> None:
-        """track() for eth_sendTransaction, which has the transaction it signed."""
-        await self.track(signed, tx.chain_id, address, client, tx=tx)
+    def track_send(
+        self, signed: SignedTx, tx: UnsignedTx, address: str, client: str
+    ) -> Awaitable[None]:
+        """begin() for eth_sendTransaction, which has the transaction it signed."""
+        return self.begin(signed, tx.chain_id, address, client, tx=tx)
 
     # -- asking --
 
