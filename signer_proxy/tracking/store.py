@@ -302,15 +302,23 @@ class RedisTrackStore:
         one with replicas, as the nonce store's Redis is used; not Redis Cluster)."""
         keys = [PREFIX + "watched"]
         args: list[Any] = [FINAL_TTL]
+        texts = []
         for r in records:
             keys += [
                 self._key(r.chain_id, r.address, "pending"),
                 PREFIX + "hash:" + r.current.lower(),
             ]
             addr = _addr(r.chain_id, r.address)
-            args += [str(r.nonce), r.to_json(), f"{addr}:{r.nonce}", addr]
+            texts.append(r.to_json())
+            args += [str(r.nonce), texts[-1], f"{addr}:{r.nonce}", addr]
         replies = await self._do(self._add_new(keys=keys, args=args))
-        return [int(x) == 1 for x in replies]
+        added = [int(x) == 1 for x in replies]
+        for i, (r, text, new) in enumerate(zip(records, texts, added, strict=True)):
+            # An address this process watches reads it back next round: parsed already.
+            parsed = self._parsed.get(keys[1 + 2 * i]) if new else None
+            if parsed is not None and len(parsed) < PARSED_LIMIT:
+                parsed[text.encode()] = r
+        return added
 
     async def find(self, tx_hash: str) -> Tracked | None:
         for _ in range(3):

@@ -292,6 +292,36 @@ async def test_memory_store() -> None:
     await exercise_store(MemoryTrackStore())
 
 
+async def test_records_this_process_added_read_back_without_parsing_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watched address's new records are read back by the next round as the objects
+    written (records are immutable); an address not watched here keeps nothing in memory."""
+    from signer_proxy.nonces.redis_store import connect
+
+    redis = connect(redis_url)
+    try:
+        store = RedisTrackStore(redis)
+        other = "0x" + "44" * 20
+        first = state.new_record(1, ME, 1, "0x" + "a1" * 32, "0x02", "ci", 1.0)
+        assert await store.add_new([first]) == [True]
+        assert await store.pending(1, ME) == [first]  # watched here from now on
+        parses: list[str] = []
+        real = state.Tracked.from_json
+        monkeypatch.setattr(
+            state.Tracked, "from_json", staticmethod(lambda t: parses.append(t) or real(t))
+        )
+        made = [state.new_record(1, ME, n, "0x" + f"{n:064x}", "0x02", "ci", 2.0) for n in (2, 3)]
+        elsewhere = state.new_record(1, other, 1, "0x" + "b1" * 32, "0x02", "ci", 1.0)
+        assert await store.add_new([*made, elsewhere]) == [True, True, True]
+        assert await store.pending(1, ME) == [first, *made]
+        assert parses == []
+        assert store._key(1, other, "pending") not in store._parsed
+        assert await store.pending(1, other) == [elsewhere] and len(parses) == 1
+    finally:
+        await redis.aclose()
+
+
 async def test_redis_store_and_its_watch_lease(redis_url: str) -> None:
     from signer_proxy.nonces.redis_store import connect
 
