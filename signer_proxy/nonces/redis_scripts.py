@@ -111,6 +111,10 @@ class _Resp(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []  # sent this turn of the loop, written at its end
+        # A top-level array reply read so far (its items, how many are left): a large one (the
+        # pending records of an address) arrives in many reads and is read once, item by item.
+        self._items: list[Any] | None = None
+        self._left = 0
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,22 +149,42 @@ class _Resp(asyncio.Protocol):
         at = 0
         try:
             while at < len(buffer):
-                reply, at = parse_reply(buffer, at)
-                if not self._waiting:
-                    raise ConnectionError("Redis sent a reply nobody asked for")
-                future = self._waiting.popleft()
-                if future.done():  # its caller gave up (cancelled): the reply is dropped
-                    continue
-                if isinstance(reply, (ResponseError, AuthenticationError)):
-                    future.set_exception(reply)
+                if self._items is None and buffer[at] == 0x2A:  # "*": an array, item by item
+                    end = buffer.find(b"\r\n", at)
+                    if end < 0:
+                        raise _Incomplete
+                    count = int(buffer[at + 1 : end])
+                    at = end + 2
+                    if count < 0:
+                        self._deliver(None)
+                        continue
+                    self._items, self._left = [], count
+                if self._items is not None:
+                    while self._left:  # an item cut off by the read is read whole next time
+                        item, at = parse_reply(buffer, at)
+                        self._items.append(item)
+                        self._left -= 1
+                    reply, self._items = self._items, None
                 else:
-                    future.set_result(reply)
+                    reply, at = parse_reply(buffer, at)
+                self._deliver(reply)
         except _Incomplete:
             pass
         except (ConnectionError, ValueError) as exc:
             self.close(ConnectionError(f"unreadable reply from Redis: {exc}"))
             return
         del buffer[:at]
+
+    def _deliver(self, reply: Any) -> None:
+        if not self._waiting:
+            raise ConnectionError("Redis sent a reply nobody asked for")
+        future = self._waiting.popleft()
+        if future.done():  # its caller gave up (cancelled): the reply is dropped
+            return
+        if isinstance(reply, (ResponseError, AuthenticationError)):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError("the connection to Redis was lost"))

@@ -22,6 +22,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
+from signer_proxy.nonces import redis_scripts
 from signer_proxy.nonces.redis_scripts import (
     Pipelined,
     PipelinedScript,
@@ -259,3 +260,64 @@ async def test_many_commands_in_one_pipeline(redis_url: str, pipelined: bool) ->
         assert await client.get("b") == b"2"
     finally:
         await client.aclose()
+
+
+class _Wire:
+    """The transport under _Resp: what it writes is not read here."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+async def test_replies_cut_anywhere_read_the_same() -> None:
+    """Replies split at every byte: an array (nested, with a null), a null array, an error,
+    a number; each caller gets its own, whole."""
+    wire = (
+        b"*3\r\n" + _bulk(b"a") + b"*2\r\n:1\r\n$-1\r\n" + _bulk(b"bc")
+        + b"*-1\r\n" + b"-ERR no\r\n" + b":7\r\n"
+    )  # fmt: skip
+    for cut in range(1, len(wire)):
+        resp = redis_scripts._Resp()
+        resp.connection_made(_Wire())  # type: ignore[arg-type]
+        futures = resp.send(b"", 4)
+        resp.data_received(wire[:cut])
+        resp.data_received(wire[cut:])
+        assert [f.result() for f in (futures[0], futures[1], futures[3])] == [
+            [b"a", [1, None], b"bc"],
+            None,
+            7,
+        ], cut
+        assert isinstance(futures[2].exception(), ResponseError)
+
+
+async def test_a_large_array_arriving_in_many_reads_is_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pending records of an address (thousands of items, hundreds of KB) come in many
+    reads; each item is read once, not the whole reply again at every read."""
+    values = [b"%05d" % i * 60 for i in range(2_000)]
+    wire = b"*2000\r\n" + b"".join(_bulk(v) for v in values)
+    calls = 0
+    real = redis_scripts.parse_reply
+
+    def counting(buffer: bytes | bytearray, at: int = 0) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(buffer, at)
+
+    monkeypatch.setattr(redis_scripts, "parse_reply", counting)
+    resp = redis_scripts._Resp()
+    resp.connection_made(_Wire())  # type: ignore[arg-type]
+    (future,) = resp.send(b"HVALS key\r\n")
+    reads = range(0, len(wire), 4096)
+    for at in reads:
+        resp.data_received(wire[at : at + 4096])
+    assert future.result() == values
+    assert calls <= len(values) + len(reads)  # each item once, plus one cut off per read
