@@ -348,8 +348,16 @@ async def start_chain(stack: AsyncExitStack, w: ChainWiring) -> ChainParts:
     if w.redis is not None:
         # Gap repair signs its fillers itself (zero-value self-transfers that only close nonce
         # gaps): it gets the keys without the client gate.
+        # Each filler is audited (client "signer-proxy"), as every signature is.
         nonces = start_redis_nonces(
-            stack, w.redis, w.keyring.unguarded, upstream, facts, settings, track_filler
+            stack,
+            w.redis,
+            w.keyring.unguarded,
+            upstream,
+            facts,
+            settings,
+            track_filler,
+            lambda signer, tx, reason: w.gate.on_its_own(label, signer, tx, reason),
         )
     tracker = None
     if settings.track_transactions:

@@ -94,9 +94,33 @@ class Decision:
         self.entry["nonce"] = nonce
         self.entry["tx_hash"] = to_data(tx_hash)
 
+    def failed(self, error: SignerProxyError) -> None:
+        """What went wrong when the signer handled it without raising (a filler the node
+        refused): the audit line says "error", not "ok"."""
+        self.entry["result"] = "error"
+        self.entry["error"] = {"code": error.error_code(), "message": error.message[:300]}
+
 
 # What counts each refusal: metrics.policy_denials.labels(family).inc(), family of the method.
 DenialCounter = Callable[[str], None]
+
+
+# The client name the audit gives to what the proxy signs on its own (gap fillers).
+PROXY_CLIENT = "signer-proxy"
+
+
+def _tx_fields(tx: UnsignedTx) -> dict[str, Any]:
+    """What the audit keeps of a transaction."""
+    return {
+        "chain_id": tx.chain_id,
+        "type": tx.type,
+        "to": tx.to,
+        "value": str(tx.value),
+        "gas": tx.gas,
+        "max_fee_per_gas": str(tx.max_fee_per_gas if tx.type >= 2 else tx.gas_price),
+        "selector": to_data(tx.data[:4]) if tx.to is not None and len(tx.data) >= 4 else None,
+        "data_bytes": len(tx.data),
+    }
 
 
 def _now_iso(now: float) -> str:
@@ -242,6 +266,19 @@ class SigningGate:
         if denial is not None:
             self._refused(entry, denial)
             raise denial
+        async with self._audited(entry, context, signer, held) as decision:
+            yield decision
+
+    @asynccontextmanager
+    async def _audited(
+        self,
+        entry: dict[str, Any],
+        context: CallContext,
+        signer: Signer,
+        held: list[tuple[str, int]],
+    ) -> AsyncIterator[Decision]:
+        """An allowed decision: the signature is approved inside, and the audit line written
+        with how it ended (value `held` in budgets given back when nothing went out)."""
         entry["outcome"] = "allowed"
         decision = Decision(entry)
         token = _APPROVAL.set(Approval(context.client, entry["method"], signer.address))
@@ -263,8 +300,23 @@ class SigningGate:
             self._write(entry)
             raise
         _APPROVAL.reset(token)
-        entry["result"] = "ok"
+        entry.setdefault("result", "ok")
         self._write(entry)
+
+    @asynccontextmanager
+    async def on_its_own(
+        self, chain: str, signer: Signer, tx: UnsignedTx, reason: str
+    ) -> AsyncIterator[Decision]:
+        """`async with gate.on_its_own(...)`: a transaction the proxy signs for itself, not for
+        a client (a gap filler: a zero-value transfer from the key to itself that closes a
+        nonce hole). No client's scope or rule applies, but it is audited as any signature
+        (client "signer-proxy", with `reason`), and refused while the audit log is down."""
+        context = CallContext(client=PROXY_CLIENT, transport="internal", chain=chain)
+        entry = self._entry(context, "eth_sendTransaction", signer)
+        entry.update(_tx_fields(tx), reason=reason)
+        self._audit.check()  # AuditUnavailable: nothing is signed unaudited
+        async with self._audited(entry, context, signer, []) as decision:
+            yield decision
 
     def transaction(
         self,
@@ -282,16 +334,7 @@ class SigningGate:
         entry = self._entry(context, method, signer)
         if replaces is not None:
             entry["replaces"] = replaces
-        entry.update(
-            chain_id=tx.chain_id,
-            type=tx.type,
-            to=tx.to,
-            value=str(tx.value),
-            gas=tx.gas,
-            max_fee_per_gas=str(tx.max_fee_per_gas if tx.type >= 2 else tx.gas_price),
-            selector=to_data(tx.data[:4]) if tx.to is not None and len(tx.data) >= 4 else None,
-            data_bytes=len(tx.data),
-        )
+        entry.update(_tx_fields(tx))
         scopes = self.policy.scopes(context.client, signer.address, context.chain)
         denial = transaction_denial(scopes, tx)
         value = 0 if replaces is not None else tx.value

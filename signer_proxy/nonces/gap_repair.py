@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Protocol
 
 from signer_proxy.chain.fill import ChainFacts, fill
 from signer_proxy.chain.signing import sign_transaction
@@ -19,15 +21,28 @@ from signer_proxy.errors import (
     SignerProxyError,
 )
 from signer_proxy.eth.hexdata import to_data
-from signer_proxy.eth.tx_encoding import SignedTx, with_nonce
+from signer_proxy.eth.tx_encoding import SignedTx, UnsignedTx, with_nonce
 from signer_proxy.eth.tx_request import TxRequest
 from signer_proxy.keys import KeyRegistry
+from signer_proxy.keys.signer import Signer
 from signer_proxy.nonces.base import Lease
 from signer_proxy.nonces.outcome import DECISIONS, Delivery, delivery_of, settle
 from signer_proxy.nonces.redis_store import RedisNonceManager
 from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
+
+
+class Noted(Protocol):
+    """What the audit notes of a signed filler (access.gate.Decision)."""
+
+    def signed_transaction(self, tx_hash: bytes, nonce: int) -> None: ...
+
+    def failed(self, error: SignerProxyError) -> None: ...
+
+
+# (signer, transaction, reason) -> `async with` around its signing and sending, audited.
+Witness = Callable[[Signer, UnsignedTx, str], AbstractAsyncContextManager[Noted]]
 
 
 class GapRepairer:
@@ -42,9 +57,12 @@ class GapRepairer:
         gas_margin: float,
         deadline: float,
         track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
+        witness: Witness | None = None,
     ) -> None:
         self._nonces = nonces
         self._track = track
+        # The signing gate's audit for what the proxy signs on its own (SigningGate.on_its_own).
+        self._witness = witness
         self._registry = registry
         self._upstream = upstream
         self._facts = facts
@@ -78,14 +96,35 @@ class GapRepairer:
 
     async def _fill(self, address: str, lease: Lease) -> None:
         signer = self._registry().get(address)
+        async with AsyncExitStack() as audited:
+            try:
+                request = TxRequest(sender=address, to=address)
+                unsigned = await fill(request, self._upstream, self._facts, self._gas_margin)
+                decision = None
+                if self._witness is not None:  # refused while the audit log is down
+                    witness = self._witness(signer, unsigned, "nonce gap filler")
+                    decision = await audited.enter_async_context(witness)
+            except BaseException:
+                await lease.release()  # the next round tries again
+                raise
+            await self._sign_and_send(address, signer, unsigned, lease, decision)
+
+    async def _sign_and_send(
+        self,
+        address: str,
+        signer: Signer,
+        unsigned: UnsignedTx,
+        lease: Lease,
+        decision: Noted | None,
+    ) -> None:
         try:
-            request = TxRequest(sender=address, to=address)
-            unsigned = await fill(request, self._upstream, self._facts, self._gas_margin)
             signed = await sign_transaction(with_nonce(unsigned, lease.nonce), signer)
             await lease.record(signed.raw)
         except BaseException:
             await lease.release()
             raise
+        if decision is not None:
+            decision.signed_transaction(signed.hash, signed.nonce)
         try:
             await self._upstream.call("eth_sendRawTransaction", [to_data(signed.raw)])
         except SignerProxyError as exc:
@@ -96,6 +135,8 @@ class GapRepairer:
             if delivery in (Delivery.NOT_DELIVERED, Delivery.MAYBE_DELIVERED):
                 raise
             log.warning("gap filler for nonce %d of %s: %s", lease.nonce, address, exc.message)
+            if decision is not None:
+                decision.failed(exc)
             return
         except BaseException:
             await lease.commit()

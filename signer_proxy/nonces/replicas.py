@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signer_proxy.chain.fill import ChainFacts, mined_nonce, pending_nonce
 from signer_proxy.config import Settings
@@ -18,6 +18,9 @@ from signer_proxy.keys import KeyRegistry
 from signer_proxy.nonces.base import NonceManager
 from signer_proxy.ops.background import background
 from signer_proxy.upstream.base import Upstream, redact_url
+
+if TYPE_CHECKING:
+    from signer_proxy.nonces.gap_repair import Witness
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,21 @@ def start_redis_nonces(
     facts: ChainFacts,
     settings: Settings,
     track: Callable[[SignedTx, int, str, str], Awaitable[None]] | None = None,
+    witness: Witness | None = None,
 ) -> NonceManager:
     """One chain's nonces in Redis (its keys carry the chain id), with gap repair running."""
     from signer_proxy.nonces.gap_repair import GapRepairer
 
     nonces = redis_nonces(redis, upstream, facts, settings)
     repairer = GapRepairer(
-        nonces, keys, upstream, facts, settings.gas_margin, settings.request_deadline, track
+        nonces,
+        keys,
+        upstream,
+        facts,
+        settings.gas_margin,
+        settings.request_deadline,
+        track,
+        witness,
     )
     background(stack, repairer.run(max(0.1, settings.nonce_lease_seconds / 4)))
     manager: NonceManager = nonces

@@ -58,8 +58,6 @@ from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
-# Whose name replacements the proxy makes on its own behalf (gap fillers) are audited under.
-PROXY_CLIENT = "signer-proxy"
 
 RECEIPT, LOOKUP = "eth_getTransactionReceipt", "eth_getTransactionByHash"
 BODY = "eth_getBlockByNumber"
