@@ -74,13 +74,21 @@ class Tracked:
     def final(self) -> bool:
         return self.state in FINAL
 
-    def to_json(self) -> str:
+    def kept(self) -> Tracked:
+        """The record as a store keeps it once final: without its raw bytes (nothing sends
+        them again; the chain has the transaction), since final records are kept for days."""
+        return replace(self, raw="") if self.raw else self
+
+    def to_json(self, raw: bool = True) -> str:
+        """The record as JSON; without the raw bytes when not `raw` (as kept())."""
         # Field by field with orjson: dataclasses.asdict and the stdlib's json cost ~24 µs a
         # record, paid per send with tracking on (~2 µs now). Fees in wei may pass 64 bits,
         # which orjson refuses to write and reads back as floats: such a record goes through
         # the stdlib's json both ways.
         data = {name: getattr(self, name) for name in _FIELDS}
         data["state"] = self.state.value
+        if not raw:
+            data["raw"] = ""
         try:
             return orjson.dumps(data).decode()
         except TypeError:
@@ -163,9 +171,8 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
     """What to do about `record` given what the node says now."""
     if record.final:
         return Step(Action.WAIT, record)
-    if record.sent_block is None:
-        record = replace(record, sent_block=seen.block)
-    if seen.mined_count > record.nonce:
+    first_block = seen.block if record.sent_block is None else record.sent_block
+    if seen.mined_count > record.nonce:  # one new record each (a round finds thousands)
         if seen.receipt is not None:
             mined_hash, block, status = seen.receipt
             done = replace(
@@ -174,11 +181,18 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
                 mined_hash=mined_hash,
                 block_number=block,
                 status=status,
+                sent_block=first_block,
             )
             return Step(Action.FINALIZE, done)
-        if seen.known:  # one of ours is on chain but its receipt is not served yet: ask again
-            return Step(Action.WAIT, record)
-        return Step(Action.FINALIZE, replace(record, state=State.SUPERSEDED))
+        if not seen.known:
+            return Step(
+                Action.FINALIZE,
+                replace(record, state=State.SUPERSEDED, sent_block=first_block),
+            )
+    if record.sent_block is None:
+        record = replace(record, sent_block=first_block)
+    if seen.mined_count > record.nonce:  # one of ours is on chain, its receipt not served yet
+        return Step(Action.WAIT, record)
     if not seen.known:
         # The node forgot it (restart, eviction, a provider dropped it): send the same bytes
         # again. If the last try was refused too (a node evicts and refuses a transaction

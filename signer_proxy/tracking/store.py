@@ -115,6 +115,7 @@ class MemoryTrackStore:
     async def save(self, record: Tracked) -> None:
         key = _addr(record.chain_id, record.address)
         if record.final:
+            record = record.kept()
             self._pending.get(key, {}).pop(record.nonce, None)
             if not self._pending.get(key, True):
                 del self._pending[key]
@@ -280,7 +281,7 @@ class RedisTrackStore:
         for record in records:
             addr = _addr(record.chain_id, record.address)
             pending = f"{PREFIX}{{{addr}}}:pending"
-            text = record.to_json()
+            text = record.to_json(raw=not record.final)  # a final one is kept without them
             if record.final:
                 finished.setdefault(pending, []).append(str(record.nonce))
                 for h in record.hashes:
