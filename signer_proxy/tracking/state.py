@@ -21,7 +21,7 @@ found the node without it and the rebroadcast that put it back.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -129,6 +129,20 @@ class Tracked:
 
 
 _FIELDS = tuple(f.name for f in fields(Tracked))
+
+
+def replace(record: Tracked, **changes: Any) -> Tracked:
+    """dataclasses.replace for a record, without its introspection per call (4.4 → 2.9 µs
+    here; a watch round makes one or two per transaction)."""
+    new = object.__new__(Tracked)
+    for name in _FIELDS:
+        value = changes.pop(name) if name in changes else getattr(record, name)
+        object.__setattr__(new, name, value)  # frozen: as the generated __init__ sets it
+    if changes:
+        raise TypeError(f"Tracked has no field {sorted(changes)}")
+    return new
+
+
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 

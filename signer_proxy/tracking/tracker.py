@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -207,7 +206,7 @@ class Tracker:
                 merged = state.bumped(
                     earlier, record.current, record.raw, earlier.extra_cost, record.sent_at, None
                 )
-                record = dataclasses.replace(merged, bumps=earlier.bumps)
+                record = state.replace(merged, bumps=earlier.bumps)
             saving[key] = record
         await self.store.save_many(list(saving.values()))
 
@@ -346,7 +345,7 @@ class Tracker:
             return stored
         if noted[0] is stored:  # unchanged since (the store kept it parsed)
             return noted[1]
-        return dataclasses.replace(stored, sent_block=noted[1].sent_block)
+        return state.replace(stored, sent_block=noted[1].sent_block)
 
     def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
         if self._metrics is None:
@@ -451,7 +450,7 @@ class Tracker:
         if not found:
             return record
         block, status = found[record.mined_hash.lower()]
-        done = dataclasses.replace(record, block_number=block, status=status)
+        done = state.replace(record, block_number=block, status=status)
         await self.store.save(done)
         return done
 

@@ -212,6 +212,16 @@ def test_decide(
     assert (step.action, step.record.state) == (action, after)
 
 
+def test_a_record_changed_is_a_new_record_as_dataclasses_makes_it() -> None:
+    changed = state.replace(RECORD, state=State.STUCK, stuck_reason="why", sent_block=9)
+    assert changed == replace(RECORD, state=State.STUCK, stuck_reason="why", sent_block=9)
+    assert changed is not RECORD and RECORD.state is State.PENDING
+    with pytest.raises(TypeError, match="no field"):
+        state.replace(RECORD, stuck="x")
+    with pytest.raises(AttributeError):
+        changed.bumps = 3  # type: ignore[misc]  # still frozen
+
+
 def test_status_for_each_hash_of_a_mined_record() -> None:
     record = state.bumped(RECORD, "0xbb", "0x02ff", 100, 1010.0, 12)
     mined = replace(record, state=State.MINED, mined_hash="0xbb", block_number=13, status=1)
