@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from signer_proxy.access.gate import SigningGate
 from signer_proxy.access.policy import key_denial
@@ -110,6 +109,7 @@ class Tracker:
         # Per watched address: the latest block its previous round saw, where the next round
         # starts reading block bodies for the transactions mined since (`_observe`).
         self._heads: dict[tuple[int, str], int] = {}
+        self._bodies_served = True  # until the node refuses eth_getBlockByNumber (_no_bodies)
 
     @property
     def policy(self) -> BumpPolicy:
@@ -393,22 +393,29 @@ class Tracker:
             where = _receipts(probe, await call_many(self._upstream, probe))
             since = min((number for number, _ in where.values()), default=None)
         span = range(since, block + 1) if since is not None else range(0)
-        from_bodies = 0 < len(span) <= MAX_BODIES and len(span) < sum(len(r.hashes) for r in mined)
+        hashes = sum(len(r.hashes) for r in mined)
+        from_bodies = self._bodies_served and 0 < len(span) <= MAX_BODIES and len(span) < hashes
         unread = [n for n in span if n not in bodies] if from_bodies else []
+        if unread:
+            try:
+                reads = [(BODY, [hex(n), False]) for n in unread]
+                answers = await call_many(self._upstream, reads)
+                read = {n: _body_hashes(a, n) for n, a in zip(unread, answers, strict=True)}
+            except (NodeRejected, UpstreamBadResponse) as exc:
+                self._no_bodies(exc)
+                from_bodies = False
+            else:
+                bodies.update(read)
         lookups = [(LOOKUP, [tx_hash]) for r in above for tx_hash in reversed(r.hashes)]
-        reads: list[tuple[str, list[Any]]] = [(BODY, [hex(n), False]) for n in unread]
         receipts = [] if from_bodies else _receipt_calls(mined)
-        calls = [*lookups, *reads, *receipts]
+        calls = [*lookups, *receipts]
         answers = await call_many(self._upstream, calls) if calls else []
         known = {
             call[1][0].lower()
             for call, answer in zip(lookups, answers[: len(lookups)], strict=True)
             if answer is not None
         }
-        after_reads = len(lookups) + len(reads)
-        for number, answer in zip(unread, answers[len(lookups) : after_reads], strict=True):
-            bodies[number] = _body_hashes(answer, number)
-        where.update(_receipts(receipts, answers[after_reads:]))
+        where.update(_receipts(receipts, answers[len(lookups) :]))
         if from_bodies:
             for number in span:
                 for tx_hash in bodies[number] or ():
@@ -435,6 +442,16 @@ class Tracker:
                 seen = any(tx_hash.lower() in known for tx_hash in record.hashes)
                 observed.append(Observation(now, block, mined_count, seen))
         return observed
+
+    def _no_bodies(self, exc: SignerProxyError) -> None:
+        """The node refused block bodies or served ones that are not the block asked: from
+        now on this tracker asks a receipt per transaction, as it did before bodies."""
+        self._bodies_served = False
+        log.warning(
+            "tracking: eth_getBlockByNumber from the node failed (%s); asking a receipt per "
+            "mined transaction from now on",
+            exc.message,
+        )
 
     async def with_status(self, record: Tracked) -> Tracked:
         """`record`, and if it is mined, its receipt's status: a round that found the

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from signer_proxy.access.policy import parse_policy
-from signer_proxy.errors import ConfigError, InvalidParams
+from signer_proxy.errors import ConfigError, InvalidParams, NodeRejected
 from signer_proxy.eth.blobs import BlobSidecar, SidecarForm
 from signer_proxy.eth.ecdsa import Signature
 from signer_proxy.eth.fee_bump import (
@@ -629,25 +629,38 @@ async def test_one_round_reads_each_block_once_for_every_address() -> None:
         pytest.param({"number": "0x9", "transactions": []}, id="another-block"),
         pytest.param({"number": "0x7", "transactions": [7]}, id="not-a-hash"),
         pytest.param(["0x7"], id="not-an-object"),
+        pytest.param(NodeRejected(-32601, "the method does not exist"), id="refused"),
     ],
 )
-async def test_a_body_that_is_not_the_block_asked_is_an_error_for_the_round(body: Any) -> None:
-    from signer_proxy.errors import UpstreamBadResponse
-
-    node = BlockNode(mined=0, pooled=3)
-    tracker, _ = await _tracked(node, range(3))
+async def test_a_node_that_refuses_or_garbles_block_bodies_is_asked_receipts_instead(
+    body: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing is decided from a body that is not the block asked; the round asks receipts
+    (the way before bodies), and so does every later round of this tracker."""
+    node = BlockNode(mined=0, pooled=6)
+    tracker, hashes = await _tracked(node, range(6))
     await tracker.watch(1, ME)
 
     async def bad(method: str, params: Any) -> Any:
-        if method == "eth_getBlockByNumber" and params[0] == "0x7":
-            return body
+        if method == "eth_getBlockByNumber":
+            node.asked[method] = node.asked.get(method, 0) + 1
+            if isinstance(body, Exception):
+                raise body
+            return body if params[0] == "0x7" else {"number": params[0], "transactions": []}
         return await BlockNode.call(node, method, params)
 
     node.call = bad  # type: ignore[method-assign]
-    node.block, node.mined, node.bodies = 7, 3, {6: []}
-    with pytest.raises(UpstreamBadResponse, match="block 7"):
-        await tracker.watch(1, ME)
-    assert len(await tracker.store.pending(1, ME)) == 3  # nothing decided
+    node.block, node.mined, node.served = 7, 3, set(hashes)
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getTransactionReceipt"] == 3
+    assert "asking a receipt per mined transaction" in caplog.text
+    assert [r.nonce for r in await tracker.store.pending(1, ME)] == [3, 4, 5]
+    assert (await tracker.find(hashes[0])).state is State.MINED  # type: ignore[union-attr]
+    asked = node.asked["eth_getBlockByNumber"]
+    node.block, node.mined = 8, 6
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getBlockByNumber"] == asked  # not asked again
+    assert node.asked["eth_getTransactionReceipt"] == 6 and not await tracker.store.pending(1, ME)
 
 
 class MovingNode(CountingNode):
