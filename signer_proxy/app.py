@@ -15,12 +15,13 @@ from aiohttp import web
 
 from signer_proxy import transport
 from signer_proxy.access.audit import FileAuditLog, open_audit_log
+from signer_proxy.access.auth import load_api_keys
 from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from signer_proxy.access.gate import GuardedSigner, SigningGate
 from signer_proxy.access.key_names import KeyNames
 from signer_proxy.access.policy import load_policy
 from signer_proxy.access.ratelimit import RateLimiter
-from signer_proxy.access.setup import build_authenticator, build_gate
+from signer_proxy.access.setup import build_authenticator, build_gate, rate_limits
 from signer_proxy.chain.fill import ChainFacts, mined_nonce, pending_nonce
 from signer_proxy.config import ChainConfig, Settings
 from signer_proxy.errors import ConfigError, SignerProxyError
@@ -167,10 +168,11 @@ def create_app(
     # Who may sign what: read now, so that a bad file refuses the start before anything runs.
     policy = load_policy(settings.policy_file)
     authenticator = build_authenticator(settings, policy)
-    limits = {name: c.rate_limit for name, c in policy.clients.items() if c.rate_limit}
+    limiter = RateLimiter(rate_limits(policy))
     app[ACCESS] = build_access(
-        authenticator, RateLimiter(limits), settings.allowed_hosts, settings.cors_origins
+        authenticator, limiter, settings.allowed_hosts, settings.cors_origins
     )
+    served: list[str] = []  # the chains' names, once they run (a policy may only name them)
     try:
         audit = open_audit_log(
             settings.audit_log, settings.audit_log_max_bytes, settings.audit_log_backups
@@ -206,12 +208,37 @@ def create_app(
         if gate is not None:  # a reload: the policy follows the keys (see KeyNames)
             gate.policy = policy.bind(names.resolve)
 
+    def reread_access() -> Callable[[], dict[str, Any]]:
+        """A reload reads the policy and API keys files named at startup again (ConfigError:
+        a file that does not read or parse refuses the whole reload, nothing changes)."""
+        fresh = load_policy(settings.policy_file)
+        fresh.check_chains(served)
+        api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else {}
+
+        def apply() -> dict[str, Any]:
+            nonlocal policy
+            policy = fresh  # after_load binds it again with the keys just loaded
+            gate = app.get(GATE)
+            if gate is not None:
+                gate.policy = fresh.bind(names.resolve)
+            authenticator.update(api_keys, fresh.cert_clients())
+            limiter.update(rate_limits(fresh))
+            log.info(
+                "reload: policy (%d clients) and API keys (%d clients) read again",
+                len(fresh.clients),
+                len(api_keys),
+            )
+            return {"policy_clients": len(fresh.clients), "api_key_clients": len(api_keys)}
+
+        return apply
+
     # Every key signs only inside a gate approval (gate.GuardedSigner).
     keyring = app[KEYRING] = KeyRing(
         metrics.signer if tracing.TRACER is None else traced(metrics.signer),
         observe=after_load,
         count_reload=metrics.count_reload,
         guard=GuardedSigner,
+        prepare=reread_access,
     )
     metrics.keys_loaded.set_function(lambda: len(keyring.current()))
     app.middlewares.append(request_context)
@@ -253,7 +280,8 @@ def create_app(
             for chain in chains:
                 checks.extend(chain.checks)
             check_chain_ids(chains)
-            policy.check_chains(c.config.name for c in chains)
+            served.extend(c.config.name for c in chains)
+            policy.check_chains(served)
             default = next((c for c in chains if c.config.default), None)
             if default is None and len(chains) == 1:
                 default = chains[0]

@@ -229,8 +229,9 @@ class Settings:
     )
     admin_token_file: str = _setting(
         "",
-        "File holding the bearer token for POST /admin/keys/reload, which reloads the keys "
-        "without a restart (as SIGHUP does). With --admin-clients empty too: no admin route.",
+        "File holding the bearer token for POST /admin/keys/reload, which reloads the keys, "
+        "the policy file and the API keys file without a restart (as SIGHUP does). With "
+        "--admin-clients empty too: no admin route.",
     )
     admin_clients: tuple[str, ...] = _setting(
         (),
@@ -357,7 +358,8 @@ class Settings:
         "",
         "Clients' API key hashes: a YAML file (client: hash, or client: [hashes]) or a "
         "directory with one file per client (a Kubernetes Secret mount). Make hashes with "
-        "`signer-proxy hash-api-key`. Set: every JSON-RPC request must authenticate.",
+        "`signer-proxy hash-api-key`. Set: every JSON-RPC request must authenticate. Read "
+        "again on a reload (SIGHUP, POST /admin/keys/reload).",
         example="/etc/signer-proxy/api-keys",
     )
     allow_api_key_in_query: bool = _setting(
@@ -373,7 +375,8 @@ class Settings:
     policy_file: str = _setting(
         "",
         "YAML signing policy: rules for every key, per key and per client, and each client's "
-        "scope (keys, methods, rate limit, certificate names). Empty: no rules.",
+        "scope (keys, methods, rate limit, certificate names). Empty: no rules. Read again on "
+        "a reload (SIGHUP, POST /admin/keys/reload).",
         example="/etc/signer-proxy/policy.yaml",
     )
     audit_log: str = _setting(

@@ -106,13 +106,22 @@ class Authenticator:
         allow_query_key: bool = False,
     ) -> None:
         self._keys: list[tuple[str, bytes, bytes]] = []
+        self._cert_clients: dict[str, str] = {}
+        self.update(api_keys, cert_clients)
+        self.required = required
+        self.allow_query_key = allow_query_key
+
+    def update(
+        self, api_keys: Mapping[str, Iterable[str]], cert_clients: Mapping[str, str] | None
+    ) -> None:
+        """Serve these API keys and certificate names from now on (a reload): each is
+        replaced in one assignment, so a call sees the old set or the new one."""
+        keys = []
         for client, hashes in api_keys.items():
             for stored in hashes:
                 salt, digest = _parse_hash(stored)
-                self._keys.append((client, salt, digest))
-        self._cert_clients = dict(cert_clients or {})
-        self.required = required
-        self.allow_query_key = allow_query_key
+                keys.append((client, salt, digest))
+        self._keys, self._cert_clients = keys, dict(cert_clients or {})
 
     @property
     def clients(self) -> frozenset[str]:

@@ -42,6 +42,15 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
 
+    def update(self, limits: Mapping[str, RateLimit]) -> None:
+        """Apply these limits from now on (a reload); a client whose limit is unchanged keeps
+        its bucket (a reload does not refill it), the others start afresh."""
+        limits = dict(limits)
+        self._buckets = {
+            c: b for c, b in self._buckets.items() if limits.get(c) == self._limits.get(c)
+        }
+        self._limits = limits
+
     def charge(self, client: str, calls: int) -> None:
         """Take `calls` tokens from `client`'s bucket, or raise RateLimited with the wait."""
         limit = self._limits.get(client)

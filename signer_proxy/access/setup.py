@@ -9,7 +9,7 @@ from signer_proxy.access.audit import AuditLog
 from signer_proxy.access.auth import Authenticator, load_api_keys
 from signer_proxy.access.budgets import BudgetStore
 from signer_proxy.access.gate import SigningGate
-from signer_proxy.access.policy import Policy
+from signer_proxy.access.policy import Policy, RateLimit
 from signer_proxy.config import Settings
 from signer_proxy.ops.metrics import Metrics, method_family
 
@@ -29,6 +29,11 @@ def build_gate(
         metrics.policy_denials.labels(method_family(method, True)).inc()
 
     return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
+
+
+def rate_limits(policy: Policy) -> dict[str, RateLimit]:
+    """Each client's rate limit that the policy sets."""
+    return {name: c.rate_limit for name, c in policy.clients.items() if c.rate_limit}
 
 
 def build_authenticator(settings: Settings, policy: Policy) -> Authenticator:

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # previous load (None at startup), strict → the new load
 Loader = Callable[[KeyLoad | None, bool], Awaitable[KeyLoad]]
+# Read what else a reload re-reads (the policy and API keys files); ConfigError refuses the
+# reload. What it returns applies it, with the new keys, and says what it applied.
+Prepare = Callable[[], Callable[[], dict[str, Any]]]
 RELOAD_TRIGGERS = ("sighup", "admin")
 _SOURCE_NAMES = {"kms": "KMS", "discovery": "discovered KMS", "keystore": "keystore"}
 RELOAD_OUTCOMES = ("ok", "failures", "error")  # failures: some keys did not load
@@ -36,6 +39,7 @@ class ReloadReport:
     load: KeyLoad
     added: tuple[str, ...]
     removed: tuple[str, ...]
+    access: dict[str, Any] | None = None  # what the reload applied besides keys (Prepare)
 
     def to_json(self) -> dict[str, Any]:
         def row(status: KeyStatus) -> dict[str, str]:
@@ -54,6 +58,7 @@ class ReloadReport:
             "kept": [row(s) for s in self.load.statuses if s.state == "kept"],
             "skipped": dict(self.load.skipped),
             "seconds": round(self.load.seconds, 3),
+            **({"access": self.access} if self.access is not None else {}),
         }
 
 
@@ -83,8 +88,10 @@ class KeyRing:
         observe: Callable[[KeyLoad], None] | None = None,
         count_reload: Callable[[str, str], None] | None = None,
         guard: Callable[[Signer], Signer] | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self._registry = self._unguarded = KeyRegistry(())
+        self._prepare = prepare
         self._wrap = wrap
         self._guard = guard
         self._observe = observe
@@ -128,17 +135,21 @@ class KeyRing:
         return loaded
 
     async def reload(self, trigger: str) -> ReloadReport:
-        """Load every source again and swap the result in; ConfigError (nothing changed) when
-        the configuration itself cannot be read. Key failures are reported, never raised."""
-        if self._load is None:
-            return ReloadReport(trigger, self._last or KeyLoad(), (), ())
+        """Load every source again and swap the result in, with what `prepare` re-reads;
+        ConfigError (nothing changed) when the configuration itself cannot be read. Key
+        failures are reported, never raised."""
         async with self._lock:
-            before = set(self._registry.addresses)
             try:
+                apply = self._prepare() if self._prepare is not None else None
+                if self._load is None:
+                    access = apply() if apply is not None else None
+                    return ReloadReport(trigger, self._last or KeyLoad(), (), (), access)
+                before = set(self._registry.addresses)
                 loaded = await self._load(self._last, False)
             except ConfigError:
                 self._counted(trigger, "error")
                 raise
+            access = apply() if apply is not None else None  # the policy follows in _swap
             self._swap(loaded)
             after = [s.address for s in loaded.signers]
         self._counted(
@@ -150,6 +161,7 @@ class KeyRing:
             loaded,
             tuple(a for a in after if a not in before),
             tuple(sorted(before - set(after))),
+            access,
         )
         for address in report.added:
             log.info("reload (%s): added %s", trigger, address)
@@ -173,9 +185,9 @@ class KeyRing:
             try:
                 await self.reload(trigger)
             except ConfigError as exc:
-                log.error("reload (%s) refused, the keys are unchanged: %s", trigger, exc)
+                log.error("reload (%s) refused, nothing changed: %s", trigger, exc)
             except Exception:
-                log.exception("reload (%s) failed, the keys are unchanged", trigger)
+                log.exception("reload (%s) failed, nothing changed", trigger)
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)

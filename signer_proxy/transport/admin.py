@@ -92,7 +92,7 @@ async def handle_reload(request: web.Request) -> web.Response:
     try:
         report = await request.app[ADMIN_KEYRING].reload("admin")
     except ConfigError as exc:
-        return _json({"error": f"the keys are unchanged: {exc}"}, 422)
+        return _json({"error": f"nothing changed (keys, policy, API keys): {exc}"}, 422)
     return _json(report.to_json())
 
 

@@ -109,7 +109,7 @@ def test_sighup_rereads_the_file_resolves_aliases_again_and_reruns_discovery(
     assert proxy.process.returncode == 0
     assert f"reload (sighup): removed {removed.address}" in stderr
     assert f"reload (sighup): added {retargeted.address}" in stderr
-    assert "reload (sighup) refused, the keys are unchanged" in stderr
+    assert "reload (sighup) refused, nothing changed" in stderr
     assert "Traceback" not in stderr
 
 
@@ -188,7 +188,9 @@ async def test_a_reload_whose_configuration_fails_changes_nothing(
     response = await client.post("/admin/keys/reload", headers={"Authorization": f"Bearer {TOKEN}"})
 
     assert response.status == 422
-    assert (await response.json())["error"].startswith(f"the keys are unchanged: {message}")
+    assert (await response.json())["error"].startswith(
+        f"nothing changed (keys, policy, API keys): {message}"
+    )
     reply = await client.post("/", json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts"})
     assert (await reply.json())["result"] == [key.address]
 

@@ -208,3 +208,17 @@ def test_load_api_keys_refuses_bad_files_without_echoing_them(
 def test_load_api_keys_names_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         load_api_keys(str(tmp_path / "missing.yaml"))
+
+
+def test_an_update_replaces_every_key_and_certificate_name() -> None:
+    """A reload: the new set in, the old set out (a removed key is refused at once)."""
+    door = authenticator()
+    door.update({"dapp": [hash_api_key(API_KEYS["dapp"])]}, {"new.example.com": "dapp"})
+    assert door.authenticate(Credentials(bearer=API_KEYS["dapp"])) == Identity("dapp", "api_key")
+    assert door.authenticate(Credentials(cert_names=("new.example.com",))) == Identity(
+        "dapp", "client_cert"
+    )
+    for gone in (Credentials(bearer=KEY), Credentials(cert_names=("Reader Bot",))):
+        with pytest.raises(Unauthorized):
+            door.authenticate(gone)
+    assert door.clients == {"dapp"}

@@ -95,3 +95,19 @@ def test_token_bucket_says_how_long_until_it_holds_enough() -> None:
     assert bucket.tokens == pytest.approx(1.0)  # a refusal spends nothing
     assert bucket.take(3.0, 11.0) == 0.0
     assert bucket.take(1.0, 5.0) > 0  # a clock that steps back refills nothing
+
+
+def test_a_reload_keeps_the_buckets_of_unchanged_limits_only() -> None:
+    """A reload does not refill a client whose limit stayed (it could otherwise reload its
+    way past the limit); a changed limit starts a fresh bucket; a removed one is gone."""
+    clock = Clock()
+    limiter = RateLimiter({"same": RateLimit(1.0, 1), "changed": RateLimit(1.0, 1)}, clock)
+    for client in ("same", "changed"):
+        limiter.charge(client, 1)
+    limiter.update({"same": RateLimit(1.0, 1), "changed": RateLimit(1.0, 3)})
+    with pytest.raises(RateLimited):
+        limiter.charge("same", 1)
+    limiter.charge("changed", 3)
+    limiter.update({})
+    for _ in range(10):
+        limiter.charge("same", 1)
