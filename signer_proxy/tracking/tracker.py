@@ -117,20 +117,7 @@ class Tracker:
 
     # -- recording --
 
-    async def track(
-        self,
-        signed: SignedTx,
-        chain_id: int,
-        address: str,
-        client: str,
-        kind: str = "send",
-        tx: UnsignedTx | None = None,
-    ) -> None:
-        """Track a transaction the node acknowledged; never raises (the send succeeded).
-        Returns once the record is stored (a status call right after finds it): `begin`."""
-        await self.begin(signed, chain_id, address, client, kind, tx)
-
-    def begin(
+    def track(
         self,
         signed: SignedTx,
         chain_id: int,
@@ -139,12 +126,13 @@ class Tracker:
         kind: str = "send",
         tx: UnsignedTx | None = None,
     ) -> Awaitable[None]:
-        """Queue the record of a transaction the node acknowledged; what it returns completes
-        once the record is stored, so the caller can do its own closing work (settle the
-        nonce, write the audit) meanwhile and wait only after. `tx`: what was signed, when
-        the caller has it (else it is decoded from the raw bytes: ~45 µs). Sends that arrive
-        together are stored together (group commit: one lookup and one write to the store
-        for the group), which is what keeps tracking cheap with Redis. Never raises."""
+        """Track a transaction the node acknowledged: its record is queued at once, and what
+        this returns completes once the record is stored (a status call right after finds
+        it), so a caller can do its own closing work meanwhile (settle the nonce, write the
+        audit) and wait only after. `tx`: what was signed, when the caller has it (else it is
+        decoded from the raw bytes: ~45 µs). Sends that arrive together are stored together
+        (group commit: one lookup and one write to the store for the group), which is what
+        keeps tracking cheap with Redis. Never raises."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         try:
@@ -221,8 +209,8 @@ class Tracker:
     def track_send(
         self, signed: SignedTx, tx: UnsignedTx, address: str, client: str
     ) -> Awaitable[None]:
-        """begin() for eth_sendTransaction, which has the transaction it signed."""
-        return self.begin(signed, tx.chain_id, address, client, tx=tx)
+        """track() for eth_sendTransaction, which has the transaction it signed."""
+        return self.track(signed, tx.chain_id, address, client, tx=tx)
 
     # -- asking --
 
