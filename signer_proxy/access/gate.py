@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -266,41 +266,48 @@ class SigningGate:
         if denial is not None:
             self._refused(entry, denial)
             raise denial
-        async with self._audited(entry, context, signer, held) as decision:
-            yield decision
-
-    @asynccontextmanager
-    async def _audited(
-        self,
-        entry: dict[str, Any],
-        context: CallContext,
-        signer: Signer,
-        held: list[tuple[str, int]],
-    ) -> AsyncIterator[Decision]:
-        """An allowed decision: the signature is approved inside, and the audit line written
-        with how it ended (value `held` in budgets given back when nothing went out)."""
-        entry["outcome"] = "allowed"
-        decision = Decision(entry)
-        token = _APPROVAL.set(Approval(context.client, entry["method"], signer.address))
+        decision, token = self._allowed(entry, context, signer)
         try:
             yield decision
         except BaseException as exc:
-            _APPROVAL.reset(token)
-            if isinstance(exc, UpstreamTimeout) and isinstance(exc.data, dict):
-                entry.setdefault("tx_hash", exc.data.get("txHash"))
-            # Only an error that proves nothing went out gives the value back: a timeout, a
-            # cancellation or a bug may have left a transaction on its way to the node.
-            if isinstance(exc, SignerProxyError) and not isinstance(exc, UpstreamTimeout):
-                await self._refund(held)
-            entry["result"] = "error"
-            if isinstance(exc, SignerProxyError):
-                entry["error"] = {"code": exc.error_code(), "message": exc.message[:300]}
-            else:
-                entry["error"] = {"code": SignerProxyError.code, "message": type(exc).__name__}
-            self._write(entry)
+            await self._ended(entry, token, held, exc)
             raise
+        await self._ended(entry, token, held, None)
+
+    @staticmethod
+    def _allowed(
+        entry: dict[str, Any], context: CallContext, signer: Signer
+    ) -> tuple[Decision, Token[Approval | None]]:
+        """An allowed decision: its signer may sign until `_ended`."""
+        entry["outcome"] = "allowed"
+        token = _APPROVAL.set(Approval(context.client, entry["method"], signer.address))
+        return Decision(entry), token
+
+    async def _ended(
+        self,
+        entry: dict[str, Any],
+        token: Token[Approval | None],
+        held: list[tuple[str, int]],
+        exc: BaseException | None,
+    ) -> None:
+        """The audit line of an allowed decision, with how it ended (`exc`: what was raised);
+        value `held` in budgets is given back when nothing went out."""
         _APPROVAL.reset(token)
-        entry.setdefault("result", "ok")
+        if exc is None:
+            entry.setdefault("result", "ok")
+            self._write(entry)
+            return
+        if isinstance(exc, UpstreamTimeout) and isinstance(exc.data, dict):
+            entry.setdefault("tx_hash", exc.data.get("txHash"))
+        # Only an error that proves nothing went out gives the value back: a timeout, a
+        # cancellation or a bug may have left a transaction on its way to the node.
+        if isinstance(exc, SignerProxyError) and not isinstance(exc, UpstreamTimeout):
+            await self._refund(held)
+        entry["result"] = "error"
+        if isinstance(exc, SignerProxyError):
+            entry["error"] = {"code": exc.error_code(), "message": exc.message[:300]}
+        else:
+            entry["error"] = {"code": SignerProxyError.code, "message": type(exc).__name__}
         self._write(entry)
 
     @asynccontextmanager
@@ -315,8 +322,13 @@ class SigningGate:
         entry = self._entry(context, "eth_sendTransaction", signer)
         entry.update(_tx_fields(tx), reason=reason)
         self._audit.check()  # AuditUnavailable: nothing is signed unaudited
-        async with self._audited(entry, context, signer, []) as decision:
+        decision, token = self._allowed(entry, context, signer)
+        try:
             yield decision
+        except BaseException as exc:
+            await self._ended(entry, token, [], exc)
+            raise
+        await self._ended(entry, token, [], None)
 
     def transaction(
         self,

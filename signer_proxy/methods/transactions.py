@@ -39,9 +39,9 @@ from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
 log = logging.getLogger(__name__)
 
-# Track this acknowledged send: (signed, chain id, from, client); never raises.
-# Told of each acknowledged send: what was sent, what was signed, the sender, the client.
-# Tracker.track_send: queues the record at once, returns what completes once it is stored.
+# Told of each acknowledged send (what was sent, what was signed, the sender, the client;
+# never raises): Tracker.track_send queues the record at once and returns what completes
+# once it is stored.
 TrackSend = Callable[[SignedTx, UnsignedTx, str, str], Awaitable[None]]
 
 # A send that meets a nonce clash re-reads the node and tries again, this many times in all.
