@@ -1,13 +1,14 @@
-"""A lean KMS `Sign` call: the KMS JSON protocol over a keep-alive pool, signed with botocore's
-SigV4 signer and the standard AWS credential chain.
+"""A lean KMS `Sign` call: the KMS JSON protocol over a keep-alive pool, signed with SigV4 and
+the standard AWS credential chain.
 
 Why: through aioboto3 one `Sign` costs ~2 ms of client CPU (botocore's request machinery:
 parameter validation, serializers, event hooks, retry handlers, response parsing), so one
 core could not keep AWS's 1,000 ECC signatures/s busy. This path does only what `Sign` needs:
-one JSON body, SigV4 (~0.1 ms, botocore's own `SigV4Auth`), one POST, one JSON answer. The
-credentials come from aiobotocore's provider chain (environment, profile, web identity / IRSA,
-container and instance roles), refreshed by it before they expire, exactly as the aioboto3
-client's are. Everything else (DescribeKey, GetPublicKey, key management) stays on aioboto3.
+one JSON body, SigV4 (keys/sigv4.py: what botocore's `SigV4Auth` adds, byte for byte), one
+POST, one JSON answer. The credentials come from aiobotocore's provider chain (environment,
+profile, web identity / IRSA, container and instance roles), refreshed by it before they
+expire, exactly as the aioboto3 client's are. Everything else (DescribeKey, GetPublicKey, key
+management) stays on aioboto3.
 
 `LeanKmsClient.sign(...)` takes the same arguments as the aioboto3 client's and raises the same
 `botocore.exceptions.ClientError` for KMS errors, so `KmsSigner` works with either.
@@ -16,39 +17,21 @@ client's are. Everything else (DescribeKey, GetPublicKey, key management) stays 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import orjson
-from botocore.auth import SigV4Auth, _host_from_url
+from botocore.auth import _host_from_url
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from signer_proxy.jsonrpc import loads
+from signer_proxy.keys.sigv4 import PostSigner
 from signer_proxy.upstream.http_pool import HttpError, HttpPool
 
 _HEADERS = {
     "Content-Type": "application/x-amz-json-1.1",
     "X-Amz-Target": "TrentService.Sign",
 }
-
-
-class _SignableRequest:
-    """The attributes botocore's `SigV4Auth.add_auth` reads and writes on a request.
-
-    Why not an `AWSRequest`: building one, its email-based header object, and the prepared
-    request its `body` property rebuilds on every read cost more than the signature itself.
-    The signer only reads `method`, `url`, `body`, `params` and `context`, and tests and
-    sets the exact header names it adds (Authorization, X-Amz-Date, X-Amz-Security-Token),
-    so a plain dict serves as the header map."""
-
-    __slots__ = ("body", "context", "headers", "method", "params", "url")
-
-    def __init__(self, url: str, headers: dict[str, str], body: bytes) -> None:
-        self.method = "POST"
-        self.url = url
-        self.headers = headers
-        self.body = body
-        self.params: dict[str, str] = {}
-        self.context: dict[str, Any] = {}
 
 
 def kms_endpoint(region: str, endpoint_url: str = "") -> str:
@@ -65,9 +48,9 @@ class LeanKmsClient:
         self._url = kms_endpoint(region, endpoint_url).rstrip("/") + "/"
         self._pool = HttpPool(self._url, connect_timeout=timeout)
         self._timeout = timeout
-        # The Host that is signed, worked out once by botocore (SigV4Auth would otherwise
-        # re-parse the URL for it twice per request); the pool sends the same Host.
+        # The Host that is signed, worked out once by botocore; the pool sends the same Host.
         self._headers = {**_HEADERS, "Host": _host_from_url(self._url)}
+        self._signer = PostSigner(self._url, self._headers, region, "kms")
 
     @classmethod
     async def from_default_chain(
@@ -92,10 +75,11 @@ class LeanKmsClient:
         return await frozen if hasattr(frozen, "__await__") else frozen
 
     def signed_headers(self, body: bytes, frozen: Any) -> dict[str, str]:
-        """SigV4 headers for a Sign request with `body` (botocore's own signer)."""
-        request = _SignableRequest(self._url, dict(self._headers), body)
-        SigV4Auth(frozen, "kms", self._region).add_auth(request)
-        return request.headers
+        """SigV4 headers for a Sign request with `body`, as botocore's `SigV4Auth` makes
+        them (keys/sigv4.py; the tests compare the two)."""
+        return self._signer.headers(
+            body, frozen.access_key, frozen.secret_key, frozen.token, time.time()
+        )
 
     async def sign(
         self, *, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str
