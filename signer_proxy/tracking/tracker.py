@@ -63,6 +63,8 @@ BODY = "eth_getBlockByNumber"
 # The most block bodies a round reads to find which of an address's transactions were mined;
 # past it (a replica that was away, a node far ahead) each one's receipt is asked instead.
 MAX_BODIES = 64
+# After the node refuses a block body, how long rounds ask receipts before trying bodies again.
+BODIES_RETRY_SECONDS = 600
 
 
 def utc_day(now: float) -> str:
@@ -109,7 +111,8 @@ class Tracker:
         # Per watched address: the latest block its previous round saw, where the next round
         # starts reading block bodies for the transactions mined since (`_observe`).
         self._heads: dict[tuple[int, str], int] = {}
-        self._bodies_served = True  # until the node refuses eth_getBlockByNumber (_no_bodies)
+        # Block bodies are not read before this time (the node refused one: _no_bodies).
+        self._bodies_after = 0.0
 
     @property
     def policy(self) -> BumpPolicy:
@@ -382,7 +385,8 @@ class Tracker:
             since = min((number for number, _ in where.values()), default=None)
         span = range(since, block + 1) if since is not None else range(0)
         hashes = sum(len(r.hashes) for r in mined)
-        from_bodies = self._bodies_served and 0 < len(span) <= MAX_BODIES and len(span) < hashes
+        enough = 0 < len(span) <= MAX_BODIES and len(span) < hashes
+        from_bodies = enough and now >= self._bodies_after
         unread = [n for n in span if n not in bodies] if from_bodies else []
         if unread:
             try:
@@ -432,13 +436,15 @@ class Tracker:
         return observed
 
     def _no_bodies(self, exc: SignerProxyError) -> None:
-        """The node refused block bodies or served ones that are not the block asked: from
-        now on this tracker asks a receipt per transaction, as it did before bodies."""
-        self._bodies_served = False
+        """The node refused block bodies or served ones that are not the block asked: for the
+        next BODIES_RETRY_SECONDS this tracker asks a receipt per transaction, as it did
+        before bodies (a provider's passing rate limit does not turn them off for good)."""
+        self._bodies_after = self._clock() + BODIES_RETRY_SECONDS
         log.warning(
             "tracking: eth_getBlockByNumber from the node failed (%s); asking a receipt per "
-            "mined transaction from now on",
+            "mined transaction for the next %d s",
             exc.message,
+            BODIES_RETRY_SECONDS,
         )
 
     async def with_status(self, record: Tracked) -> Tracked:

@@ -29,6 +29,7 @@ from signer_proxy.eth.tx_encoding import UnsignedTx, sign_with
 from signer_proxy.tracking import state
 from signer_proxy.tracking.state import Action, Observation, State
 from signer_proxy.tracking.store import MemoryTrackStore, RedisTrackStore
+from signer_proxy.tracking.tracker import BODIES_RETRY_SECONDS
 
 GWEI = 10**9
 ME = "0x" + "11" * 20
@@ -632,13 +633,16 @@ async def test_one_round_reads_each_block_once_for_every_address() -> None:
         pytest.param(NodeRejected(-32601, "the method does not exist"), id="refused"),
     ],
 )
-async def test_a_node_that_refuses_or_garbles_block_bodies_is_asked_receipts_instead(
+async def test_a_node_that_refuses_or_garbles_block_bodies_is_asked_receipts_for_a_while(
     body: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing is decided from a body that is not the block asked; the round asks receipts
-    (the way before bodies), and so does every later round of this tracker."""
-    node = BlockNode(mined=0, pooled=6)
-    tracker, hashes = await _tracked(node, range(6))
+    (the way before bodies), and so do this tracker's rounds for the next ten minutes; then
+    bodies are tried again."""
+    node = BlockNode(mined=0, pooled=9)
+    tracker, hashes = await _tracked(node, range(9))
+    clock = [1000.0]
+    tracker._clock = lambda: clock[0]
     await tracker.watch(1, ME)
 
     async def bad(method: str, params: Any) -> Any:
@@ -654,12 +658,19 @@ async def test_a_node_that_refuses_or_garbles_block_bodies_is_asked_receipts_ins
     await tracker.watch(1, ME)
     assert node.asked["eth_getTransactionReceipt"] == 3
     assert "asking a receipt per mined transaction" in caplog.text
-    assert [r.nonce for r in await tracker.store.pending(1, ME)] == [3, 4, 5]
+    assert [r.nonce for r in await tracker.store.pending(1, ME)] == [3, 4, 5, 6, 7, 8]
     assert (await tracker.find(hashes[0])).state is State.MINED  # type: ignore[union-attr]
     asked = node.asked["eth_getBlockByNumber"]
     node.block, node.mined = 8, 6
     await tracker.watch(1, ME)
     assert node.asked["eth_getBlockByNumber"] == asked  # not asked again
+    assert node.asked["eth_getTransactionReceipt"] == 6
+    assert [r.nonce for r in await tracker.store.pending(1, ME)] == [6, 7, 8]
+    clock[0] += BODIES_RETRY_SECONDS
+    node.call = BlockNode.call.__get__(node)  # type: ignore[method-assign]  # healthy again
+    node.block, node.mined, node.bodies = 9, 9, {8: [], 9: hashes[6:]}
+    await tracker.watch(1, ME)
+    assert node.asked["eth_getBlockByNumber"] == asked + 2  # blocks 8 and 9, read again
     assert node.asked["eth_getTransactionReceipt"] == 6 and not await tracker.store.pending(1, ME)
 
 
