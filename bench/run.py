@@ -431,8 +431,10 @@ class Bench:
         reps: int | None = None,
         soak: float = 0,
         profile: bool = False,
+        tracking_stores: tuple[str, ...] = ("memory", "redis"),
     ) -> None:
         self.only = only
+        self.tracking_stores = tracking_stores
         self.smoke = smoke
         self.use_wrk = use_wrk and shutil.which("wrk") is not None
         self.nginx_binary = shutil.which("nginx") or (
@@ -735,7 +737,7 @@ class Bench:
 
         redis = start_redis_server()
         try:
-            for store in ("memory", "redis"):
+            for store in self.tracking_stores:
                 for conns in [c for c in self.conns if c >= self.busy]:
                     self.tracking_row(body, address, conns, store, redis.url)
         finally:
@@ -762,14 +764,15 @@ class Bench:
                     )
                 )
         off, on = runs[False], runs[True]
+        pairs = [a["load"].rps / max(b["load"].rps, 1) for a, b in zip(on, off, strict=True)]
         row = {
             "store": store,
             "concurrency": conns,
             "off_rps": spread([r["load"].rps for r in off]),
             "on_rps": spread([r["load"].rps for r in on]),
-            "on_vs_off": spread(
-                [a["load"].rps / max(b["load"].rps, 1) for a, b in zip(on, off, strict=True)]
-            ),
+            "on_vs_off": spread(pairs),
+            # Each pair's ratio, in run order: runs of the same code can be read side by side.
+            "on_vs_off_pairs": [round(x, 3) for x in pairs],
             # The throughput a deployment whose proxy core is the limit would see: CPU per
             # transaction off / on. Here the node and the load generator share the other core,
             # so the node's own tracking work (a receipt per transaction) also lowers tx/s.
@@ -1361,6 +1364,13 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=0, help="soak for this many seconds")
     parser.add_argument("--profile", action="store_true", help="py-spy the saturated rows")
     parser.add_argument(
+        "--tracking-store",
+        action="append",
+        choices=["memory", "redis"],
+        default=[],
+        help="the tracking rows to run (repeatable; default both)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=["passthrough", "chains", "signing", "websocket", "tracking", "memory", "soak"],
@@ -1371,7 +1381,13 @@ def main() -> None:
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})  # this script and its load generators stay off CPU 0
     report = Bench(
-        args.smoke, not args.no_wrk, tuple(args.only), args.reps, args.soak, args.profile
+        args.smoke,
+        not args.no_wrk,
+        tuple(args.only),
+        args.reps,
+        args.soak,
+        args.profile,
+        tuple(args.tracking_store) or ("memory", "redis"),
     ).run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

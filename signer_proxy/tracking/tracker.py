@@ -103,9 +103,12 @@ class Tracker:
         self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
         # (chain id, lower-case address) -> the checksummed address its gauges are labelled with
         self._watching: dict[tuple[int, str], str] = {}
-        # Records waiting to be stored, with the future their send awaits; the task storing.
+        # Records queued this turn of the event loop, with the future their send awaits; the
+        # tasks storing groups (held: the loop keeps only weak references to tasks).
         self._queued: list[tuple[Tracked, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        # Held while records the store already knew of are looked up and merged (rare).
+        self._merging: asyncio.Lock | None = None
         # Per watched address: current hash -> (the record as stored, with its first block).
         self._first_blocks: dict[tuple[int, str], dict[str, tuple[Tracked, Tracked]]] = {}
         # Per watched address: the latest block its previous round saw, where the next round
@@ -133,9 +136,11 @@ class Tracker:
         this returns completes once the record is stored (a status call right after finds
         it), so a caller can do its own closing work meanwhile (settle the nonce, write the
         audit) and wait only after. `tx`: what was signed, when the caller has it (else it is
-        decoded from the raw bytes: ~45 µs). Sends that arrive together are stored together
-        (group commit: one lookup and one write to the store for the group), which is what
-        keeps tracking cheap with Redis. Never raises."""
+        decoded from the raw bytes: ~45 µs). The records queued in one turn of the event loop
+        are stored together, sent in the next turn without waiting for earlier groups: with
+        Redis their script leaves in the same write as the nonces' commit of those sends (a
+        group that waited for the one before went out alone: a quarter more writes to Redis,
+        each a wake-up for Redis and for everything sharing its core). Never raises."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         try:
@@ -156,23 +161,26 @@ class Tracker:
             done.set_result(None)
             return done
         self._queued.append((record, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return asyncio.shield(done)  # a cancelled request does not undo the group's write
+        if len(self._queued) == 1:  # the turn's first: its task takes the turn's records
+            task = asyncio.create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        # A request cancelled while it waits cancels only `done`: the group's write goes on.
+        return done
 
     async def _flush(self) -> None:
-        """Store every queued record, group after group, until none is queued."""
-        while self._queued:
-            group, self._queued = self._queued, []
-            try:
-                await self._store_group([record for record, _ in group])
-            except Exception as exc:
-                for record, _ in group:
-                    self._not_tracked(record.current, record.address, exc)
-            finally:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
+        """Store the records queued in the turn this task was created in. Its first step runs
+        in the next turn, before the Redis client writes what that turn sent."""
+        group, self._queued = self._queued, []
+        try:
+            await self._store_group([record for record, _ in group])
+        except Exception as exc:
+            for record, _ in group:
+                self._not_tracked(record.current, record.address, exc)
+        finally:
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
 
     async def _store_group(self, records: list[Tracked]) -> None:
         # New sends first, in one call; what the store already knows of goes the long way.
@@ -180,6 +188,12 @@ class Tracker:
         records = [r for r, done in zip(records, stored, strict=True) if not done]
         if not records:
             return
+        if self._merging is None:
+            self._merging = asyncio.Lock()
+        async with self._merging:  # groups in flight: one merge at a time reads, then writes
+            await self._merge(records)
+
+    async def _merge(self, records: list[Tracked]) -> None:
         looked = await self.store.before_track_many(
             [(r.current, r.chain_id, r.address, r.nonce) for r in records]
         )

@@ -411,6 +411,45 @@ async def test_sends_tracked_together_share_one_round_trip(redis_url: str) -> No
         await redis.aclose()
 
 
+async def test_a_group_leaves_in_the_same_redis_write_as_the_nonce_commit(redis_url: str) -> None:
+    """A send's record is queued, then its nonce committed in the same turn of the loop: the
+    record's script goes out in the commit's write (one wake-up for Redis, not two), and a
+    group never waits for an earlier one's reply (here: Redis has not answered the first)."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.nonces.redis_store import connect
+    from signer_proxy.tracking.tracker import Tracker
+
+    redis = connect(redis_url)
+    try:
+        assert redis.pipelined is not None
+        await redis.pipelined.command("PING")  # connected
+        resp = redis.pipelined._resp
+        assert resp is not None and resp._transport is not None
+        writes: list[bytes] = []
+        write = resp._transport.write
+        resp._transport.write = lambda data: (writes.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        registry = KeyRegistry([])
+        tracker = Tracker(RedisTrackStore(redis), None, None, lambda: registry, SigningGate())  # type: ignore[arg-type]
+        txs = [replace(TYPE2, nonce=200 + i) for i in range(2)]
+        resp._transport.pause_reading()  # Redis's replies wait: the first group is in flight
+        tracked, commits = [], []
+        for i, tx in enumerate(txs):
+            tracked.append(tracker.track_send(sign_with(tx, SIG), tx, ME, "ci"))
+            # as settle() commits the send's nonce, in the same turn
+            commits.append(asyncio.ensure_future(redis.pipelined.command("SET", f"commit-{i}", 1)))
+            for _ in range(3):
+                await asyncio.sleep(0)
+        assert len(writes) == 2
+        for i, data in enumerate(writes):
+            assert data.count(b"EVALSHA") == 1 and f"commit-{i}".encode() in data
+        resp._transport.resume_reading()
+        await asyncio.gather(*tracked, *commits)
+        assert [r.nonce for r in await RedisTrackStore(redis).pending(1, ME)] == [200, 201]
+    finally:
+        await redis.aclose()
+
+
 class CountingNode:
     """A node whose address has `mined` nonces mined and the next ones up to `pooled` in its
     pool; it answers batches and counts what it was asked per method."""
