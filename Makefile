@@ -51,7 +51,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # and from Debian when missing (needs root): redis-server (the replicas' nonce store),
 # SoftHSM2 (the PKCS#11 token), Chromium (the operator page's browser tests), nginx-light
 # (the benchmark's reference hop). One apt-get for all of them.
-tools: .tools/.installed .tools/.chart-render system-packages
+tools: .tools/.installed .tools/.hardhat .tools/.chart-render system-packages
 
 # command to look for : Debian package that provides it
 SYSTEM_PACKAGES := redis-server:redis-server softhsm2-util:softhsm2 chromium:chromium \
@@ -79,6 +79,16 @@ bench: env tools
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
 		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0 \
 		@metamask/eth-sig-util@8.2.0 viem@2.38.0 @hashgraph/sdk@2.81.0
+	touch $@
+
+# Hardhat 2 and 3 (tests/integration/test_hardhat.py), each in its own folder. Hardhat 3 needs
+# Node 22: node@22 from npm, and npm run under it (under an older Node, npm skips Hardhat 3's
+# native simulator, an optional dependency that asks for Node 22).
+.tools/.hardhat: Makefile
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools/hardhat2 hardhat@2.29.1
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools/node22 node@22.23.3
+	PATH="$(CURDIR)/.tools/node22/node_modules/node/bin:$$PATH" npm install --silent --no-save \
+		--no-audit --no-fund --prefix .tools/hardhat3 hardhat@3.18.0
 	touch $@
 
 GO_PACKAGES := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev \

@@ -114,8 +114,8 @@ def render_banner(info: BannerInfo) -> str:
         "",
         "  cast:",
         f"    cast send --unlocked --from {first} --rpc-url {url} {RECIPIENT} --value 1",
-        "  Hardhat (hardhat.config.js):",
-        f'    networks: {{ dev: {{ url: "{url}", accounts: "remote" }} }}',
+        "  Hardhat 2 or 3 (hardhat.config.js / .ts):",
+        f'    networks: {{ dev: {{ type: "http", url: "{url}", accounts: "remote" }} }}',
         "  ethers.js (v6):",
         f'    const signer = await new ethers.JsonRpcProvider("{url}").getSigner("{first}");',
         f'    await signer.sendTransaction({{ to: "{RECIPIENT}", value: 1n }});',
@@ -160,9 +160,11 @@ def _render_several(info: BannerInfo) -> str:
             f"    cast send --unlocked --from {first} --rpc-url {c.url} {RECIPIENT} --value 1"
             for c in info.chains
         ),
-        "  Hardhat (hardhat.config.js):",
+        "  Hardhat 2 or 3 (hardhat.config.js / .ts):",
         "    networks: { "
-        + ", ".join(f'{c.name}: {{ url: "{c.url}", accounts: "remote" }}' for c in info.chains)
+        + ", ".join(
+            f'{c.name}: {{ type: "http", url: "{c.url}", accounts: "remote" }}' for c in info.chains
+        )
         + " }",
         f"  ethers.js (v6), on {main.name}:",
         f'    const signer = await new ethers.JsonRpcProvider("{main.url}").getSigner("{first}");',

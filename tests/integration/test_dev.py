@@ -149,7 +149,7 @@ def test_dev_banner_lists_funded_kms_accounts_and_client_commands(dev: DevProces
     assert all(balance == "1000" for _, _, balance in dev.accounts)
     first = dev.addresses[0]
     assert f"cast send --unlocked --from {first} --rpc-url {dev.proxy_url}" in dev.banner
-    assert f'url: "{dev.proxy_url}", accounts: "remote"' in dev.banner  # Hardhat
+    assert f'type: "http", url: "{dev.proxy_url}", accounts: "remote"' in dev.banner  # Hardhat
     assert f'JsonRpcProvider("{dev.proxy_url}").getSigner("{first}")' in dev.banner  # ethers
     assert f'Web3(Web3.HTTPProvider("{dev.proxy_url}"))' in dev.banner
     assert "chain id 1337" in dev.banner

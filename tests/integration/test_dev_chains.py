@@ -57,7 +57,7 @@ def test_dev_chains_banner_lists_each_chain_with_its_url_and_cast_command(
     first = dev2.addresses[0]
     for _, _, url, _ in chains:
         assert f"cast send --unlocked --from {first} --rpc-url {url} {RECIPIENT}" in dev2.banner
-        assert f'{{ url: "{url}", accounts: "remote" }}' in dev2.banner  # Hardhat networks
+        assert f'{{ type: "http", url: "{url}", accounts: "remote" }}' in dev2.banner  # Hardhat
     assert dev2.accounts and all(balance == "1000" for _, _, balance in dev2.accounts)
 
 

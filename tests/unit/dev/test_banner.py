@@ -62,7 +62,7 @@ def test_banner_commands_use_the_proxy_and_the_first_account() -> None:
     text = render_banner(INFO)
     first = "0x" + "aa" * 20
     assert f"cast send --unlocked --from {first} --rpc-url http://127.0.0.1:8545 " in text
-    assert 'url: "http://127.0.0.1:8545", accounts: "remote"' in text
+    assert '{ dev: { type: "http", url: "http://127.0.0.1:8545", accounts: "remote" } }' in text
     assert f'JsonRpcProvider("http://127.0.0.1:8545").getSigner("{first}")' in text
     assert f'w3.eth.send_transaction({{"from": "{first}"' in text
 
@@ -115,7 +115,7 @@ def test_banner_of_several_chains_gives_each_its_url_and_cast_command() -> None:
     for name in ("dev1", "dev2"):
         url = f"http://127.0.0.1:8545/chain/{name}"
         assert f"cast send --unlocked --from {first} --rpc-url {url} 0x" in text
-        assert f'{name}: {{ url: "{url}", accounts: "remote" }}' in text
+        assert f'{name}: {{ type: "http", url: "{url}", accounts: "remote" }}' in text
     assert 'JsonRpcProvider("http://127.0.0.1:8545/chain/dev1")' in text
     assert "--rpc-url http://127.0.0.1:8545 " not in text  # every command names its chain
     assert text.endswith("Ctrl-C stops everything.\n")
