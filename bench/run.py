@@ -4,6 +4,7 @@
     python bench/run.py --smoke      # seconds; what CI runs through tests/integration
     python bench/run.py --soak 300   # also: 5 minutes of mixed load, RSS sampled every 10 s
     python bench/run.py --profile    # also: py-spy profiles of the saturated rows
+    python bench/run.py --only tracking --tracking-store redis --reps 24   # one part, one store
 
 Every target is a ratio against a reference measured in the same run, on the same pinning:
 the node direct, nginx as a reverse proxy (the reference hop), the naive aiohttp forwarder, the
