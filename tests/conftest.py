@@ -237,6 +237,19 @@ def serving(anvil: Anvil, kms: KmsEmulator, key_ref: str) -> Iterator[ProxyProce
     assert proxy.process.returncode == 0
 
 
+def start_api_key_proxy(
+    anvil: Anvil, kms: KmsEmulator, key_ref: str, directory: Path
+) -> ProxyProcess:
+    """`signer-proxy serve` for one key in front of `anvil`, requiring one of the test API
+    keys (tests/auth_support.API_KEYS, their hashes written to `directory`)."""
+    from tests.auth_support import write_api_keys_file
+
+    return start_proxy_process(
+        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
+        "--kms-key", key_ref, "--api-keys-file", str(write_api_keys_file(directory)),
+    )  # fmt: skip
+
+
 def proxy_settings(upstream: str, kms_url: str, *keys: str, **overrides: Any) -> Any:
     """Settings for an in-process proxy against `upstream` and the KMS emulator."""
     from signer_proxy.config import Settings

@@ -33,6 +33,7 @@ from tests.conftest import (
     ProxyFactory,
     proxy_settings,
     run_cli,
+    start_api_key_proxy,
     start_proxy_process,
     stop,
 )
@@ -304,10 +305,7 @@ def test_cast_send_through_an_authenticated_proxy_with_its_header(
 
     key = make_key()
     anvil.fund(key.address)
-    proxy = start_proxy_process(
-        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
-        "--kms-key", key.arn, "--api-keys-file", str(write_api_keys_file(tmp_path)),
-    )  # fmt: skip
+    proxy = start_api_key_proxy(anvil, kms, key.arn, tmp_path)
     send = [tool("cast"), "send", "--unlocked", "--from", key.address, "--rpc-url", proxy.url,
             TO, "--value", "1", "--json"]  # fmt: skip
     try:
@@ -339,10 +337,7 @@ def test_ethers_sends_its_api_key_in_a_fetch_request_header(
     node = which.which("node")
     assert node is not None, "node is required (make test installs ethers with npm)"
     key = make_key()
-    proxy = start_proxy_process(
-        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
-        "--kms-key", key.arn, "--api-keys-file", str(write_api_keys_file(tmp_path)),
-    )  # fmt: skip
+    proxy = start_api_key_proxy(anvil, kms, key.arn, tmp_path)
     script = [node, str(ROOT / "tests" / "fixtures" / "ethers_api_key.cjs"), proxy.url]
     env = {**os.environ, "NODE_PATH": str(ROOT / ".tools" / "node_modules")}
     try:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
-from tests.conftest import REGION, ROOT, Anvil, KeyFactory, serving, start_proxy_process, stop
-from tests.integration.test_auth_cli import API_KEYS, write_api_keys_file
+from tests.auth_support import API_KEYS
+from tests.conftest import ROOT, Anvil, KeyFactory, serving, start_api_key_proxy, stop
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,8 @@ def run_hardhat(major: int, project: Path, url: str, headers: str = "") -> dict[
         (project / "hardhat.config.js").write_text(hardhat3_config(network))
         script = "send3.mjs"
     assert node is not None and Path(node).exists(), "node missing: run `make test`"
-    shutil.copy(FIXTURES / script, project / script)
+    for name in (script, "send.cjs"):
+        shutil.copy(FIXTURES / name, project / name)
     cli = (
         install
         / "node_modules"
@@ -115,10 +116,7 @@ def test_hardhat_sends_its_api_key_in_http_headers(
     assert 'Hardhat `httpHeaders: { Authorization: "Bearer …" }`' in README
     key = make_key()
     anvil.fund(key.address)
-    proxy = start_proxy_process(
-        "--upstream", anvil.url, "--aws-region", REGION, "--aws-endpoint-url", kms.url,
-        "--kms-key", key.arn, "--api-keys-file", str(write_api_keys_file(tmp_path)),
-    )  # fmt: skip
+    proxy = start_api_key_proxy(anvil, kms, key.arn, tmp_path)
     try:
         header = f'httpHeaders: {{ Authorization: "Bearer {API_KEYS["ci"]}" }}'
         out = run_hardhat(major, tmp_path / "project", proxy.url, header)
