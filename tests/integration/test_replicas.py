@@ -176,9 +176,26 @@ def wait_until_mined(anvil: Anvil, hashes: list[str], timeout: float) -> list[di
         missing = [h for h, r in zip(hashes, receipts, strict=True) if r is None]
         if not missing:
             return receipts
-        pool = anvil.call("txpool_status")
-        assert time.monotonic() < deadline, f"{len(missing)} acknowledged txs never mined: {pool}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{len(missing)} acknowledged txs never mined: {anvil.call('txpool_status')}; "
+                + stranded(anvil)
+            )
         time.sleep(0.2)
+
+
+def stranded(anvil: Anvil) -> str:
+    """Per sender with queued transactions: its next nonce on chain and its lowest queued one.
+    Equal: anvil stranded a transaction it could execute (foundry-rs/foundry#10122, see the
+    anvil fixture below); higher: a real gap, a nonce nobody delivered."""
+    queued = anvil.call("txpool_content").get("queued", {})
+    parts = []
+    for sender, by_nonce in queued.items():
+        next_nonce = int(anvil.call("eth_getTransactionCount", [sender, "latest"]), 16)
+        lowest = min(int(n) for n in by_nonce)
+        verdict = "anvil's stranding" if lowest == next_nonce else "a nonce gap"
+        parts.append(f"{sender}: next nonce {next_nonce}, lowest queued {lowest} ({verdict})")
+    return "; ".join(parts) or "nothing queued"
 
 
 def assert_all_mined_contiguous(
