@@ -7,7 +7,8 @@
     python bench/run.py --only tracking --tracking-store redis --reps 24   # one part, one store
 
 Every target is a ratio against a reference measured in the same run, on the same pinning:
-the node direct, nginx as a reverse proxy (the reference hop), the naive aiohttp forwarder, the
+the node direct, nginx as a reverse proxy (the reference hop), a lean Python relay (what a hop
+costs in CPython before any of the proxy's own work), the naive aiohttp forwarder, the
 proxy's own pass-through call. Absolute figures are reported with the machine's speed (a fixed
 Python loop's time) beside them, never as the verdict. Each row is measured `--reps` times
 (3; 1 in the smoke run): the median with min-max; a target is met when its worst saturated row
@@ -540,6 +541,16 @@ class Bench:
             yield url, proc.pid
 
     @contextmanager
+    def lean_relay(self, upstream: str) -> Iterator[tuple[str, int]]:
+        """bench/lean_relay.py: the least a Python hop does (no door, no limits), on CPU 0."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, str(ROOT / "bench" / "lean_relay.py"), "--port", str(port),
+               "--upstream", upstream]  # fmt: skip
+        with process(pinned(cmd, 0), url) as proc:
+            yield url, proc.pid
+
+    @contextmanager
     def nginx(self, upstream: str) -> Iterator[tuple[str, int] | None]:
         """nginx as a plain keep-alive reverse proxy to the node, one worker on CPU 0; None
         when nginx is not installed (the report then says so)."""
@@ -567,6 +578,7 @@ class Bench:
             self.kms(1, 0) as kms,
             self.proxy(anvil, kms, 1) as (proxy, pid),
             self.forwarder(anvil) as (naive, naive_pid),
+            self.lean_relay(anvil) as (relay, relay_pid),
             self.nginx(anvil) as nginx,
         ):
             if self.profile:
@@ -583,6 +595,9 @@ class Bench:
                         sample["naive"], sample["naive_cpu"] = self.measured(
                             naive_pid, self.load, naive, body, conns
                         )
+                        sample["relay"], sample["relay_cpu"] = self.measured(
+                            relay_pid, self.load, relay, body, conns
+                        )
                         sample["proxy"], sample["proxy_cpu"] = self.measured(
                             pid, self.load, proxy, body, conns
                         )
@@ -593,7 +608,8 @@ class Bench:
                         f"  pass-through {name} c={conns}: proxy/direct "
                         f"{fmt(row['proxy_vs_direct'])}, proxy/nginx CPU "
                         f"{fmt(row['proxy_cpu_vs_nginx']) if row['proxy_cpu_vs_nginx'] else '-'}, "
-                        f"{row['proxy_cpu_us_per_call']['median']:.0f} us CPU/call",
+                        f"{row['proxy_cpu_us_per_call']['median']:.0f} us CPU/call (lean relay "
+                        f"{row['relay_cpu_us_per_call']['median']:.0f})",
                         flush=True,
                     )
 
@@ -616,12 +632,18 @@ class Bench:
             "proxy_requests": sum(s["proxy"].requests for s in samples),
             "proxy_cpu_us_per_call": spread([s["proxy_cpu"] for s in samples]),
             "naive_cpu_us_per_call": spread([s["naive_cpu"] for s in samples]),
+            "relay_rps": rps("relay"),
+            "relay_cpu_us_per_call": spread([s["relay_cpu"] for s in samples]),
+            "proxy_cpu_vs_relay": spread(
+                [s["proxy_cpu"] / max(s["relay_cpu"], 0.001) for s in samples]
+            ),
             "proxy_vs_direct": spread([s["proxy"].rps / max(s["direct"].rps, 1) for s in samples]),
             "proxy_vs_naive": spread([s["proxy"].rps / max(s["naive"].rps, 1) for s in samples]),
             "nginx_rps": None,
             "nginx_vs_direct": None,
             "nginx_cpu_us_per_call": None,
             "proxy_cpu_vs_nginx": None,
+            "relay_cpu_vs_nginx": None,
         }
         if "nginx" in samples[0]:
             row["nginx_rps"] = rps("nginx")
@@ -631,6 +653,9 @@ class Bench:
             row["nginx_cpu_us_per_call"] = spread([s["nginx_cpu"] for s in samples])
             row["proxy_cpu_vs_nginx"] = spread(
                 [s["proxy_cpu"] / max(s["nginx_cpu"], 0.001) for s in samples]
+            )
+            row["relay_cpu_vs_nginx"] = spread(
+                [s["relay_cpu"] / max(s["nginx_cpu"], 0.001) for s in samples]
             )
         return row
 
@@ -1243,8 +1268,8 @@ def markdown(report: Report) -> str:
         "",
         "| pass-through | conc. | proxy / direct | nginx / direct | proxy CPU / nginx CPU | "
         "proxy / naive | direct req/s | proxy req/s | proxy CPU µs/call | nginx CPU µs/call | "
-        "proxy p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "lean relay CPU µs/call | proxy CPU / lean relay CPU | proxy p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.passthrough:
         nginx = r["nginx_vs_direct"]
@@ -1255,6 +1280,8 @@ def markdown(report: Report) -> str:
             f"{fmt(r['proxy_vs_naive'])} | {fmt(r['direct_rps'], 0)} | {fmt(r['proxy_rps'], 0)} | "
             f"{fmt(r['proxy_cpu_us_per_call'], 0)} | "
             f"{fmt(r['nginx_cpu_us_per_call'], 0) if r['nginx_cpu_us_per_call'] else '-'} | "
+            f"{fmt(r['relay_cpu_us_per_call'], 0) if 'relay_cpu_us_per_call' in r else '-'} | "
+            f"{fmt(r['proxy_cpu_vs_relay']) if 'proxy_cpu_vs_relay' in r else '-'} | "
             f"{r['proxy_p50_ms']['median']:.2f} / {r['proxy_p99_ms']['median']:.2f} |"
         )
     lines += [

@@ -27,6 +27,8 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
     for row in report["passthrough"]:
         assert row["proxy_requests"] > 0 and row["proxy_errors"] == 0
         assert 0 < row["proxy_vs_direct"]["min"] <= row["proxy_vs_direct"]["median"]
+        # The lean Python relay (bench/lean_relay.py) answered the same load, measured alike.
+        assert row["relay_rps"]["median"] > 0 and row["proxy_cpu_vs_relay"]["median"] > 0
         if report["machine"]["nginx"]:  # make tools installs it; the bench works without
             assert row["proxy_cpu_vs_nginx"]["median"] > 0
     for row in report["signing"]:
