@@ -9,26 +9,34 @@ outcome unknown).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _DEADLINE: ContextVar[float | None] = ContextVar("signer_proxy_deadline", default=None)
 
 
-@contextmanager
-def deadline_scope(seconds: float | None) -> Iterator[None]:
-    """Inside, `remaining()` counts down from `seconds` (an enclosing, earlier deadline wins)."""
-    if seconds is None:
-        yield
-        return
-    at = time.monotonic() + seconds
-    outer = _DEADLINE.get()
-    token = _DEADLINE.set(at if outer is None else min(at, outer))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+class deadline_scope:  # a class named as the function it replaced: `with deadline_scope(s):`
+    """Inside, `remaining()` counts down from `seconds` (an enclosing, earlier deadline wins).
+
+    A class, not a @contextmanager generator: every request opens one, and the generator's
+    machinery cost more than the scope itself."""
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        seconds = self._seconds
+        if seconds is not None:
+            at = time.monotonic() + seconds
+            outer = _DEADLINE.get()
+            self._token = _DEADLINE.set(at if outer is None else min(at, outer))
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _DEADLINE.reset(self._token)
+            self._token = None
 
 
 def remaining() -> float | None:

@@ -268,6 +268,10 @@ class FastLaneProtocol(asyncio.Protocol):
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None  # the head's or the body's deadline
         self._admitted: Identity | HttpAnswer | None = None  # the door's word on self._head
+        # The last head parsed on this connection and what the door is shown of it: clients
+        # on keep-alive mostly repeat their head byte for byte (the door still runs each time).
+        self._last_head: tuple[bytes, Head, Caller] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = False
         self.task: asyncio.Task[None] | None = None
         self.last_active = 0.0
@@ -276,6 +280,7 @@ class FastLaneProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self._peercert = transport.get_extra_info("peercert")
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
@@ -392,13 +397,20 @@ class FastLaneProtocol(asyncio.Protocol):
             if end + 4 > MAX_HEAD_BYTES:  # the whole head may come in one read: judge it too
                 self._hand_off()
                 return
-            head = parse_head(bytes(buffer[: end + 4]))
-            if head is None or head.content_length > self._lane.max_body:
-                self._hand_off()  # not ours, or too large: aiohttp answers 413
-                return
+            raw_head = bytes(buffer[: end + 4])
+            last = self._last_head
+            if last is not None and last[0] == raw_head:
+                _, head, caller = last
+            else:
+                parsed = parse_head(raw_head)
+                if parsed is None or parsed.content_length > self._lane.max_body:
+                    self._hand_off()  # not ours, or too large: aiohttp answers 413
+                    return
+                head, caller = parsed, self._caller(parsed)
+                self._last_head = (raw_head, head, caller)
             self._head, self._head_end = head, end + 4
             # The door on the head: credentials, Host and Origin before any body is read.
-            self._admitted = self._admit(head)
+            self._admitted = self._admit(head, caller)
             if isinstance(self._admitted, HttpAnswer):
                 missing = self._head_end + head.content_length - len(buffer)
                 if missing > DISCARD_LIMIT:  # reply now; the body is never read
@@ -426,15 +438,15 @@ class FastLaneProtocol(asyncio.Protocol):
         # In flight from now, not from when the task first runs: a drain starting in between
         # must wait for this request too.
         self._lane.in_flight.enter()
-        self.task = asyncio.get_running_loop().create_task(self._answer(head, body, admitted))
+        assert self._loop is not None
+        self.task = self._loop.create_task(self._answer(head, body, admitted))
 
     def _request_id(self, head: Head) -> str:
         return open_request(head.headers.get("x-request-id"))[0]  # the refusal's log line
 
-    def _admit(self, head: Head) -> Identity | HttpAnswer:
+    def _caller(self, head: Head) -> Caller:
         headers = head.headers
-        endpoint = self._lane.endpoint
-        caller = Caller(
+        return Caller(
             headers.get("host"),
             headers.get("origin"),
             headers.get("authorization"),
@@ -443,6 +455,9 @@ class FastLaneProtocol(asyncio.Protocol):
             self._remote,
             http11=True,  # the lane serves HTTP/1.1 only
         )
+
+    def _admit(self, head: Head, caller: Caller) -> Identity | HttpAnswer:
+        endpoint = self._lane.endpoint
         try:
             return endpoint.admit(caller, head.path)
         except SignerProxyError as exc:

@@ -263,8 +263,15 @@ class HttpPool:
         self._head = head.encode("latin-1")
         self._connect_timeout = connect_timeout
         self._idle: deque[_Connection] = deque()
-        self._slots = asyncio.Semaphore(max_connections)
+        # At most max_connections exchanges at once; a caller past that waits in line (FIFO)
+        # and is handed the slot of the exchange that ends. Not asyncio.Semaphore: its acquire
+        # and locked() cost more than a free slot needs (a counter).
+        self._free = max_connections
+        self._line: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        # asyncio.get_running_loop() asks the kernel for the pid on every call (a fork check):
+        # the pool's loop is kept, and looked up again only once it is closed (tests).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -318,13 +325,14 @@ class HttpPool:
                 if name.lower() not in ("host", "content-length")
             ).encode("latin-1")
         request = b"%s%sContent-Length: %d\r\n\r\n%s" % (self._head, extra, len(body), body)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        if self._slots.locked():
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
+        if self._free > 0:
+            self._free -= 1
         else:
-            await self._slots.acquire()  # free: returns at once
+            await self._wait_for_slot(loop, deadline)
         try:
             connection = self._take_idle()
             if connection is None:
@@ -332,7 +340,29 @@ class HttpPool:
                     connection = await self._connect()
             return await self._exchange(loop, connection, request, deadline)
         finally:
-            self._slots.release()
+            self._release_slot()
+
+    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        turn: asyncio.Future[None] = loop.create_future()
+        self._line.append(turn)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await turn
+        except BaseException:  # timed out or cancelled: leave the line, pass on a slot given
+            if turn.done() and not turn.cancelled():
+                self._release_slot()
+            else:
+                turn.cancel()  # _release_slot skips it
+            raise
+
+    def _release_slot(self) -> None:
+        line = self._line
+        while line:
+            turn = line.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes to the next in line
+                return
+        self._free += 1
 
     async def _exchange(
         self,

@@ -818,3 +818,38 @@ async def test_sigterm_answers_the_request_in_flight_closes_idle_connections_exi
             await connection.close()
         stop(proxy.process)
     assert code == 0
+
+
+async def test_a_repeated_head_still_goes_through_the_door_each_time(
+    start_proxy: ProxyFactory, node: Node, tmp_path: Path
+) -> None:
+    """The lane keeps a connection's last parsed head (clients repeat theirs byte for byte),
+    never the door's verdict: a key removed by a reload is refused on its next request, on
+    the same connection, with the same bytes."""
+    admin = "an-admin-token-of-32-characters!"
+    (tmp_path / "admin-token").write_text(admin + "\n")
+    keys_file = write_api_keys_file(tmp_path, {"ci": TOKEN})
+    settings = proxy_settings(
+        node.front.url, "http://127.0.0.1:9",
+        api_keys_file=str(keys_file), admin_token_file=str(tmp_path / "admin-token"),
+    )  # fmt: skip
+    proxy = await start_proxy(settings, signers=[LocalKeySigner(b"\x0a" * 32, "key-a")])
+    server = Server("asyncio", proxy.client.host, proxy.client.port)
+    same = post(call("eth_chainId"))
+    kept = await server.connect()
+    for _ in range(2):
+        await kept.send(same)
+        assert_result(await kept.reply(), 1)
+    write_api_keys_file(tmp_path, {"dapp": API_KEYS["dapp"]})  # ci's key is gone
+    other = await server.connect()
+    await other.send(
+        b"POST /admin/keys/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        + admin.encode()
+        + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert (await other.reply()).status == 200
+    await other.close()
+    await kept.send(same)
+    refused = await kept.reply()
+    assert refused.status == 401 and not refused.by_aiohttp
+    await kept.close()

@@ -343,3 +343,56 @@ def test_host_header_leaves_out_the_default_port_as_sigv4_signs_it(url: str, hos
 
     assert HttpPool(url).host_header == host
     assert _host_from_url(url) == host
+
+
+async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
+    start: Starter,
+) -> None:
+    """Two slots: a third caller waits for one; one that gives up (its deadline, or
+    cancelled) leaves the line without taking a slot, and every slot comes back."""
+    release = asyncio.Event()
+    busy = 0
+    most = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy, most
+        while True:
+            try:
+                request = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            busy += 1
+            most = max(most, busy)
+            if b"slow" in request:
+                await release.wait()
+            busy -= 1
+            writer.write(answer(request.rsplit(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+
+    _, url = await start(serve)
+    pool = HttpPool(url, max_connections=2)
+    first = asyncio.create_task(pool.post(b'"slow1"', 5))
+    second = asyncio.create_task(pool.post(b'"slow2"', 5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):  # both slots taken: its deadline passes in line
+        await pool.post(b'"late"', 0.05)
+    cancelled = asyncio.create_task(pool.post(b'"gone"', 5))
+    waiting = asyncio.create_task(pool.post(b'"third"', 5))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    assert not waiting.done() and most == 2
+    release.set()
+    assert [(await t).body for t in (first, second, waiting)] == [
+        b'"slow1"',
+        b'"slow2"',
+        b'"third"',
+    ]
+    assert cancelled.cancelled() and most == 2
+    # Every slot came back: two exchanges at once again, without waiting in line.
+    release.clear()
+    again = [asyncio.create_task(pool.post(b'"slow%d"' % i, 5)) for i in (3, 4)]
+    await asyncio.sleep(0.05)
+    assert busy == 2
+    release.set()
+    assert [(await t).body for t in again] == [b'"slow3"', b'"slow4"']
+    await pool.close()
