@@ -51,6 +51,7 @@ from signer_proxy.keys.loading import SOURCES as KEY_SOURCES
 from signer_proxy.keys.loading import KeyLoad
 from signer_proxy.keys.signer import Signer, SignerWrapper, signer_backend
 from signer_proxy.nonces.base import Lease, NonceManager
+from signer_proxy.ops.loop_metrics import LoopCounter, LoopHistogram
 from signer_proxy.upstream.base import Upstream
 from signer_proxy.upstream.node_errors import SendOutcome, classify_send_error
 
@@ -213,13 +214,15 @@ class Metrics:
             "signer_proxy_build_info", "Always 1; the version as a label.", ["version"], registry=r
         )
         self.build_info.labels(__version__).set(1)
-        self.requests = Counter(
+        # The three metrics every request touches are written only on the event loop: lean
+        # children there (ops/loop_metrics.py), the same exposition.
+        self.requests = LoopCounter(
             "signer_proxy_requests_total",
             "JSON-RPC calls answered, by method family and outcome.",
             ["family", "outcome", "chain"],
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "signer_proxy_request_duration_seconds",
             "Time to answer a request body: by the family of its one call, or 'batch'.",
             ["family", "chain"],
@@ -244,7 +247,7 @@ class Metrics:
             ["backend", "error"],
             registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LoopHistogram(
             "signer_proxy_upstream_duration_seconds",
             "Time for one request to the node: the proxy's own calls by method, pass-through "
             "as 'forward'.",

@@ -10,9 +10,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import Histogram
+from prometheus_client.metrics_core import Metric
 
 from signer_proxy.access.audit import AuditLog
 from signer_proxy.access.budgets import utc_day
@@ -91,7 +91,13 @@ class HistogramTotals:
     buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
 
 
-def totals(histogram: Histogram, labels: Callable[[Mapping[str, str]], bool]) -> HistogramTotals:
+class Collects(Protocol):
+    """A histogram as the registry reads it (prometheus_client's, or ops.loop_metrics')."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+def totals(histogram: Collects, labels: Callable[[Mapping[str, str]], bool]) -> HistogramTotals:
     """`histogram`'s samples over the label sets `labels` accepts, added up."""
     count = total = 0.0
     buckets: dict[float, float] = {}
