@@ -47,20 +47,36 @@ class ResponseFailed(HttpError):
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    raw_headers: list[tuple[bytes, bytes]]  # as llhttp read them, in order
     body: bytes
 
     @property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; a repeated header keeps its last value."""
+        return _header_dict(self.raw_headers)
+
+    @property
     def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        value = b""
+        for name, text in self.raw_headers:  # the last one, as in `headers`
+            if len(name) == 12 and name.lower() == b"content-type":
+                value = text
+        return value.decode("latin-1").split(";", 1)[0].strip().lower()
+
+
+def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1").strip() for name, value in raw}
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: the answer to the request in flight is parsed by llhttp
     (httptools) as its bytes arrive and handed over through one future (no stream reader, no
-    task per read). llhttp refuses what a hand parser gets wrong: a repeated Content-Length,
-    Content-Length with chunked, a Transfer-Encoding that only contains "chunked"; 1xx
-    interim answers are skipped."""
+    task per read). One parser serves the connection's answers one after another (creating
+    one cost more than parsing a small answer); a connection whose parser saw anything wrong
+    is never reused. Headers are kept as the byte pairs llhttp read, decoded when asked.
+    llhttp refuses what a hand parser gets wrong: a repeated Content-Length, Content-Length
+    with chunked, a Transfer-Encoding that only contains "chunked"; 1xx interim answers are
+    skipped."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -71,7 +87,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head_bytes = 0  # bytes read before the (final) head was complete
         self._status = 0
-        self._headers: dict[str, str] = {}
+        self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
         self._chunks: list[bytes] = []
         self._size = 0
@@ -84,11 +100,11 @@ class _Connection(asyncio.Protocol):
         if self._answered is not None:  # bytes after the answer: the stream is out of step
             self._keep = False
             raise _Done
-        self._headers = {}
+        self._headers = []
         self._headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -143,10 +159,10 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.broken = True
         if self._waiter is not None and self._answered is None:
-            headers = self._headers
+            headers = _header_dict(self._headers)
             if self._headers_done and "content-length" not in headers and not _chunked(headers):
                 # No framing: the body runs to the end of the connection.
-                self._answered = Response(self._status, headers, b"".join(self._chunks))
+                self._answered = Response(self._status, self._headers, b"".join(self._chunks))
                 self._keep = False
                 self._finish()
             else:
@@ -175,7 +191,6 @@ class _Connection(asyncio.Protocol):
     def send(self, request: bytes, waiter: asyncio.Future[Response]) -> None:
         assert self.transport is not None
         self._waiter = waiter
-        self._parser = httptools.HttpResponseParser(self)
         self._head_bytes = 0
         self._headers_done = False
         self._chunks = []

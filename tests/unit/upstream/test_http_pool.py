@@ -396,3 +396,42 @@ async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
     release.set()
     assert [(await t).body for t in again] == [b'"slow3"', b'"slow4"']
     await pool.close()
+
+
+async def test_one_connection_answers_in_every_framing_one_after_another(
+    start: Starter,
+) -> None:
+    """The connection's one parser reads answer after answer: Content-Length, chunked with a
+    trailer, interim 1xx, a status other than 200 and headers told apart per answer."""
+    replies = [
+        answer(b'{"n":1}', b"X-Seen: first\r\n"),
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n3\r\n{"n\r\n4\r\n":2}\r\n0\r\nTrailer: x\r\n\r\n',
+        b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b'{"n":3}'),
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Type: "
+        b"TEXT/HTML\r\nContent-Length: 4\r\n\r\nbusy",
+        answer(b'{"n":5}'),
+    ]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for reply in replies:
+            await read_request(reader)
+            writer.write(reply)
+        await reader.read()
+
+    server, url = await start(serve)
+    pool = HttpPool(url)
+    try:
+        got = [await pool.post(b"{}", 5) for _ in replies]
+    finally:
+        await pool.close()
+    assert server.connections == 1
+    assert [(r.status, r.content_type, r.body) for r in got] == [
+        (200, "application/json", b'{"n":1}'),
+        (200, "application/json", b'{"n":2}'),
+        (200, "application/json", b'{"n":3}'),
+        (503, "text/html", b"busy"),  # a repeated header: the last one, as `headers` has it
+        (200, "application/json", b'{"n":5}'),
+    ]
+    assert got[0].headers["x-seen"] == "first" and "x-seen" not in got[4].headers
+    assert got[3].headers["content-type"] == "TEXT/HTML"
