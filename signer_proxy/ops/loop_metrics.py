@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -63,7 +63,8 @@ class _LoopMetric:
         self._name = name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        # By label values; str values are their own key, so a lookup needs no conversion.
+        self._children: dict[tuple[object, ...], Any] = {}
         if registry is not None:
             registry.register(self)  # type: ignore[arg-type]  # a collector: collect()
 
@@ -93,18 +94,19 @@ class LoopCounter(_LoopMetric):
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
     def labels(self, *values: object) -> CounterChild:
-        key = self._key(values)
-        child = self._children.get(key)
+        child: CounterChild | None = self._children.get(values)
         if child is None:
-            child = self._children[key] = CounterChild()
-        assert isinstance(child, CounterChild)
+            key = self._key(values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = CounterChild()
         return child
 
     def collect(self) -> Iterable[Metric]:
         metric = Metric(self._name, self._documentation, "counter")
         for key, child in list(self._children.items()):
             assert isinstance(child, CounterChild)
-            labels = dict(zip(self._labelnames, key, strict=True))
+            labels = dict(zip(self._labelnames, map(str, key), strict=True))
             metric.add_sample(f"{self._name}_total", labels, child.value)
             metric.add_sample(f"{self._name}_created", labels, child.created)
         return [metric]
@@ -131,11 +133,12 @@ class LoopHistogram(_LoopMetric):
         super().__init__(name, documentation, labelnames, registry)
 
     def labels(self, *values: object) -> HistogramChild:
-        key = self._key(values)
-        child = self._children.get(key)
+        child: HistogramChild | None = self._children.get(values)
         if child is None:
-            child = self._children[key] = HistogramChild(self._bounds)
-        assert isinstance(child, HistogramChild)
+            key = self._key(values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = HistogramChild(self._bounds)
         return child
 
     def collect(self) -> Iterable[Metric]:
@@ -143,7 +146,7 @@ class LoopHistogram(_LoopMetric):
         names = [_le(bound) for bound in self._bounds]
         for key, child in list(self._children.items()):
             assert isinstance(child, HistogramChild)
-            labels = dict(zip(self._labelnames, key, strict=True))
+            labels = dict(zip(self._labelnames, map(str, key), strict=True))
             cumulative = 0
             for le, count in zip(names, child.counts, strict=True):
                 cumulative += count

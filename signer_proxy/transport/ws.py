@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -27,7 +26,7 @@ from signer_proxy.access.auth import Identity
 from signer_proxy.access.ratelimit import TokenBucket
 from signer_proxy.config import Settings
 from signer_proxy.errors import RateLimited, ResourceUnavailable, SignerProxyError
-from signer_proxy.jsonrpc import Body, Call, CallContext, error_response, parse_body
+from signer_proxy.jsonrpc import Body, Call, CallContext, dumps, error_response, parse_body
 from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER
 from signer_proxy.ops.metrics import METRICS, Metrics, method_family, outcome_of_code
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
@@ -328,7 +327,7 @@ class ClientConnection:
             body, refusal = parse_body(raw, self._limits.max_batch), exc
         except SignerProxyError as exc:
             self._metrics.count_rejected_body(exc)
-            await self._queue.put(json.dumps(error_response(None, exc)).encode())
+            await self._queue.put(dumps(error_response(None, exc)))
             return
         if refusal is not None:
             await self._refuse(body, refusal)
@@ -351,7 +350,7 @@ class ClientConnection:
                 self._metrics.count_call("invalid", outcome, self._context.chain)
             replies.append(error_response(call.id, error))
         if replies:
-            await self._queue.put(json.dumps(replies if body.is_batch else replies[0]).encode())
+            await self._queue.put(dumps(replies if body.is_batch else replies[0]))
 
     async def _handle(self, body: Body, raw: bytes) -> None:
         delivered = asyncio.Event()
@@ -361,7 +360,7 @@ class ClientConnection:
                 router = self._router.with_upstream(upstream)
                 reply = await router.handle(body, raw, self._context)
                 if reply is not None:
-                    payload = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                    payload = reply if isinstance(reply, bytes) else dumps(reply)
                     await self._queue.put(payload)
         except ClientGone:
             pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,7 +26,7 @@ from signer_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from signer_proxy.jsonrpc import loads
+from signer_proxy.jsonrpc import dumps, loads
 from signer_proxy.upstream.base import node_error, redact_url
 
 log = logging.getLogger(__name__)
@@ -97,10 +96,15 @@ def with_client_id(raw: bytes, ours: int, theirs: Any) -> bytes:
     match = _REPLY_HEAD.match(raw[:_HEAD])
     if match and int(match.group(1)) == ours:
         start, end = match.span(1)
-        return raw[:start] + json.dumps(theirs).encode() + raw[end:]
+        return raw[:start] + dumps(theirs) + raw[end:]
     decoded = loads(raw)
     decoded["id"] = theirs
-    return json.dumps(decoded).encode()
+    return dumps(decoded)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 @dataclass(eq=False)
@@ -219,7 +223,7 @@ class UpstreamSocket:
                 target = params[0] if isinstance(params, list) and params else None
                 pending.subscriptions[ours] = (item["method"], target)
             outgoing.append({**item, "id": ours})
-        payload = json.dumps(outgoing if isinstance(request, list) else outgoing[0]).encode()
+        payload = dumps(outgoing if isinstance(request, list) else outgoing[0])
         ws = await self._socket()
         if not pending.ids:
             await self._send(ws, payload)
@@ -230,8 +234,12 @@ class UpstreamSocket:
             await self._send(ws, payload)
             if self._ws is not ws and not future.done():  # it ended before we were waiting
                 raise self._lost_error()
-            async with asyncio.timeout(self._timeout):
+            # A timer on the future, not asyncio.timeout (a task-cancelling scope per call).
+            timer = asyncio.get_running_loop().call_later(self._timeout, _expire, future)
+            try:
                 answer = await future
+            finally:
+                timer.cancel()
         except TimeoutError:
             raise UpstreamTimeout(
                 f"the node at {self.display_url} did not answer within {self._timeout:g} s over "
@@ -244,11 +252,11 @@ class UpstreamSocket:
             ((ours, theirs),) = pending.ids.items()
             return with_client_id(answer, ours, theirs)
         if isinstance(answer, bytes):  # one error for a whole batch (no batch support)
-            return json.dumps({**loads(answer), "id": None}).encode()
+            return dumps({**loads(answer), "id": None})
         for reply in answer:  # every member of a batch gets back the id it was sent with
             if isinstance(reply, dict) and reply.get("id") in pending.ids:
                 reply["id"] = pending.ids[reply["id"]]
-        return json.dumps(answer).encode()
+        return dumps(answer)
 
     async def _send(self, ws: _NodeSocket, payload: bytes) -> None:
         try:
@@ -261,8 +269,8 @@ class UpstreamSocket:
 
     async def call(self, method: str, params: Any) -> Any:
         """The `result` of one call over this connection; NodeRejected on the node's error."""
-        body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
-        response = loads(await self.forward(body.encode()))
+        body = dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+        response = loads(await self.forward(body))
         if not isinstance(response, dict) or ("result" not in response and "error" not in response):
             raise UpstreamBadResponse(
                 f"the node at {self.display_url} answered {method} with no JSON-RPC response"
@@ -316,7 +324,7 @@ class UpstreamSocket:
             waiting = {id(p): p for p in self._pending.values()}
             if len(waiting) == 1:
                 ((ours, pending), *_) = self._pending.items()
-                await self._resolve(pending, json.dumps({**message.decoded, "id": ours}).encode())
+                await self._resolve(pending, dumps({**message.decoded, "id": ours}))
                 return
         log.warning("node WebSocket %s sent a message matching no request", self.display_url)
 

@@ -73,3 +73,12 @@ def test_refusals_as_prometheus_client_refuses() -> None:
         LoopCounter("z_total", "Z again.", ["a"], registry=registry)
     with pytest.raises(ValueError, match="increasing"):
         LoopHistogram("h", "H.", [], buckets=(1.0, 0.5))
+
+
+def test_label_values_are_strings_whatever_they_are_given_as() -> None:
+    registry = CollectorRegistry()
+    counter = LoopCounter("w_total", "W.", ["code"], registry=registry)
+    counter.labels(429).inc()
+    counter.labels("429").inc()
+    assert counter.labels(429) is counter.labels("429")
+    assert registry.get_sample_value("w_total", {"code": "429"}) == 2
