@@ -86,6 +86,10 @@ class ClientGone(Exception):
 class SendQueue:
     """Messages waiting for one client, bounded in bytes: `put` waits for room (backpressure
     on whoever produces them); a message larger than the bound passes when the queue is empty.
+
+    Every change wakes whoever waits, and each rechecks what it waits for. One event loop
+    thread runs all of it, and nothing awaits between a check and its change, so no lock is
+    needed. An asyncio.Condition took its lock three times per message.
     """
 
     def __init__(self, limit: int) -> None:
@@ -94,54 +98,67 @@ class SendQueue:
         self._bytes = 0
         self._unsent = 0  # queued, or taken by the writer and not yet sent
         self._closed = False
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
         self.high_water = 0
 
     @property
     def queued_bytes(self) -> int:
         return self._bytes
 
+    def _changed(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _room_for(self, size: int) -> bool:
+        return self._closed or not self._items or self._bytes + size <= self._limit
+
     async def put(self, data: bytes) -> None:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self._closed or not self._items or self._bytes + len(data) <= self._limit
-            )
-            if self._closed:
-                raise ClientGone
-            self._items.append(data)
-            self._bytes += len(data)
-            self._unsent += 1
-            self.high_water = max(self.high_water, self._bytes)
-            self._changed.notify_all()
+        if not self._room_for(len(data)):
+            await self._until(lambda: self._room_for(len(data)))
+        if self._closed:
+            raise ClientGone
+        self._items.append(data)
+        self._bytes += len(data)
+        self._unsent += 1
+        self.high_water = max(self.high_water, self._bytes)
+        if self._waiters:
+            self._changed()
 
     async def get(self) -> bytes:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or bool(self._items))
-            if self._closed:
-                raise ClientGone
-            data = self._items.popleft()
-            self._bytes -= len(data)
-            self._changed.notify_all()
-            return data
+        if not (self._closed or self._items):
+            await self._until(lambda: self._closed or bool(self._items))
+        if self._closed:
+            raise ClientGone
+        data = self._items.popleft()
+        self._bytes -= len(data)
+        if self._waiters:
+            self._changed()
+        return data
 
     async def sent(self) -> None:
         """The writer has sent (or given up on) a message it took."""
-        async with self._changed:
-            self._unsent -= 1
-            self._changed.notify_all()
+        self._unsent -= 1
+        if self._waiters:
+            self._changed()
 
     async def flushed(self) -> None:
         """Wait until every queued message has been sent (or the queue is closed)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or self._unsent == 0)
+        await self._until(lambda: self._closed or self._unsent == 0)
 
     async def close(self) -> None:
         """Drop what is queued; every waiting and later put or get raises ClientGone."""
-        async with self._changed:
-            self._closed = True
-            self._items.clear()
-            self._bytes = 0
-            self._changed.notify_all()
+        self._closed = True
+        self._items.clear()
+        self._bytes = 0
+        self._changed()
 
 
 @dataclass(frozen=True, slots=True)

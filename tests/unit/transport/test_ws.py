@@ -85,3 +85,21 @@ async def test_send_queue_close_wakes_everyone_with_client_gone() -> None:
     with pytest.raises(ClientGone):
         await queue.put(b"x")
     assert queue.queued_bytes == 0
+
+
+async def test_send_queue_a_cancelled_waiter_leaves_and_the_others_go_on() -> None:
+    queue = SendQueue(4)
+    await queue.put(b"full")
+    gone = asyncio.create_task(queue.put(b"gone"))
+    kept = asyncio.create_task(queue.put(b"kept"))
+    getter_of_nothing = SendQueue(4)
+    waiting_get = asyncio.create_task(getter_of_nothing.get())
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    waiting_get.cancel()
+    assert await queue.get() == b"full"
+    await asyncio.wait_for(kept, 1)
+    assert gone.cancelled() and waiting_get.cancelled()
+    assert await queue.get() == b"kept" and queue.queued_bytes == 0
+    await getter_of_nothing.put(b"late")  # nobody takes it; nothing was lost either
+    assert await getter_of_nothing.get() == b"late"
