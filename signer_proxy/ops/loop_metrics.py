@@ -68,6 +68,15 @@ class _LoopMetric:
         if registry is not None:
             registry.register(self)  # type: ignore[arg-type]  # a collector: collect()
 
+    def _child(self, values: tuple[object, ...], make: Callable[[], Any]) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            key = self._key(values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = make()
+        return child
+
     def _key(self, values: tuple[object, ...]) -> tuple[str, ...]:
         if len(values) != len(self._labelnames):
             raise ValueError(f"{self._name} takes the labels {self._labelnames}")
@@ -94,12 +103,7 @@ class LoopCounter(_LoopMetric):
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
     def labels(self, *values: object) -> CounterChild:
-        child: CounterChild | None = self._children.get(values)
-        if child is None:
-            key = self._key(values)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = CounterChild()
+        child: CounterChild = self._child(values, CounterChild)
         return child
 
     def collect(self) -> Iterable[Metric]:
@@ -133,12 +137,7 @@ class LoopHistogram(_LoopMetric):
         super().__init__(name, documentation, labelnames, registry)
 
     def labels(self, *values: object) -> HistogramChild:
-        child: HistogramChild | None = self._children.get(values)
-        if child is None:
-            key = self._key(values)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = HistogramChild(self._bounds)
+        child: HistogramChild = self._child(values, lambda: HistogramChild(self._bounds))
         return child
 
     def collect(self) -> Iterable[Metric]:
