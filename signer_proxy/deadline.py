@@ -8,8 +8,10 @@ outcome unknown).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar, Token
+from typing import Any
 
 _DEADLINE: ContextVar[float | None] = ContextVar("signer_proxy_deadline", default=None)
 
@@ -37,6 +39,13 @@ class deadline_scope:  # a class named as the function it replaced: `with deadli
         if self._token is not None:
             _DEADLINE.reset(self._token)
             self._token = None
+
+
+def expire(future: asyncio.Future[Any]) -> None:
+    """A timer's callback for one awaited answer: it fails with TimeoutError unless it came.
+    (A timer on the future costs less than an asyncio.timeout scope around the await.)"""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def remaining() -> float | None:

@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from signer_proxy.deadline import expire
+
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # eth_getLogs answers can be large; this is a backstop
 MAX_HEADER_BYTES = 64 * 1024
 MAX_IDLE_SECONDS = 4.0
@@ -238,11 +240,6 @@ def _reason(exc: Exception) -> str:
     return str(exc)[:80] or type(exc).__name__
 
 
-def _expire(waiter: asyncio.Future[Response]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class HttpPool:
     """Keep-alive connections to one origin, at most `max_connections` at once."""
 
@@ -387,7 +384,7 @@ class HttpPool:
         deadline: float,
     ) -> Response:
         waiter: asyncio.Future[Response] = loop.create_future()
-        timer = loop.call_at(deadline, _expire, waiter)
+        timer = loop.call_at(deadline, expire, waiter)
         answered = False
         try:
             connection.send(request, waiter)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import WSMsgType
 
+from signer_proxy.deadline import expire
 from signer_proxy.errors import (
     UpstreamBadResponse,
     UpstreamTimeout,
@@ -100,11 +101,6 @@ def with_client_id(raw: bytes, ours: int, theirs: Any) -> bytes:
     decoded = loads(raw)
     decoded["id"] = theirs
     return dumps(decoded)
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 @dataclass(eq=False)
@@ -209,7 +205,8 @@ class UpstreamSocket:
         body's own ids; b"" when the body held only notifications."""
         request = loads(body)
         items = request if isinstance(request, list) else [request]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         pending = _Pending(future, {}, delivered=delivered)
         outgoing = []
         for item in items:
@@ -235,7 +232,7 @@ class UpstreamSocket:
             if self._ws is not ws and not future.done():  # it ended before we were waiting
                 raise self._lost_error()
             # A timer on the future, not asyncio.timeout (a task-cancelling scope per call).
-            timer = asyncio.get_running_loop().call_later(self._timeout, _expire, future)
+            timer = loop.call_later(self._timeout, expire, future)
             try:
                 answer = await future
             finally:
