@@ -55,6 +55,9 @@ MAX_CLOSE_REASON = 123
 SHUTDOWN_REASON = "signer-proxy is shutting down; reconnect (to another instance) and retry"
 
 
+_SUBSCRIPTION_METHODS = ("eth_subscribe", "eth_unsubscribe")
+
+
 def close_reason(text: str) -> bytes:
     """`text` as a close frame's reason: UTF-8, cut to 123 bytes on a character boundary."""
     return text.encode()[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
@@ -190,6 +193,13 @@ class ClientSocket(web.WebSocketResponse):
     """aiohttp's server socket, with a reason on the 1009 close it sends for a large message."""
 
     too_big_reason = b""
+    last_ping = 0.0  # the loop's clock at the client's last ping
+
+    async def pong(self, message: bytes = b"") -> None:
+        # receive() answers a client's ping here and reads on without returning it; a ping is
+        # a message from the client all the same, and the idle watchdog counts it.
+        self.last_ping = asyncio.get_running_loop().time()
+        await super().pong(message)
 
     async def close(
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
@@ -244,6 +254,13 @@ class ClientConnection:
             self._upstream_lost,
             node.upgrade_headers if route is None else route.ws_upgrade_headers,
         )
+        # Most messages need nothing of their own from the node connection: they share one
+        # router over it, made here. A subscription call gets its own (see `_handle`).
+        self._shared_router = router.with_upstream(
+            metrics.upstream(self.upstream.for_message(None), context.chain)
+        )
+        self._last_read = 0.0  # the loop's clock when the last message arrived
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def queue(self) -> SendQueue:
@@ -298,15 +315,39 @@ class ClientConnection:
                 await self._socket.close(code=code, message=close_reason(reason))
 
     async def _read(self) -> None:
-        idle = self._limits.idle_timeout or None
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        if self._limits.idle_timeout:
+            self._watchdog = loop.call_later(self._limits.idle_timeout, self._idle_check)
+        try:
+            await self._read_messages(loop)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
+    def _idle_check(self) -> None:
+        """The idle watchdog: close a connection with no message for --ws-idle-timeout, no
+        call in progress and no subscription. One timer per connection, not a timeout scope
+        around every receive (which cost a Timeout object and a timer per message)."""
+        idle = self._limits.idle_timeout
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - max(self._last_read, self._socket.last_ping)
+        if quiet < idle:
+            self._watchdog = loop.call_later(idle - quiet, self._idle_check)
+            return
+        if self._tasks or self.upstream.subscriptions or self._closing:
+            self._watchdog = loop.call_later(idle, self._idle_check)
+            return
+        self._watchdog = None
+        # close() ends the receive under way in _read, which then returns.
+        task = asyncio.create_task(self.close(WSCloseCode.OK, idle_reason(idle)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            try:
-                message = await self._socket.receive(timeout=idle)
-            except TimeoutError:
-                if self._tasks or self.upstream.subscriptions or self._closing:
-                    continue
-                await self.close(WSCloseCode.OK, idle_reason(self._limits.idle_timeout))
-                return
+            message = await self._socket.receive()
+            self._last_read = loop.time()
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 data = message.data
                 try:
@@ -370,21 +411,33 @@ class ClientConnection:
             await self._queue.put(dumps(replies if body.is_batch else replies[0]))
 
     async def _handle(self, body: Body, raw: bytes) -> None:
-        delivered = asyncio.Event()
+        router = self._shared_router
+        delivered: asyncio.Event | None = None
+        if any(
+            isinstance(call, Call) and call.method in _SUBSCRIPTION_METHODS for call in body.calls
+        ):
+            # The node's reader waits for this reply to be queued before it reads on, so the
+            # subscription's id reaches the client before its first notification.
+            delivered = asyncio.Event()
+            upstream = self.upstream.for_message(delivered)
+            router = self._router.with_upstream(
+                self._metrics.upstream(upstream, self._context.chain)
+            )
+        in_flight = self._in_flight
+        in_flight.enter()
         try:
-            with self._in_flight.track():
-                upstream = self._metrics.upstream(self.upstream.for_message(delivered))
-                router = self._router.with_upstream(upstream)
-                reply = await router.handle(body, raw, self._context)
-                if reply is not None:
-                    payload = reply if isinstance(reply, bytes) else dumps(reply)
-                    await self._queue.put(payload)
+            reply = await router.handle(body, raw, self._context)
+            if reply is not None:
+                payload = reply if isinstance(reply, bytes) else dumps(reply)
+                await self._queue.put(payload)
         except ClientGone:
             pass
         except Exception:
             log.exception("a WebSocket message could not be handled")
         finally:
-            delivered.set()
+            in_flight.leave()
+            if delivered is not None:
+                delivered.set()
             self._slots.release()
 
     async def _write(self) -> None:

@@ -196,8 +196,9 @@ class UpstreamSocket:
             self._reader = asyncio.create_task(self._read(ws))
             return ws
 
-    def for_message(self, delivered: asyncio.Event) -> MessageUpstream:
-        """An Upstream for one client message; `delivered` is set once its reply is queued."""
+    def for_message(self, delivered: asyncio.Event | None) -> MessageUpstream:
+        """An Upstream for client messages; `delivered`, when given, is set once the one
+        message's reply is queued (a subscription's reply, which its notifications follow)."""
         return MessageUpstream(self, delivered)
 
     async def forward(self, body: bytes, delivered: asyncio.Event | None = None) -> bytes:
@@ -385,7 +386,7 @@ class UpstreamSocket:
 class MessageUpstream:
     """The Upstream seam over a client's node connection, for one client message."""
 
-    def __init__(self, socket: UpstreamSocket, delivered: asyncio.Event) -> None:
+    def __init__(self, socket: UpstreamSocket, delivered: asyncio.Event | None) -> None:
         self._socket = socket
         self._delivered = delivered
         self.display_url = socket.display_url

@@ -431,6 +431,31 @@ async def test_ws_idle_connection_is_closed_unless_it_has_a_subscription(
     await subscribed.close()
 
 
+async def test_ws_idle_counts_the_clients_calls_and_pings_not_its_pongs(
+    start_proxy: ProxyFactory,
+    anvil: Anvil,
+    kms: KmsEmulator,
+    make_key: KeyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every client answers the proxy's heartbeat pings (every 30 s; 0.1 s here). Those pongs
+    # are no activity of the client's: counted, no connection would ever idle out.
+    monkeypatch.setattr("signer_proxy.transport.ws.PING_INTERVAL", 0.1)
+    proxy = await ws_proxy(start_proxy, anvil, kms, make_key(), ws_idle_timeout=0.5)
+    calling, pinging, quiet = await connect(proxy), await connect(proxy), await connect(proxy)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:  # three idle timeouts
+        await calling.result("eth_chainId")
+        await pinging.ws.ping()
+        await asyncio.sleep(0.1)
+    code, reason = await quiet.closed(within=0.5)
+    assert code == 1000 and "idle for 0.5 s" in reason
+    assert calling.close_code is None and pinging.close_code is None
+    for client in (calling, pinging):  # quiet from now on: closed one idle timeout later
+        code, reason = await client.closed(within=5)
+        assert code == 1000 and "idle for 0.5 s" in reason
+
+
 async def test_ws_message_over_the_size_limit_closes_with_1009_and_a_reason(
     start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
 ) -> None:
