@@ -35,7 +35,13 @@ from signer_proxy.transport.chains import ROUTES, ChainRoute
 from signer_proxy.transport.door import admit, call_context, charge
 from signer_proxy.transport.http import refusal_response
 from signer_proxy.upstream.credentials import upstream_auth
-from signer_proxy.upstream.ws import PING_INTERVAL, UpstreamSocket, derive_ws_url
+from signer_proxy.upstream.ws import (
+    PING_INTERVAL,
+    CoarseHeartbeat,
+    NodeSocket,
+    UpstreamSocket,
+    derive_ws_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +195,9 @@ class Limits:
         )
 
 
-class ClientSocket(web.WebSocketResponse):
-    """aiohttp's server socket, with a reason on the 1009 close it sends for a large message."""
+class ClientSocket(CoarseHeartbeat, web.WebSocketResponse):
+    """aiohttp's server socket, with a reason on the 1009 close it sends for a large message
+    and a heartbeat that costs nothing per message (CoarseHeartbeat)."""
 
     too_big_reason = b""
     last_ping = 0.0  # the loop's clock at the client's last ping
@@ -604,6 +611,8 @@ def setup_websocket(app: web.Application, settings: Settings) -> None:
     async def session(_app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),  # bounded by --ws-max-connections
+            # typed for decode_text=True; ws_connect is called with False, as NodeSocket is
+            ws_response_class=NodeSocket,  # type: ignore[arg-type]
             timeout=aiohttp.ClientTimeout(total=node.timeout, sock_connect=node.connect_timeout),
         ) as node.session:
             yield

@@ -456,6 +456,61 @@ async def test_ws_idle_counts_the_clients_calls_and_pings_not_its_pongs(
         assert code == 1000 and "idle for 0.5 s" in reason
 
 
+async def test_ws_a_node_that_stops_answering_pings_is_found_and_its_subscribers_told(
+    start_proxy: ProxyFactory,
+    anvil: Anvil,
+    kms: KmsEmulator,
+    make_key: KeyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The heartbeat to the node (upstream.ws.CoarseHeartbeat), every 30 s; 0.2 s here. A
+    # node that answers stays connected across many quiet intervals.
+    monkeypatch.setattr("signer_proxy.upstream.ws.PING_INTERVAL", 0.2)
+    deaf = await WsFront(derive_ws_url(anvil.url), deaf=True).start()
+    answering = await WsFront(derive_ws_url(anvil.url)).start()
+    try:
+        key = make_key()
+        lost = await connect(await ws_proxy(start_proxy, anvil, kms, key, upstream_ws=deaf.url))
+        kept = await connect(
+            await ws_proxy(start_proxy, anvil, kms, key, upstream_ws=answering.url)
+        )
+        await lost.result("eth_subscribe", ["newHeads"])
+        await kept.result("eth_subscribe", ["newHeads"])
+        code, reason = await lost.closed(within=5)
+        assert code == 1014 and "the node's WebSocket" in reason
+        await asyncio.sleep(1.0)  # five intervals with nothing from the node but pongs
+        anvil.call("evm_mine")
+        assert (await kept.notification())["params"]["result"]["number"] == "0x1"
+        assert kept.close_code is None
+        await kept.close()
+    finally:
+        await deaf.stop()
+        await answering.stop()
+
+
+async def test_ws_a_client_that_stops_answering_pings_is_disconnected(
+    start_proxy: ProxyFactory,
+    anvil: Anvil,
+    kms: KmsEmulator,
+    make_key: KeyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The heartbeat to clients (transport.ws.ClientSocket), every 30 s; 0.2 s here. Both
+    # clients hold a subscription, so the idle close does not apply.
+    monkeypatch.setattr("signer_proxy.transport.ws.PING_INTERVAL", 0.2)
+    proxy = await ws_proxy(start_proxy, anvil, kms, make_key())
+    deaf = RpcSocket(await proxy.client.ws_connect("/", autoping=False))
+    answering = await connect(proxy)
+    await deaf.result("eth_subscribe", ["newHeads"])
+    await answering.result("eth_subscribe", ["newHeads"])
+    await deaf.closed(within=5)
+    await asyncio.sleep(1.0)
+    anvil.call("evm_mine")
+    assert (await answering.notification())["params"]["result"]["number"] == "0x1"
+    assert answering.close_code is None
+    await answering.close()
+
+
 async def test_ws_message_over_the_size_limit_closes_with_1009_and_a_reason(
     start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
 ) -> None:

@@ -17,10 +17,16 @@ class WsFront:
     """`url` relays each WebSocket to `node_ws_url`; `open` counts the live ones."""
 
     def __init__(
-        self, node_ws_url: str, hold: frozenset[str] = frozenset(), *, eager: bool = False
+        self,
+        node_ws_url: str,
+        hold: frozenset[str] = frozenset(),
+        *,
+        eager: bool = False,
+        deaf: bool = False,
     ) -> None:
         self.node_ws_url = node_ws_url
         self.hold = hold
+        self.deaf = deaf  # never answers a ping (a node whose connection has silently died)
         # eager: right behind each eth_subscribe reply, send a notification for the new
         # subscription in the same write (a node mining as the subscription starts).
         self.eager = eager
@@ -50,7 +56,7 @@ class WsFront:
 
     async def _relay(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        socket = web.WebSocketResponse(max_msg_size=0)
+        socket = web.WebSocketResponse(max_msg_size=0, autoping=not self.deaf)
         await socket.prepare(request)
         self.opened += 1
         await self._count(socket, add=True)
