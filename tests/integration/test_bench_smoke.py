@@ -69,3 +69,23 @@ def test_bench_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert (
         "| target | measured | reference (same run) | met |" in (tmp_path / "smoke.md").read_text()
     )
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "signing"])
+def test_bench_inprocess_measures_the_proxys_own_python(mode: str) -> None:
+    # docs/design.md ("Fast") quotes these figures; the tool must keep running as written.
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", mode, "200"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{mode}: ") and "µs per request" in lines[0]
+    assert float(lines[0].split()[1]) > 0
+    layers = {line.rsplit(None, 2)[0].strip(): float(line.split()[-2]) for line in lines[1:]}
+    if mode == "passthrough":
+        assert layers == {}
+    else:  # every layer of the send was entered, and the inner ones cost less than the outer
+        assert len(layers) == 15 and all(spent > 0 for spent in layers.values())
+        assert layers["_sign_leased"] < layers["_sign_and_send"] < layers["eth_sendTransaction"]
+        assert layers["canonical_signature (proof)"] < layers["KmsSigner.sign_digest"]
