@@ -1260,7 +1260,9 @@ def markdown(report: Report) -> str:
     lines = [
         f"Measured {m['when']} on {m['cpus']} CPUs, Python {m['python']} (a fixed Python loop: "
         f"{m['python_loop_ms']} ms), load from {m['load_generator']}; the proxy and nginx pinned "
-        f"to CPU 0, everything else on CPU 1. Each row: median of {m['reps']} (min-max).",
+        f"to CPU 0, everything else on CPU 1. Each row: median of {m['reps']} (min-max)."
+        # A report merged from runs of single parts (--only) says which rows come from where.
+        + (f" Merged: {m['merged']}." if m.get("merged") else ""),
         "",
         "| target | measured | reference (same run) | met |",
         "|---|---|---|---|",
