@@ -54,10 +54,10 @@ class CoarseHeartbeat:
     the heartbeat timer, when it fires, moves itself one interval on if anything came since.
     So a ping goes out after one to two quiet intervals instead of one. Once a ping is out,
     the next chunk (its pong, or anything) takes aiohttp's own path, which stands the pong's
-    timeout down and sets the next heartbeat. This leans on aiohttp's heartbeat attributes
-    (`_heartbeat_cb`, `_pong_response_cb`, `_reset_heartbeat`; aiohttp 3.11 to 3.14);
-    tests/integration/test_ws.py checks that a peer which stops answering pings is still found,
-    on both sides.
+    timeout down and sets the next heartbeat. This leans on aiohttp's private heartbeat
+    methods and attributes, as aiohttp 3.14 has them (pinned in constraints.txt);
+    tests/integration/test_ws.py checks on both sides that a peer which stops answering pings
+    is still found, and that one which answers is kept.
     """
 
     _data_seen = False
