@@ -16,8 +16,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -347,9 +348,7 @@ class ClientConnection:
             return
         self._watchdog = None
         # close() ends the receive under way in _read, which then returns.
-        task = asyncio.create_task(self.close(WSCloseCode.OK, idle_reason(idle)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self.close(WSCloseCode.OK, idle_reason(idle)))
 
     async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -463,11 +462,15 @@ class ClientConnection:
         except (ClientGone, ConnectionError):
             return
 
-    def _stalled(self) -> None:
-        """A message has waited --ws-send-timeout for the client to read: disconnect it."""
-        task = asyncio.create_task(self._close_slow_client())
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task this connection keeps until it ends (`_release` waits for it)."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _stalled(self) -> None:
+        """A message has waited --ws-send-timeout for the client to read: disconnect it."""
+        self._in_background(self._close_slow_client())
 
     async def _close_slow_client(self) -> None:
         self._closing = True
@@ -495,9 +498,7 @@ class ClientConnection:
             await self._queue.put(raw)
 
     def _upstream_lost(self, reason: str) -> None:
-        task = asyncio.create_task(self.close(WSCloseCode.BAD_GATEWAY, reason))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self.close(WSCloseCode.BAD_GATEWAY, reason))
 
 
 class WebSockets:
