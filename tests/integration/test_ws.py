@@ -503,7 +503,8 @@ async def test_ws_a_client_that_stops_answering_pings_is_disconnected(
     answering = await connect(proxy)
     await deaf.result("eth_subscribe", ["newHeads"])
     await answering.result("eth_subscribe", ["newHeads"])
-    await deaf.closed(within=5)
+    code, _ = await deaf.closed(within=5)
+    assert code == 1006  # dropped without a close frame (README, the WebSocket table)
     await asyncio.sleep(1.0)
     anvil.call("evm_mine")
     assert (await answering.notification())["params"]["result"]["number"] == "0x1"
