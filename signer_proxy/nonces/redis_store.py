@@ -56,6 +56,10 @@ ChainId = Callable[[], Awaitable[int]]
 
 # One Redis command may take this long (also bounded by the request deadline).
 REDIS_TIMEOUT = 5.0
+# Settling a lease may take this long even when the request's deadline is spent: the request
+# failed near its deadline (KMS stalled until then), and a lease left unsettled keeps its
+# nonce from everyone until --nonce-lease-seconds, leaving a gap the next sends wait behind.
+SETTLE_GRACE = 0.5
 # A sync looks at most this many nonces above the node's pending count.
 SCAN_LIMIT = 1024
 # Reservation retries when the state vanished between sync and reserve (e.g. FLUSHDB).
@@ -311,7 +315,9 @@ class _RedisLease:
             return
         self._done = True
         try:
-            await self._manager._run("settle", self._keys, [self._nonce, self._token, how])
+            await self._manager._run(
+                "settle", self._keys, [self._nonce, self._token, how], at_least=SETTLE_GRACE
+            )
         except NonceStoreUnavailable as exc:
             # The lease runs out on its own; the next sync resends or re-issues the nonce.
             log.warning("nonce %d: could not settle its lease: %s", self._nonce, exc.message)
@@ -363,9 +369,11 @@ class RedisNonceManager:
         self._counter += 1
         return f"{self._replica}-{self._counter}"
 
-    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+    async def _run(
+        self, script: str, keys: list[str], args: list[Any], at_least: float = 0.0
+    ) -> Any:
         try:
-            async with asyncio.timeout(bounded(REDIS_TIMEOUT)):
+            async with asyncio.timeout(max(at_least, bounded(REDIS_TIMEOUT))):
                 return await self._scripts[script](keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise NonceStoreUnavailable(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import NodeRejected, NonceLeaseExpired, NonceStoreUnavailable
 from signer_proxy.nonces.redis_store import RedisNonceManager, connect
 from tests.conftest import free_port
@@ -110,6 +111,18 @@ async def test_release_hands_the_nonce_out_again_lowest_first(managers: ManagerF
 
     again = [(await other.reserve(ALICE)).nonce for _ in range(3)]
     assert again == [1, 2, 4]
+
+
+async def test_a_lease_is_released_even_when_the_request_deadline_is_spent(
+    managers: ManagerFactory,
+) -> None:
+    # The request failed at its deadline (KMS stalled until then): the release still reaches
+    # Redis, or the nonce would be held from everyone until the lease ran out.
+    manager = managers(FakeNode())
+    lease = await manager.reserve(ALICE)
+    with deadline_scope(0.0):
+        await lease.release()
+    assert (await manager.reserve(ALICE)).nonce == lease.nonce
 
 
 async def test_commit_keeps_the_nonce_used(managers: ManagerFactory) -> None:
