@@ -9,16 +9,30 @@ bytes`, `--audit-log-backups`), and reopened when something else moved the file 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from signer_proxy.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def utc_timestamp(now: float) -> str:
+    """A Unix time as ISO 8601 in UTC to the millisecond (truncated), e.g.
+    "2025-06-01T12:00:00.250+00:00": a line's `time`."""
+    second = int(now // 1)
+    return f"{_second_text(second)}.{int((now - second) * 1000):03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class AuditLog(Protocol):

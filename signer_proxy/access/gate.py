@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from signer_proxy.access.audit import AuditLog, NullAuditLog
+from signer_proxy.access.audit import AuditLog, NullAuditLog, utc_timestamp
 from signer_proxy.access.budgets import BudgetStore, MemoryBudgetStore, budget_key, utc_day
 from signer_proxy.access.policy import (
     SIGNING_METHODS,
@@ -123,10 +122,6 @@ def _tx_fields(tx: UnsignedTx) -> dict[str, Any]:
     }
 
 
-def _now_iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-
-
 class SigningGate:
     """Checks every signature against the client's scope and the policy; audits each decision."""
 
@@ -169,7 +164,7 @@ class SigningGate:
         self, context: CallContext, method: str, signer: Signer | None = None
     ) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "time": _now_iso(self._clock()),
+            "time": utc_timestamp(self._clock()),
             "request_id": REQUEST_ID.get(),
             "client": context.client,
             "auth": context.auth,

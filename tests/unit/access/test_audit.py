@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,31 @@ from signer_proxy.access.audit import (
     StreamAuditLog,
     encode,
     open_audit_log,
+    utc_timestamp,
 )
 from signer_proxy.errors import AuditUnavailable
 
 
 def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        0,
+        0.001,
+        1_767_225_599.9995,  # the last millisecond of 2025, truncated, not rounded up
+        1_767_225_600,
+        1_767_225_600.0505,
+        1_709_207_999.75,  # 2024-02-29 11:59:59.750
+        4_102_444_800.123,
+    ],
+)
+def test_utc_timestamp_is_datetime_isoformat_to_the_millisecond(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    assert utc_timestamp(now) == expected
+    assert utc_timestamp(now) == expected  # the second's text now comes from the cache
 
 
 def test_encode_is_one_compact_line_in_the_given_order() -> None:

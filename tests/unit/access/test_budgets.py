@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+
+import pytest
 
 from signer_proxy.access.budgets import MemoryBudgetStore, budget_key, utc_day
 
@@ -12,6 +15,17 @@ ADDRESS = "0x000000000000000000000000000000000000dEaD"
 def test_utc_day_changes_at_midnight_utc() -> None:
     assert utc_day(1_767_225_599) == "2025-12-31"  # 23:59:59 UTC
     assert utc_day(1_767_225_600) == "2026-01-01"
+
+
+@pytest.mark.parametrize(
+    "now",
+    [0, 1.5, 951_782_399.999, 951_782_400, 1_709_164_800.25, 1_767_225_599.9, 4_102_444_800],
+    #   epoch, 2000-02-28 23:59:59.999 then the leap day, 2024-02-29, 2100-01-01
+)
+def test_utc_day_is_what_datetime_says_also_from_its_cache(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    assert utc_day(now) == expected
+    assert utc_day(now) == expected  # the second answer comes from the cache
 
 
 def test_budget_key_is_per_day_scope_and_address_case_insensitive() -> None:
