@@ -11,11 +11,14 @@ expire, exactly as the aioboto3 client's are. Everything else (DescribeKey, GetP
 management) stays on aioboto3.
 
 `LeanKmsClient.sign(...)` takes the same arguments as the aioboto3 client's and raises the same
-`botocore.exceptions.ClientError` for KMS errors, so `KmsSigner` works with either.
+`botocore.exceptions.ClientError` for KMS errors, so `KmsSigner` works with either. Unlike
+it, the lean client ends each call within its timeout and the request's deadline by itself
+(`times_itself`), so `KmsCalls` opens no timeout scope around it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -24,6 +27,7 @@ import orjson
 from botocore.auth import _host_from_url
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+from signer_proxy.deadline import bounded
 from signer_proxy.jsonrpc import loads
 from signer_proxy.keys.sigv4 import PostSigner
 from signer_proxy.upstream.http_pool import HttpError, HttpPool
@@ -40,7 +44,12 @@ def kms_endpoint(region: str, endpoint_url: str = "") -> str:
 
 
 class LeanKmsClient:
-    """KMS `Sign` only, for one Region and endpoint; `aclose` when done."""
+    """KMS `Sign` only, for one Region and endpoint; `aclose` when done.
+
+    `timeout` bounds each call (the KMS attempt timeout), and so does what is left of the
+    request's deadline: a call, a credential refresh included, never outlives either."""
+
+    times_itself = True  # KmsCalls reads this: no asyncio.timeout around our calls
 
     def __init__(self, credentials: Any, region: str, endpoint_url: str, timeout: float) -> None:
         self._credentials = credentials  # aiobotocore credentials (refreshable or static)
@@ -67,12 +76,18 @@ class LeanKmsClient:
     async def aclose(self) -> None:
         await self._pool.close()
 
-    async def _frozen(self) -> Any:
-        getter = getattr(self._credentials, "get_frozen_credentials", None)
+    async def _frozen(self, seconds: float) -> Any:
+        credentials = self._credentials
+        getter = getattr(credentials, "get_frozen_credentials", None)
         if getter is None:
-            return self._credentials
-        frozen = getter()
-        return await frozen if hasattr(frozen, "__await__") else frozen
+            return credentials
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        if refresh_needed is not None and refresh_needed():
+            # aiobotocore refreshes now, over the network (STS, the instance or container
+            # role): bounded like the exchange. Otherwise the answer is in memory.
+            async with asyncio.timeout(seconds):
+                return await _resolved(getter())
+        return await _resolved(getter())
 
     def signed_headers(self, body: bytes, frozen: Any) -> dict[str, str]:
         """SigV4 headers for a Sign request with `body`, as botocore's `SigV4Auth` makes
@@ -93,9 +108,11 @@ class LeanKmsClient:
                 "SigningAlgorithm": SigningAlgorithm,
             }
         )
-        headers = self.signed_headers(body, await self._frozen())
+        seconds = bounded(self._timeout)
+        ends = time.monotonic() + seconds
+        headers = self.signed_headers(body, await self._frozen(seconds))
         try:
-            response = await self._pool.post(body, self._timeout, headers)
+            response = await self._pool.post(body, max(0.0, ends - time.monotonic()), headers)
         except HttpError as exc:
             raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
         try:
@@ -117,3 +134,7 @@ class LeanKmsClient:
             "Signature": base64.b64decode(answer.get("Signature", "")),
             "SigningAlgorithm": answer.get("SigningAlgorithm"),
         }
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if hasattr(value, "__await__") else value

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from aiohttp import web
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from signer_proxy.deadline import deadline_scope
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from signer_proxy.eth.ecdsa import canonical_signature, keccak256, public_key_from_spki
 from signer_proxy.keys.kms_sign import LeanKmsClient, kms_endpoint
@@ -169,5 +172,71 @@ async def test_lean_sign_unreachable_endpoint_is_a_botocore_connection_error() -
     try:
         with pytest.raises(EndpointConnectionError):
             await client.sign(KeyId="k", Message=DIGEST, **SIGN)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def stalled() -> AsyncIterator[str]:
+    """A KMS endpoint that accepts the request and never answers."""
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    release.set()
+    await runner.cleanup()
+
+
+async def test_lean_sign_ends_at_the_deadline_not_its_longer_timeout(stalled: str) -> None:
+    # KmsCalls opens no timeout around the lean client (times_itself): it must stop by itself.
+    client = LeanKmsClient(Credentials("a", "b"), REGION, stalled, 30)
+    assert client.times_itself
+    try:
+        started = time.monotonic()
+        with deadline_scope(0.3), pytest.raises(TimeoutError):
+            await client.sign(KeyId="k", Message=DIGEST, **SIGN)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await client.aclose()
+
+
+class SlowRefresh:
+    """Refreshable credentials whose refresh is due and hangs (an STS that stopped answering)."""
+
+    def __init__(self, due: bool) -> None:
+        self.due = due
+        self.fetched = 0
+
+    def refresh_needed(self) -> bool:
+        return self.due
+
+    async def get_frozen_credentials(self) -> Credentials:
+        self.fetched += 1
+        if self.due:
+            await asyncio.sleep(30)
+        return Credentials("a", "b")
+
+
+async def test_lean_sign_bounds_a_credential_refresh_by_the_deadline(kms: KmsEmulator) -> None:
+    credentials = SlowRefresh(due=True)
+    client = LeanKmsClient(credentials, REGION, kms.url, 30)
+    try:
+        started = time.monotonic()
+        with deadline_scope(0.3), pytest.raises(TimeoutError):
+            await client.sign(KeyId="k", Message=DIGEST, **SIGN)
+        assert time.monotonic() - started < 1.0
+        credentials.due = False  # in memory: asked without a timer, and the call goes on
+        with pytest.raises(ClientError):  # the emulator knows no key "k"
+            await client.sign(KeyId="k", Message=DIGEST, **SIGN)
+        assert credentials.fetched == 2
     finally:
         await client.aclose()

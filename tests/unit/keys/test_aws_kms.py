@@ -16,7 +16,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from signer_proxy.deadline import deadline_scope
+from signer_proxy.deadline import deadline_scope, remaining
 from signer_proxy.errors import KeyLoadFailed, KmsUnavailable
 from signer_proxy.keys.aws_kms import (
     KmsCalls,
@@ -137,6 +137,22 @@ async def test_a_stalled_attempt_times_out_and_is_retried() -> None:
 
     assert slow.calls == 3
     assert time.monotonic() - started < 1.0
+
+
+async def test_a_request_that_times_itself_sees_the_attempt_as_its_deadline() -> None:
+    seen: list[float | None] = []
+
+    async def request() -> str:
+        seen.append(remaining())
+        await asyncio.sleep(0.1)  # past the attempt timeout: nothing cancels it from outside
+        return "signed"
+
+    assert await calls(attempt_timeout=0.05).run("key", request, times_itself=True) == "signed"
+    assert seen[0] is not None and 0 < seen[0] <= 0.05
+    with deadline_scope(0.02):  # an earlier request deadline wins
+        await calls(attempt_timeout=5).run("key", request, times_itself=True)
+    assert seen[1] is not None and 0 < seen[1] <= 0.02
+    assert remaining() is None  # the scope closes with the attempt
 
 
 async def test_in_flight_requests_never_exceed_the_cap() -> None:
