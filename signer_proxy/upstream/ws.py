@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import WSMsgType
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 from signer_proxy.deadline import expire
 from signer_proxy.errors import (
@@ -81,8 +83,50 @@ class CoarseHeartbeat:
         super()._reset_heartbeat()  # type: ignore[misc]
 
 
+class ReplyTakingQueue(WebSocketDataQueue):
+    """aiohttp's queue of received messages, which offers each text message to `take` first.
+
+    aiohttp's parser puts every message in this queue, and a reader task takes it out: for a
+    relayed reply, a task wake-up, aiohttp's `receive()` and our dispatch before the waiting
+    call is woken. `take` (UpstreamSocket._take_reply) resolves a plain reply right here, in
+    the connection's data callback, and returns True; anything else goes to the queue and the
+    reader as before. It is offered a message only while the queue is empty, so nothing
+    overtakes a message still waiting in it. The parser calls `feed_data` (a Cython cpdef
+    method, which honours this override) for each whole message.
+    """
+
+    take: Callable[[bytes], bool] | None = None
+
+    def feed_data(self, data: Any, size: int) -> None:
+        take = self.take
+        if take is None or self._buffer or data.type is not WSMsgType.TEXT or not take(data.data):
+            super().feed_data(data, size)
+
+
 class NodeSocket(CoarseHeartbeat, aiohttp.ClientWebSocketResponse[Literal[False]]):
     """A connection to the node's WebSocket (the session's `ws_response_class`)."""
+
+    def offer_replies(self, take: Callable[[bytes], bool]) -> bool:
+        """Have each text message offered to `take` before it is queued for `receive()`
+        (ReplyTakingQueue). Call right after `ws_connect` returned, before anything is sent;
+        False (and nothing changed) when the node had already sent something.
+
+        aiohttp builds the queue and its parser inside `ws_connect`; this puts a new pair in
+        their place, as `ws_connect` wires them (aiohttp 3.14, pinned in constraints.txt).
+        Connections are made with `decode_text=False`, `max_msg_size=0` and no compression.
+        """
+        old: Any = self._reader
+        protocol = self._conn.protocol if self._conn is not None else None
+        if protocol is None or old._buffer or old.is_eof():
+            return False
+        queue = ReplyTakingQueue(protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
+        queue.take = take
+        parser = WebSocketReader(queue, 0, compress=False, decode_text=False)
+        self._reader = queue
+        self._parser = parser
+        received = None if self._heartbeat is None else self._on_data_received
+        protocol.set_parser(parser, queue, data_received_cb=received)
+        return True
 
 
 def derive_ws_url(http_url: str) -> str:
@@ -189,6 +233,7 @@ class UpstreamSocket:
         self._reader: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
         self._closed = False
+        self._dispatching = False  # the reader is handling a message (see _take_reply)
         self.subscriptions: set[str] = set()
         self.display_url = redact_url(url)
 
@@ -232,9 +277,29 @@ class UpstreamSocket:
                     f"({type(exc).__name__}); check that the node serves WebSocket there, "
                     "or set --upstream-ws"
                 ) from exc
+            if isinstance(ws, NodeSocket):
+                ws.offer_replies(self._take_reply)
             self._ws = ws
             self._reader = asyncio.create_task(self._read(ws))
             return ws
+
+    def _take_reply(self, raw: bytes) -> bool:
+        """Resolve the waiting call with `raw` at once if it is a plain reply to one (not to a
+        subscription call, not a batch) and the reader is not busy with an earlier message;
+        else False: the reader dispatches it in order (ReplyTakingQueue)."""
+        if self._dispatching:
+            return False
+        match = _REPLY_HEAD.match(raw[:_HEAD])
+        if match is None:
+            return False
+        pending = self._pending.get(int(match.group(1)))
+        if pending is None or pending.subscriptions:
+            return False
+        for ours in pending.ids:
+            self._pending.pop(ours, None)
+        if not pending.future.done():
+            pending.future.set_result(raw)
+        return True
 
     def for_message(self, delivered: asyncio.Event | None) -> MessageUpstream:
         """An Upstream for client messages; `delivered`, when given, is set once the one
@@ -323,7 +388,11 @@ class UpstreamSocket:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     data = message.data
-                    await self._dispatch(data if isinstance(data, bytes) else data.encode())
+                    self._dispatching = True  # no reply may overtake this message
+                    try:
+                        await self._dispatch(data if isinstance(data, bytes) else data.encode())
+                    finally:
+                        self._dispatching = False
                 elif message.type == WSMsgType.ERROR:
                     log.warning("node WebSocket %s: %s", self.display_url, ws.exception())
         except asyncio.CancelledError:

@@ -1,16 +1,29 @@
 """upstream_ws: the node's WebSocket URL, routing node messages by their head, restoring ids
-without re-encoding, and the close reason. The connection itself is tested against anvil
-(tests/integration/test_ws.py)."""
+without re-encoding, the close reason, and replies taken as they arrive but never ahead of an
+earlier message. The relay itself is tested against anvil (tests/integration/test_ws.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp._websocket.reader import WebSocketReader
 
 from signer_proxy.transport.ws import MAX_CLOSE_REASON
-from signer_proxy.upstream.ws import derive_ws_url, lost_reason, read_node_message, with_client_id
+from signer_proxy.upstream.ws import (
+    NodeSocket,
+    ReplyTakingQueue,
+    UpstreamSocket,
+    derive_ws_url,
+    lost_reason,
+    read_node_message,
+    with_client_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +135,123 @@ def test_lost_reason_says_what_ended_and_fits_a_close_frame(code: int | None, sa
     reason = lost_reason(code)
     assert says in reason and "subscribe again" in reason
     assert len(reason.encode()) <= MAX_CLOSE_REASON
+
+
+class _Protocol:
+    """What the queue asks of aiohttp's connection protocol: reading paused or not."""
+
+    _reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    return bytes([0x80 | opcode, len(payload)]) + payload  # unmasked, as a server sends
+
+
+async def test_the_queue_offers_text_only_while_nothing_waits_in_it() -> None:
+    taken: list[bytes] = []
+
+    def take(raw: bytes) -> bool:
+        if raw.startswith(b'{"jsonrpc":"2.0","id":'):
+            taken.append(raw)
+            return True
+        return False
+
+    queue = ReplyTakingQueue(_Protocol(), 2**16, loop=asyncio.get_running_loop())
+    queue.take = take
+    parser = WebSocketReader(queue, 0, compress=False, decode_text=False)  # aiohttp's, in C
+
+    reply = b'{"jsonrpc":"2.0","id":1,"result":"0x1"}'
+    note = b'{"jsonrpc":"2.0","method":"eth_subscription","params":{}}'
+    parser.feed_data(_frame(1, reply))
+    assert taken == [reply] and not queue._buffer
+    parser.feed_data(_frame(1, note) + _frame(1, b'{"jsonrpc":"2.0","id":2,"result":"0x2"}'))
+    assert taken == [reply]  # the notification was refused, so the reply behind it waits too
+    parser.feed_data(_frame(9, b"ping"))
+    assert [(await queue.read()).data for _ in range(3)] == [
+        note,
+        b'{"jsonrpc":"2.0","id":2,"result":"0x2"}',
+        b"ping",
+    ]
+    parser.feed_data(_frame(9, b"ping") + _frame(1, reply))  # a ping is never offered
+    assert taken == [reply] and len(queue._buffer) == 2
+
+
+@pytest.fixture
+async def scripted_node() -> AsyncIterator[tuple[str, list[float]]]:
+    """A node that answers each call with a notification first, then (after `gaps[0]` s; in
+    the same write when 0) the reply; with `gaps[0]` < 0, the reply alone."""
+    gaps = [0.0]
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            call = json.loads(message.data)
+            note = {"jsonrpc": "2.0", "method": "eth_subscription", "params": {"result": 1}}
+            reply = {"jsonrpc": "2.0", "id": call["id"], "result": "0x1"}
+            if gaps[0] < 0:
+                await socket.send_str(json.dumps(reply))
+                continue
+            if gaps[0] == 0:
+                transport = request.transport
+                assert transport is not None
+                transport.write(
+                    _frame(1, json.dumps(note).encode()) + _frame(1, json.dumps(reply).encode())
+                )
+                continue
+            await socket.send_str(json.dumps(note))
+            await asyncio.sleep(gaps[0])
+            await socket.send_str(json.dumps(reply))
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"ws://{host}:{port}/", gaps
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.05], ids=["same-write", "while-delivering"])
+async def test_a_reply_never_overtakes_a_notification_sent_before_it(
+    scripted_node: tuple[str, list[float]], gap: float
+) -> None:
+    url, gaps = scripted_node
+    gaps[0] = gap
+    delivering = asyncio.Event()
+    go_on = asyncio.Event()
+    delivered: list[bytes] = []
+
+    async def deliver(raw: bytes) -> None:  # a client slow to take its notification
+        delivering.set()
+        await go_on.wait()
+        delivered.append(raw)
+
+    async with aiohttp.ClientSession(ws_response_class=NodeSocket) as session:  # type: ignore[arg-type]
+        socket = UpstreamSocket(url, session, 5.0, deliver, lambda _: None)
+        try:
+            call = asyncio.create_task(socket.forward(b'{"jsonrpc":"2.0","id":7,"method":"m"}'))
+            await delivering.wait()
+            await asyncio.sleep(0.2)  # the reply has arrived by now
+            assert not call.done()
+            go_on.set()
+            assert json.loads(await call) == {"jsonrpc": "2.0", "id": 7, "result": "0x1"}
+            assert len(delivered) == 1
+            queue = socket._ws._reader if socket._ws is not None else None
+            assert isinstance(queue, ReplyTakingQueue)  # and a reply alone is taken from it:
+            gaps[0] = -1
+            taken = queue.take
+            assert taken is not None
+            takes: list[bool] = []
+            queue.take = lambda raw: takes.append(taken(raw)) or takes[-1]
+            reply = await socket.forward(b'{"jsonrpc":"2.0","id":8,"method":"m"}')
+            assert json.loads(reply) == {"jsonrpc": "2.0", "id": 8, "result": "0x1"}
+            assert takes == [True]
+        finally:
+            await socket.close()
