@@ -31,6 +31,10 @@ class TokenBucket:
             return 0.0
         return (tokens - self.tokens) / self.per_second
 
+    def give_back(self, tokens: float) -> None:
+        """Return `tokens` taken for something that did not go ahead after all."""
+        self.tokens = min(self.burst, self.tokens + tokens)
+
 
 class RateLimiter:
     """A token bucket per client; a client without a limit is never refused."""

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp._websocket.reader import WebSocketReader
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 from signer_proxy.access.auth import Identity
 from signer_proxy.access.ratelimit import TokenBucket
@@ -40,6 +42,7 @@ from signer_proxy.upstream.ws import (
     PING_INTERVAL,
     CoarseHeartbeat,
     NodeSocket,
+    TakingQueue,
     UpstreamSocket,
     derive_ws_url,
 )
@@ -171,6 +174,45 @@ class SendQueue:
         self._changed()
 
 
+class CallSlots:
+    """At most `limit` messages of one connection handled at once: a free slot is taken at
+    once (`try_take`: the data callback cannot wait), a full set is waited on in order."""
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._line: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> bool:
+        return self._free > 0 and not self._line
+
+    def try_take(self) -> bool:
+        if self._free > 0 and not self._line:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            await turn
+        except BaseException:  # cancelled: pass on a slot given meanwhile
+            if turn.done() and not turn.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes to the next in line
+                return
+        self._free += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The per-connection limits, from the settings."""
@@ -202,6 +244,31 @@ class ClientSocket(CoarseHeartbeat, web.WebSocketResponse):
 
     too_big_reason = b""
     last_ping = 0.0  # the loop's clock at the client's last ping
+
+    def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
+        # aiohttp's own (3.14, pinned), with a TakingQueue where it makes its queue: the
+        # connection offers each call to ClientConnection._take_now as its last byte arrives.
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        assert self._loop is not None
+        self._reader = TakingQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
+        self._parser = WebSocketReader(
+            self._reader,
+            self._max_msg_size,
+            compress=bool(self._compress),
+            decode_text=self._decode_text,
+        )
+        received = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=received)
+        request.protocol.keep_alive(False)  # as aiohttp: no HTTP keep-alive after an upgrade
+
+    def offer(self, take: Callable[[bytes], bool] | None) -> None:
+        """Offer each text message to `take` before it is queued for `receive()`; None: no
+        more offers."""
+        reader = self._reader
+        if isinstance(reader, TakingQueue):
+            reader.take = take
 
     async def pong(self, message: bytes = b"") -> None:
         # receive() answers a client's ping here and reads on without returning it; a ping is
@@ -248,7 +315,9 @@ class ClientConnection:
         rate = limits.messages_per_second
         # Bursts of up to one second's worth of messages (at least one message).
         self._bucket = TokenBucket(rate, max(rate, 1.0), time.monotonic()) if rate > 0 else None
-        self._slots = asyncio.Semaphore(MAX_PENDING)
+        self._slots = CallSlots(MAX_PENDING)
+        self._loop = asyncio.get_running_loop()
+        self._reading = False  # the read loop is taking a message (see _take_now)
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -351,15 +420,54 @@ class ClientConnection:
         self._in_background(self.close(WSCloseCode.OK, idle_reason(idle)))
 
     async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._socket.offer(self._take_now)
+        try:
+            await self._read_loop(loop)
+        finally:
+            self._socket.offer(None)
+
+    def _take_now(self, raw: bytes) -> bool:
+        """Start on a call as its last byte arrives, in the connection's data callback
+        (TakingQueue), instead of waking the read loop for it. Only when that loop is idle
+        (nothing overtakes an earlier message) and the call needs no waiting: a slot is free,
+        the rate limits let it through, it parses. Anything else (a refusal to queue, an
+        error reply, a full connection) returns False, before anything is spent, and the read
+        loop takes the message in order, as every message used to be taken."""
+        if self._reading or self._closing or self._in_flight.draining or not self._slots.free:
+            return False
+        try:
+            body = parse_body(raw, self._limits.max_batch)
+        except Exception:  # nothing may raise into aiohttp's parser
+            return False  # its error reply is the read loop's to queue
+        bucket = self._bucket
+        if bucket is not None and bucket.take(1.0, time.monotonic()):
+            return False  # over the message rate: nothing was spent; the loop refuses it
+        try:
+            charge(self._app, self._identity, len(body.calls))
+        except RateLimited:
+            if bucket is not None:
+                bucket.give_back(1.0)  # the read loop takes it again, and refuses it
+            return False
+        self._slots.try_take()  # free: checked above, and nothing since could take it
+        self._last_read = self._loop.time()
+        task = self._loop.create_task(self._handle(body, raw))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             message = await self._socket.receive()
             self._last_read = loop.time()
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 data = message.data
+                self._reading = True  # no call may start ahead of this one (_take_now)
                 try:
                     await self._take(data if isinstance(data, bytes) else data.encode())
                 except ClientGone:
                     return
+                finally:
+                    self._reading = False
             elif message.type == WSMsgType.ERROR:
                 log.debug("WebSocket client error: %s", self._socket.exception())
             elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -396,7 +504,7 @@ class ClientConnection:
         if refusal is not None:
             await self._refuse(body, refusal)
             return
-        await self._slots.acquire()
+        await self._slots.take()
         task = asyncio.create_task(self._handle(body, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

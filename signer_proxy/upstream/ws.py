@@ -83,16 +83,19 @@ class CoarseHeartbeat:
         super()._reset_heartbeat()  # type: ignore[misc]
 
 
-class ReplyTakingQueue(WebSocketDataQueue):
+class TakingQueue(WebSocketDataQueue):
     """aiohttp's queue of received messages, which offers each text message to `take` first.
 
-    aiohttp's parser puts every message in this queue, and a reader task takes it out: for a
-    relayed reply, a task wake-up, aiohttp's `receive()` and our dispatch before the waiting
-    call is woken. `take` (UpstreamSocket._take_reply) resolves a plain reply right here, in
-    the connection's data callback, and returns True; anything else goes to the queue and the
-    reader as before. It is offered a message only while the queue is empty, so nothing
-    overtakes a message still waiting in it. The parser calls `feed_data` (a Cython cpdef
-    method, which honours this override) for each whole message.
+    aiohttp's parser puts every message in this queue and a reader task takes it out: a task
+    wake-up and aiohttp's `receive()` per message before anything is done with it. `take`
+    handles the message right here instead, in the connection's data callback, and returns
+    True; or returns False, and the message is queued for the reader as before. A message is
+    offered only while the queue is empty, so nothing overtakes one still waiting in it (the
+    taker also refuses while its reader is busy with an earlier one). The node's socket
+    offers replies (UpstreamSocket._take_reply), a client's socket its calls
+    (transport.ws.ClientConnection._take_now). The parser calls `feed_data` (a Cython cpdef
+    method, which honours this override) for each whole message; connections are made with
+    `decode_text=False`, so a text message's data is bytes.
     """
 
     take: Callable[[bytes], bool] | None = None
@@ -108,7 +111,7 @@ class NodeSocket(CoarseHeartbeat, aiohttp.ClientWebSocketResponse[Literal[False]
 
     def offer_replies(self, take: Callable[[bytes], bool]) -> bool:
         """Have each text message offered to `take` before it is queued for `receive()`
-        (ReplyTakingQueue). Call right after `ws_connect` returned, before anything is sent;
+        (TakingQueue). Call right after `ws_connect` returned, before anything is sent;
         False (and nothing changed) when the node had already sent something.
 
         aiohttp builds the queue and its parser inside `ws_connect`; this puts a new pair in
@@ -119,7 +122,7 @@ class NodeSocket(CoarseHeartbeat, aiohttp.ClientWebSocketResponse[Literal[False]
         protocol = self._conn.protocol if self._conn is not None else None
         if protocol is None or old._buffer or old.is_eof():
             return False
-        queue = ReplyTakingQueue(protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
+        queue = TakingQueue(protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
         queue.take = take
         parser = WebSocketReader(queue, 0, compress=False, decode_text=False)
         self._reader = queue
@@ -286,7 +289,7 @@ class UpstreamSocket:
     def _take_reply(self, raw: bytes) -> bool:
         """Resolve the waiting call with `raw` at once if it is a plain reply to one (not to a
         subscription call, not a batch) and the reader is not busy with an earlier message;
-        else False: the reader dispatches it in order (ReplyTakingQueue)."""
+        else False: the reader dispatches it in order (TakingQueue)."""
         if self._dispatching:
             return False
         match = _REPLY_HEAD.match(raw[:_HEAD])

@@ -17,7 +17,7 @@ import pytest
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from signer_proxy.errors import NodeRejected
 from signer_proxy.transport.ws import WEBSOCKETS
-from signer_proxy.upstream.ws import derive_ws_url
+from signer_proxy.upstream.ws import TakingQueue, derive_ws_url
 from tests.auth_support import (
     API_KEYS,
     AUTH_CASES,
@@ -662,3 +662,36 @@ async def test_ws_client_rate_limit_and_scope_apply_per_call(
     finally:
         await socket.close()
     assert anvil.call("eth_getTransactionCount", [funded_key.address, "latest"]) == "0x0"
+
+
+async def test_ws_calls_start_as_they_arrive_and_a_refusal_costs_one_message_token(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    keys_file = write_api_keys_file(tmp_path)
+    policy = write_policy_file(
+        tmp_path, {"clients": {"reader": {"rate_limit": {"per_second": 0.01, "burst": 1}}}}
+    )
+    proxy = await ws_proxy(
+        start_proxy, anvil, kms, make_key(), ws_messages_per_second=2.0,
+        api_keys_file=str(keys_file), policy_file=str(policy),
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {API_KEYS['reader']}"}
+    socket = RpcSocket(await proxy.client.ws_connect("/", headers=headers))
+    try:
+        (connection,) = proxy.client.server.app[WEBSOCKETS].open
+        queue = connection._socket._reader
+        assert isinstance(queue, TakingQueue) and queue.take is not None
+        take = queue.take
+        taken: list[bool] = []
+        queue.take = lambda raw: taken.append(take(raw)) or taken[-1]
+
+        assert (await socket.call("eth_chainId"))["result"] == "0x7a69"
+        assert taken == [True]  # started in the data callback, not by the read loop
+        refused = await socket.call("eth_chainId")  # the client's limit (burst 1) refuses it
+        assert taken == [True, False]  # the read loop did, with the message token given back
+        assert refused["error"]["code"] == -32005
+        assert "client reader is over its rate limit" in refused["error"]["message"]
+        third = await socket.call("eth_chainId")  # the burst of 2 messages is now used up
+        assert "--ws-messages-per-second" in third["error"]["message"]
+    finally:
+        await socket.close()

@@ -111,3 +111,13 @@ def test_a_reload_keeps_the_buckets_of_unchanged_limits_only() -> None:
     limiter.update({})
     for _ in range(10):
         limiter.charge("same", 1)
+
+
+def test_tokens_given_back_are_spent_again_and_never_above_the_burst() -> None:
+    bucket = TokenBucket(per_second=1.0, burst=2.0, now=0.0)
+    assert bucket.take(2.0, 0.0) == 0.0
+    bucket.give_back(1.0)  # taken for a message that did not go ahead after all
+    assert bucket.take(1.0, 0.0) == 0.0
+    assert bucket.take(1.0, 0.0) > 0
+    bucket.give_back(5.0)
+    assert bucket.tokens == 2.0

@@ -17,7 +17,7 @@ from aiohttp._websocket.reader import WebSocketReader
 from signer_proxy.transport.ws import MAX_CLOSE_REASON
 from signer_proxy.upstream.ws import (
     NodeSocket,
-    ReplyTakingQueue,
+    TakingQueue,
     UpstreamSocket,
     derive_ws_url,
     lost_reason,
@@ -159,7 +159,7 @@ async def test_the_queue_offers_text_only_while_nothing_waits_in_it() -> None:
             return True
         return False
 
-    queue = ReplyTakingQueue(_Protocol(), 2**16, loop=asyncio.get_running_loop())
+    queue = TakingQueue(_Protocol(), 2**16, loop=asyncio.get_running_loop())
     queue.take = take
     parser = WebSocketReader(queue, 0, compress=False, decode_text=False)  # aiohttp's, in C
 
@@ -244,7 +244,7 @@ async def test_a_reply_never_overtakes_a_notification_sent_before_it(
             assert json.loads(await call) == {"jsonrpc": "2.0", "id": 7, "result": "0x1"}
             assert len(delivered) == 1
             queue = socket._ws._reader if socket._ws is not None else None
-            assert isinstance(queue, ReplyTakingQueue)  # and a reply alone is taken from it:
+            assert isinstance(queue, TakingQueue)  # and a reply alone is taken from it:
             gaps[0] = -1
             taken = queue.take
             assert taken is not None
