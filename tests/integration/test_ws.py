@@ -695,3 +695,45 @@ async def test_ws_calls_start_as_they_arrive_and_a_refusal_costs_one_message_tok
         assert "--ws-messages-per-second" in third["error"]["message"]
     finally:
         await socket.close()
+
+
+async def test_ws_a_call_never_starts_ahead_of_a_message_the_read_loop_is_taking(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    proxy = await ws_proxy(start_proxy, anvil, kms, make_key())
+    socket = RpcSocket(await proxy.client.ws_connect("/"))
+    room, holding = asyncio.Event(), asyncio.Event()
+    try:
+        (connection,) = proxy.client.server.app[WEBSOCKETS].open
+        queue = connection._socket._reader
+        assert isinstance(queue, TakingQueue) and queue.take is not None
+        take = queue.take
+        taken: list[bool] = []
+        queue.take = lambda raw: taken.append(take(raw)) or taken[-1]
+        # The read loop's reply to a message that does not parse waits for room in the send
+        # queue (as for a client that does not read), until `room` is set.
+        put = connection.queue.put
+
+        async def held_put(data: bytes) -> None:
+            if b'"id":null' in data:
+                holding.set()
+                await room.wait()
+            await put(data)
+
+        connection.queue.put = held_put  # type: ignore[method-assign]
+
+        await socket.ws.send_str("not json")
+        await asyncio.wait_for(holding.wait(), 10)  # the read loop is taking it
+        call = socket.send_call("eth_chainId")
+        await asyncio.sleep(0.2)
+        assert taken == [False, False]  # so the call waits its turn, though a slot is free
+        assert not call.done()
+        room.set()
+        assert (await asyncio.wait_for(call, 10))["result"] == "0x7a69"
+        assert [reply.get("id") for reply in socket.received if isinstance(reply, dict)] == [
+            None,
+            1,
+        ]
+    finally:
+        room.set()
+        await socket.close()
