@@ -16,7 +16,7 @@ import pytest
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from signer_proxy.errors import NodeRejected
-from signer_proxy.transport.ws import WEBSOCKETS
+from signer_proxy.transport.ws import WEBSOCKETS, ClientConnection
 from signer_proxy.upstream.ws import TakingQueue, derive_ws_url
 from tests.auth_support import (
     API_KEYS,
@@ -664,6 +664,18 @@ async def test_ws_client_rate_limit_and_scope_apply_per_call(
     assert anvil.call("eth_getTransactionCount", [funded_key.address, "latest"]) == "0x0"
 
 
+def watch_taking(proxy: InProcessProxy) -> tuple[ClientConnection, list[bool]]:
+    """The proxy's one open WebSocket connection, and what its data callback answers for each
+    message offered to it (True: the call started there; False: left to the read loop)."""
+    (connection,) = proxy.client.server.app[WEBSOCKETS].open
+    queue = connection._socket._reader
+    assert isinstance(queue, TakingQueue) and queue.take is not None
+    take = queue.take
+    taken: list[bool] = []
+    queue.take = lambda raw: taken.append(take(raw)) or taken[-1]
+    return connection, taken
+
+
 async def test_ws_calls_start_as_they_arrive_and_a_refusal_costs_one_message_token(
     start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory, tmp_path: Path
 ) -> None:
@@ -678,12 +690,7 @@ async def test_ws_calls_start_as_they_arrive_and_a_refusal_costs_one_message_tok
     headers = {"Authorization": f"Bearer {API_KEYS['reader']}"}
     socket = RpcSocket(await proxy.client.ws_connect("/", headers=headers))
     try:
-        (connection,) = proxy.client.server.app[WEBSOCKETS].open
-        queue = connection._socket._reader
-        assert isinstance(queue, TakingQueue) and queue.take is not None
-        take = queue.take
-        taken: list[bool] = []
-        queue.take = lambda raw: taken.append(take(raw)) or taken[-1]
+        _, taken = watch_taking(proxy)
 
         assert (await socket.call("eth_chainId"))["result"] == "0x7a69"
         assert taken == [True]  # started in the data callback, not by the read loop
@@ -704,12 +711,7 @@ async def test_ws_a_call_never_starts_ahead_of_a_message_the_read_loop_is_taking
     socket = RpcSocket(await proxy.client.ws_connect("/"))
     room, holding = asyncio.Event(), asyncio.Event()
     try:
-        (connection,) = proxy.client.server.app[WEBSOCKETS].open
-        queue = connection._socket._reader
-        assert isinstance(queue, TakingQueue) and queue.take is not None
-        take = queue.take
-        taken: list[bool] = []
-        queue.take = lambda raw: taken.append(take(raw)) or taken[-1]
+        connection, taken = watch_taking(proxy)
         # The read loop's reply to a message that does not parse waits for room in the send
         # queue (as for a client that does not read), until `room` is set.
         put = connection.queue.put
