@@ -187,7 +187,7 @@ class CallSlots:
         return self._free > 0 and not self._line
 
     def try_take(self) -> bool:
-        if self._free > 0 and not self._line:
+        if self.free:
             self._free -= 1
             return True
         return False
