@@ -34,6 +34,7 @@ from signer_proxy.ops.logs import REQUEST_ID, REQUEST_ID_HEADER
 from signer_proxy.ops.metrics import METRICS, Metrics, method_family, outcome_of_code
 from signer_proxy.ops.shutdown import IN_FLIGHT, InFlight
 from signer_proxy.router import Router
+from signer_proxy.slots import Slots
 from signer_proxy.transport.chains import ROUTES, ChainRoute
 from signer_proxy.transport.door import admit, call_context, charge
 from signer_proxy.transport.http import refusal_response
@@ -174,45 +175,6 @@ class SendQueue:
         self._changed()
 
 
-class CallSlots:
-    """At most `limit` messages of one connection handled at once: a free slot is taken at
-    once (`try_take`: the data callback cannot wait), a full set is waited on in order."""
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._line: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def free(self) -> bool:
-        return self._free > 0 and not self._line
-
-    def try_take(self) -> bool:
-        if self.free:
-            self._free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        if self.try_take():
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._line.append(turn)
-        try:
-            await turn
-        except BaseException:  # cancelled: pass on a slot given meanwhile
-            if turn.done() and not turn.cancelled():
-                self.release()
-            raise
-
-    def release(self) -> None:
-        while self._line:
-            turn = self._line.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the slot goes to the next in line
-                return
-        self._free += 1
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The per-connection limits, from the settings."""
@@ -315,7 +277,7 @@ class ClientConnection:
         rate = limits.messages_per_second
         # Bursts of up to one second's worth of messages (at least one message).
         self._bucket = TokenBucket(rate, max(rate, 1.0), time.monotonic()) if rate > 0 else None
-        self._slots = CallSlots(MAX_PENDING)
+        self._slots = Slots(MAX_PENDING)
         self._loop = asyncio.get_running_loop()
         self._reading = False  # the read loop is taking a message (see _take_now)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 from signer_proxy.deadline import expire
+from signer_proxy.slots import Slots
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # eth_getLogs answers can be large; this is a backstop
 MAX_HEADER_BYTES = 64 * 1024
@@ -276,10 +277,8 @@ class HttpPool:
         self._connect_timeout = connect_timeout
         self._idle: deque[_Connection] = deque()
         # At most max_connections exchanges at once; a caller past that waits in line (FIFO)
-        # and is handed the slot of the exchange that ends. Not asyncio.Semaphore: its acquire
-        # and locked() cost more than a free slot needs (a counter).
-        self._free = max_connections
-        self._line: deque[asyncio.Future[None]] = deque()
+        # and is handed the slot of the exchange that ends.
+        self._slots = Slots(max_connections)
         self._closed = False
         # asyncio.get_running_loop() asks the kernel for the pid on every call (a fork check):
         # the pool's loop is kept, and looked up again only once it is closed (tests).
@@ -341,10 +340,10 @@ class HttpPool:
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        if self._free > 0:
-            self._free -= 1
-        else:
-            await self._wait_for_slot(loop, deadline)
+        slots = self._slots
+        if not slots.try_take():
+            async with asyncio.timeout_at(deadline):
+                await slots.take()
         try:
             connection = self._take_idle()
             if connection is None:
@@ -352,29 +351,7 @@ class HttpPool:
                     connection = await self._connect()
             return await self._exchange(loop, connection, request, deadline)
         finally:
-            self._release_slot()
-
-    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        turn: asyncio.Future[None] = loop.create_future()
-        self._line.append(turn)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await turn
-        except BaseException:  # timed out or cancelled: leave the line, pass on a slot given
-            if turn.done() and not turn.cancelled():
-                self._release_slot()
-            else:
-                turn.cancel()  # _release_slot skips it
-            raise
-
-    def _release_slot(self) -> None:
-        line = self._line
-        while line:
-            turn = line.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the slot goes to the next in line
-                return
-        self._free += 1
+            slots.release()
 
     async def _exchange(
         self,

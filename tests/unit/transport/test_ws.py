@@ -10,7 +10,6 @@ import pytest
 from signer_proxy.transport.ws import (
     MAX_CLOSE_REASON,
     SHUTDOWN_REASON,
-    CallSlots,
     ClientGone,
     SendQueue,
     close_reason,
@@ -104,23 +103,3 @@ async def test_send_queue_a_cancelled_waiter_leaves_and_the_others_go_on() -> No
     assert await queue.get() == b"kept" and queue.queued_bytes == 0
     await getter_of_nothing.put(b"late")  # nobody takes it; nothing was lost either
     assert await getter_of_nothing.get() == b"late"
-
-
-async def test_call_slots_are_taken_at_once_while_free_then_in_order() -> None:
-    slots = CallSlots(2)
-    assert slots.try_take() and slots.free
-    await slots.take()
-    assert not slots.free and not slots.try_take()
-    first = asyncio.create_task(slots.take())
-    gone = asyncio.create_task(slots.take())
-    last = asyncio.create_task(slots.take())
-    await asyncio.sleep(0)
-    gone.cancel()
-    slots.release()  # to the first in line; the cancelled one is skipped
-    await first
-    assert not last.done() and not slots.try_take()  # a free slot never jumps the line
-    slots.release()
-    await last
-    slots.release()
-    slots.release()
-    assert slots.free and slots.try_take() and slots.try_take() and not slots.try_take()
