@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 SINK = "0x000000000000000000000000000000000000dEaD"
 ANVIL_CHAIN_ID = 31337
+GWEI = 10**9
 # Init code that deploys a 10-byte runtime returning 42: PUSH1 0x2a PUSH1 0 MSTORE ... RETURN.
 INIT_CODE = "0x600a600c600039600a6000f3602a60005260206000f3"
 RUNTIME_CODE = "0x602a60005260206000f3"
@@ -333,6 +334,11 @@ async def test_a_send_around_the_proxy_in_the_middle_of_a_burst_is_absorbed(
     """The proxy's counter is stale mid-burst: its clashing send must resync and retry."""
     address = funded_key.address
     anvil.call("anvil_impersonateAccount", [address])
+    # Both sides pay the same fees, so neither can replace the other's pending transaction at a
+    # shared nonce: the second to arrive is refused (replacement underpriced). With anvil's own
+    # fees the "around" send could outbid a pending send of the proxy's, whose hash then never
+    # mined (a flaky failure in CI), and that is the node's choice, not a proxy fault.
+    fees = {"maxFeePerGas": hex(10 * GWEI), "maxPriorityFeePerGas": hex(GWEI)}
 
     async def around() -> str:
         await asyncio.sleep(0.05)
@@ -340,7 +346,7 @@ async def test_a_send_around_the_proxy_in_the_middle_of_a_burst_is_absorbed(
             "jsonrpc": "2.0",
             "id": 1,
             "method": "eth_sendTransaction",
-            "params": [{"from": address, "to": SINK, "value": "0x2a"}],
+            "params": [{"from": address, "to": SINK, "value": "0x2a", **fees}],
         }
         # anvil fills the nonce of its own eth_sendTransaction from its pool, which races with
         # the proxy's sends just as ours races with it: its clash is anvil's to retry, not ours.
@@ -354,7 +360,7 @@ async def test_a_send_around_the_proxy_in_the_middle_of_a_burst_is_absorbed(
         assert "result" in reply, reply
         return str(reply["result"])
 
-    sends = [send(proxy, {"from": address, "to": SINK, "value": "0x1"}) for _ in range(30)]
+    sends = [send(proxy, {"from": address, "to": SINK, "value": "0x1", **fees}) for _ in range(30)]
     *hashes, around_hash = await asyncio.gather(*sends, around())
     anvil.call("anvil_stopImpersonatingAccount", [address])
     assert len(set(hashes)) == 30
