@@ -35,7 +35,7 @@ CHAIN_SETTINGS = (
     "upstream", "upstream_ws", "upstream_headers", "upstream_sigv4_region",
     "upstream_sigv4_service", "upstream_ca_file", "upstream_timeout", "upstream_connect_timeout",
     "upstream_health_interval", "gas_margin", "blob_sidecar", "allow_pre_eip155",
-    "track_transactions", "tracking_interval",
+    "track_transactions", "tracking_interval", "tracking_confirmations",
 )  # fmt: skip
 CHAIN_ENTRY_KEYS = ("name", "chain_id", "default", "keys", *CHAIN_SETTINGS)
 # A chain's name is a path segment (/chain/NAME) and a metric label; all digits would read as
@@ -288,6 +288,14 @@ class Settings:
         2.0,
         "With --track-transactions: seconds between two looks at each address's pending "
         "transactions (receipts, the node's pool, bump deadlines).",
+    )
+    tracking_confirmations: int = _setting(
+        0,
+        "With --track-transactions: blocks on top of a transaction's block before tracking "
+        "calls it final. Until then a reorg that takes it out of the chain is noticed (the "
+        "address's mined count falls back), and the transaction is watched as pending again "
+        "and rebroadcast if the node forgot it. 0: final when first seen mined, reorgs not "
+        "followed. A chain that reorgs more deeply than this loses what a reorg drops after.",
     )
     upstream_health_interval: float = _setting(
         5.0,
@@ -682,6 +690,10 @@ def validate(settings: Settings) -> None:
         ) from None
     if settings.gas_margin < 1.0:
         raise ConfigError(f"--gas-margin must be at least 1.0, got {settings.gas_margin}")
+    if settings.tracking_confirmations < 0:
+        raise ConfigError(
+            f"--tracking-confirmations must be 0 or more, got {settings.tracking_confirmations}"
+        )
     for name in (
         "upstream_timeout",
         "upstream_connect_timeout",

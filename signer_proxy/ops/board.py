@@ -40,6 +40,8 @@ def tracked_pending(tracker: Tracker, limit: int = 200) -> PendingSource:
         rows: list[dict[str, Any]] = []
         for chain_id, address in await tracker.store.watched():
             for record in await tracker.store.pending(chain_id, address):
+                if record.seen_mined:
+                    continue  # mined, waiting for its confirmations: not pending work
                 rows.append(
                     {
                         "address": record.address,

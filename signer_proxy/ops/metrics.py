@@ -360,6 +360,13 @@ class Metrics:
             ["chain"],
             registry=r,
         )
+        self.tracked_reorged = Counter(
+            "signer_proxy_tracked_reorged_total",
+            "Mined transactions a reorg took out of the chain while they were confirming "
+            "(--tracking-confirmations), watched as pending again.",
+            ["chain"],
+            registry=r,
+        )
         self.tracked_stuck_events = Counter(
             "signer_proxy_tracked_stuck_events_total",
             "Times a transaction was found stuck (bumping off, or a policy ceiling reached).",

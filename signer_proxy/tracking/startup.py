@@ -46,6 +46,7 @@ def start_tracker(
         metrics,
         interval=settings.tracking_interval,
         lease_seconds=settings.nonce_lease_seconds,
+        confirmations=settings.tracking_confirmations,
         chain=chain,
     )
     background(stack, tracker.run())

@@ -13,6 +13,14 @@ first, then each replacement), the raw bytes of the current one, and its state:
     pending | stuck ──(nonce mined by one of our hashes)──▶ mined      (final)
     pending | stuck ──(nonce mined by a transaction not ours)──▶ superseded (final)
 
+With --tracking-confirmations N > 0 a mined or superseded record is final only once N blocks
+are on top of the block it was seen in; until then it is watched, with its raw bytes:
+
+    mined | superseded ──(N blocks on top)──▶ final
+    mined | superseded ──(the node's mined count fell back under the nonce: a reorg took the
+                          transaction out)──▶ pending, and from there as any pending record
+                          (the node still pools it: wait; it forgot it: rebroadcast)
+
 Asked about one hash of a mined record, the answer is "mined" for the hash that was mined and
 "replaced" for the others. "dropped" is what a pending record reads as between the round that
 found the node without it and the rebroadcast that put it back.
@@ -39,6 +47,7 @@ class State(StrEnum):
     SUPERSEDED = "superseded"
 
 
+# A record in one of these states saw its nonce mined; it is final once `confirmed`.
 FINAL = frozenset({State.MINED, State.SUPERSEDED})
 
 
@@ -65,6 +74,9 @@ class Tracked:
     mined_hash: str | None = None
     block_number: int | None = None
     status: int | None = None  # the receipt's status (1 success, 0 reverted), once asked
+    # False while a mined or superseded record waits for --tracking-confirmations blocks on
+    # top of its block (records stored before the setting existed read as confirmed).
+    confirmed: bool = True
 
     @property
     def current(self) -> str:
@@ -72,6 +84,11 @@ class Tracked:
 
     @property
     def final(self) -> bool:
+        return self.state in FINAL and self.confirmed
+
+    @property
+    def seen_mined(self) -> bool:
+        """Its nonce is mined (by one of ours or another's), final or still confirming."""
         return self.state in FINAL
 
     def kept(self) -> Tracked:
@@ -118,6 +135,7 @@ class Tracked:
             "chainId": hex(self.chain_id),
             "bumps": self.bumps,
             "rebroadcasts": self.rebroadcasts,
+            "final": self.final,
         }
         if self.state is State.MINED:
             answer["blockNumber"] = hex(self.block_number or 0)
@@ -181,10 +199,28 @@ def _due(record: Tracked, seen: Observation, policy: BumpPolicy) -> bool:
     return blocks >= policy.after_blocks or seen.now - record.sent_at >= policy.after_seconds
 
 
-def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
-    """What to do about `record` given what the node says now."""
+def decide(record: Tracked, seen: Observation, policy: BumpPolicy, confirmations: int = 0) -> Step:
+    """What to do about `record` given what the node says now. `confirmations`: the blocks on
+    top of its block before a mined or superseded record is final (0: at once)."""
     if record.final:
         return Step(Action.WAIT, record)
+    if record.seen_mined:  # confirming
+        if seen.mined_count > record.nonce:
+            deep = seen.block - (record.block_number or 0) >= confirmations
+            if deep:
+                return Step(Action.FINALIZE, replace(record, confirmed=True))
+            return Step(Action.WAIT, record)
+        # A reorg took the nonce's transaction out of the chain: pending again. Its fees got
+        # it mined once, so a bump is due a whole policy's wait from now, not at once.
+        record = replace(
+            record,
+            state=State.PENDING,
+            mined_hash=None,
+            block_number=None,
+            status=None,
+            sent_at=seen.now,
+            sent_block=seen.block,
+        )
     first_block = seen.block if record.sent_block is None else record.sent_block
     if seen.mined_count > record.nonce:  # one new record each (a round finds thousands)
         if seen.receipt is not None:
@@ -196,13 +232,20 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy) -> Step:
                 block_number=block,
                 status=status,
                 sent_block=first_block,
+                # (a receipt can name a block past the head the round read)
+                confirmed=confirmations == 0 or seen.block - block >= confirmations,
             )
-            return Step(Action.FINALIZE, done)
+            return Step(Action.FINALIZE if done.confirmed else Action.WAIT, done)
         if not seen.known:
-            return Step(
-                Action.FINALIZE,
-                replace(record, state=State.SUPERSEDED, sent_block=first_block),
+            # Mined by another at some block up to this one: counted from this one.
+            done = replace(
+                record,
+                state=State.SUPERSEDED,
+                sent_block=first_block,
+                block_number=seen.block if confirmations else None,
+                confirmed=confirmations == 0,
             )
+            return Step(Action.FINALIZE if done.confirmed else Action.WAIT, done)
     if record.sent_block is None:
         record = replace(record, sent_block=first_block)
     if seen.mined_count > record.nonce:  # one of ours is on chain, its receipt not served yet

@@ -85,6 +85,7 @@ class Tracker:
         *,
         interval: float = 2.0,
         lease_seconds: float = 30.0,
+        confirmations: int = 0,
         clock: Callable[[], float] = time.time,
         chain: str = "default",
     ) -> None:
@@ -98,6 +99,8 @@ class Tracker:
         self._gate = gate
         self._metrics = metrics
         self._interval = interval
+        # --tracking-confirmations: blocks on top of a mined record's block before it is final
+        self._confirmations = confirmations
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
@@ -316,7 +319,9 @@ class Tracker:
             if index % 256 == 255:
                 await asyncio.sleep(0)  # thousands at once: let requests in between
             record = self._with_first_block(stored, noted.get(stored.current))
-            step = state.decide(record, seen, self.policy)
+            step = state.decide(record, seen, self.policy, self._confirmations)
+            if record.seen_mined and not step.record.seen_mined:
+                self._reorged(record)
             if step.action is Action.WAIT and step.record.state is record.state:
                 if step.record is not record:  # only the first block seen is new: noted
                     noting[stored.current] = (stored, step.record)
@@ -355,6 +360,7 @@ class Tracker:
     def _gauges(self, chain_id: int, address: str, left: list[Tracked], now: float) -> None:
         if self._metrics is None:
             return
+        left = [r for r in left if not r.seen_mined]  # confirming: mined, not pending
         if not left:
             self._forget_gauges(chain_id, address)
             return
@@ -388,7 +394,8 @@ class Tracker:
         wants it, `with_status`). A hash found in no body has its receipt asked, and only a
         nonce none of whose hashes has a receipt is another's (superseded). Everything is
         asked in batches (upstream/batch.py)."""
-        mined = [r for r in records if r.nonce < mined_count]
+        # Mined and confirming: known to be mined, nothing to look for (decide counts blocks).
+        mined = [r for r in records if r.nonce < mined_count and not r.seen_mined]
         above = [r for r in records if mined_count <= r.nonce and pooled <= r.nonce]
         where: dict[str, tuple[int, int | None]] = {}  # mined hash -> (block, status)
         if since is None and len(mined) > 2:
@@ -432,7 +439,9 @@ class Tracker:
                 where.update(_receipts(receipts, await call_many(self._upstream, receipts)))
         observed = []
         for record in records:
-            if mined_count > record.nonce:
+            if mined_count > record.nonce and record.seen_mined:
+                observed.append(Observation(now, block, mined_count, True))
+            elif mined_count > record.nonce:
                 found = next(
                     (
                         (tx_hash, *where[tx_hash.lower()])
@@ -501,9 +510,25 @@ class Tracker:
         return record
 
     def _log_final(self, record: Tracked) -> None:
+        mined = record.state is State.MINED and record.block_number is not None
         log.info(
             "tx=%s nonce=%d from=%s %s%s",
-            record.current,
+            record.mined_hash or record.current,
+            record.nonce,
+            record.address,
+            record.state.value,
+            f" in block {record.block_number}" if mined else "",
+            extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+        )
+
+    def _reorged(self, record: Tracked) -> None:
+        """A confirming record whose nonce the node no longer counts as mined."""
+        if self._metrics is not None:
+            self._metrics.tracked_reorged.labels(self.chain).inc()
+        log.warning(
+            "reorg: tx=%s nonce=%d from=%s was %s%s and is no longer on the chain; watching it "
+            "as pending (rebroadcast if the node forgot it)",
+            record.mined_hash or record.current,
             record.nonce,
             record.address,
             record.state.value,
@@ -578,11 +603,11 @@ class Tracker:
             )
         signer = self._registry().get(record.address)
         self._gate.check_key(context, method, signer)
-        if record.final:
+        if record.seen_mined:  # final, or mined and confirming: nothing left to replace
+            where = f" in block {record.block_number}" if record.block_number is not None else ""
+            what = "final" if record.final else "mined, waiting for its confirmations"
             raise InvalidParams(
-                f"{tx_hash} is final ({record.state.value}"
-                + (f" in block {record.block_number}" if record.block_number is not None else "")
-                + "): there is nothing to replace"
+                f"{tx_hash} is {what} ({record.state.value}{where}): there is nothing to replace"
             )
         return await self._replace(record, context, trigger)
 
@@ -594,7 +619,7 @@ class Tracker:
         }[trigger]
         async with self.store.lock(record.chain_id, record.address):
             fresh = await self.store.find(record.current)
-            if fresh is None or fresh.final or fresh.current != record.current:
+            if fresh is None or fresh.seen_mined or fresh.current != record.current:
                 return fresh or record  # final or replaced meanwhile (another replica)
             record = fresh
             current = decode_raw(bytes.fromhex(record.raw[2:])).tx

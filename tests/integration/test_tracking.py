@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from signer_proxy.app import TRACKER
+from signer_proxy.ops.board import tracked_pending
 from signer_proxy.ops.metrics import METRICS
 from tests.auth_support import API_KEYS, write_api_keys_file, write_policy_file
 from tests.conftest import (
@@ -213,6 +214,63 @@ async def test_a_transaction_the_node_dropped_is_rebroadcast_byte_identical_and_
     status = await until(mined, between=lambda: paused.call("evm_mine"))
     assert status["currentHash"] == tx_hash
     assert proxy.client.app[METRICS].tracked_rebroadcasts.labels("default")._value.get() >= 1
+
+
+async def test_a_mined_transaction_a_reorg_takes_out_is_rebroadcast_and_final_only_when_deep(
+    start_proxy: ProxyFactory, paused: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    """--tracking-confirmations 3. Mined in block 1, the send is not final yet and cannot be
+    replaced. anvil_reorg replaces that block with an empty one and forgets the transaction:
+    the tracker sees the mined count fall back, rebroadcasts the same bytes, and after the
+    next block the send is mined again, final three blocks later. The next send takes the
+    next nonce."""
+    key = make_key()
+    paused.fund(key.address)
+    settings = proxy_settings(
+        paused.url, kms.url, key.arn, tracking_interval=0.1, tracking_confirmations=3
+    )
+    proxy = await start_proxy(settings)
+    send = {"from": key.address, "to": RECIPIENT, "value": "0x1"}
+    tx_hash = await proxy.result("eth_sendTransaction", [send])
+    raw = paused.call("eth_getRawTransactionByHash", [tx_hash])
+    paused.call("evm_mine")
+    mined_at = int(paused.call("eth_getTransactionReceipt", [tx_hash])["blockNumber"], 16)
+
+    async def status_is(state: str, final: bool) -> Any:
+        status = await proxy.result("signer_getTransactionStatus", [tx_hash])
+        return status if (status["state"], status["final"]) == (state, final) else None
+
+    status = await until(lambda: status_is("mined", False))
+    assert status["blockNumber"] == hex(mined_at)
+    assert await tracked_pending(proxy.client.app[TRACKER])() == []  # the operator page's list
+    refused = await proxy.call("signer_speedUpTransaction", [tx_hash])
+    assert "waiting for its confirmations" in refused["error"]["message"], refused
+
+    paused.call("anvil_reorg", [1, []])  # the block is replaced by an empty one
+    assert paused.call("eth_getTransactionReceipt", [tx_hash]) is None
+    assert paused.call("eth_getTransactionByHash", [tx_hash]) is None
+
+    async def rebroadcast() -> Any:
+        status = await proxy.result("signer_getTransactionStatus", [tx_hash])
+        return status if status["rebroadcasts"] >= 1 else None
+
+    status = await until(rebroadcast)
+    assert (status["state"], status["final"], status["hashes"]) == ("pending", False, [tx_hash])
+    assert paused.call("eth_getRawTransactionByHash", [tx_hash]) == raw  # the same bytes
+    metrics = proxy.client.app[METRICS]
+    assert metrics.tracked_reorged.labels("default")._value.get() == 1
+
+    paused.call("evm_mine")
+    again = int(paused.call("eth_getTransactionReceipt", [tx_hash])["blockNumber"], 16)
+    status = await until(lambda: status_is("mined", False))
+    assert status["blockNumber"] == hex(again)
+    status = await until(lambda: status_is("mined", True), between=lambda: paused.call("evm_mine"))
+    head = int(paused.call("eth_blockNumber"), 16)
+    assert head - again >= 3
+    assert status["status"] == "0x1" and status["rebroadcasts"] == 1
+
+    next_hash = await proxy.result("eth_sendTransaction", [send])
+    assert paused.call("eth_getTransactionByHash", [next_hash])["nonce"] == "0x1"
 
 
 async def test_transactions_mined_together_are_found_in_the_block_and_their_status_asked(

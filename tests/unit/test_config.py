@@ -206,6 +206,11 @@ def test_load_settings_empty_file_is_all_defaults(tmp_path: Path) -> None:
             id="connect-timeout",
         ),
         pytest.param({"kms_timeout": 0.0}, "--kms-timeout must be positive", id="kms-timeout"),
+        pytest.param(
+            {"tracking_confirmations": -1},
+            "--tracking-confirmations must be 0 or more",
+            id="confirmations",
+        ),
         pytest.param({"max_body_bytes": 1023}, "--max-body-bytes must be at least 1024", id="b"),
         pytest.param({"max_batch": 0}, "--max-batch at least 1", id="batch"),
         pytest.param({"log_level": "verbose"}, "--log-level must be debug", id="log-level"),

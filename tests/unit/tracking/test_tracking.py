@@ -213,6 +213,54 @@ def test_decide(
     assert (step.action, step.record.state) == (action, after)
 
 
+MINED_AT_9 = replace(
+    RECORD, state=State.MINED, mined_hash="0xaa", block_number=9, sent_block=8, confirmed=False
+)
+
+
+@pytest.mark.parametrize(
+    ("record", "observation", "action", "after", "final"),
+    [
+        pytest.param(RECORD, seen(mined_count=8, receipt=("0xaa", 9, 1)),
+                     Action.WAIT, State.MINED, False, id="mined-one-block-deep-confirms"),
+        pytest.param(RECORD, seen(mined_count=8, receipt=("0xaa", 8, 1)),
+                     Action.FINALIZE, State.MINED, True, id="mined-two-blocks-deep-final"),
+        pytest.param(RECORD, seen(mined_count=8, known=False),
+                     Action.WAIT, State.SUPERSEDED, False, id="superseded-counts-from-now"),
+        pytest.param(MINED_AT_9, seen(mined_count=8),
+                     Action.WAIT, State.MINED, False, id="confirming-waits"),
+        pytest.param(MINED_AT_9, seen(mined_count=8, block=11),
+                     Action.FINALIZE, State.MINED, True, id="deep-enough-final"),
+        pytest.param(MINED_AT_9, seen(mined_count=7, block=11),
+                     Action.WAIT, State.PENDING, False, id="reorged-out-pooled-not-due"),
+        pytest.param(MINED_AT_9, seen(mined_count=7, block=11, known=False),
+                     Action.REBROADCAST, State.PENDING, False, id="reorged-out-and-forgotten"),
+        pytest.param(replace(MINED_AT_9, state=State.SUPERSEDED, mined_hash=None),
+                     seen(mined_count=7, known=False),
+                     Action.REBROADCAST, State.PENDING, False, id="superseder-reorged-out"),
+        pytest.param(replace(MINED_AT_9, confirmed=True), seen(mined_count=7, known=False),
+                     Action.WAIT, State.MINED, True, id="final-is-final"),
+    ],
+)  # fmt: skip
+def test_decide_with_confirmations(
+    record: state.Tracked, observation: Observation, action: Action, after: State, final: bool
+) -> None:
+    """--tracking-confirmations 2: final once two blocks are on top of the mined one; until
+    then a mined count that falls back under the nonce (a reorg) makes the record pending."""
+    step = state.decide(record, observation, POLICY, confirmations=2)
+    assert (step.action, step.record.state, step.record.final) == (action, after, final)
+    if after is State.PENDING:  # what the reorg took away is forgotten; the bump clock restarts
+        assert (step.record.mined_hash, step.record.block_number) == (None, None)
+        assert (step.record.sent_block, step.record.sent_at) == (observation.block, observation.now)
+
+
+def test_a_record_stored_before_confirmations_existed_reads_as_final() -> None:
+    mined = replace(RECORD, state=State.MINED, mined_hash="0xaa", block_number=9)
+    data = json.loads(mined.to_json())
+    del data["confirmed"]
+    assert state.Tracked.from_json(json.dumps(data)).final
+
+
 def test_a_record_changed_is_a_new_record_as_dataclasses_makes_it() -> None:
     changed = state.replace(RECORD, state=State.STUCK, stuck_reason="why", sent_block=9)
     assert changed == replace(RECORD, state=State.STUCK, stuck_reason="why", sent_block=9)
@@ -230,6 +278,8 @@ def test_status_for_each_hash_of_a_mined_record() -> None:
     answer = mined.status_for("0xbb")
     assert answer["state"] == "mined" and answer["hashes"] == ["0xaa", "0xbb"]
     assert (answer["blockNumber"], answer["status"], answer["bumps"]) == ("0xd", "0x1", 1)
+    assert answer["final"] is True
+    assert replace(mined, confirmed=False).status_for("0xbb")["final"] is False
     assert state.Tracked.from_json(mined.to_json()) == mined
     # found in a block body: the status is the receipt's, asked only when a client wants it
     assert "status" not in replace(mined, status=None).status_for("0xbb")
@@ -540,14 +590,27 @@ class BlockNode(CountingNode):
         return await super().call(method, params)
 
 
-async def _tracked(node: CountingNode, nonces: range, address: str = ME) -> tuple[Any, list[str]]:
+async def _tracked(
+    node: CountingNode,
+    nonces: range,
+    address: str = ME,
+    confirmations: int = 0,
+    store: Any = None,
+) -> tuple[Any, list[str]]:
     from signer_proxy.access.gate import SigningGate
     from signer_proxy.chain.fill import ChainFacts
     from signer_proxy.keys import KeyRegistry
     from signer_proxy.tracking.tracker import Tracker
 
     registry = KeyRegistry([])
-    tracker = Tracker(MemoryTrackStore(), node, ChainFacts(node), lambda: registry, SigningGate())
+    tracker = Tracker(
+        store or MemoryTrackStore(),
+        node,
+        ChainFacts(node),
+        lambda: registry,
+        SigningGate(),
+        confirmations=confirmations,
+    )
     hashes = []
     for nonce in nonces:
         tx = replace(TYPE2, nonce=nonce)
@@ -585,6 +648,58 @@ async def test_a_round_finds_what_was_mined_in_block_bodies_and_asks_the_status_
     assert (answer["state"], answer["blockNumber"], answer["status"]) == ("mined", "0x7", "0x0")
     again = await methods.signer_getTransactionStatus([hashes[2]], CallContext(client="ci"))
     assert again == answer and node.asked["eth_getTransactionReceipt"] == 1  # kept
+
+
+@pytest.mark.parametrize("redis", [False, True])
+async def test_a_confirming_record_is_watched_until_deep_enough_and_rebroadcast_after_a_reorg(
+    redis: bool, redis_url: str
+) -> None:
+    """--tracking-confirmations 2. Round 1 finds nonces 0-2 mined in block 7: not final, kept
+    with their bytes. Round 2 (block 8) asks nothing per transaction for them. Then a reorg:
+    the head is block 8 again but the mined count is 1, and the node has forgotten nonces 1
+    and 2. Round 3 rebroadcasts their same bytes, and nonce 0 stays confirming. Round 4
+    finds them in block 9 (nonce 0, two blocks deep, is final), and two blocks later, round 5
+    makes the other two final."""
+    from signer_proxy.nonces.redis_store import connect
+
+    client = connect(redis_url) if redis else None
+    store = RedisTrackStore(client) if client is not None else MemoryTrackStore()
+    node = BlockNode(mined=0, pooled=3)
+    tracker, hashes = await _tracked(node, range(3), confirmations=2, store=store)
+    await tracker.watch(1, ME)  # block 6: pooled
+    node.bodies, node.block, node.mined = {6: [], 7: hashes}, 7, 3
+    await tracker.watch(1, ME)
+    confirming = await tracker.store.pending(1, ME)
+    assert [(r.state, r.block_number, r.final) for r in confirming] == [(State.MINED, 7, False)] * 3
+    assert all(r.raw for r in confirming)  # the bytes are kept while confirming
+    asked = dict(node.asked)
+    node.bodies[8], node.block = [], 8
+    await tracker.watch(1, ME)
+    assert node.asked.get("eth_getTransactionReceipt") == asked.get("eth_getTransactionReceipt")
+    assert node.asked.get("eth_getBlockByNumber") == asked.get("eth_getBlockByNumber")
+
+    # The reorg: block 7 is replaced by one holding only nonce 0 (the node forgot 1 and 2).
+    node.bodies, node.mined, node.pooled = {6: [], 7: hashes[:1], 8: []}, 1, 1
+    sends = node.asked.get("eth_sendRawTransaction", 0)
+    await tracker.watch(1, ME)
+    assert node.asked["eth_sendRawTransaction"] == sends + 2
+    records = await tracker.store.pending(1, ME)
+    assert [(r.state, r.rebroadcasts) for r in records] == [
+        (State.MINED, 0), (State.PENDING, 1), (State.PENDING, 1)
+    ]  # fmt: skip
+    node.bodies[9], node.block, node.mined, node.pooled = hashes[1:], 9, 3, 3
+    await tracker.watch(1, ME)
+    assert [r.block_number for r in await tracker.store.pending(1, ME)] == [9, 9]  # 0: final
+    node.bodies.update({10: [], 11: []})
+    node.block = 11
+    await tracker.watch(1, ME)
+    assert await tracker.store.pending(1, ME) == []
+    finals = [await tracker.find(h) for h in hashes]
+    assert [(r.state, r.block_number, r.final) for r in finals if r] == [
+        (State.MINED, 7, True), (State.MINED, 9, True), (State.MINED, 9, True)
+    ]  # fmt: skip
+    if client is not None:
+        await client.aclose()
 
 
 async def test_a_first_round_starts_reading_at_the_block_of_the_lowest_mined_nonce() -> None:
