@@ -225,27 +225,15 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy, confirmations
     if seen.mined_count > record.nonce:  # one new record each (a round finds thousands)
         if seen.receipt is not None:
             mined_hash, block, status = seen.receipt
-            done = replace(
-                record,
-                state=State.MINED,
-                mined_hash=mined_hash,
-                block_number=block,
-                status=status,
-                sent_block=first_block,
-                # (a receipt can name a block past the head the round read)
-                confirmed=confirmations == 0 or seen.block - block >= confirmations,
-            )
-            return Step(Action.FINALIZE if done.confirmed else Action.WAIT, done)
+            # (a receipt can name a block past the head the round read)
+            deep = confirmations == 0 or seen.block - block >= confirmations
+            found = {"mined_hash": mined_hash, "status": status, "sent_block": first_block}
+            return _seen_mined(record, State.MINED, block, deep, found)
         if not seen.known:
             # Mined by another at some block up to this one: counted from this one.
-            done = replace(
-                record,
-                state=State.SUPERSEDED,
-                sent_block=first_block,
-                block_number=seen.block if confirmations else None,
-                confirmed=confirmations == 0,
-            )
-            return Step(Action.FINALIZE if done.confirmed else Action.WAIT, done)
+            at = seen.block if confirmations else None
+            found = {"sent_block": first_block}
+            return _seen_mined(record, State.SUPERSEDED, at, confirmations == 0, found)
     if record.sent_block is None:
         record = replace(record, sent_block=first_block)
     if seen.mined_count > record.nonce:  # one of ours is on chain, its receipt not served yet
@@ -262,6 +250,15 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy, confirmations
     if record.state is State.STUCK or not _due(record, seen, policy):
         return Step(Action.WAIT, record)
     return _bump_or_stuck(record, policy)
+
+
+def _seen_mined(
+    record: Tracked, mined: State, block: int | None, deep: bool, found: dict[str, Any]
+) -> Step:
+    """Its nonce mined (`mined`: by ours or another's) in `block`: final if `deep` enough,
+    else confirming."""
+    done = replace(record, state=mined, block_number=block, confirmed=deep, **found)
+    return Step(Action.FINALIZE if deep else Action.WAIT, done)
 
 
 def _bump_or_stuck(record: Tracked, policy: BumpPolicy) -> Step:
