@@ -46,7 +46,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# anvil and cast (the real node and client the tests use) and ethers.js (a client test);
+# anvil, cast and forge (the real node and Foundry clients the tests use; forge compiles with
+# solcjs, since native solc builds come from a host this machine cannot reach) and ethers.js;
 # Go and sprig from Debian, to render the Helm chart as helm would (no helm binary here);
 # and from Debian when missing (needs root): redis-server (the replicas' nonce store),
 # SoftHSM2 (the PKCS#11 token), Chromium (the operator page's browser tests), nginx-light
@@ -77,7 +78,8 @@ bench: env tools
 
 .tools/.installed: Makefile
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
-		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) ethers@6.17.0 \
+		@foundry-rs/anvil@$(FOUNDRY_VERSION) @foundry-rs/cast@$(FOUNDRY_VERSION) \
+		@foundry-rs/forge@$(FOUNDRY_VERSION) solc@0.8.28 ethers@6.17.0 \
 		@metamask/eth-sig-util@8.2.0 viem@2.38.0 @hashgraph/sdk@2.81.0
 	touch $@
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,39 @@ async def test_web3py_websocket_provider_subscribes_and_sends_through_the_proxy(
     assert receipt["status"] == 1
     assert receipt["from"] == key.address
     assert header["number"] == receipt["blockNumber"]
+
+
+def test_forge_script_broadcasts_through_the_proxy(
+    anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    """`forge script --broadcast --unlocked --sender KEY`, as Foundry users deploy: forge
+    simulates the script against the node through the proxy, then sends each transaction with
+    eth_sendTransaction (its own nonce, gas and fees filled in) for the proxy to sign."""
+    forge, solcjs = NODE_MODULES / ".bin" / "forge", NODE_MODULES / ".bin" / "solcjs"
+    assert forge.exists() and solcjs.exists(), "forge or solcjs missing: run `make test`"
+    project = tmp_path / "forge"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "forge", project)
+    key = make_key()
+    anvil.fund(key.address)
+    with serving(anvil, kms, key.arn) as proxy:
+        result = subprocess.run(
+            [str(forge), "script", "script/Deploy.s.sol:Deploy", "--root", str(project),
+             "--rpc-url", proxy.url, "--broadcast", "--unlocked", "--sender", key.address,
+             "--use", str(ROOT / "tests" / "fixtures" / "forge" / "solc"), "--offline"],
+            capture_output=True, text=True, timeout=120, cwd=project,
+            env={**os.environ, "SOLCJS": str(solcjs), "FOUNDRY_DISABLE_NIGHTLY_WARNING": "1"},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "ONCHAIN EXECUTION COMPLETE & SUCCESSFUL" in result.stdout
+    run = json.loads(
+        (project / "broadcast" / "Deploy.s.sol" / "31337" / "run-latest.json").read_text()
+    )
+    receipts = run["receipts"]
+    assert [r["status"] for r in receipts] == ["0x1"] * 3
+    mined = [anvil.call("eth_getTransactionByHash", [r["transactionHash"]]) for r in receipts]
+    assert [(tx["from"].lower(), int(tx["nonce"], 16)) for tx in mined] == [
+        (key.address.lower(), nonce) for nonce in range(3)
+    ]
+    counter = receipts[0]["contractAddress"]
+    number = anvil.call("eth_call", [{"to": counter, "data": "0x8381f58a"}, "latest"])  # number()
+    assert int(number, 16) == 1
