@@ -417,7 +417,9 @@ class Settings:
         "has its subject CN or a subjectAltName.",
     )
     tls_reload_interval: float = _setting(
-        10.0, "Seconds between checks of the TLS files for changes (0: never re-read)."
+        10.0,
+        "Seconds between checks of the TLS files (certificate, key, client CA) for changes; "
+        "new connections get the new ones (0: never re-read).",
     )
     upstream_ca_file: str = _setting(
         "",

@@ -24,46 +24,66 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
 
 
 class ServerTls:
-    """The listener's SSL context; `reload_if_changed` loads a new certificate into it, so
-    new connections get the new certificate and open ones keep theirs."""
+    """The listener's SSL context. `reload_if_changed` builds a new context when the
+    certificate, its key or the client CA file changed; the listener's context hands each new
+    handshake to the newest one (its SNI callback, which OpenSSL calls for every ClientHello,
+    with or without a server name), so new connections get the new certificate and trust the
+    new CA, and open ones keep what they had."""
 
     def __init__(self, cert_file: str, key_file: str, client_ca_file: str = "") -> None:
         self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            self.context.load_cert_chain(cert_file, key_file)
-            if client_ca_file:
-                self.context.load_verify_locations(cafile=client_ca_file)
-                # Optional: clients without a certificate may still authenticate by API key.
-                self.context.verify_mode = ssl.CERT_OPTIONAL
+            self.context = self._build()
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
                 f"TLS files cannot be used ({exc}): check --tls-cert-file, --tls-key-file and "
                 "--tls-client-ca-file (PEM, key matching the certificate)"
             ) from None
+        self.current = self.context  # what new handshakes use
+        self.context.sni_callback = self._hand_over
         self._state = self._files_state()
         self.reloads = 0
 
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file:
+            context.load_verify_locations(cafile=self.client_ca_file)
+            # Optional: clients without a certificate may still authenticate by API key.
+            context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    def _hand_over(self, connection: ssl.SSLObject, server_name: str | None, _: object) -> None:
+        # OpenSSL switches the certificate, its key and the CA store it verifies against; the
+        # verify mode stays the listener's, which every context here shares.
+        if self.current is not self.context:
+            connection.context = self.current
+
     def _files_state(self) -> tuple[tuple[int, int, int] | None, ...]:
-        return (_file_state(self.cert_file), _file_state(self.key_file))
+        files = (self.cert_file, self.key_file, self.client_ca_file)
+        return tuple(_file_state(path) if path else None for path in files)
 
     def reload_if_changed(self) -> bool:
-        """Load the certificate and key again if either file changed; whether it did. A pair
-        that does not load (half-written, key not matching yet) keeps the old one in use."""
+        """Load the certificate, its key and the client CA again if any file changed; whether
+        it did. Files that do not load (half-written, a key not matching yet, a CA file that is
+        not PEM) keep the ones in use."""
         state = self._files_state()
         if state == self._state:
             return False
         try:
-            self.context.load_cert_chain(self.cert_file, self.key_file)
+            context = self._build()
         except (OSError, ssl.SSLError) as exc:
-            log.warning(
-                "TLS certificate changed but cannot be loaded yet (%s); keeping the old", exc
-            )
+            log.warning("TLS files changed but cannot be loaded yet (%s); keeping the old", exc)
             return False
+        self.current = context
         self._state = state
         self.reloads += 1
-        log.info("TLS certificate reloaded from %s", self.cert_file)
+        log.info(
+            "TLS reloaded: certificate %s%s",
+            self.cert_file,
+            f", client CA {self.client_ca_file}" if self.client_ca_file else "",
+        )
         return True
 
     async def watch(self, interval: float) -> None:

@@ -152,6 +152,8 @@ def test_serve_with_api_keys_client_certificates_https_audit_and_policy(
     shutil.copy(first.key, tmp_path / "tls.key")
     deployer = ca.issue("deployer.ci.example", server=False)
     stranger = ca.issue("stranger.example", server=False)
+    client_ca = tmp_path / "clients-ca.pem"  # replaced below, as a Secret update does
+    shutil.copy(ca.path, client_ca)
     policy = write_policy_file(
         tmp_path,
         {
@@ -165,7 +167,7 @@ def test_serve_with_api_keys_client_certificates_https_audit_and_policy(
         "--kms-key", key.alias or key.arn, "--log-level", "debug",
         "--api-keys-file", str(write_api_keys_file(tmp_path)), "--policy-file", str(policy),
         "--audit-log", str(audit), "--tls-cert-file", str(tmp_path / "tls.crt"),
-        "--tls-key-file", str(tmp_path / "tls.key"), "--tls-client-ca-file", str(ca.path),
+        "--tls-key-file", str(tmp_path / "tls.key"), "--tls-client-ca-file", str(client_ca),
         "--tls-reload-interval", "0.2",
     )  # fmt: skip
     try:
@@ -209,6 +211,31 @@ def test_serve_with_api_keys_client_certificates_https_audit_and_policy(
         while https(proxy.url, trusting, call("eth_chainId"), bearer)[2] != renewed.serial:
             assert time.monotonic() < deadline, "the renewed certificate was not picked up"
             time.sleep(0.1)
+
+        # So is a new client CA: the deployer's certificate from the new CA is accepted, the
+        # one from the old CA no longer is.
+        new_ca = TestCa(tmp_path, "second test CA")
+        reissued = new_ca.issue("deployer.ci.example", server=False, file_stem="deployer-2")
+        with_new_cert = ssl.create_default_context(cafile=str(ca.path))
+        with_new_cert.load_cert_chain(reissued.cert, reissued.key)
+        # An untrusted client certificate ends the handshake; over TLS 1.3 the client may learn
+        # it only on its first read (the connection closed without a response).
+        refused = (ssl.SSLError, ConnectionError)
+        with pytest.raises(refused):  # the new CA is not trusted yet
+            https(proxy.url, with_new_cert, call("eth_accounts"), {})
+        shutil.copy(new_ca.path, tmp_path / "clients-ca.new")
+        os.replace(tmp_path / "clients-ca.new", client_ca)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                status, body, _ = https(proxy.url, with_new_cert, call("eth_accounts"), {})
+                break
+            except refused:
+                assert time.monotonic() < deadline, "the new client CA was not picked up"
+                time.sleep(0.1)
+        assert (status, body["result"]) == (200, [key.address])
+        with pytest.raises(refused):
+            https(proxy.url, with_cert, call("eth_accounts"), {})
     finally:
         stop(proxy.process)
     assert proxy.process.returncode == 0

@@ -1,5 +1,5 @@
-"""tls: the server context loads, reloads a changed certificate (and keeps the old one while
-the new pair does not load), and an upstream CA file is used as given."""
+"""tls: the server context loads, reloads a changed certificate or client CA (and keeps the
+old ones while the new files do not load), and an upstream CA file is used as given."""
 
 from __future__ import annotations
 
@@ -58,6 +58,28 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     assert tls.reload_if_changed()
     assert tls.reloads == 1
     assert not tls.reload_if_changed()
+
+
+def test_a_changed_client_ca_is_a_new_context_for_new_handshakes(tmp_path: Path) -> None:
+    """A changed CA file builds a new context (the listener's own cannot forget a CA); one
+    that does not load keeps the context in use. The handshakes themselves are tested over a
+    real connection in tests/integration/test_auth_cli.py."""
+    ca, other = TestCa(tmp_path), TestCa(tmp_path, "other CA")
+    server = ca.issue("localhost", server=True)
+    client_ca = tmp_path / "clients.pem"
+    shutil.copy(ca.path, client_ca)
+    tls = ServerTls(str(server.cert), str(server.key), str(client_ca))
+    assert tls.current is tls.context and tls.context.sni_callback is not None
+
+    client_ca.write_text("not a certificate")  # half-written
+    assert not tls.reload_if_changed()
+    assert tls.current is tls.context
+    replace_file(other.path, client_ca)
+    assert tls.reload_if_changed()
+    assert tls.current is not tls.context
+    assert tls.current.verify_mode == ssl.CERT_OPTIONAL
+    trusted = {c["subject"] for c in tls.current.get_ca_certs()}
+    assert trusted == {((("commonName", "other CA"),),)}
 
 
 def test_upstream_ssl(tmp_path: Path) -> None:
