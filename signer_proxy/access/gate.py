@@ -106,6 +106,10 @@ DenialCounter = Callable[[str], None]
 
 # The client name the audit gives to what the proxy signs on its own (gap fillers).
 PROXY_CLIENT = "signer-proxy"
+# Who the audit names for a signature made from the command line (sign-authorization,
+# hedera-sign): the operator holding the key service's credentials, not a client.
+OPERATOR_CLIENT = "operator-cli"
+OPERATOR = CallContext(client=OPERATOR_CLIENT, auth="cli", transport="cli")
 
 
 def _tx_fields(tx: UnsignedTx) -> dict[str, Any]:
@@ -305,10 +309,9 @@ class SigningGate:
             entry["error"] = {"code": SignerProxyError.code, "message": type(exc).__name__}
         self._write(entry)
 
-    @asynccontextmanager
-    async def on_its_own(
+    def on_its_own(
         self, chain: str, signer: Signer, tx: UnsignedTx, reason: str
-    ) -> AsyncIterator[Decision]:
+    ) -> AbstractAsyncContextManager[Decision]:
         """`async with gate.on_its_own(...)`: a transaction the proxy signs for itself, not for
         a client (a gap filler: a zero-value transfer from the key to itself that closes a
         nonce hole). No client's scope or rule applies, but it is audited as any signature
@@ -316,6 +319,22 @@ class SigningGate:
         context = CallContext(client=PROXY_CLIENT, transport="internal", chain=chain)
         entry = self._entry(context, "eth_sendTransaction", signer)
         entry.update(_tx_fields(tx), reason=reason)
+        return self._unruled(entry, context, signer)
+
+    def by_operator(
+        self, method: str, signer: Signer, details: Mapping[str, Any]
+    ) -> AbstractAsyncContextManager[Decision]:
+        """`async with gate.by_operator(...)`: a signature the operator makes from the command
+        line that no policy rule speaks to (a Hedera transaction). Audited as any signature
+        (client "operator-cli", with `details`), and refused while the audit log is down."""
+        entry = self._entry(OPERATOR, method, signer)
+        entry.update(details)
+        return self._unruled(entry, OPERATOR, signer)
+
+    @asynccontextmanager
+    async def _unruled(
+        self, entry: dict[str, Any], context: CallContext, signer: Signer
+    ) -> AsyncIterator[Decision]:
         self._audit.check()  # AuditUnavailable: nothing is signed unaudited
         decision, token = self._allowed(entry, context, signer)
         try:

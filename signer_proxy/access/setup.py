@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from signer_proxy.access.audit import AuditLog
+from signer_proxy.access.audit import AuditLog, StreamAuditLog, open_audit_log
 from signer_proxy.access.auth import Authenticator, load_api_keys
 from signer_proxy.access.budgets import BudgetStore
 from signer_proxy.access.gate import SigningGate
-from signer_proxy.access.policy import Policy, RateLimit
+from signer_proxy.access.key_names import key_resolver
+from signer_proxy.access.policy import Policy, RateLimit, load_policy
 from signer_proxy.config import Settings
+from signer_proxy.errors import ConfigError
+from signer_proxy.keys.signer import Signer
 from signer_proxy.ops.metrics import Metrics, method_family
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,30 @@ def build_gate(
         metrics.policy_denials.labels(method_family(method, True)).inc()
 
     return SigningGate(policy.bind(resolve), budgets, audit, count_denial)
+
+
+@contextmanager
+def operator_gate(settings: Settings, signer: Signer) -> Iterator[SigningGate]:
+    """The gate for a signature made from the command line with `signer`: the policy file's
+    rules (the references to other keys, which this process did not load, match nothing) and
+    the audit log the settings name, so that a signature made by hand is checked and recorded
+    as one made by `serve`. The log is appended to and never rotated (the server rotates
+    it); "-" writes to stderr, since stdout carries the command's answer."""
+    known = key_resolver([signer])
+    policy = load_policy(settings.policy_file).bind(lambda ref: known(ref) or ref)
+    path = settings.audit_log
+    try:
+        audit = StreamAuditLog(sys.stderr) if path == "-" else open_audit_log(path, 0, 0)
+    except OSError as exc:
+        raise ConfigError(
+            f"--audit-log {path} cannot be opened for appending: {exc.strerror}"
+        ) from None
+    try:
+        yield SigningGate(policy, audit=audit)
+    finally:
+        close = getattr(audit, "close", None)
+        if close is not None:
+            close()
 
 
 def rate_limits(policy: Policy) -> dict[str, RateLimit]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import importlib.util
 import json
 import logging
@@ -463,13 +464,19 @@ async def _kms_signer(settings: Settings, key_ref: str) -> AsyncIterator[Any]:
 
 
 async def _sign_authorization(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.access.gate import OPERATOR
+    from signer_proxy.access.setup import operator_gate
     from signer_proxy.eth.hexdata import parse_address
+    from signer_proxy.eth.tx_encoding import authorization_digest
     from signer_proxy.methods.authorizations import sign_authorization
 
     address = parse_address(args.address, "--address")
     chain_id, nonce = _integer(args.chain_id, "chain-id"), _integer(args.nonce, "nonce")
+    digest = authorization_digest(chain_id, address, nonce)
     async with _kms_signer(settings, args.kms_key) as signer:
-        authorization = await sign_authorization(signer, chain_id, address, nonce)
+        with operator_gate(settings, signer) as gate:
+            async with gate.authorization(OPERATOR, signer, chain_id, address, nonce, digest):
+                authorization = await sign_authorization(signer, chain_id, address, nonce)
     return {"authority": signer.address, **authorization.to_json()}
 
 
@@ -506,18 +513,24 @@ def _transaction_bytes(args: argparse.Namespace) -> bytes:
 
 
 async def _hedera_sign(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from signer_proxy.keys.hedera import sign_hedera
+    from signer_proxy.access.setup import operator_gate
+    from signer_proxy.eth.hexdata import to_data
+    from signer_proxy.keys.hedera import hedera_digest, sign_hedera
 
     if args.transaction is not None:
         return await _hedera_sign_transaction(args, settings)
     body = _transaction_bytes(args)
     async with _kms_signer(settings, args.kms_key) as signer:
-        result = await sign_hedera(signer, body)
+        details = {"digest": to_data(hedera_digest(body)), "bytes": len(body)}
+        with operator_gate(settings, signer) as gate:
+            async with gate.by_operator("hedera-sign", signer, details):
+                result = await sign_hedera(signer, body)
         key = _hedera_key_json(signer.info.public_key)
     return {"digest": result.digest.hex(), "signature": result.signature.hex(), **key}
 
 
 async def _hedera_sign_transaction(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from signer_proxy.access.setup import operator_gate
     from signer_proxy.keys.hedera_sdk import HederaSdkSigner
 
     args.file, args.hex = args.transaction, None
@@ -525,10 +538,16 @@ async def _hedera_sign_transaction(args: argparse.Namespace, settings: Settings)
     async with _kms_signer(settings, args.kms_key) as signer:
         key = _hedera_key_json(signer.info.public_key)
         sdk_signer = await HederaSdkSigner.create(signer, bytes.fromhex(key["publicKey"]))
-        try:
-            signed = await sdk_signer.sign_transaction_bytes(serialized)
-        except ValueError as exc:
-            raise InvalidParams(str(exc)) from None
+        details = {
+            "transaction_sha256": hashlib.sha256(serialized).hexdigest(),
+            "bytes": len(serialized),
+        }
+        with operator_gate(settings, signer) as gate:
+            async with gate.by_operator("hedera-sign", signer, details):
+                try:
+                    signed = await sdk_signer.sign_transaction_bytes(serialized)
+                except ValueError as exc:
+                    raise InvalidParams(str(exc)) from None
     return {"transaction": signed.hex(), **key}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from eth_utils import to_checksum_address
 
 from signer_proxy.eth.ecdsa import SECP256K1_HALF_N, keccak256
 from signer_proxy.eth.tx_encoding import authorization_digest
+from tests.auth_support import write_policy_file
 from tests.conftest import REGION, Anvil, KeyFactory, run_cli
 from tests.integration.test_transactions import RUNTIME_CODE, wait_for_receipt
 
@@ -124,3 +126,39 @@ def test_hedera_sign_unknown_key_exits_2_naming_it(kms: Any) -> None:
 
     assert result.returncode == 2
     assert "alias/no-such-key" in result.stderr and "not found" in result.stderr
+
+
+def test_signatures_made_by_hand_pass_the_policy_and_are_audited(
+    kms: Any, make_key: KeyFactory, tmp_path: Path
+) -> None:
+    """With the config file's policy and audit log, sign-authorization is refused by a rule as
+    the server would refuse it (chain_ids), and every decision of both commands is audited as
+    the operator's."""
+    key = make_key()
+    policy = write_policy_file(
+        tmp_path, {"defaults": {"chain_ids": [31337]}, "keys": {"alias/other": {}}}
+    )
+    audit = tmp_path / "audit.jsonl"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policy_file: {policy}\naudit_log: {audit}\n")
+    sign = ("--address", DELEGATE, "--nonce", "0", "--config", str(config))
+
+    refused = key_command(kms, "sign-authorization", key.arn, "--chain-id", "1", *sign)
+    allowed = key_command(kms, "sign-authorization", key.arn, "--chain-id", "31337", *sign)
+    hedera = key_command(kms, "hedera-sign", key.arn, "--hex", "0a1c", "--config", str(config))
+
+    assert refused.returncode != 0 and "chain_ids" in refused.stderr, refused.stderr
+    assert refused.stdout == ""  # nothing signed
+    assert allowed.returncode == 0 and hedera.returncode == 0, allowed.stderr + hedera.stderr
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["method"], e["outcome"], e.get("rule")) for e in lines] == [
+        ("signer_signAuthorization", "denied", "chain_ids"),
+        ("signer_signAuthorization", "allowed", None),
+        ("hedera-sign", "allowed", None),
+    ]
+    assert {(e["client"], e["transport"], e["from"], e["key"]) for e in lines} == {
+        ("operator-cli", "cli", key.address, key.arn)
+    }
+    assert lines[1]["digest"] == "0x" + authorization_digest(31337, DELEGATE, 0).hex()
+    assert lines[2]["digest"] == "0x" + keccak256(bytes.fromhex("0a1c")).hex()
+    assert lines[1]["result"] == lines[2]["result"] == "ok"

@@ -293,6 +293,22 @@ async def test_authorization_decisions_check_their_chain() -> None:
     assert s.audit.entries[0]["to"] == TO
 
 
+async def test_an_operator_signature_is_audited_and_refused_while_the_audit_log_is_down() -> None:
+    s = Setup()
+    async with s.gate.by_operator("hedera-sign", s.signer, {"digest": "0x42", "bytes": 2}):
+        await s.signer.sign_digest(DIGEST)  # the guarded signer: approved inside
+    (entry,) = s.audit.entries
+    assert (entry["client"], entry["transport"], entry["auth"]) == ("operator-cli", "cli", "cli")
+    assert (entry["method"], entry["outcome"], entry["result"]) == ("hedera-sign", "allowed", "ok")
+    assert (entry["digest"], entry["bytes"]) == ("0x42", 2)
+
+    down = Setup(audit=ListAudit(fail_checks=True))
+    with pytest.raises(AuditUnavailable):
+        async with down.gate.by_operator("hedera-sign", down.signer, {}):
+            await down.signer.sign_digest(DIGEST)
+    assert down.inner.records == []
+
+
 def test_call_denial_audits_refused_signing_methods_only() -> None:
     s = Setup(Policy(clients={"ro": ClientScope("ro", read_only=True)}))
     ro = CallContext(client="ro")
