@@ -34,8 +34,8 @@ def _setting(default: Any, help: str, *, flag: str | None = None, example: str =
 CHAIN_SETTINGS = (
     "upstream", "upstream_ws", "upstream_headers", "upstream_sigv4_region",
     "upstream_sigv4_service", "upstream_ca_file", "upstream_timeout", "upstream_connect_timeout",
-    "upstream_health_interval", "gas_margin", "blob_sidecar", "allow_pre_eip155",
-    "track_transactions", "tracking_interval", "tracking_confirmations",
+    "upstream_health_interval", "upstream_max_lag_blocks", "gas_margin", "blob_sidecar",
+    "allow_pre_eip155", "track_transactions", "tracking_interval", "tracking_confirmations",
 )  # fmt: skip
 CHAIN_ENTRY_KEYS = ("name", "chain_id", "default", "keys", *CHAIN_SETTINGS)
 # A chain's name is a path segment (/chain/NAME) and a metric label; all digits would read as
@@ -300,7 +300,14 @@ class Settings:
     upstream_health_interval: float = _setting(
         5.0,
         "With several --upstream URLs: seconds between health probes (eth_chainId) of a node "
-        "taken out of rotation.",
+        "taken out of rotation (and, with --upstream-max-lag-blocks, of every node's head).",
+    )
+    upstream_max_lag_blocks: int = _setting(
+        20,
+        "With several --upstream URLs: a node whose head is more than this many blocks behind "
+        "the highest head of the others (asked every --upstream-health-interval) is taken out "
+        "of rotation until it catches up, so reads and pending counts do not come from a "
+        "node that fell behind. 0: heads are not compared.",
     )
     max_body_bytes: int = _setting(
         5 * 1024 * 1024,
@@ -692,6 +699,10 @@ def validate(settings: Settings) -> None:
         ) from None
     if settings.gas_margin < 1.0:
         raise ConfigError(f"--gas-margin must be at least 1.0, got {settings.gas_margin}")
+    if settings.upstream_max_lag_blocks < 0:
+        raise ConfigError(
+            f"--upstream-max-lag-blocks must be 0 or more, got {settings.upstream_max_lag_blocks}"
+        )
     if settings.tracking_confirmations < 0:
         raise ConfigError(
             f"--tracking-confirmations must be 0 or more, got {settings.tracking_confirmations}"

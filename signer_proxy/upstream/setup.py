@@ -25,4 +25,6 @@ def make_upstream(settings: Settings) -> HttpUpstream | FailoverUpstream:
         )
         for url in urls
     ]
-    return nodes[0] if len(nodes) == 1 else FailoverUpstream(nodes)
+    if len(nodes) == 1:
+        return nodes[0]
+    return FailoverUpstream(nodes, settings.upstream_max_lag_blocks)

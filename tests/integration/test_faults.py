@@ -20,7 +20,7 @@ from aiohttp import web
 from eth_account import Account
 
 from signer_proxy.upstream.node_errors import SendOutcome
-from tests.conftest import Anvil, KmsKey, ProxyFactory, proxy_settings
+from tests.conftest import Anvil, KmsKey, ProxyFactory, proxy_settings, start_anvil, stop
 from tests.integration.kms_front import KmsFront, start_kms_front
 from tests.integration.test_transactions import wait_for_receipt
 from tests.unit.upstream.test_failover import SEND_ERROR_ROWS
@@ -326,3 +326,35 @@ async def test_several_upstreams_fail_over_from_a_dead_node(
     assert await proxy.result("eth_chainId") == "0x7a69"
     tx_hash = await proxy.result("eth_sendTransaction", [{"from": funded_key.address, "to": SINK}])
     assert wait_for_receipt(anvil, tx_hash)["status"] == "0x1"
+
+
+async def test_a_node_that_falls_behind_leaves_the_rotation_until_it_catches_up(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: Any, funded_key: KmsKey
+) -> None:
+    """--upstream BEHIND,AHEAD with --upstream-max-lag-blocks 20: the first node, 30 blocks
+    behind the second, is left out; once it is ahead again the proxy is back on it."""
+    ahead = start_anvil()
+    try:
+        ahead.call("anvil_mine", [hex(30)])
+        settings = proxy_settings(
+            f"{anvil.url},{ahead.url}",
+            kms.url,
+            funded_key.arn,
+            upstream_health_interval=0.1,
+            upstream_max_lag_blocks=20,
+        )
+        proxy = await start_proxy(settings)
+
+        async def on_head(number: int) -> None:
+            """Until the proxy's eth_blockNumber is `number` (the probe runs every 0.1 s)."""
+            async with asyncio.timeout(10):
+                while True:
+                    if await proxy.result("eth_blockNumber") == hex(number):
+                        return
+                    await asyncio.sleep(0.05)
+
+        await on_head(30)  # the ahead node's: the first one is left out
+        anvil.call("anvil_mine", [hex(40)])
+        await on_head(40)  # the first one's again: back in rotation, first in order
+    finally:
+        stop(ahead.process)

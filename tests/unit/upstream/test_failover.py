@@ -522,3 +522,48 @@ async def test_failover_probe_brings_back_nodes_on_the_same_chain_only(
     finally:
         await good.cleanup()
         await other.cleanup()
+
+
+def _heads(chain_id: str, head: list[int]) -> Responder:
+    """A node on `chain_id` whose head is `head[0]` (changed by the test)."""
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        sent = json.loads(await request.read())
+        result = hex(head[0]) if sent["method"] == "eth_blockNumber" else chain_id
+        return web.json_response({"jsonrpc": "2.0", "id": sent["id"], "result": result})
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("max_lag", "behind_head", "in_rotation"),
+    [
+        pytest.param(20, 100, ["ahead"], id="31-behind-out"),
+        pytest.param(20, 111, ["behind", "ahead"], id="20-behind-in"),
+        pytest.param(0, 0, ["behind", "ahead"], id="heads-not-compared"),
+    ],
+)
+async def test_failover_probe_keeps_out_a_node_too_far_behind_the_highest_head(
+    make_upstream: UpstreamFactory, max_lag: int, behind_head: int, in_rotation: list[str]
+) -> None:
+    behind, ahead = [behind_head], [131]
+    behind_url, behind_node, behind_bodies = await start_node(_heads("0x1", behind))
+    ahead_url, ahead_node, _ = await start_node(_heads("0x1", ahead))
+    names = {redact_url(behind_url): "behind", redact_url(ahead_url): "ahead"}
+    try:
+        upstream = FailoverUpstream(
+            [make_upstream(behind_url, 5), make_upstream(ahead_url, 5)], max_lag
+        )
+        await upstream.probe()
+        assert [names[url] for url in upstream.healthy()] == in_rotation
+        asked = [json.loads(body)["method"] for body in behind_bodies]
+        assert ("eth_blockNumber" in asked) == bool(max_lag)
+        if in_rotation == ["ahead"]:
+            assert await upstream.call("eth_blockNumber", []) == hex(131)
+            behind[0] = 140  # caught up, and past the other: back, first in order again
+            await upstream.probe()
+            assert [names[url] for url in upstream.healthy()] == ["behind", "ahead"]
+            assert await upstream.call("eth_blockNumber", []) == hex(140)
+    finally:
+        await behind_node.cleanup()
+        await ahead_node.cleanup()
