@@ -54,6 +54,16 @@ def tool(name: str) -> str:
     return found
 
 
+async def start_app(app: Any) -> tuple[int, Any]:
+    """An aiohttp `app` served on a free loopback port: (port, runner); `runner.cleanup()` it."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner.addresses[0][1], runner
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

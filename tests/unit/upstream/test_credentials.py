@@ -17,6 +17,7 @@ from botocore.credentials import Credentials
 from signer_proxy.errors import ConfigError, UpstreamUnavailable
 from signer_proxy.upstream.credentials import HeaderSpec, SigV4, UpstreamAuth, mask_url
 from signer_proxy.upstream.http import HttpUpstream
+from tests.conftest import start_app
 from tests.integration.sigv4_front import verify_sigv4
 
 KEY_ID = "AKIDEXAMPLE"
@@ -80,11 +81,7 @@ async def sigv4_front() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port, runner = await start_app(app)
     yield f"http://127.0.0.1:{port}/v1/eth?billingtoken=abc", seen
     await runner.cleanup()
 
@@ -143,11 +140,7 @@ async def test_header_front_sees_the_header(monkeypatch: pytest.MonkeyPatch) -> 
 
     app = web.Application()
     app.router.add_post("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port, runner = await start_app(app)
     url = f"http://127.0.0.1:{port}/"
     try:
         good = HttpUpstream(
@@ -188,11 +181,7 @@ async def sigv4_ws_front() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/ws", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port, runner = await start_app(app)
     yield f"ws://127.0.0.1:{port}/ws", seen
     await runner.cleanup()
 

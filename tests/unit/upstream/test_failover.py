@@ -30,6 +30,7 @@ from signer_proxy.upstream.base import redact_url
 from signer_proxy.upstream.failover import FailoverUpstream
 from signer_proxy.upstream.http import HttpUpstream
 from signer_proxy.upstream.node_errors import SEND_ERROR_PATTERNS, SendOutcome, classify_send_error
+from tests.conftest import start_app
 
 ALREADY_KNOWN = SendOutcome.ALREADY_KNOWN
 TOO_LOW = SendOutcome.NONCE_TOO_LOW
@@ -223,11 +224,7 @@ async def node() -> AsyncIterator[Node]:
 
     app = web.Application()
     app.router.add_post(SECRET_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    port, runner = await start_app(app)
     scripted.url = f"http://127.0.0.1:{port}{SECRET_PATH}"
     yield scripted
     await runner.cleanup()
@@ -438,11 +435,8 @@ async def start_node(respond: Responder) -> tuple[str, web.AppRunner, list[bytes
 
     app = web.Application()
     app.router.add_post("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}/", runner, bodies
+    port, runner = await start_app(app)
+    return f"http://127.0.0.1:{port}/", runner, bodies
 
 
 def closed_port_url() -> str:

@@ -24,6 +24,7 @@ from signer_proxy.upstream.ws import (
     read_node_message,
     with_client_id,
 )
+from tests.conftest import start_app
 
 
 @pytest.mark.parametrize(
@@ -209,12 +210,8 @@ async def scripted_node() -> AsyncIterator[tuple[str, list[float]]]:
 
     app = web.Application()
     app.router.add_get("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"ws://{host}:{port}/", gaps
+    port, runner = await start_app(app)
+    yield f"ws://127.0.0.1:{port}/", gaps
     await runner.cleanup()
 
 
