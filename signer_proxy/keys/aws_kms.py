@@ -26,6 +26,7 @@ from signer_proxy.eth.ecdsa import (
     canonical_signature,
     public_key_from_spki,
 )
+from signer_proxy.keys.signer import BackendSigner
 from signer_proxy.ops import tracing
 
 log = logging.getLogger(__name__)
@@ -220,11 +221,15 @@ class KmsKeyInfo:
     public_key: bytes
     address: str
 
+    @property
+    def key_name(self) -> str:
+        return self.arn
 
-class KmsSigner:
+
+class KmsSigner(BackendSigner[KmsKeyInfo]):
     """Signs digests with one KMS key through a shared aioboto3 client."""
 
-    backend = "aws_kms"  # the metrics and the operator page name keys by this
+    backend = "aws_kms"
 
     def __init__(self, client: Any, info: KmsKeyInfo, calls: KmsCalls | None = None) -> None:
         self._client = client
@@ -232,17 +237,6 @@ class KmsSigner:
         self._calls = calls or KmsCalls()
         # The lean client bounds its own calls by the deadline (keys/kms_sign.py).
         self._times_itself = bool(getattr(client, "times_itself", False))
-
-    @property
-    def address(self) -> str:
-        return self.info.address
-
-    @property
-    def key_name(self) -> str:
-        return self.info.arn
-
-    def __repr__(self) -> str:
-        return f"KmsSigner({self.info.address}, {self.info.arn})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
         def sign() -> Awaitable[Any]:

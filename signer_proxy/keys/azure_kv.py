@@ -44,6 +44,7 @@ from signer_proxy.eth.ecdsa import (
 )
 from signer_proxy.keys.aws_kms import once_in_slot
 from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
+from signer_proxy.keys.signer import BackendSigner
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -193,6 +194,10 @@ class AzureKeyInfo:
     address: str
     tags: Mapping[str, str]
 
+    @property
+    def key_name(self) -> str:
+        return self.key_id
+
 
 class AzureVault:
     """The clients of one vault, shared by its keys: `aclose` when done.
@@ -276,10 +281,10 @@ class AzureVault:
             await self.credential.close()
 
 
-class AzureKvSigner:
+class AzureKvSigner(BackendSigner[AzureKeyInfo]):
     """Signs with one Key Vault key version (ES256K); every signature proven before return."""
 
-    backend = "azure_kv"  # the metrics and the operator page name keys by this
+    backend = "azure_kv"
 
     def __init__(self, vault: AzureVault, info: AzureKeyInfo, calls: Any = None) -> None:
         self._vault = vault
@@ -287,17 +292,6 @@ class AzureKvSigner:
         # keys/aws_kms.KmsCalls: the process-wide cap on key-service requests in flight, the
         # attempt timeout and the request deadline (azure-core does the retries).
         self._calls = calls
-
-    @property
-    def address(self) -> str:
-        return self.info.address
-
-    @property
-    def key_name(self) -> str:
-        return self.info.key_id
-
-    def __repr__(self) -> str:
-        return f"AzureKvSigner({self.info.key_id}, {self.info.address})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError

@@ -44,6 +44,7 @@ from signer_proxy.eth.ecdsa import (
 )
 from signer_proxy.keys.aws_kms import once_in_slot
 from signer_proxy.keys.backends import LoadContext, LoadedKey, describe_filter, parse_filter
+from signer_proxy.keys.signer import BackendSigner
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -144,6 +145,10 @@ class GcpKeyInfo:
     name: str
     public_key: bytes
     address: str
+
+    @property
+    def key_name(self) -> str:
+        return self.name
 
 
 def public_key_from_pem(pem: str, label: str) -> bytes:
@@ -272,10 +277,10 @@ class GcpKms:
             await transport.close()
 
 
-class GcpKmsSigner:
+class GcpKmsSigner(BackendSigner[GcpKeyInfo]):
     """Signs with one Cloud KMS key version; every answer's CRC32C and signature checked."""
 
-    backend = "gcp_kms"  # the metrics and the operator page name keys by this
+    backend = "gcp_kms"
 
     def __init__(self, kms: GcpKms, info: GcpKeyInfo, calls: Any = None) -> None:
         self._kms = kms
@@ -283,17 +288,6 @@ class GcpKmsSigner:
         # keys/aws_kms.KmsCalls: the process-wide cap on key-service requests in flight, the
         # attempt timeout and the request deadline (GcpKms._call does the retries).
         self._calls = calls
-
-    @property
-    def address(self) -> str:
-        return self.info.address
-
-    @property
-    def key_name(self) -> str:
-        return self.info.name
-
-    def __repr__(self) -> str:
-        return f"GcpKmsSigner({self.info.name}, {self.info.address})"
 
     async def sign_digest(self, digest: bytes) -> Signature:
         from google.cloud import kms_v1

@@ -46,6 +46,7 @@ from signer_proxy.eth.ecdsa import (
 )
 from signer_proxy.keys.aws_kms import backoff_delay
 from signer_proxy.keys.backends import LoadContext, LoadedKey
+from signer_proxy.keys.signer import BackendSigner
 
 if TYPE_CHECKING:
     from signer_proxy.config import Settings
@@ -443,6 +444,10 @@ class Pkcs11KeyInfo:
     public_key: bytes
     address: str
 
+    @property
+    def key_name(self) -> str:
+        return self.ref
+
 
 def key_uri(token_name: str, label: str, key_id: bytes) -> str:
     from urllib.parse import quote
@@ -578,7 +583,7 @@ def load_failure(exc: BaseException, what: str) -> KeyLoadFailed:
 # --- the signer ---------------------------------------------------------------------------
 
 
-class Pkcs11Signer:
+class Pkcs11Signer(BackendSigner[Pkcs11KeyInfo]):
     """Signs digests with one key of a token, through the token's session pool."""
 
     backend = "pkcs11"
@@ -587,17 +592,6 @@ class Pkcs11Signer:
         self._pool = pool
         self.info = info
         self._draw = random.random
-
-    @property
-    def address(self) -> str:
-        return self.info.address
-
-    @property
-    def key_name(self) -> str:
-        return self.info.ref
-
-    def __repr__(self) -> str:
-        return f"Pkcs11Signer({self.info.address}, {self.info.ref})"
 
     def _sign(self, held: _Session, digest: bytes) -> bytes:
         from pkcs11 import Mechanism

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from signer_proxy.errors import SigningFailed
 from signer_proxy.eth.ecdsa import Signature, keccak256, proven_for, recover_public_key
@@ -46,6 +46,38 @@ async def sign_checked(signer: Signer, digest: bytes) -> Signature:
             "nothing was sent"
         )
     return signature
+
+
+class KeyInfo(Protocol):
+    """What a backend learnt of one key at load: its address and what operators call it."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def key_name(self) -> str: ...
+
+
+InfoT = TypeVar("InfoT", bound=KeyInfo)
+
+
+class BackendSigner(Generic[InfoT]):
+    """Base for a backend's Signer over one key described by `info`: the address and the key
+    name are the info's; subclasses set `backend` and implement `sign_digest`."""
+
+    backend = "local"  # the metrics and the operator page name keys by this
+    info: InfoT
+
+    @property
+    def address(self) -> str:
+        return self.info.address
+
+    @property
+    def key_name(self) -> str:
+        return self.info.key_name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address}, {self.key_name})"
 
 
 class SignerWrapper:
