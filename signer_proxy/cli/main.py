@@ -51,7 +51,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         "--config", metavar="FILE", help="YAML config file (env: SIGNER_PROXY_CONFIG)"
     )
     for name, f in FIELDS.items():
-        help_text = f"{f.metadata['help']} (env: {env_name(name)})"
+        # argparse formats help as %-strings: a literal % (a PKCS#11 id=%01) is written %%.
+        help_text = f"{f.metadata['help']} (env: {env_name(name)})".replace("%", "%%")
         if _is_tuple(field_type(name)):
             parser.add_argument(flag_name(name), dest=name, action="append", help=help_text)
         elif field_type(name) is bool:  # `--insecure-no-auth` alone means true
