@@ -16,9 +16,13 @@ first, then each replacement), the raw bytes of the current one, and its state:
 With --tracking-confirmations N > 0 a mined or superseded record is final only once N blocks
 are on top of the block it was seen in; until then it is watched, with its raw bytes:
 
-    mined | superseded ──(N blocks on top)──▶ final
-    mined | superseded ──(the node's mined count fell back under the nonce: a reorg took the
-                          transaction out)──▶ pending, and from there as any pending record
+    mined | superseded ──(N blocks on top, and the receipts still say so)──▶ final
+    mined | superseded ──(N blocks on top, but a reorg moved it: another block, another of
+                          our hashes, or another's transaction for the nonce)──▶ mined |
+                          superseded where it is now, N blocks counted from there
+    mined | superseded ──(the node's mined count fell back under the nonce, its head at or
+                          past the block it was seen in: a reorg took the transaction
+                          out)──▶ pending, and from there as any pending record
                           (the node still pools it: wait; it forgot it: rebroadcast)
 
 Asked about one hash of a mined record, the answer is "mined" for the hash that was mined and
@@ -175,6 +179,9 @@ class Observation:
     # (hash, block number, receipt status) of ours, if mined; the status is None when the hash
     # was found in a block body (the receipt is asked when a client wants it)
     receipt: tuple[str, int, int | None] | None = None
+    # A confirming record due to be final (`due_final`): the receipts of all its hashes were
+    # asked this round, and `receipt` is what they said (None: none of ours is on the chain).
+    checked: bool = False
 
 
 class Action(StrEnum):
@@ -206,9 +213,12 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy, confirmations
         return Step(Action.WAIT, record)
     if record.seen_mined:  # confirming
         if seen.mined_count > record.nonce:
-            deep = seen.block - (record.block_number or 0) >= confirmations
-            if deep:
-                return Step(Action.FINALIZE, replace(record, confirmed=True))
+            if not due_final(record, seen.block, confirmations) or not seen.checked:
+                return Step(Action.WAIT, record)  # (the round that checks it finalizes it)
+            return _final_check(record, seen, confirmations)
+        if record.block_number is not None and seen.block < record.block_number:
+            # The node's head is behind the block it was seen mined in: a node that lags
+            # (a load balancer's stale replica), not a reorg. The next rounds tell.
             return Step(Action.WAIT, record)
         # A reorg took the nonce's transaction out of the chain: pending again. Its fees got
         # it mined once, so a bump is due a whole policy's wait from now, not at once.
@@ -250,6 +260,43 @@ def decide(record: Tracked, seen: Observation, policy: BumpPolicy, confirmations
     if record.state is State.STUCK or not _due(record, seen, policy):
         return Step(Action.WAIT, record)
     return _bump_or_stuck(record, policy)
+
+
+def due_final(record: Tracked, head: int, confirmations: int) -> bool:
+    """A confirming record with `confirmations` blocks on top of the block it was seen in, by
+    its record: the round checks its receipts before it is final."""
+    return (
+        record.seen_mined
+        and not record.confirmed
+        and head - (record.block_number or 0) >= confirmations
+    )
+
+
+def _final_check(record: Tracked, seen: Observation, confirmations: int) -> Step:
+    """A confirming record at its depth, against the receipts of its hashes: final where it
+    was seen, or moved by a reorg that kept its nonce mined (another block, another of our
+    hashes, or no hash of ours: another's transaction), counted again from there."""
+    if seen.receipt is None:
+        if record.state is State.SUPERSEDED:
+            return Step(Action.FINALIZE, replace(record, confirmed=True))
+        # Ours was seen mined; now none of our hashes is, and the nonce is used by another's.
+        moved = replace(
+            record, state=State.SUPERSEDED, mined_hash=None, block_number=seen.block, status=None
+        )
+        return Step(Action.WAIT, moved)
+    mined_hash, block, status = seen.receipt
+    same_hash = mined_hash.lower() == (record.mined_hash or "").lower()
+    if record.state is State.MINED and same_hash and block == record.block_number:
+        confirmed = replace(
+            record, confirmed=True, status=status if status is not None else record.status
+        )
+        return Step(Action.FINALIZE, confirmed)
+    moved = replace(
+        record, state=State.MINED, mined_hash=mined_hash, block_number=block, status=status
+    )
+    if seen.block - block >= confirmations:
+        return Step(Action.FINALIZE, replace(moved, confirmed=True))
+    return Step(Action.WAIT, moved)
 
 
 def _seen_mined(

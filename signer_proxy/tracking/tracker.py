@@ -322,7 +322,13 @@ class Tracker:
             step = state.decide(record, seen, self.policy, self._confirmations)
             if record.seen_mined and not step.record.seen_mined:
                 self._reorged(record)
-            if step.action is Action.WAIT and step.record.state is record.state:
+            elif record.seen_mined and _where(step.record) != _where(record):
+                self._moved(record, step.record)
+            if (
+                step.action is Action.WAIT
+                and step.record.state is record.state
+                and not record.seen_mined
+            ):
                 if step.record is not record:  # only the first block seen is new: noted
                     noting[stored.current] = (stored, step.record)
                 elif record is not stored:
@@ -331,7 +337,8 @@ class Tracker:
             elif step.action in (Action.FINALIZE, Action.WAIT):
                 if step.action is Action.FINALIZE:
                     self._log_final(step.record)
-                unsaved.append(step.record)
+                if step.action is Action.FINALIZE or step.record is not record:
+                    unsaved.append(step.record)
                 record = step.record
             else:
                 record = await self._act(step, record, now)
@@ -394,8 +401,14 @@ class Tracker:
         wants it, `with_status`). A hash found in no body has its receipt asked, and only a
         nonce none of whose hashes has a receipt is another's (superseded). Everything is
         asked in batches (upstream/batch.py)."""
-        # Mined and confirming: known to be mined, nothing to look for (decide counts blocks).
+        # Mined and confirming: known to be mined, nothing to look for (decide counts blocks)
+        # until its depth is reached; then its hashes' receipts say whether a reorg moved it.
         mined = [r for r in records if r.nonce < mined_count and not r.seen_mined]
+        due = [
+            r
+            for r in records
+            if r.nonce < mined_count and state.due_final(r, block, self._confirmations)
+        ]
         above = [r for r in records if mined_count <= r.nonce and pooled <= r.nonce]
         where: dict[str, tuple[int, int | None]] = {}  # mined hash -> (block, status)
         if since is None and len(mined) > 2:
@@ -421,14 +434,18 @@ class Tracker:
                 bodies.update(read)
         lookups = [(LOOKUP, [tx_hash]) for r in above for tx_hash in reversed(r.hashes)]
         receipts = [] if from_bodies else _receipt_calls(mined)
-        calls = [*lookups, *receipts]
+        checks = _receipt_calls(due)
+        calls = [*lookups, *receipts, *checks]
         answers = await call_many(self._upstream, calls) if calls else []
         known = {
             call[1][0].lower()
             for call, answer in zip(lookups, answers[: len(lookups)], strict=True)
             if answer is not None
         }
-        where.update(_receipts(receipts, answers[len(lookups) :]))
+        asked = len(lookups) + len(receipts)
+        where.update(_receipts(receipts, answers[len(lookups) : asked]))
+        checked = _receipts(checks, answers[asked:])
+        due_ids = {id(r) for r in due}
         if from_bodies:
             for number in span:
                 for tx_hash in bodies[number] or ():
@@ -439,17 +456,13 @@ class Tracker:
                 where.update(_receipts(receipts, await call_many(self._upstream, receipts)))
         observed = []
         for record in records:
-            if mined_count > record.nonce and record.seen_mined:
+            if mined_count > record.nonce and id(record) in due_ids:
+                found = _found(record, checked)
+                observed.append(Observation(now, block, mined_count, True, found, checked=True))
+            elif mined_count > record.nonce and record.seen_mined:
                 observed.append(Observation(now, block, mined_count, True))
             elif mined_count > record.nonce:
-                found = next(
-                    (
-                        (tx_hash, *where[tx_hash.lower()])
-                        for tx_hash in reversed(record.hashes)  # the newest: usually the one
-                        if tx_hash.lower() in where
-                    ),
-                    None,
-                )
+                found = _found(record, where)
                 observed.append(Observation(now, block, mined_count, found is not None, found))
             elif record.nonce < pooled:
                 observed.append(Observation(now, block, mined_count, True))
@@ -534,6 +547,35 @@ class Tracker:
             record.state.value,
             f" in block {record.block_number}" if record.block_number is not None else "",
             extra={"tx_hash": record.current, "from": record.address, "nonce": record.nonce},
+        )
+
+    def _moved(self, record: Tracked, now: Tracked) -> None:
+        """A confirming record at its depth whose receipts say a reorg moved it, its nonce
+        still mined: counted again from where it is now."""
+        if self._metrics is not None:
+            self._metrics.tracked_reorged.labels(self.chain).inc()
+        was = (
+            f"{record.mined_hash} in block {record.block_number}"
+            if record.state is State.MINED
+            else "mined by a transaction not ours"
+        )
+        is_now = (
+            f"{now.mined_hash} in block {now.block_number}"
+            if now.state is State.MINED
+            else "mined by a transaction not ours"
+        )
+        log.warning(
+            "reorg: nonce=%d from=%s was %s and is now %s; final once %d blocks are on top",
+            record.nonce,
+            record.address,
+            was,
+            is_now,
+            self._confirmations,
+            extra={
+                "tx_hash": now.mined_hash or now.current,
+                "from": record.address,
+                "nonce": record.nonce,
+            },
         )
 
     async def _stuck(self, record: Tracked, reason: str) -> Tracked:
@@ -713,6 +755,22 @@ def status_denial(gate: SigningGate, context: CallContext, record: Tracked) -> P
 
 def _receipt_calls(records: list[Tracked]) -> list[tuple[str, list[str]]]:
     return [(RECEIPT, [tx_hash]) for r in records for tx_hash in reversed(r.hashes)]
+
+
+def _where(record: Tracked) -> tuple[State, str | None, int | None]:
+    return record.state, (record.mined_hash or "").lower() or None, record.block_number
+
+
+def _found(
+    record: Tracked, where: dict[str, tuple[int, int | None]]
+) -> tuple[str, int, int | None] | None:
+    """(hash, block, status) of the record's hash that `where` has (the newest first: usually
+    the one), or None."""
+    for tx_hash in reversed(record.hashes):
+        spot = where.get(tx_hash.lower())
+        if spot is not None:
+            return (tx_hash, *spot)
+    return None
 
 
 def _receipts(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -218,6 +219,11 @@ MINED_AT_9 = replace(
 )
 
 
+def checked(block: int, receipt: tuple[str, int, int | None] | None = None) -> Observation:
+    """A round at head `block` that asked the receipts of a record at its depth."""
+    return seen(mined_count=8, block=block, receipt=receipt, checked=True)
+
+
 @pytest.mark.parametrize(
     ("record", "observation", "action", "after", "final"),
     [
@@ -230,7 +236,27 @@ MINED_AT_9 = replace(
         pytest.param(MINED_AT_9, seen(mined_count=8),
                      Action.WAIT, State.MINED, False, id="confirming-waits"),
         pytest.param(MINED_AT_9, seen(mined_count=8, block=11),
-                     Action.FINALIZE, State.MINED, True, id="deep-enough-final"),
+                     Action.WAIT, State.MINED, False, id="deep-enough-waits-for-its-check"),
+        pytest.param(MINED_AT_9, checked(11, ("0xAA", 9, 1)),
+                     Action.FINALIZE, State.MINED, True, id="deep-enough-and-still-there-final"),
+        pytest.param(MINED_AT_9, checked(11, ("0xaa", 10, 1)),
+                     Action.WAIT, State.MINED, False, id="moved-to-a-later-block-counts-again"),
+        pytest.param(MINED_AT_9, checked(12, ("0xaa", 10, 1)),
+                     Action.FINALIZE, State.MINED, True, id="moved-and-deep-enough-final"),
+        pytest.param(MINED_AT_9, checked(11, ("0xbb", 9, 0)),
+                     Action.FINALIZE, State.MINED, True, id="another-of-ours-in-its-place-final"),
+        pytest.param(MINED_AT_9, checked(11),
+                     Action.WAIT, State.SUPERSEDED, False, id="none-of-ours-now-superseded"),
+        pytest.param(replace(MINED_AT_9, state=State.SUPERSEDED, mined_hash=None),
+                     checked(11),
+                     Action.FINALIZE, State.SUPERSEDED, True, id="superseded-still-final"),
+        pytest.param(replace(MINED_AT_9, state=State.SUPERSEDED, mined_hash=None),
+                     checked(11, ("0xaa", 9, 1)),
+                     Action.FINALIZE, State.MINED, True, id="superseded-turns-out-ours"),
+        pytest.param(MINED_AT_9, seen(mined_count=7, block=8, known=False),
+                     Action.WAIT, State.MINED, False, id="a-lagging-node-is-not-a-reorg"),
+        pytest.param(MINED_AT_9, seen(mined_count=7, block=9, known=False),
+                     Action.REBROADCAST, State.PENDING, False, id="reorged-out-at-its-height"),
         pytest.param(MINED_AT_9, seen(mined_count=7, block=11),
                      Action.WAIT, State.PENDING, False, id="reorged-out-pooled-not-due"),
         pytest.param(MINED_AT_9, seen(mined_count=7, block=11, known=False),
@@ -245,10 +271,20 @@ MINED_AT_9 = replace(
 def test_decide_with_confirmations(
     record: state.Tracked, observation: Observation, action: Action, after: State, final: bool
 ) -> None:
-    """--tracking-confirmations 2: final once two blocks are on top of the mined one; until
-    then a mined count that falls back under the nonce (a reorg) makes the record pending."""
+    """--tracking-confirmations 2: final once two blocks are on top of the block it is in, by
+    the receipts the round checks then; until then a mined count that falls back under the
+    nonce (a reorg; not a node whose head is behind that block) makes the record pending."""
     step = state.decide(record, observation, POLICY, confirmations=2)
     assert (step.action, step.record.state, step.record.final) == (action, after, final)
+    receipt = observation.receipt
+    if observation.checked and receipt is not None:  # where the receipt says it is now
+        assert ((step.record.mined_hash or "").lower(), step.record.block_number) == (
+            receipt[0].lower(),
+            receipt[1],
+        )
+        assert step.record.status == receipt[2]
+    elif observation.checked and after is State.SUPERSEDED and not final:
+        assert (step.record.mined_hash, step.record.block_number) == (None, observation.block)
     if after is State.PENDING:  # what the reorg took away is forgotten; the bump clock restarts
         assert (step.record.mined_hash, step.record.block_number) == (None, None)
         assert (step.record.sent_block, step.record.sent_at) == (observation.block, observation.now)
@@ -700,6 +736,60 @@ async def test_a_confirming_record_is_watched_until_deep_enough_and_rebroadcast_
     ]  # fmt: skip
     if client is not None:
         await client.aclose()
+
+
+async def test_a_reorg_that_moves_a_confirming_transaction_restarts_its_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--tracking-confirmations 2. Nonce 0 is seen mined in block 7. A reorg moves it to
+    block 8, so the mined count never falls: at head 9 its receipt (asked only now, at its
+    depth) says block 8, and it is final only at head 10. Nonce 1, seen mined in block 7
+    too, is replaced by a transaction not ours: none of our hashes has a receipt at its
+    depth, so it is superseded, counted from that round's head."""
+    node = BlockNode(mined=0, pooled=2)
+    tracker, hashes = await _tracked(node, range(2), confirmations=2)
+    await tracker.watch(1, ME)  # block 6: pooled
+    node.bodies, node.block, node.mined = {6: [], 7: hashes}, 7, 2
+    await tracker.watch(1, ME)
+    assert [r.block_number for r in await tracker.store.pending(1, ME)] == [7, 7]
+    node.bodies = {6: [], 7: [], 8: hashes[:1]}  # the reorg; nonce 1's slot is another's
+    node.bodies[9], node.block = [], 9
+    receipts = node.asked.get("eth_getTransactionReceipt", 0)
+    with caplog.at_level(logging.WARNING, logger="signer_proxy.tracking.tracker"):
+        await tracker.watch(1, ME)
+    assert node.asked["eth_getTransactionReceipt"] == receipts + 2  # one per hash, at depth
+    records = await tracker.store.pending(1, ME)
+    assert [(r.state, r.block_number, r.mined_hash, r.final) for r in records] == [
+        (State.MINED, 8, hashes[0], False), (State.SUPERSEDED, 9, None, False)
+    ]  # fmt: skip
+    assert f"was {hashes[0]} in block 7 and is now {hashes[0]} in block 8" in caplog.text
+    assert "is now mined by a transaction not ours" in caplog.text
+    node.bodies[10], node.block = [], 10
+    await tracker.watch(1, ME)
+    assert [r.nonce for r in await tracker.store.pending(1, ME)] == [1]
+    assert (await tracker.find(hashes[0])).final  # type: ignore[union-attr]
+    node.bodies[11], node.block = [], 11
+    await tracker.watch(1, ME)
+    assert await tracker.store.pending(1, ME) == []
+    last = await tracker.find(hashes[1])
+    assert last is not None and (last.state, last.final) == (State.SUPERSEDED, True)
+
+
+async def test_a_node_behind_the_block_of_a_confirming_transaction_is_not_a_reorg() -> None:
+    """A node answering from behind the block a record was seen mined in (a load balancer's
+    lagging replica) says a lower mined count: the record keeps confirming, and nothing is
+    rebroadcast."""
+    node = BlockNode(mined=0, pooled=1)
+    tracker, hashes = await _tracked(node, range(1), confirmations=2)
+    await tracker.watch(1, ME)
+    node.bodies, node.block, node.mined = {6: [], 7: hashes}, 7, 1
+    await tracker.watch(1, ME)
+    node.block, node.mined, node.pooled = 6, 0, 0  # the lagging replica
+    sends = node.asked.get("eth_sendRawTransaction", 0)
+    await tracker.watch(1, ME)
+    assert node.asked.get("eth_sendRawTransaction", 0) == sends
+    records = await tracker.store.pending(1, ME)
+    assert [(r.state, r.block_number) for r in records] == [(State.MINED, 7)]
 
 
 async def test_a_first_round_starts_reading_at_the_block_of_the_lowest_mined_nonce() -> None:
