@@ -21,6 +21,7 @@ from signer_proxy.eth.tx_request import MAX_UINT64, Authorization
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry, Signer
 from signer_proxy.keys.signer import sign_checked
+from signer_proxy.nonces.base import NonceManager
 from signer_proxy.upstream.base import Upstream
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,17 @@ class AuthorizationMethods:
         upstream: Upstream,
         facts: ChainFacts,
         gate: SigningGate | None = None,
+        nonces: NonceManager | None = None,
     ) -> None:
         self._registry = registry
         self._upstream = upstream
         self._facts = facts
         self._gate = gate or SigningGate()
+        self._nonces = nonces  # None: the node's pending count
 
     async def signer_signAuthorization(self, params: Any, context: CallContext) -> Any:
         """[authority, {address, chainId?, nonce?, executor?}] → {chainId, address, nonce,
-        yParity, r, s}; chainId defaults to the node's, nonce to the authority's pending count
+        yParity, r, s}; chainId defaults to the node's, nonce to the authority's next nonce
         (+1 with executor "self", when the authority also sends the type 0x4 transaction)."""
         if not isinstance(params, list) or len(params) != 2 or not isinstance(params[1], dict):
             raise InvalidParams(
@@ -78,8 +81,7 @@ class AuthorizationMethods:
         if request.get("nonce") is None:
             # The sender's nonce is bumped before authorizations are processed, so an authority
             # that sends its own type 0x4 transaction signs for the nonce after it.
-            pending = await pending_nonce(self._upstream, signer.address)
-            nonce = pending + (executor == "self")
+            nonce = await self._next_nonce(signer.address) + (executor == "self")
         else:
             nonce = parse_quantity(request["nonce"], "nonce", max_value=MAX_UINT64 - 1)
         digest = authorization_digest(chain_id, address, nonce)
@@ -96,3 +98,12 @@ class AuthorizationMethods:
             signer.key_name,
         )
         return authorization.to_json()
+
+    async def _next_nonce(self, address: str) -> int:
+        """The nonce the authority's next send through this proxy would take: the nonce
+        manager's, so sends of its own still in flight (not yet at the node) count. Nothing
+        is reserved: a nonce reserved and released here would open a gap under a send that
+        reserved the next one meanwhile."""
+        if self._nonces is None:
+            return await pending_nonce(self._upstream, address)
+        return await self._nonces.next_nonce(address)

@@ -52,7 +52,7 @@ def method_table(
         track=tracker.track_send if tracker else None,
     )
     messages = MessageMethods(current, facts, gate)
-    authorizations = AuthorizationMethods(current, upstream, facts, gate)
+    authorizations = AuthorizationMethods(current, upstream, facts, gate, nonces)
     methods: dict[str, Method] = {
         "eth_accounts": accounts.eth_accounts,
         "eth_requestAccounts": accounts.eth_requestAccounts,

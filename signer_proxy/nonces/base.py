@@ -33,6 +33,12 @@ class NonceManager(Protocol):
         """A nonce no other live lease holds, and no lower than the node's pending count."""
         ...
 
+    async def next_nonce(self, address: str) -> int:
+        """The nonce the address's next reservation would get, reserving nothing: nonces
+        leased or sent and not yet at the node count (an EIP-7702 authorization signs for
+        it)."""
+        ...
+
     async def resync(self, address: str) -> None:
         """Re-read the node after it said a nonce was wrong; leases out stay valid."""
         ...

@@ -144,6 +144,17 @@ class MemoryNonceManager:
             state.leased.add(nonce)
             return _MemoryLease(state, nonce)
 
+    async def next_nonce(self, address: str) -> int:
+        # reserve()'s choice, read only: the node's count when reserve would re-read it.
+        state = self._state(address)
+        async with state.lock:
+            if state.next_nonce is None or (
+                not state.leased and self._clock() - state.synced_at >= self._idle_trust
+            ):
+                return await self._pending_count(address)
+            free = (n for n in state.released if n < state.next_nonce and n not in state.leased)
+            return min(free, default=state.next_nonce)
+
     async def resync(self, address: str) -> None:
         state = self._state(address)
         async with state.lock:

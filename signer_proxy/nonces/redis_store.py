@@ -114,6 +114,29 @@ return n
 """
 )
 
+# Reserve's choice, read only. Returns the nonce, or -1 where reserve would sync with the node
+# first (no state, no live lease, or a lease that ran out).
+_PEEK = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local nxt = redis.call('GET', KEYS[1])
+if not nxt then return -1 end
+if redis.call('ZCOUNT', KEYS[3], '-inf', now) > 0 or redis.call('HLEN', KEYS[2]) == 0 then
+  return -1
+end
+nxt = tonumber(nxt)
+for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local c = tonumber(m)
+  if c < nxt and redis.call('HEXISTS', KEYS[2], m) == 0
+     and redis.call('HEXISTS', KEYS[5], m) == 0 then
+    return c
+  end
+end
+return nxt
+"""
+)
+
 # ARGV: pending count, lease ms, scan limit, mined count.
 # Returns {new holes..., '|', nonce, raw, nonce, raw, ..., '|', released nonces...}.
 _SYNC = (
@@ -349,6 +372,7 @@ class RedisNonceManager:
             name: redis.register_script(source)
             for name, source in (
                 ("reserve", _RESERVE),
+                ("peek", _PEEK),
                 ("sync", _SYNC),
                 ("record", _RECORD),
                 ("settle", _SETTLE),
@@ -399,6 +423,13 @@ class RedisNonceManager:
             f"the nonce state for {address} in {self.display_url} kept vanishing; check that "
             "nothing else writes to signer-proxy:nonce:* keys"
         )
+
+    async def next_nonce(self, address: str) -> int:
+        nonce = int(await self._run("peek", await self._keys(address), []))
+        if nonce >= 0:
+            return nonce
+        # Where reserve would sync first, the sync floors the counter to the node's count.
+        return await self._pending_count(address)
 
     async def _shared_sync(self, address: str) -> None:
         """One sync per address at a time in this process: a cold burst asks the node once."""

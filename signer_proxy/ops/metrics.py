@@ -553,6 +553,9 @@ class MeteredNonceManager:
         finally:
             self._reserve_duration.observe(time.perf_counter() - started)
 
+    async def next_nonce(self, address: str) -> int:
+        return await self._inner.next_nonce(address)
+
     async def resync(self, address: str) -> None:
         self._resyncs.inc()
         await self._inner.resync(address)

@@ -252,6 +252,9 @@ class TracedNonces:
             s.set_attribute("nonce.wait_seconds", time.perf_counter() - started)
             return lease
 
+    async def next_nonce(self, address: str) -> int:
+        return await self._inner.next_nonce(address)
+
     async def resync(self, address: str) -> None:
         await self._inner.resync(address)
 

@@ -4,6 +4,7 @@ sidecar form), signed by the KMS emulator."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.conftest import (
     start_anvil,
     stop,
 )
+from tests.integration.kms_front import KmsFront, start_kms_front
 from tests.integration.test_transactions import INIT_CODE, RUNTIME_CODE, SINK, mined, send
 
 pytestmark = pytest.mark.integration
@@ -128,6 +130,45 @@ async def test_set_code_transaction_with_the_senders_own_authorization(
     assert tx["type"] == "0x4"
     code = anvil.call("eth_getCode", [funded_key.address, "latest"])
     assert code == "0xef0100" + delegate[2:].lower()  # EIP-7702 delegation designator
+    assert anvil.call("eth_call", [{"to": funded_key.address}, "latest"]) == FORTY_TWO
+
+
+async def test_an_authorization_counts_the_authoritys_send_still_in_flight(
+    aiohttp_server: Any, start_proxy: ProxyFactory, anvil: Anvil, kms: Any, funded_key: KmsKey
+) -> None:
+    """The authority's send holds nonce 1 while its KMS Sign is held, so the node counts 1
+    pending; the authorization with executor "self" is still signed for 3 (its own type 0x4
+    transaction takes 2), and once both are sent the delegation is in effect. Signed for the
+    node's count + 1 (2), it would have been skipped on chain."""
+    release, held, signs = asyncio.Event(), asyncio.Event(), 0
+
+    async def hold_the_second_sign(operation: str, body: dict[str, Any]) -> Any:
+        nonlocal signs
+        if operation == "Sign":
+            signs += 1
+            if signs == 2:  # the first is the deployment's
+                held.set()
+                await release.wait()
+        return None
+
+    front = await start_kms_front(aiohttp_server, kms.url, KmsFront(answer=hold_the_second_sign))
+    proxy = await start_proxy(proxy_settings(anvil.url, front.url, funded_key.arn))
+    delegate = await deploy_forty_two(proxy, anvil, funded_key.address)
+    in_flight = asyncio.create_task(send(proxy, {"from": funded_key.address, "to": SINK}))
+    await asyncio.wait_for(held.wait(), 10)
+    assert anvil.call("eth_getTransactionCount", [funded_key.address, "pending"]) == "0x1"
+
+    authorization = await proxy.result(
+        "signer_signAuthorization", [funded_key.address, {"address": delegate, "executor": "self"}]
+    )
+    assert authorization["nonce"] == "0x3"
+    release.set()
+    mined(anvil, await in_flight, funded_key.address)
+    tx_hash = await send(
+        proxy, {"from": funded_key.address, "to": SINK, "authorizationList": [authorization]}
+    )
+    _, tx = mined(anvil, tx_hash, funded_key.address)
+    assert (tx["type"], tx["nonce"]) == ("0x4", "0x2")
     assert anvil.call("eth_call", [{"to": funded_key.address}, "latest"]) == FORTY_TWO
 
 

@@ -384,3 +384,28 @@ async def test_at_most_max_kept_are_kept_the_newest(monkeypatch: pytest.MonkeyPa
     for i in range(8):
         await send_bytes(nonces, b"tx-%d" % i)
     assert nonces._state(ALICE).sent == {i: b"tx-%d" % i for i in range(3, 8)}
+
+
+async def test_next_nonce_is_what_the_next_reservation_gets_and_reserves_nothing() -> None:
+    """Fresh: the node's count. While leases are out: the counter (a send still in flight
+    counts), or the lowest released nonce under it. Idle long enough: the node again."""
+    node = FakeNode(alice=5)
+    now = [0.0]
+    nonces = MemoryNonceManager(node.pending_count, idle_trust_seconds=1.0, clock=lambda: now[0])
+    assert await nonces.next_nonce(ALICE) == 5
+    first, second = await nonces.reserve(ALICE), await nonces.reserve(ALICE)  # 5, 6
+    node.set(ALICE, 0)  # the node has seen neither yet
+    assert await nonces.next_nonce(ALICE) == 7
+    assert await nonces.next_nonce(ALICE) == 7  # nothing was reserved
+    await first.release()
+    assert await nonces.next_nonce(ALICE) == 5
+    third = await nonces.reserve(ALICE)
+    assert third.nonce == 5
+    for lease in (second, third):  # sent
+        await lease.record(b"\x02raw")
+        await lease.commit()
+    node.set(ALICE, 9)  # sends around the proxy
+    assert await nonces.next_nonce(ALICE) == 7  # idle, but the counter is still trusted
+    now[0] += 2.0
+    assert await nonces.next_nonce(ALICE) == 9  # idle long enough: the node's count
+    assert await nonces.next_nonce(BOB) == 0

@@ -152,6 +152,28 @@ async def test_idle_address_follows_the_node_both_ways(managers: ManagerFactory)
     assert (await manager.reserve(ALICE)).nonce == 9
 
 
+async def test_next_nonce_is_what_the_next_reservation_gets_and_reserves_nothing(
+    managers: ManagerFactory,
+) -> None:
+    """Across replicas: the node's count until a lease is out, then the shared counter (a
+    send of another replica still in flight counts), or the lowest released nonce under it;
+    a lease that ran out sends it back to the node's count, as reserve would sync."""
+    node = FakeNode(alice=5)
+    one, other = managers(node, lease_seconds=0.3), managers(node, lease_seconds=0.3)
+    assert await other.next_nonce(ALICE) == 5
+    first, second = await one.reserve(ALICE), await one.reserve(ALICE)  # 5, 6
+    node.set(ALICE, 0)  # the node has seen neither yet
+    assert await other.next_nonce(ALICE) == 7
+    assert await other.next_nonce(ALICE) == 7  # nothing was reserved
+    await first.release()
+    assert await other.next_nonce(ALICE) == 5
+    assert (await other.reserve(ALICE)).nonce == 5
+    await second.commit()
+    await asyncio.sleep(0.4)  # nonce 5's lease runs out
+    node.set(ALICE, 6)
+    assert await other.next_nonce(ALICE) == 6
+
+
 async def test_addresses_and_chains_do_not_share_state(managers: ManagerFactory) -> None:
     node = FakeNode(alice=1, bob=40)
     mainnet, testnet = managers(node, chain_id=1), managers(node, chain_id=5)
