@@ -9,6 +9,7 @@ import pytest
 
 from signer_proxy.nonces.base import Lease
 from signer_proxy.nonces.memory import MemoryNonceManager
+from tests.unit.nonces.next_nonce_contract import next_nonce_follows_reserve
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
@@ -392,16 +393,7 @@ async def test_next_nonce_is_what_the_next_reservation_gets_and_reserves_nothing
     node = FakeNode(alice=5)
     now = [0.0]
     nonces = MemoryNonceManager(node.pending_count, idle_trust_seconds=1.0, clock=lambda: now[0])
-    assert await nonces.next_nonce(ALICE) == 5
-    first, second = await nonces.reserve(ALICE), await nonces.reserve(ALICE)  # 5, 6
-    node.set(ALICE, 0)  # the node has seen neither yet
-    assert await nonces.next_nonce(ALICE) == 7
-    assert await nonces.next_nonce(ALICE) == 7  # nothing was reserved
-    await first.release()
-    assert await nonces.next_nonce(ALICE) == 5
-    third = await nonces.reserve(ALICE)
-    assert third.nonce == 5
-    for lease in (second, third):  # sent
+    for lease in await next_nonce_follows_reserve(nonces, nonces, node):  # then sent
         await lease.record(b"\x02raw")
         await lease.commit()
     node.set(ALICE, 9)  # sends around the proxy

@@ -14,6 +14,7 @@ from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import NodeRejected, NonceLeaseExpired, NonceStoreUnavailable
 from signer_proxy.nonces.redis_store import RedisNonceManager, connect
 from tests.conftest import free_port
+from tests.unit.nonces.next_nonce_contract import next_nonce_follows_reserve
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
@@ -160,14 +161,7 @@ async def test_next_nonce_is_what_the_next_reservation_gets_and_reserves_nothing
     a lease that ran out sends it back to the node's count, as reserve would sync."""
     node = FakeNode(alice=5)
     one, other = managers(node, lease_seconds=0.3), managers(node, lease_seconds=0.3)
-    assert await other.next_nonce(ALICE) == 5
-    first, second = await one.reserve(ALICE), await one.reserve(ALICE)  # 5, 6
-    node.set(ALICE, 0)  # the node has seen neither yet
-    assert await other.next_nonce(ALICE) == 7
-    assert await other.next_nonce(ALICE) == 7  # nothing was reserved
-    await first.release()
-    assert await other.next_nonce(ALICE) == 5
-    assert (await other.reserve(ALICE)).nonce == 5
+    second, _ = await next_nonce_follows_reserve(one, other, node)
     await second.commit()
     await asyncio.sleep(0.4)  # nonce 5's lease runs out
     node.set(ALICE, 6)
