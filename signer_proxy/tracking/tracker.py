@@ -296,14 +296,7 @@ class Tracker:
         if not records:
             self._forget_gauges(chain_id, address)
             return
-        block_hex, count_hex, pending_hex = await asyncio.gather(
-            self._upstream.call("eth_blockNumber", []),
-            self._upstream.call("eth_getTransactionCount", [address, "latest"]),
-            self._upstream.call("eth_getTransactionCount", [address, "pending"]),
-        )
-        block = parse_quantity(block_hex, "the node's block number")
-        mined_count = parse_quantity(count_hex, "the node's transaction count")
-        pooled = parse_quantity(pending_hex, "the node's pending transaction count")
+        block, mined_count, pooled = await self._counts(address)
         now = self._clock()
         left: list[Tracked] = []
         unsaved: list[Tracked] = []  # finalized or only updated: stored together below
@@ -351,6 +344,27 @@ class Tracker:
         if unsaved:
             await self.store.save_many(unsaved)
         self._gauges(chain_id, address, left, now)
+
+    async def _counts(self, address: str) -> tuple[int, int, int]:
+        """The node's head, and the address's mined and pending transaction counts, asked in
+        one batch: behind a load balancer one node answers all three, so a lagging one cannot
+        pair its count with another's head (a reorg that was not). A node that refuses the
+        "pending" tag is asked for the latest count in its place, as nonces do."""
+        calls = [
+            ("eth_blockNumber", []),
+            ("eth_getTransactionCount", [address, "latest"]),
+            ("eth_getTransactionCount", [address, "pending"]),
+        ]
+        try:
+            block_hex, count_hex, pending_hex = await call_many(self._upstream, calls)
+        except NodeRejected:
+            block_hex, count_hex = await call_many(self._upstream, calls[:2])
+            pending_hex = count_hex
+        return (
+            parse_quantity(block_hex, "the node's block number"),
+            parse_quantity(count_hex, "the node's transaction count"),
+            parse_quantity(pending_hex, "the node's pending transaction count"),
+        )
 
     @staticmethod
     def _with_first_block(stored: Tracked, noted: tuple[Tracked, Tracked] | None) -> Tracked:

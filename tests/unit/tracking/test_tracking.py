@@ -792,6 +792,68 @@ async def test_a_node_behind_the_block_of_a_confirming_transaction_is_not_a_reor
     assert [(r.state, r.block_number) for r in records] == [(State.MINED, 7)]
 
 
+class Balanced:
+    """A load balancer over node replicas: each request (a call, or a whole batch) goes to
+    the next replica in turn."""
+
+    def __init__(self, *replicas: BlockNode) -> None:
+        self.replicas = list(replicas)
+        self.turn = 0
+
+    def _next(self) -> BlockNode:
+        self.turn += 1
+        return self.replicas[self.turn % len(self.replicas)]
+
+    async def call(self, method: str, params: Any) -> Any:
+        return await self._next().call(method, params)
+
+    async def forward(self, body: bytes) -> bytes:
+        return await self._next().forward(body)
+
+
+async def test_a_lagging_replica_behind_a_load_balancer_is_not_a_reorg(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A confirming record, mined in block 7, watched through a load balancer whose second
+    replica lags at block 6 without it. Each round asks the head and both counts in one
+    batch, so one replica answers all three: never the fresh head with the stale count,
+    which would read as a reorg (and rebroadcast)."""
+    fresh = BlockNode(mined=0, pooled=1)
+    balanced = Balanced(fresh, fresh)
+    tracker, hashes = await _tracked(balanced, range(1), confirmations=3)  # type: ignore[arg-type]
+    await tracker.watch(1, ME)
+    fresh.bodies, fresh.block, fresh.mined = {6: [], 7: hashes}, 7, 1
+    await tracker.watch(1, ME)
+    stale = BlockNode(mined=0, pooled=0)  # block 6, before the transaction
+    fresh.bodies[8], fresh.block = [], 8
+    balanced.replicas = [fresh, stale]
+    with caplog.at_level(logging.WARNING, logger="signer_proxy.tracking.tracker"):
+        for _ in range(4):
+            await tracker.watch(1, ME)
+    assert "reorg" not in caplog.text
+    assert "eth_sendRawTransaction" not in fresh.asked | stale.asked
+    records = await tracker.store.pending(1, ME)
+    assert [(r.state, r.block_number) for r in records] == [(State.MINED, 7)]
+
+
+class NoPendingTag(CountingNode):
+    """A node without a pool to count (as some EVM endpoints): "pending" is refused."""
+
+    async def call(self, method: str, params: Any) -> Any:
+        if method == "eth_getTransactionCount" and params[1] == "pending":
+            raise NodeRejected(-32602, "unsupported block tag: pending")
+        return await super().call(method, params)
+
+
+async def test_a_node_that_refuses_the_pending_tag_is_watched_with_its_latest_count() -> None:
+    node = NoPendingTag(mined=1, pooled=1)
+    tracker, _ = await _tracked(node, range(2))
+    await tracker.watch(1, ME)  # nonce 0 mined (its receipt); 1 looked up, forgotten: resent
+    assert node.asked["eth_sendRawTransaction"] == 1
+    records = await tracker.store.pending(1, ME)
+    assert [(r.nonce, r.state, r.rebroadcasts) for r in records] == [(1, State.PENDING, 1)]
+
+
 async def test_a_first_round_starts_reading_at_the_block_of_the_lowest_mined_nonce() -> None:
     """No round before (a fresh replica, a takeover): the receipt of the lowest mined nonce
     says where one sender's mined transactions start (nonces are mined in order), and the
