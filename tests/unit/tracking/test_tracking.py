@@ -738,16 +738,21 @@ async def test_a_confirming_record_is_watched_until_deep_enough_and_rebroadcast_
         await client.aclose()
 
 
+@pytest.mark.parametrize("redis", [False, True])
 async def test_a_reorg_that_moves_a_confirming_transaction_restarts_its_count(
-    caplog: pytest.LogCaptureFixture,
+    redis: bool, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """--tracking-confirmations 2. Nonce 0 is seen mined in block 7. A reorg moves it to
     block 8, so the mined count never falls: at head 9 its receipt (asked only now, at its
     depth) says block 8, and it is final only at head 10. Nonce 1, seen mined in block 7
     too, is replaced by a transaction not ours: none of our hashes has a receipt at its
     depth, so it is superseded, counted from that round's head."""
+    from signer_proxy.nonces.redis_store import connect
+
+    client = connect(redis_url) if redis else None
+    store = RedisTrackStore(client) if client is not None else MemoryTrackStore()
     node = BlockNode(mined=0, pooled=2)
-    tracker, hashes = await _tracked(node, range(2), confirmations=2)
+    tracker, hashes = await _tracked(node, range(2), confirmations=2, store=store)
     await tracker.watch(1, ME)  # block 6: pooled
     node.bodies, node.block, node.mined = {6: [], 7: hashes}, 7, 2
     await tracker.watch(1, ME)
@@ -773,6 +778,8 @@ async def test_a_reorg_that_moves_a_confirming_transaction_restarts_its_count(
     assert await tracker.store.pending(1, ME) == []
     last = await tracker.find(hashes[1])
     assert last is not None and (last.state, last.final) == (State.SUPERSEDED, True)
+    if client is not None:
+        await client.aclose()
 
 
 async def test_a_node_behind_the_block_of_a_confirming_transaction_is_not_a_reorg() -> None:
