@@ -296,8 +296,8 @@ class Settings:
         "address's mined count falls back), and the transaction is watched as pending again "
         "and rebroadcast if the node forgot it; at depth its receipt is checked once more, and "
         "a reorg that moved it to another block counts the N blocks again from there. 0: final "
-        "when first seen mined, reorgs not "
-        "followed. A chain that reorgs more deeply than this loses what a reorg drops after.",
+        "when first seen mined, reorgs not followed. A chain that reorgs more deeply than this "
+        "loses what a reorg drops after.",
     )
     upstream_health_interval: float = _setting(
         5.0,
