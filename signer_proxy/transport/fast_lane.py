@@ -265,7 +265,8 @@ class FastLaneProtocol(asyncio.Protocol):
         self._close_after = False
         self._reading_paused = False
         self._writing_paused = False
-        self._closed = False
+        self._closed = False  # also once the connection is handed to aiohttp: no longer ours
+        self._starting = False  # inside _next: a reply does not start the next request itself
         self._timer: asyncio.TimerHandle | None = None  # the head's or the body's deadline
         self._admitted: Identity | HttpAnswer | None = None  # the door's word on self._head
         # The last head parsed on this connection and what the door is shown of it: clients
@@ -371,14 +372,28 @@ class FastLaneProtocol(asyncio.Protocol):
         self._reply(head, self._lane.endpoint.refusal(exc), request_id, close=True)
 
     def _next(self) -> None:
-        """Start on the next complete request in the buffer, if there is one."""
+        """Start on the next complete request in the buffer, if there is one; answer those
+        refused on their head in a loop (pipelined refusals would otherwise nest a reply and
+        its next request per request, and a few hundred in one read overflow the stack)."""
+        if self._starting:
+            return  # the loop below goes on once the reply in hand returns
+        self._starting = True
+        try:
+            while self._start_one():
+                pass
+        finally:
+            self._starting = False
+
+    def _start_one(self) -> bool:
+        """Start on the next complete request; True when it was answered at once (refused on
+        its head) and the connection is free for the one after it."""
         if self._closed or self._writing_paused:
-            return
+            return False
         buffer = self._buffer
         head = self._head
         if head is None:
             if not buffer:
-                return
+                return False
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 # Too long, lines ending in a bare LF, or not a request line at all (a TLS
@@ -393,10 +408,10 @@ class FastLaneProtocol(asyncio.Protocol):
                     self._hand_off()
                 elif self._timer is None:
                     self._arm(self._lane.head_timeout)
-                return
+                return False
             if end + 4 > MAX_HEAD_BYTES:  # the whole head may come in one read: judge it too
                 self._hand_off()
-                return
+                return False
             raw_head = bytes(buffer[: end + 4])
             last = self._last_head
             if last is not None and last[0] == raw_head:
@@ -405,7 +420,7 @@ class FastLaneProtocol(asyncio.Protocol):
                 parsed = parse_head(raw_head)
                 if parsed is None or parsed.content_length > self._lane.max_body:
                     self._hand_off()  # not ours, or too large: aiohttp answers 413
-                    return
+                    return False
                 head, caller = parsed, self._caller(parsed)
                 self._last_head = (raw_head, head, caller)
             self._head, self._head_end = head, end + 4
@@ -417,14 +432,14 @@ class FastLaneProtocol(asyncio.Protocol):
                     self._head = None
                     buffer.clear()
                     self._reply(head, self._admitted, self._request_id(head), close=True)
-                    return
+                    return False
             if len(buffer) < self._head_end + head.content_length:
                 self._arm(self._lane.body_timeout)  # the body is still on its way
             else:
                 self._disarm()  # the head's deadline, if it came in pieces
         total = self._head_end + head.content_length
         if len(buffer) < total:
-            return  # the body is still on its way
+            return False  # the body is still on its way
         self._disarm()
         body = bytes(buffer[self._head_end : total])
         del buffer[:total]
@@ -433,13 +448,14 @@ class FastLaneProtocol(asyncio.Protocol):
         self.busy = True
         if isinstance(admitted, HttpAnswer):  # refused on the head; its body is dropped
             self._reply(head, admitted, self._request_id(head))
-            return
+            return not self._closed
         assert admitted is not None
         # In flight from now, not from when the task first runs: a drain starting in between
         # must wait for this request too.
         self._lane.in_flight.enter()
         assert self._loop is not None
         self.task = self._loop.create_task(self._answer(head, body, admitted))
+        return False
 
     def _request_id(self, head: Head) -> str:
         return open_request(head.headers.get("x-request-id"))[0]  # the refusal's log line
@@ -470,8 +486,13 @@ class FastLaneProtocol(asyncio.Protocol):
         protocol = _AnswerBeforeEof(self._fallback())
         transport = self._transport
         transport.set_protocol(protocol)
+        # Not ours from here: a reply still unwinding (its _reply called this) must neither
+        # write nor resume reading on it, or aiohttp's own pause would be undone and the
+        # socket read into its buffers without bound.
+        self._closed = True
         protocol.connection_made(transport)
         if self._reading_paused:
+            self._reading_paused = False
             transport.resume_reading()
         data = bytes(self._buffer)
         self._buffer.clear()

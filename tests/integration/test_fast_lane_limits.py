@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from signer_proxy.access.auth import ANONYMOUS_IDENTITY
 from signer_proxy.keys.local import LocalKeySigner
+from signer_proxy.ops.shutdown import InFlight
+from signer_proxy.transport.door import OPEN_ACCESS
+from signer_proxy.transport.fast_lane import FAST_LANE, FastLane, FastLaneProtocol, RpcSite
+from signer_proxy.transport.http import HttpAnswer
 from tests.conftest import (
     KeyFactory,
     ProxyFactory,
@@ -54,9 +60,12 @@ def limits_process(
     key = make_key()
     args = serve_args(node, kms.url, key.arn, api_keys_file)
     args[args.index("--max-body-bytes") + 1] = str(BIG_BODY)
+    # Warnings only: a refusal is an info line, a thousand of them fill the stderr pipe that
+    # nobody reads here, and the process would block writing the next.
     proxy = start_proxy_process(
-        *args, "--head-timeout", str(SECONDS), "--body-timeout", str(SECONDS)
-    )
+        *args, "--head-timeout", str(SECONDS), "--body-timeout", str(SECONDS),
+        "--log-level", "warning",
+    )  # fmt: skip
     yield proxy
     stop(proxy.process)
     assert proxy.process.returncode == 0
@@ -137,6 +146,23 @@ async def test_a_refused_small_request_keeps_its_connection(limited: Server) -> 
     try:
         await connection.send(post(call("eth_chainId"), auth=False))
         assert (await connection.reply()).status == 401
+        await connection.send(post(call("eth_chainId", call_id=2)))
+        assert_result(await connection.reply(), 2)
+    finally:
+        await connection.close()
+
+
+async def test_a_thousand_pipelined_refusals_are_each_answered(limited: Server) -> None:
+    """Requests refused on their head are answered at once, one after another. Each used to
+    start the next from inside its own reply: a few hundred in one read overflowed the stack,
+    the RecursionError escaped data_received and the connection died with 472 of 1,000
+    answered. Then the connection still serves."""
+    connection = await limited.connect()
+    try:
+        count = 1000  # ~150 kB, a read or two
+        await connection.send(post(call("eth_chainId"), auth=False) * count)
+        statuses = [(await connection.reply()).status for _ in range(count)]
+        assert statuses == [401] * count
         await connection.send(post(call("eth_chainId", call_id=2)))
         assert_result(await connection.reply(), 2)
     finally:
@@ -290,3 +316,86 @@ def test_a_client_pipelining_faster_than_answers_waits_in_the_kernel_not_our_mem
     assert report["pipelined_requests_written"] > 0
     assert report["rss_mb"]["during_peak"] - report["rss_mb"]["before"] < 40, report
     assert report["normal"]["errors"] == 0
+
+
+# --- a hand-off after a reply: aiohttp's own pause holds -----------------------------------------
+
+
+class SlowEndpoint:
+    """RpcEndpoint's part the lane uses; every answer waits for `release`."""
+
+    access = OPEN_ACCESS
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    def admit(self, caller: Any, path: str = "/") -> Any:
+        return ANONYMOUS_IDENTITY
+
+    async def answer(self, identity: Any, raw: bytes, traceparent: Any, path: str) -> HttpAnswer:
+        await self.release.wait()
+        return HttpAnswer(200, b'{"jsonrpc":"2.0","id":1,"result":"0x1"}')
+
+
+async def test_a_hand_off_after_a_reply_keeps_aiohttps_pause() -> None:
+    """A slow lane request, then >64 KiB of pipelined GETs (aiohttp's): the lane pauses reading
+    at READ_AHEAD. Its reply hands the connection to aiohttp with those bytes; aiohttp, its
+    request queue full (32), pauses the transport. The reply, unwinding, used to resume
+    reading on the connection that was no longer the lane's: aiohttp believed it was paused
+    (and would not pause again) while the socket was read into its parser's buffer without
+    bound. Found by review; 32 MB more were read in 5 s."""
+    handler_gate = asyncio.Event()
+
+    async def slow_get(_request: web.Request) -> web.Response:
+        await handler_gate.wait()  # a busy handler (or a client that does not read)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", slow_get)
+    lane = FastLane(InFlight(), 4096, app)
+    endpoint = SlowEndpoint()
+    lane._endpoint = endpoint  # type: ignore[assignment]
+    app[FAST_LANE] = lane
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await RpcSite(runner, sock=sock).start()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+        gets = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n" * 6000  # 198 KB
+        writer.write(gets)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while not lane.connections or not next(iter(lane.connections))._reading_paused:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        protocol: FastLaneProtocol = next(iter(lane.connections))
+        transport = protocol._transport
+        assert not transport.is_reading()  # the lane holds the rest in the kernel
+
+        endpoint.release.set()  # the lane's reply, then the hand-off to aiohttp
+        async with asyncio.timeout(5):
+            while protocol in lane.connections or protocol.busy:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        aiohttp_protocol = transport.get_protocol().inner
+        assert aiohttp_protocol._buffer_paused  # aiohttp paused reading: its queue is full
+        assert not transport.is_reading(), "the lane resumed a transport aiohttp had paused"
+
+        # What that costs: 32 MB more of requests nobody is answering, all read by the proxy
+        # (the kernel's buffers on both sides hold a few MB at most).
+        more = gets * 160  # 32 MB
+        writer.write(more)
+        try:
+            async with asyncio.timeout(5):
+                await writer.drain()
+            taken = True
+        except TimeoutError:
+            taken = False
+        assert not taken, "the proxy read 32 MB of pipelined requests into memory"
+    finally:
+        handler_gate.set()
+        writer.close()
+        await runner.cleanup()
