@@ -23,7 +23,7 @@ from signer_proxy.jsonrpc import loads
 from signer_proxy.ops.tracing import OUTGOING_HEADERS
 from signer_proxy.upstream.base import node_error, redact_url
 from signer_proxy.upstream.credentials import UpstreamAuth
-from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
+from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, PoolBusy, ResponseFailed
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -68,6 +68,11 @@ class HttpUpstream:
             raise UpstreamTimeout(
                 f"the node at {self.display_url} did not answer within "
                 f"{timeout:.3g} s; check the node or raise {flag}"
+            ) from exc
+        except PoolBusy as exc:
+            raise UpstreamUnavailable(
+                f"the node at {self.display_url} is slow to answer: {exc}, so this request "
+                "was not sent; retry, or check the node's load"
             ) from exc
         except ConnectFailed as exc:
             raise UpstreamUnavailable(

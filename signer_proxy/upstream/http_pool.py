@@ -7,9 +7,10 @@ this pool writes the request in one buffer and parses the answer with llhttp (ht
 per-call objects beyond the response. It speaks Content-Length and chunked bodies, skips 1xx
 interim answers, TLS, and HTTP basic auth from the URL's userinfo.
 
-Errors say whether the request can have reached the server: `ConnectFailed` (it did not)
-versus `ResponseFailed` and `TimeoutError` (it may have) — the send path keeps a nonce spent
-in the second case.
+Errors say whether the request can have reached the server: `ConnectFailed` (it did not:
+no connection, or the deadline passed before it was written, waiting for a free connection
+or for a new one) versus `ResponseFailed` and `TimeoutError` (it may have) — the send path
+keeps a nonce spent in the second case.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class HttpError(Exception):
 
 class ConnectFailed(HttpError):
     """No connection could be made: the request was not delivered."""
+
+
+class PoolBusy(ConnectFailed):
+    """Every connection stayed busy until the deadline: the request was not written."""
 
 
 class ResponseFailed(HttpError):
@@ -279,6 +284,7 @@ class HttpPool:
         # At most max_connections exchanges at once; a caller past that waits in line (FIFO)
         # and is handed the slot of the exchange that ends.
         self._slots = Slots(max_connections)
+        self.max_connections = max_connections
         self._closed = False
         # asyncio.get_running_loop() asks the kernel for the pid on every call (a fork check):
         # the pool's loop is kept, and looked up again only once it is closed (tests).
@@ -341,14 +347,24 @@ class HttpPool:
             loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         slots = self._slots
+        # The deadline passing before the request is written is not a timeout of the
+        # exchange: nothing was sent, and the caller must hear that (a send frees its nonce).
         if not slots.try_take():
-            async with asyncio.timeout_at(deadline):
-                await slots.take()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await slots.take()
+            except TimeoutError:
+                raise PoolBusy(
+                    f"all {self.max_connections} connections stayed busy until the deadline"
+                ) from None
         try:
             connection = self._take_idle()
             if connection is None:
-                async with asyncio.timeout_at(deadline):
-                    connection = await self._connect()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        connection = await self._connect()
+                except TimeoutError:
+                    raise ConnectFailed("no connection was made before the deadline") from None
             return await self._exchange(loop, connection, request, deadline)
         finally:
             slots.release()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import (
     NodeRejected,
     UpstreamBadResponse,
@@ -420,6 +421,36 @@ async def test_http_upstream_nothing_listening_is_unavailable(
     assert "--upstream" in info.value.message
     assert "s3cret" not in info.value.message
     assert upstream.display_url == f"http://127.0.0.1:{port}"
+
+
+async def test_http_upstream_all_connections_busy_is_unavailable_and_nothing_sent(
+    node: Node,
+) -> None:
+    """Every connection busy until the deadline: the request was never written, so the class
+    says "not delivered" (a send frees its nonce), and the message says what happened."""
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "0x1"})
+
+    node.respond = held
+    upstream = HttpUpstream(node.url, 5, max_connections=1)
+    try:
+        first = asyncio.create_task(upstream.call("eth_blockNumber", []))
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamUnavailable) as info, deadline_scope(0.1):
+            await upstream.call("eth_sendRawTransaction", ["0x01"])
+        assert not isinstance(info.value, UpstreamTimeout)
+        assert "all 1 connections stayed busy" in info.value.message
+        assert "was not sent" in info.value.message
+        assert "s3cret" not in info.value.message
+        release.set()
+        assert await first == "0x1"
+        assert len(node.bodies) == 1 and b"eth_sendRawTransaction" not in node.bodies[0]
+    finally:
+        release.set()
+        await upstream.aclose()
 
 
 # --- FailoverUpstream: several nodes, one at a time ---------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, ResponseFailed
+from signer_proxy.upstream.http_pool import ConnectFailed, HttpPool, PoolBusy, ResponseFailed
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Starter = Callable[[Serve], Awaitable[tuple["RawServer", str]]]
@@ -169,6 +169,34 @@ async def test_nothing_listening_is_connect_failed_and_slowness_a_timeout(start:
             await slow.post(b"{}", 0.1)
     finally:
         await slow.close()
+
+
+async def test_a_connection_not_made_before_the_deadline_is_connect_failed(
+    start: Starter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passing while connecting is "not delivered", not a timeout of the
+    exchange (which would keep a send's nonce spent)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"1"))
+
+    raw, url = await start(serve)
+    pool = HttpPool(url, connect_timeout=5)
+    connect = pool._connect
+
+    async def slow_connect() -> object:
+        await asyncio.sleep(0.5)  # a SYN the far side is slow to take
+        return await connect()
+
+    monkeypatch.setattr(pool, "_connect", slow_connect)
+    try:
+        with pytest.raises(ConnectFailed, match="before the deadline") as info:
+            await pool.post(b"{}", 0.05)
+        assert not isinstance(info.value, PoolBusy)
+        assert raw.connections == 0
+    finally:
+        await pool.close()
 
 
 @pytest.mark.parametrize(
@@ -353,6 +381,7 @@ async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
     release = asyncio.Event()
     busy = 0
     most = 0
+    seen: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal busy, most
@@ -361,6 +390,7 @@ async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
                 request = await read_request(reader)
             except asyncio.IncompleteReadError:
                 return
+            seen.append(request)
             busy += 1
             most = max(most, busy)
             if b"slow" in request:
@@ -374,7 +404,9 @@ async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
     first = asyncio.create_task(pool.post(b'"slow1"', 5))
     second = asyncio.create_task(pool.post(b'"slow2"', 5))
     await asyncio.sleep(0.05)
-    with pytest.raises(TimeoutError):  # both slots taken: its deadline passes in line
+    # Both slots taken: its deadline passes in line, before anything is written, and the
+    # error says so (not a timeout, which means "may have been delivered").
+    with pytest.raises(PoolBusy, match="all 2 connections stayed busy"):
         await pool.post(b'"late"', 0.05)
     cancelled = asyncio.create_task(pool.post(b'"gone"', 5))
     waiting = asyncio.create_task(pool.post(b'"third"', 5))
@@ -388,6 +420,7 @@ async def test_at_most_max_connections_exchanges_at_once_the_rest_wait_in_line(
         b'"third"',
     ]
     assert cancelled.cancelled() and most == 2
+    assert not any(b'"late"' in r or b'"gone"' in r for r in seen)  # never written
     # Every slot came back: two exchanges at once again, without waiting in line.
     release.clear()
     again = [asyncio.create_task(pool.post(b'"slow%d"' % i, 5)) for i in (3, 4)]
