@@ -240,6 +240,17 @@ return out
 """
 
 
+# KEYS: the watched set, the address's pending hash. ARGV: "C:A".
+# Unwatches the address only if it still has no pending record: a send may have stored one
+# since the round read none (an SREM of its own would drop that record from every round).
+_UNWATCH = """
+if redis.call('HLEN', KEYS[2]) == 0 then
+  return redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 class RedisTrackStore:
     """Records in Redis, shared by every replica (see the module docstring for the keys).
     `round_trips` counts the commands (or pipelines) sent, for the benchmark."""
@@ -251,6 +262,7 @@ class RedisTrackStore:
         self._unlock = redis.register_script(_UNLOCK)
         self._spend = redis.register_script(_SPEND)
         self._add_new = redis.register_script(_ADD_NEW)
+        self._unwatch = redis.register_script(_UNWATCH)
         self.round_trips = 0
         self._tokens = 0
         # Per address watched: each pending record's JSON -> the record (see pending()).
@@ -351,7 +363,9 @@ class RedisTrackStore:
             self._parsed.pop(key, None)
         records = sorted(parsed.values(), key=lambda r: r.nonce)
         if not records:
-            await self._do(self._redis.srem(PREFIX + "watched", _addr(chain_id, address)))
+            await self._do(
+                self._unwatch(keys=[PREFIX + "watched", key], args=[_addr(chain_id, address)])
+            )
         return records
 
     async def at_nonce(self, chain_id: int, address: str, nonce: int) -> Tracked | None:

@@ -439,6 +439,43 @@ async def test_redis_store_and_its_watch_lease(redis_url: str) -> None:
         await redis.aclose()
 
 
+async def test_a_send_stored_while_a_round_finds_the_address_empty_stays_watched(
+    redis_url: str,
+) -> None:
+    """A round reads the address's pending records (none: the last one went final); a send
+    on another replica stores one before the round unwatches the address. The address must
+    stay watched, or no round looks at that record again (found by review: an SREM of its
+    own, after the read, dropped it)."""
+    from signer_proxy.nonces.redis_store import connect
+
+    redis_a, redis_b = connect(redis_url), connect(redis_url)
+    try:
+        watcher, sender = RedisTrackStore(redis_a), RedisTrackStore(redis_b)
+        first = state.new_record(1, ME, 0, "0x" + "a0" * 32, "0x02", "ci", 1.0)
+        assert await sender.add_new([first]) == [True]
+        await sender.save(replace(first, state=State.MINED, mined_hash=first.current))
+        second = state.new_record(1, ME, 1, "0x" + "a1" * 32, "0x02", "ci", 2.0)
+        read = redis_a.many
+
+        async def read_then_a_send(commands: Any) -> Any:
+            replies = await read(commands)
+            if commands[0][0] == "HVALS":  # the round's read is answered: now the send
+                assert await sender.add_new([second]) == [True]
+            return replies
+
+        redis_a.many = read_then_a_send  # type: ignore[method-assign]
+        assert await watcher.pending(1, ME) == []
+        redis_a.many = read  # type: ignore[method-assign]
+        assert await watcher.watched() == [(1, ME.lower())]
+        assert [r.nonce for r in await watcher.pending(1, ME)] == [1]
+        # Nothing pending and nothing arriving: the address leaves the watched set.
+        await sender.save(replace(second, state=State.MINED, mined_hash=second.current))
+        assert await watcher.pending(1, ME) == [] and await watcher.watched() == []
+    finally:
+        await redis_a.aclose()
+        await redis_b.aclose()
+
+
 async def test_a_second_transaction_of_ours_for_a_tracked_nonce_joins_its_record() -> None:
     from signer_proxy.access.gate import SigningGate
     from signer_proxy.keys import KeyRegistry
