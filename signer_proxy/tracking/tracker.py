@@ -28,7 +28,6 @@ from signer_proxy.errors import (
     PolicyDenied,
     SignerProxyError,
     UpstreamBadResponse,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from signer_proxy.eth.fee_bump import (
@@ -46,6 +45,7 @@ from signer_proxy.eth.tx_encoding import SignedTx, UnsignedTx
 from signer_proxy.eth.tx_request import BLOB, DYNAMIC_FEE_TYPES
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry
+from signer_proxy.nonces.outcome import Delivery, delivery_of
 from signer_proxy.ops.metrics import Metrics
 from signer_proxy.tracking import state
 from signer_proxy.tracking.state import Action, Observation, State, Tracked
@@ -736,12 +736,15 @@ class Tracker:
             except NodeRejected as exc:
                 if classify_send_error(exc.message) is not SendOutcome.ALREADY_KNOWN:
                     raise
-            except UpstreamTimeout:
-                # It may have arrived: tracked as sent (a later round rebroadcasts its bytes if
-                # the node lacks it; only one transaction of the nonce can be mined).
-                await self.store.save(
-                    state.bumped(record, new_hash, raw, made.extra_cost, now, None)
-                )
+            except Exception as exc:
+                # It may have arrived (a timeout, a connection lost mid-request, a gateway's
+                # 502: the send path's own table says which): tracked as sent, so a mined
+                # replacement reads as ours and a later round rebroadcasts its bytes if the
+                # node lacks it (only one transaction of the nonce can be mined).
+                if delivery_of(exc) is Delivery.MAYBE_DELIVERED:
+                    await self.store.save(
+                        state.bumped(record, new_hash, raw, made.extra_cost, now, None)
+                    )
                 raise
         block = parse_quantity(await self._upstream.call("eth_blockNumber", []), "block number")
         replaced = state.bumped(record, new_hash, raw, made.extra_cost, now, block)

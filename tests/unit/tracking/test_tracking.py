@@ -1074,3 +1074,63 @@ async def test_the_first_block_seen_is_noted_not_written_and_still_makes_it_due(
     finally:
         if client is not None:
             await client.aclose()
+
+
+# --- a replacement's send that fails -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "recorded"),
+    [
+        pytest.param("timeout", True, id="timeout-maybe-delivered"),
+        pytest.param("bad-response", True, id="gateway-502-maybe-delivered"),
+        pytest.param("unavailable", False, id="not-delivered"),
+        pytest.param("refused", False, id="refused-by-the-node"),
+    ],
+)
+async def test_a_replacement_that_may_have_reached_the_node_is_recorded(
+    error: str, recorded: bool
+) -> None:
+    """signer_speedUpTransaction whose send fails: a replacement that may have reached the node
+    (by the send path's own table, nonces/outcome.py) is recorded as sent, or a mined
+    replacement would read "superseded" and the old bytes be rebroadcast (found by review:
+    only a timeout was recorded, not a gateway's 502); one that surely did not is not."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.chain.signing import sign_transaction
+    from signer_proxy.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
+    from signer_proxy.jsonrpc import CallContext
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.keys.local import LocalKeySigner
+    from signer_proxy.tracking.tracker import Tracker
+    from tests.unit.tx_support import PRIVATE_KEY, TO, FakeNode
+
+    failure = {
+        "timeout": UpstreamTimeout("the node did not answer in time"),
+        "bad-response": UpstreamBadResponse("the gateway answered 502"),
+        "unavailable": UpstreamUnavailable("the node could not be reached"),
+        "refused": NodeRejected(-32000, "insufficient funds for gas * price + value"),
+    }[error]
+    signer = LocalKeySigner(PRIVATE_KEY)
+    registry = KeyRegistry([signer])
+    node = FakeNode(eth_blockNumber="0x10")
+    tracker = Tracker(MemoryTrackStore(), node, ChainFacts(node), lambda: registry, SigningGate())
+    tx = UnsignedTx(
+        type=2, chain_id=1, nonce=0, gas=21_000, to=TO, value=1, data=b"",
+        max_fee_per_gas=300, max_priority_fee_per_gas=2,
+    )  # fmt: skip
+    first = await sign_transaction(tx, signer)
+    await tracker.track_send(first, tx, signer.address, "ci")
+    first_hash = "0x" + first.hash.hex()
+
+    node.answers["eth_sendRawTransaction"] = failure
+    with pytest.raises(type(failure)):
+        await tracker.replace(first_hash, CallContext(client="ci"), "speed_up")
+
+    sent = [params[0] for method, params in node.calls if method == "eth_sendRawTransaction"]
+    record = await tracker.find(first_hash)
+    assert len(sent) == 1 and record is not None
+    if recorded:
+        assert len(record.hashes) == 2 and record.raw == sent[0]
+    else:
+        assert record.hashes == (first_hash,) and record.raw == "0x" + first.raw.hex()
