@@ -151,7 +151,12 @@ class MemoryNonceManager:
             if state.next_nonce is None or (
                 not state.leased and self._clock() - state.synced_at >= self._idle_trust
             ):
-                return await self._pending_count(address)
+                # Where the node lacks our kept transactions, reserve resends them and hands
+                # out the first nonce above them that holds none.
+                nonce = await self._pending_count(address)
+                while nonce in state.sent:
+                    nonce += 1
+                return nonce
             free = (n for n in state.released if n < state.next_nonce and n not in state.leased)
             return min(free, default=state.next_nonce)
 

@@ -137,6 +137,15 @@ return nxt
 """
 )
 
+# ARGV: the node's pending count. What a sync then reserve would hand out, read only: the
+# first nonce from the node's count up that holds no recorded transaction (the sync resends
+# those and keeps the counter above them).
+_PEEK_FROM = """
+local n = tonumber(ARGV[1])
+while redis.call('HEXISTS', KEYS[5], string.format('%d', n)) == 1 do n = n + 1 end
+return n
+"""
+
 # ARGV: pending count, lease ms, scan limit, mined count.
 # Returns {new holes..., '|', nonce, raw, nonce, raw, ..., '|', released nonces...}.
 _SYNC = (
@@ -373,6 +382,7 @@ class RedisNonceManager:
             for name, source in (
                 ("reserve", _RESERVE),
                 ("peek", _PEEK),
+                ("peek_from", _PEEK_FROM),
                 ("sync", _SYNC),
                 ("record", _RECORD),
                 ("settle", _SETTLE),
@@ -425,11 +435,13 @@ class RedisNonceManager:
         )
 
     async def next_nonce(self, address: str) -> int:
-        nonce = int(await self._run("peek", await self._keys(address), []))
+        keys = await self._keys(address)
+        nonce = int(await self._run("peek", keys, []))
         if nonce >= 0:
             return nonce
-        # Where reserve would sync first, the sync floors the counter to the node's count.
-        return await self._pending_count(address)
+        # Where reserve would sync first, the sync floors the counter to the node's count,
+        # above our recorded transactions the node lacks.
+        return int(await self._run("peek_from", keys, [await self._pending_count(address)]))
 
     async def _shared_sync(self, address: str) -> None:
         """One sync per address at a time in this process: a cold burst asks the node once."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from signer_proxy.nonces.base import Lease, NonceManager
@@ -30,3 +31,19 @@ async def next_nonce_follows_reserve(
     third = await asker.reserve(ALICE)
     assert third.nonce == 5
     return second, third
+
+
+async def next_nonce_counts_our_transactions_the_node_forgot(
+    manager: NonceManager, node: SettableNode, idle: Callable[[], None]
+) -> None:
+    """Three of our sends recorded, then the node forgets its pool (count back to 0):
+    reserve resends them and hands out 3, so next_nonce says 3, not the node's 0 (found by
+    review: an EIP-7702 authorization signed for 0 is invalid once ours are mined again)."""
+    for raw in (b"tx-0", b"tx-1", b"tx-2"):
+        lease = await manager.reserve(ALICE)
+        await lease.record(raw)
+        await lease.commit()
+    node.set(ALICE, 0)
+    idle()  # long enough that reserve asks the node again
+    predicted = await manager.next_nonce(ALICE)
+    assert predicted == (await manager.reserve(ALICE)).nonce == 3

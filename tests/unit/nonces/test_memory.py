@@ -9,7 +9,10 @@ import pytest
 
 from signer_proxy.nonces.base import Lease
 from signer_proxy.nonces.memory import MemoryNonceManager
-from tests.unit.nonces.next_nonce_contract import next_nonce_follows_reserve
+from tests.unit.nonces.next_nonce_contract import (
+    next_nonce_counts_our_transactions_the_node_forgot,
+    next_nonce_follows_reserve,
+)
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
@@ -401,3 +404,12 @@ async def test_next_nonce_is_what_the_next_reservation_gets_and_reserves_nothing
     now[0] += 2.0
     assert await nonces.next_nonce(ALICE) == 9  # idle long enough: the node's count
     assert await nonces.next_nonce(BOB) == 0
+
+
+async def test_next_nonce_counts_our_transactions_the_node_forgot() -> None:
+    node, clock = ForgetfulNode(), Clock()
+
+    def idle() -> None:
+        clock.now += 1.0
+
+    await next_nonce_counts_our_transactions_the_node_forgot(keeping(node, clock), node, idle)

@@ -14,7 +14,10 @@ from signer_proxy.deadline import deadline_scope
 from signer_proxy.errors import NodeRejected, NonceLeaseExpired, NonceStoreUnavailable
 from signer_proxy.nonces.redis_store import RedisNonceManager, connect
 from tests.conftest import free_port
-from tests.unit.nonces.next_nonce_contract import next_nonce_follows_reserve
+from tests.unit.nonces.next_nonce_contract import (
+    next_nonce_counts_our_transactions_the_node_forgot,
+    next_nonce_follows_reserve,
+)
 
 ALICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
@@ -357,3 +360,12 @@ async def test_a_pool_the_node_forgot_gets_the_same_bytes_again_never_fillers(
     await manager.sync(ALICE)
     raw_key = (await manager._keys(ALICE))[4]
     assert await manager._redis.hlen(raw_key) == 0
+
+
+async def test_next_nonce_counts_our_transactions_the_node_forgot(
+    managers: ManagerFactory,
+) -> None:
+    node = FakeNode(alice=0)
+    one, other = managers(node, mined=True), managers(node, mined=True)
+    await next_nonce_counts_our_transactions_the_node_forgot(one, node, lambda: None)
+    assert await other.next_nonce(ALICE) == 4  # and another replica agrees
