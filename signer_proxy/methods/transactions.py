@@ -174,7 +174,18 @@ class TransactionMethods:
                 tracked = self._tracked(signed, unsigned, signer, client)
                 await settle(lease, decision.nonce)
                 return signed, tracked
-            await settle(lease, decision.nonce)
+            if not await settle(lease, decision.nonce):
+                # The lease ran out while the node was asked (and a sync may already have
+                # resent the recorded bytes): they stay with the nonce store, which sends
+                # them until they are mined, so the client must not hear "not sent".
+                assert error is not None
+                raise UpstreamTimeout(
+                    f"{error.message}; but the nonce's lease (--nonce-lease-seconds) ran out "
+                    f"meanwhile, and the nonce store keeps and resends transaction "
+                    f"{to_data(signed.hash)}: it may still be mined; check it with "
+                    "eth_getTransactionByHash before sending again",
+                    {"txHash": to_data(signed.hash), "nonce": hex(signed.nonce)},
+                ) from error
             if delivery is Delivery.MAYBE_DELIVERED:
                 message = error.message if error is not None else "the send was cut short"
                 raise UpstreamTimeout(

@@ -23,7 +23,11 @@ class Lease(Protocol):
         """The nonce is used; sent=False: by something else, so forget the recorded bytes."""
         ...
 
-    async def release(self) -> None: ...
+    async def release(self) -> bool:
+        """The nonce is unused: hand it out again and forget the recorded bytes. False when
+        that could not be done (the lease ran out and was reaped, or the store failed): the
+        recorded bytes then stay with the store, which may send them."""
+        ...
 
 
 class NonceManager(Protocol):

@@ -93,11 +93,12 @@ class _MemoryLease:
                 # knows what comes next, so the next idle reservation asks it.
                 self._state.synced_at = float("-inf")
 
-    async def release(self) -> None:
+    async def release(self) -> bool:
         if not self._done:
             self._done = True
             self._state.leased.discard(self._nonce)
             heapq.heappush(self._state.released, self._nonce)
+        return True  # one process: its leases never run out
 
 
 class MemoryNonceManager:

@@ -93,11 +93,14 @@ def after_lookup(refusal: Delivery, presence: Presence) -> Delivery:
     return refusal
 
 
-async def settle(lease: Lease, action: NonceAction) -> None:
-    """Do to `lease` what the decision says."""
+async def settle(lease: Lease, action: NonceAction) -> bool:
+    """Do to `lease` what the decision says. False only when a release could not be done:
+    the recorded bytes stay with the nonce store, which may yet send them, so the send must
+    be reported as maybe delivered, never as "nothing was sent"."""
     if action is NonceAction.COMMIT:
         await lease.commit()
     elif action is NonceAction.COMMIT_UNSENT:
         await lease.commit(sent=False)
     else:
-        await lease.release()
+        return await lease.release()
+    return True

@@ -318,6 +318,7 @@ class _RedisLease:
         self._nonce = nonce
         self._token = token
         self._done = False
+        self._settled = False
 
     @property
     def nonce(self) -> int:
@@ -339,20 +340,31 @@ class _RedisLease:
     async def commit(self, *, sent: bool = True) -> None:
         await self._settle("commit" if sent else "taken")
 
-    async def release(self) -> None:
-        await self._settle("release")
+    async def release(self) -> bool:
+        return await self._settle("release")
 
-    async def _settle(self, how: str) -> None:
+    async def _settle(self, how: str) -> bool:
+        """Whether the settle took effect (False: the lease was reaped, or Redis failed)."""
         if self._done:
-            return
+            return self._settled
         self._done = True
         try:
-            await self._manager._run(
+            done = await self._manager._run(
                 "settle", self._keys, [self._nonce, self._token, how], at_least=SETTLE_GRACE
             )
         except NonceStoreUnavailable as exc:
             # The lease runs out on its own; the next sync resends or re-issues the nonce.
             log.warning("nonce %d: could not settle its lease: %s", self._nonce, exc.message)
+            return False
+        self._settled = int(done) == 1
+        if not self._settled:
+            log.warning(
+                "nonce %d: its lease had run out before it was settled (%s); a sync handles "
+                "its recorded transaction, if any",
+                self._nonce,
+                how,
+            )
+        return self._settled
 
 
 class RedisNonceManager:

@@ -369,3 +369,21 @@ async def test_next_nonce_counts_our_transactions_the_node_forgot(
     one, other = managers(node, mined=True), managers(node, mined=True)
     await next_nonce_counts_our_transactions_the_node_forgot(one, node, lambda: None)
     assert await other.next_nonce(ALICE) == 4  # and another replica agrees
+
+
+async def test_a_release_after_the_lease_was_reaped_says_so_and_keeps_the_bytes(
+    managers: ManagerFactory,
+) -> None:
+    """A release is a promise that the recorded bytes are forgotten; once a sync has reaped
+    the lease it cannot keep it, and says so (the send path then reports "maybe sent")."""
+    node = FakeNode(alice=0)
+    one, other = managers(node, lease_seconds=0.05), managers(node, lease_seconds=0.05)
+    lease = await one.reserve(ALICE)
+    await lease.record(b"ours")
+    await asyncio.sleep(0.1)
+    await other.sync(ALICE)  # reaps the lease, and resends the recorded bytes
+    assert node.resent == [b"ours"]
+    assert await lease.release() is False
+    assert (await other.reserve(ALICE)).nonce == 1  # 0 stays with its transaction
+    fresh = await one.reserve(ALICE)
+    assert await fresh.release() is True
