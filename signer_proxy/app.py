@@ -129,6 +129,8 @@ def build_router(
         nonces = metrics.nonces(nonces, chain)
     if tracing.TRACER is not None:
         nonces = tracing.TracedNonces(nonces)
+    if tracker is not None:
+        tracker.nonces = nonces  # its replacements become the bytes the nonces keep
 
     def current() -> KeyRegistry:
         return registry() if callable(registry) else registry

@@ -46,3 +46,9 @@ class NonceManager(Protocol):
     async def resync(self, address: str) -> None:
         """Re-read the node after it said a nonce was wrong; leases out stay valid."""
         ...
+
+    async def replaced(self, address: str, nonce: int, raw: bytes) -> None:
+        """Our transaction at `nonce` was replaced (a fee bump or a cancel sent by the
+        tracker): the bytes kept for a node that forgets its pool become `raw`, or the
+        original would be sent again in their place."""
+        ...

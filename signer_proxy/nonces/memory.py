@@ -161,6 +161,11 @@ class MemoryNonceManager:
             free = (n for n in state.released if n < state.next_nonce and n not in state.leased)
             return min(free, default=state.next_nonce)
 
+    async def replaced(self, address: str, nonce: int, raw: bytes) -> None:
+        state = self._states.get(address.lower())
+        if state is not None and nonce in state.sent:
+            state.sent[nonce] = raw
+
     async def resync(self, address: str) -> None:
         state = self._state(address)
         async with state.lock:

@@ -146,6 +146,15 @@ while redis.call('HEXISTS', KEYS[5], string.format('%d', n)) == 1 do n = n + 1 e
 return n
 """
 
+# ARGV: nonce, raw hex. The kept transaction of a nonce becomes its replacement (its recorded
+# time stays: it was sent before). Nothing when none is kept (mined, or never ours).
+_REPLACE = """
+local kept = redis.call('HGET', KEYS[5], ARGV[1])
+if not kept then return 0 end
+redis.call('HSET', KEYS[5], ARGV[1], string.match(kept, '^(%d+):') .. ':' .. ARGV[2])
+return 1
+"""
+
 # ARGV: pending count, lease ms, scan limit, mined count.
 # Returns {new holes..., '|', nonce, raw, nonce, raw, ..., '|', released nonces...}.
 _SYNC = (
@@ -395,6 +404,7 @@ class RedisNonceManager:
                 ("reserve", _RESERVE),
                 ("peek", _PEEK),
                 ("peek_from", _PEEK_FROM),
+                ("replace", _REPLACE),
                 ("sync", _SYNC),
                 ("record", _RECORD),
                 ("settle", _SETTLE),
@@ -467,6 +477,9 @@ class RedisNonceManager:
 
     async def resync(self, address: str) -> None:
         await self.sync(address)
+
+    async def replaced(self, address: str, nonce: int, raw: bytes) -> None:
+        await self._run("replace", await self._keys(address), [nonce, raw.hex()])
 
     async def sync(self, address: str) -> SyncResult:
         """Floor to the node's pending count; release holes; resend orphaned raw txs."""

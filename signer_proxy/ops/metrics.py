@@ -560,6 +560,9 @@ class MeteredNonceManager:
         self._resyncs.inc()
         await self._inner.resync(address)
 
+    async def replaced(self, address: str, nonce: int, raw: bytes) -> None:
+        await self._inner.replaced(address, nonce, raw)
+
 
 async def handle_metrics(request: web.Request) -> web.Response:
     """GET /metrics: the Prometheus text exposition of this app's registry."""

@@ -258,6 +258,9 @@ class TracedNonces:
     async def resync(self, address: str) -> None:
         await self._inner.resync(address)
 
+    async def replaced(self, address: str, nonce: int, raw: bytes) -> None:
+        await self._inner.replaced(address, nonce, raw)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

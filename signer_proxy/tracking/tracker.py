@@ -45,6 +45,7 @@ from signer_proxy.eth.tx_encoding import SignedTx, UnsignedTx
 from signer_proxy.eth.tx_request import BLOB, DYNAMIC_FEE_TYPES
 from signer_proxy.jsonrpc import CallContext
 from signer_proxy.keys import KeyRegistry
+from signer_proxy.nonces.base import NonceManager
 from signer_proxy.nonces.outcome import Delivery, delivery_of
 from signer_proxy.ops.metrics import Metrics
 from signer_proxy.tracking import state
@@ -103,6 +104,9 @@ class Tracker:
         self._confirmations = confirmations
         self._lease_seconds = lease_seconds
         self._clock = clock
+        # The nonce manager whose kept bytes a replacement must update (set by the router
+        # that shares both; None: nothing keeps bytes, e.g. a tracker in a test).
+        self.nonces: NonceManager | None = None
         self._owner = f"{os.uname().nodename}-{os.getpid()}-{id(self)}"
         # (chain id, lower-case address) -> the checksummed address its gauges are labelled with
         self._watching: dict[tuple[int, str], str] = {}
@@ -745,7 +749,9 @@ class Tracker:
                     await self.store.save(
                         state.bumped(record, new_hash, raw, made.extra_cost, now, None)
                     )
+                    await self._keep(record, signed.raw)
                 raise
+        await self._keep(record, signed.raw)
         block = parse_quantity(await self._upstream.call("eth_blockNumber", []), "block number")
         replaced = state.bumped(record, new_hash, raw, made.extra_cost, now, block)
         await self.store.save(replaced)
@@ -763,6 +769,20 @@ class Tracker:
             extra={"tx_hash": new_hash, "from": record.address, "nonce": record.nonce},
         )
         return replaced
+
+    async def _keep(self, record: Tracked, raw: bytes) -> None:
+        """The nonce manager keeps the replacement's bytes for a node that forgets its pool,
+        not the original's (a cancelled payment would be resent). A store failure is logged:
+        the replacement is sent, and the tracker rebroadcasts its own record's bytes."""
+        if self.nonces is None:
+            return
+        try:
+            await self.nonces.replaced(record.address, record.nonce, raw)
+        except SignerProxyError as exc:
+            log.warning(
+                "nonce %d of %s: the nonce store still keeps the replaced transaction (%s)",
+                record.nonce, record.address, exc.message,
+            )  # fmt: skip
 
 
 def status_denial(gate: SigningGate, context: CallContext, record: Tracked) -> PolicyDenied | None:

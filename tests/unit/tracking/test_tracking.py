@@ -1134,3 +1134,79 @@ async def test_a_replacement_that_may_have_reached_the_node_is_recorded(
         assert len(record.hashes) == 2 and record.raw == sent[0]
     else:
         assert record.hashes == (first_hash,) and record.raw == "0x" + first.raw.hex()
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["memory", "redis"])
+async def test_a_cancelled_payment_is_not_resent_after_the_node_forgets_its_pool(
+    redis: bool, redis_url: str
+) -> None:
+    """A payment (nonce 0), then signer_cancelTransaction, which the node takes; the node
+    then forgets its pool (a restart). The nonce manager resends what it keeps for nonce 0:
+    that must be the cancel, not the payment the user cancelled (found by review: the kept
+    bytes were never updated by the replacement). build_router wires the two together."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.app import build_router
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.config import Settings
+    from signer_proxy.jsonrpc import CallContext
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.keys.local import LocalKeySigner
+    from signer_proxy.methods.transactions import TransactionMethods
+    from signer_proxy.nonces.base import NonceManager
+    from signer_proxy.nonces.memory import MemoryNonceManager, Resender
+    from signer_proxy.nonces.redis_store import RedisNonceManager, connect
+    from signer_proxy.tracking.tracker import Tracker
+    from tests.unit.tx_support import PRIVATE_KEY, TO, FakeNode
+
+    signer = LocalKeySigner(PRIVATE_KEY)
+    registry = KeyRegistry([signer])
+    node = FakeNode(eth_blockNumber="0x10", eth_sendRawTransaction="0x")
+    pending = {"count": 0}
+    resent: list[str] = []
+    now = [1000.0]
+
+    async def pending_count(address: str) -> int:
+        return pending["count"]
+
+    async def mined_count(address: str) -> int:
+        return 0
+
+    async def send_raw(raw: bytes) -> None:
+        resent.append("0x" + raw.hex())
+
+    async def chain_id() -> int:
+        return 1
+
+    client = connect(redis_url) if redis else None
+    try:
+        nonces: NonceManager = (
+            RedisNonceManager(client, pending_count, send_raw, chain_id, 0.05, redis_url,
+                              mined_count=mined_count)
+            if client is not None
+            else MemoryNonceManager(pending_count, 1.0, lambda: now[0],
+                                    Resender(mined_count, send_raw))
+        )  # fmt: skip
+        tracker = Tracker(
+            RedisTrackStore(client) if client is not None else MemoryTrackStore(),
+            node, ChainFacts(node), lambda: registry, SigningGate(),
+        )  # fmt: skip
+        build_router(registry, node, ChainFacts(node), Settings(), nonces=nonces, tracker=tracker)
+        assert tracker.nonces is not None
+        methods = TransactionMethods(
+            lambda: registry, node, nonces, ChainFacts(node), 1.2, track=tracker.track_send
+        )
+        request = [{"from": signer.address, "to": TO, "value": hex(10**18), "gas": "0x5208"}]
+        payment_hash = await methods.eth_sendTransaction(request, CallContext(client="ci"))
+        payment_raw = next(p[0] for m, p in node.calls if m == "eth_sendRawTransaction")
+        pending["count"] = 1  # pooled
+        cancel = await tracker.replace(payment_hash, CallContext(client="ci"), "cancel")
+
+        pending["count"] = 0  # the node restarted and forgot its pool
+        now[0] += 2.0
+        await asyncio.sleep(0.1)  # Redis: a recorded transaction is resent a lease after
+        assert (await nonces.reserve(signer.address)).nonce == 1
+        assert payment_raw not in resent, "the cancelled payment was sent again"
+        assert resent == [cancel.raw]
+    finally:
+        if client is not None:
+            await client.aclose()
