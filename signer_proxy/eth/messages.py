@@ -155,7 +155,7 @@ def typed_data_chain_id(data: dict[str, Any]) -> int | None:
     value = data["domain"].get("chainId")
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "³¹³³⁷"
         return int(value)
     return parse_quantity(value, "typed data domain.chainId")
 

@@ -327,3 +327,11 @@ def test_typed_data_chain_id_absent_and_invalid() -> None:
     assert typed_data_chain_id({"domain": {}}) is None
     with pytest.raises(InvalidParams, match=r"domain\.chainId"):
         typed_data_chain_id({"domain": {"chainId": "mainnet"}})
+
+
+@pytest.mark.parametrize("chain_id", ["²", "³¹³³⁷", "\u0661"])
+def test_typed_data_chain_id_of_other_scripts_digits_is_invalid_params(chain_id: str) -> None:
+    """str.isdigit() holds for superscript and Arabic-Indic digits, which int() refuses or
+    reads: bad input (-32602), not an internal error (found by review)."""
+    with pytest.raises(InvalidParams, match=r"domain\.chainId"):
+        typed_data_chain_id({"domain": {"chainId": chain_id}})
