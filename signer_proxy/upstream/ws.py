@@ -280,6 +280,11 @@ class UpstreamSocket:
                     f"({type(exc).__name__}); check that the node serves WebSocket there, "
                     "or set --upstream-ws"
                 ) from exc
+            if self._closed:
+                # The client left while the upgrade was under way: close() found no socket
+                # to close, so this one would outlive it (its heartbeat keeps it open).
+                await ws.close()
+                raise UpstreamUnavailable("the WebSocket connection is closing; reconnect")
             if isinstance(ws, NodeSocket):
                 ws.offer_replies(self._take_reply)
             self._ws = ws

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from signer_proxy.dev.kms_emulator import KmsEmulator
 from signer_proxy.errors import NodeRejected
@@ -739,3 +740,39 @@ async def test_ws_a_call_never_starts_ahead_of_a_message_the_read_loop_is_taking
     finally:
         room.set()
         await socket.close()
+
+
+# --- a client that leaves during the node's handshake ---------------------------------------
+
+
+class SlowFront(WsFront):
+    """A front whose WebSocket upgrades take `delay` seconds (a distant or busy provider)."""
+
+    delay = 0.5
+
+    async def _relay(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(self.delay)
+        return await super()._relay(request)
+
+
+async def test_ws_client_gone_during_the_node_handshake_leaves_no_node_connection(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    """The client leaves while its first relayed call is still opening the node's WebSocket:
+    that connection must not outlive it (found by review: close() found no socket yet, and
+    the upgrade, once answered, left a node connection and its reader open for good)."""
+    front = await SlowFront(derive_ws_url(anvil.url)).start()
+    proxy = await ws_proxy(start_proxy, anvil, kms, make_key(), upstream_ws=front.url)
+    try:
+        client = await connect(proxy)
+        client.send_call("eth_blockNumber")  # opens the node connection: 0.5 s
+        await asyncio.sleep(0.1)
+        await client.close()  # the client goes before the node's upgrade is answered
+        websockets = proxy.client.app[WEBSOCKETS]
+        await wait_for(lambda: not websockets.open)  # the proxy is done with the client
+        await asyncio.sleep(1.0)
+        assert front.opened == 1
+        assert front.open == 0, "the node connection outlived its client"
+    finally:
+        await proxy.client.close()  # its session closes a leaked connection: a quick stop
+        await front.stop()
