@@ -365,7 +365,11 @@ class UpstreamSocket:
         if isinstance(answer, bytes):  # one error for a whole batch (no batch support)
             return dumps({**loads(answer), "id": None})
         for reply in answer:  # every member of a batch gets back the id it was sent with
-            if isinstance(reply, dict) and reply.get("id") in pending.ids:
+            if (
+                isinstance(reply, dict)
+                and type(reply.get("id")) is int
+                and reply["id"] in pending.ids
+            ):
                 reply["id"] = pending.ids[reply["id"]]
         return dumps(answer)
 
@@ -421,7 +425,11 @@ class UpstreamSocket:
                 (
                     self._pending[item["id"]]
                     for item in message.decoded
-                    if isinstance(item, dict) and item.get("id") in self._pending
+                    # our ids are ints; a node's id of another type (a list: unhashable)
+                    # is no reply of ours, and must not end the reader
+                    if isinstance(item, dict)
+                    and type(item.get("id")) is int
+                    and item["id"] in self._pending
                 ),
                 None,
             )
@@ -452,7 +460,11 @@ class UpstreamSocket:
             return
         replies = answer if isinstance(answer, list) else [loads(answer)]
         for reply in replies:
-            if not isinstance(reply, dict) or reply.get("id") not in pending.subscriptions:
+            if (
+                not isinstance(reply, dict)
+                or type(reply.get("id")) is not int
+                or reply["id"] not in pending.subscriptions
+            ):
                 continue
             method, target = pending.subscriptions[reply["id"]]
             result = reply.get("result")

@@ -252,3 +252,41 @@ async def test_a_reply_never_overtakes_a_notification_sent_before_it(
             assert takes == [True]
         finally:
             await socket.close()
+
+
+async def test_a_batch_reply_with_an_id_of_another_type_does_not_end_the_connection() -> None:
+    """A node's batch reply holding an item whose id is a list (unhashable): no reply of ours,
+    skipped; the batch still resolves and the connection stays (found by review: the
+    TypeError ended the reader, failing every call and subscription on it)."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            calls = json.loads(message.data)
+            odd = {"jsonrpc": "2.0", "id": [1], "result": "0x0"}
+            replies = [{"jsonrpc": "2.0", "id": c["id"], "result": "0x1"} for c in calls]
+            await socket.send_str(json.dumps([odd, *replies]))
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    port, runner = await start_app(app)
+    try:
+        async with aiohttp.ClientSession(ws_response_class=NodeSocket) as session:  # type: ignore[arg-type]
+            socket = UpstreamSocket(
+                f"ws://127.0.0.1:{port}/", session, 5.0, lambda _: asyncio.sleep(0), print
+            )
+            try:
+                for subscribe in (False, True):
+                    method = "eth_subscribe" if subscribe else "eth_blockNumber"
+                    body = json.dumps([{"jsonrpc": "2.0", "id": 5, "method": method}]).encode()
+                    delivered = asyncio.Event()
+                    delivered.set()
+                    reply = json.loads(await socket.forward(body, delivered))
+                    assert {"jsonrpc": "2.0", "id": 5, "result": "0x1"} in reply
+                    assert socket.connected
+            finally:
+                await socket.close()
+    finally:
+        await runner.cleanup()
