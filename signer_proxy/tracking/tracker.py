@@ -28,6 +28,7 @@ from signer_proxy.errors import (
     PolicyDenied,
     SignerProxyError,
     UpstreamBadResponse,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from signer_proxy.eth.fee_bump import (
@@ -623,7 +624,9 @@ class Tracker:
                 record = state.rebroadcast(record, accepted=False)
                 await self.store.save(record)
                 return record
-        except UpstreamUnavailable as exc:
+        except (UpstreamUnavailable, UpstreamTimeout, UpstreamBadResponse) as exc:
+            # Unsent, or maybe: the next round looks again. Raised, it ended the address's
+            # round, and the records finalized before this one were never stored.
             log.warning("rebroadcast of tx=%s: %s", record.current, exc.message)
             return record
         record = state.rebroadcast(record, accepted=True)

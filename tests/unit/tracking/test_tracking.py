@@ -629,6 +629,44 @@ async def test_a_round_asks_per_transaction_only_below_the_mined_count_or_above_
     assert [r.sent_block for r in left] == [None] * 4 + [6] * 3
 
 
+@pytest.mark.parametrize("failure", ["timeout", "bad-response"])
+async def test_a_rebroadcast_that_fails_does_not_end_the_round(failure: str) -> None:
+    """Nonces 0-2 mined, 3 and 4 forgotten by the node; the rebroadcast of 3 times out (or a
+    gateway answers 502). The round goes on: 0-2 are stored final and 4 is rebroadcast (found
+    by review: the error ended the address's round, so nothing of it was stored, and a
+    rebroadcast failing every round stalled the address's records)."""
+    from signer_proxy.access.gate import SigningGate
+    from signer_proxy.chain.fill import ChainFacts
+    from signer_proxy.errors import UpstreamBadResponse, UpstreamTimeout
+    from signer_proxy.keys import KeyRegistry
+    from signer_proxy.tracking.tracker import Tracker
+
+    class FailingOnce(CountingNode):
+        async def call(self, method: str, params: Any) -> Any:
+            if method == "eth_sendRawTransaction" and params[0] == stuck:
+                await super().call(method, params)
+                if failure == "timeout":
+                    raise UpstreamTimeout("the node did not answer in time")
+                raise UpstreamBadResponse("the gateway answered 502")
+            return await super().call(method, params)
+
+    node = FailingOnce(mined=3, pooled=3)
+    store = MemoryTrackStore()
+    registry = KeyRegistry([])
+    tracker = Tracker(store, node, ChainFacts(node), lambda: registry, SigningGate())
+    raws = []
+    for nonce in range(5):
+        tx = replace(TYPE2, nonce=nonce)
+        signed = sign_with(tx, SIG)
+        raws.append("0x" + signed.raw.hex())
+        await tracker.track_send(signed, tx, ME, "ci")
+    stuck = raws[3]
+    await tracker.watch(1, ME)
+    left = await store.pending(1, ME)
+    assert [(r.nonce, r.rebroadcasts) for r in left] == [(3, 0), (4, 1)]
+    assert node.asked["eth_sendRawTransaction"] == 2
+
+
 class BlockNode(CountingNode):
     """CountingNode with blocks: `bodies` lists each block's transaction hashes, the latest is
     `block`; a receipt is served for a hash found in a body (status `statuses[hash]`, 1 by
