@@ -457,6 +457,11 @@ class UpstreamSocket:
         if not pending.subscriptions:
             if not pending.future.done():
                 pending.future.set_result(answer)
+                # The caller's task was woken first: one turn of the loop lets it queue this
+                # reply for its client before the reader reads on (a notification the node
+                # sent after the reply then follows it). Only replies the reader dispatches
+                # pay this; those taken in the data callback never wait behind another.
+                await asyncio.sleep(0)
             return
         replies = answer if isinstance(answer, list) else [loads(answer)]
         for reply in replies:

@@ -36,6 +36,7 @@ from tests.conftest import (
     ProxyFactory,
     free_port,
     proxy_settings,
+    start_app,
     start_proxy_process,
     stop,
 )
@@ -776,3 +777,49 @@ async def test_ws_client_gone_during_the_node_handshake_leaves_no_node_connectio
     finally:
         await proxy.client.close()  # its session closes a leaked connection: a quick stop
         await front.stop()
+
+
+async def test_a_reply_the_node_sent_before_a_notification_reaches_the_client_first(
+    start_proxy: ProxyFactory, anvil: Anvil, kms: KmsEmulator, make_key: KeyFactory
+) -> None:
+    """The node writes notification 1, the reply, notification 2 in one go (a block landing
+    around a reply): the client gets them in that order through the proxy (found by review:
+    the reply went behind notification 2)."""
+
+    def frame(payload: dict[str, Any]) -> bytes:
+        data = json.dumps(payload).encode()
+        return bytes([0x81, len(data)]) + data  # unmasked text, as a server sends
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            call = json.loads(message.data)
+            notes = [
+                {"jsonrpc": "2.0", "method": "eth_subscription",
+                 "params": {"subscription": "0x1", "result": n}}
+                for n in (1, 2)
+            ]  # fmt: skip
+            reply = {"jsonrpc": "2.0", "id": call["id"], "result": "0x1"}
+            assert request.transport is not None
+            request.transport.write(frame(notes[0]) + frame(reply) + frame(notes[1]))
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    port, runner = await start_app(app)
+    proxy = await ws_proxy(
+        start_proxy, anvil, kms, make_key(), upstream_ws=f"ws://127.0.0.1:{port}/"
+    )
+    try:
+        client = await connect(proxy)
+        for _ in range(5):
+            client.received.clear()
+            await client.call("eth_blockNumber")
+            await client.notification()
+            await client.notification()
+            kinds = [m.get("params", {}).get("result", "reply") for m in client.received]  # type: ignore[union-attr]
+            assert kinds == [1, "reply", 2]
+        await client.close()
+    finally:
+        await runner.cleanup()

@@ -290,3 +290,55 @@ async def test_a_batch_reply_with_an_id_of_another_type_does_not_end_the_connect
                 await socket.close()
     finally:
         await runner.cleanup()
+
+
+def _note(n: int) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "method": "eth_subscription", "params": {"result": n}}
+    ).encode()
+
+
+@pytest.fixture
+async def interleaving_node() -> AsyncIterator[str]:
+    """A node that answers each call with, in one write: notification 1, the reply,
+    notification 2 (as geth does when a block lands around a reply)."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            call = json.loads(message.data)
+            reply = json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x1"}).encode()
+            transport = request.transport
+            assert transport is not None
+            transport.write(_frame(1, _note(1)) + _frame(1, reply) + _frame(1, _note(2)))
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    port, runner = await start_app(app)
+    yield f"ws://127.0.0.1:{port}/"
+    await runner.cleanup()
+
+
+async def test_a_notification_does_not_overtake_a_reply_sent_before_it(
+    interleaving_node: str,
+) -> None:
+    """Node order N1, R, N2 reaches the caller as N1, R, N2: the reply sits behind N1, so the
+    reader dispatches it, and used to read on at once, delivering N2 before the caller had
+    taken R (found by review)."""
+    order: list[str] = []
+
+    async def deliver(raw: bytes) -> None:  # the client's send queue: room, no wait
+        order.append(f"note{json.loads(raw)['params']['result']}")
+
+    async with aiohttp.ClientSession(ws_response_class=NodeSocket) as session:  # type: ignore[arg-type]
+        socket = UpstreamSocket(interleaving_node, session, 5.0, deliver, lambda _: None)
+        try:
+            reply = await socket.forward(b'{"jsonrpc":"2.0","id":7,"method":"m"}')
+            assert json.loads(reply)["id"] == 7
+            order.append("reply")
+            await asyncio.sleep(0.1)
+            assert order == ["note1", "reply", "note2"]
+        finally:
+            await socket.close()
